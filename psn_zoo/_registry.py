@@ -1,0 +1,106 @@
+"""The one registry idiom of psn_zoo: named builders with fnmatch listing and helpful errors.
+
+Neurons, surrogate functions and models are all registered the same way::
+
+    NEURONS = Registry("neuron")
+
+    @NEURONS.register("lif", causal=True)
+    class LIFNode(...): ...
+
+    NEURONS.get("lif")          # -> Entry(name="lif", obj=LIFNode, meta={"causal": True})
+    NEURONS.names("*psn*")      # -> ["masked_psn", "psn", "sliding_psn"]
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import inspect
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry(Generic[T]):
+    """One registered object: its name, the object (class or builder function) and metadata."""
+
+    name: str
+    obj: T
+    meta: Mapping[str, Any] = field(default_factory=dict)
+
+    def accepted_kwargs(self) -> list[str]:
+        """Keyword arguments the registered callable accepts (``self`` excluded)."""
+        return [
+            p.name
+            for p in inspect.signature(self.obj).parameters.values()
+            if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)
+        ]
+
+    def accepts_var_kwargs(self) -> bool:
+        return any(p.kind is p.VAR_KEYWORD for p in inspect.signature(self.obj).parameters.values())
+
+
+class Registry(Generic[T]):
+    """A name -> object table. ``kind`` is used in error messages ("unknown neuron ...")."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._entries: dict[str, Entry[T]] = {}
+        self._aliases: dict[str, str] = {}
+
+    def register(self, name: str, *, aliases: tuple[str, ...] = (), **meta: Any) -> Callable[[T], T]:
+        """Decorator that registers ``obj`` under ``name`` (and ``aliases``); duplicates are an error."""
+
+        def decorator(obj: T) -> T:
+            key = _normalise(name)
+            for new in (key, *map(_normalise, aliases)):
+                if new in self._entries or new in self._aliases:
+                    raise KeyError(f"{self.kind} {new!r} is already registered")
+            self._entries[key] = Entry(key, obj, dict(meta))
+            self._aliases.update({_normalise(alias): key for alias in aliases})
+            return obj
+
+        return decorator
+
+    def get(self, name: str) -> Entry[T]:
+        """The entry for ``name`` or an alias (case-insensitive, ``-`` = ``_``); unknown names list choices."""
+        if not isinstance(name, str):
+            raise TypeError(f"{self.kind} name must be a string, got {type(name).__name__}")
+        key = _normalise(name)
+        key = self._aliases.get(key, key)
+        if key not in self._entries:
+            raise KeyError(self.unknown_message(name))
+        return self._entries[key]
+
+    def aliases(self, name: str) -> list[str]:
+        key = self.get(name).name
+        return sorted(alias for alias, target in self._aliases.items() if target == key)
+
+    def unknown_message(self, name: str) -> str:
+        candidates = [*self._entries, *self._aliases]
+        close = difflib.get_close_matches(_normalise(name), candidates, n=3, cutoff=0.5)
+        hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+        return f"unknown {self.kind} {name!r}.{hint} Valid choices: {', '.join(sorted(self._entries))}."
+
+    def names(self, pattern: str | None = None) -> list[str]:
+        """Sorted registered names, optionally filtered by an fnmatch ``pattern`` such as ``"*psn*"``."""
+        names = sorted(self._entries)
+        if pattern is None:
+            return names
+        return [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and (_normalise(name) in self._entries or _normalise(name) in self._aliases)
+
+    def __iter__(self) -> Iterator[Entry[T]]:
+        return iter(self._entries[n] for n in sorted(self._entries))
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
+def _normalise(name: str) -> str:
+    return name.strip().lower().replace("-", "_")

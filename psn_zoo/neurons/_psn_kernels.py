@@ -1,0 +1,150 @@
+"""Fused autograd kernels for the PSN family on time-first 2-D inputs ``x2d: [T, N]``.
+
+SpikingJelly computes ``h = addmm(b, W, x)`` then ``Θ(h)`` with autograd, so it keeps both ``x`` and
+``h`` ([T, N] each) for backward and runs about ten full passes over [T, N] tensors, each one
+allocating. These kernels:
+
+- never store ``h``: backward recomputes it from ``x`` (the GEMM is cheap next to a memory pass);
+- fuse the threshold into the GEMM epilogue: ``Θ(Wx + b) = [Wx ≥ −b]``, exact in IEEE arithmetic;
+- walk ``N`` in cache-sized column chunks, so every elementwise step runs on data still in L2;
+- for the sliding PSN with a short kernel (``k ≪ T``), replace the dense banded T×T GEMM by ``k``
+  fused multiply-adds over time-shifted views (``addcmul``), in the same order as the GEMM's
+  accumulation, so the result is the same.
+
+Outputs (spikes) are bit-identical to SpikingJelly 2.0.0; input gradients are too for the dense
+kernel; parameter gradients are summed chunk by chunk, so they agree to float round-off.
+"""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import torch
+
+from .surrogate import Surrogate
+
+#: Elements of one [T, chunk] block; 2**19 float32 = 2 MiB, the L2 size of one core here.
+CHUNK_ELEMENTS = 1 << 19
+
+_scratch = threading.local()
+
+
+def _scratch_like(x: torch.Tensor) -> torch.Tensor:
+    """A reusable per-thread buffer shaped like the chunk ``x`` (CPU): a fresh allocation per chunk
+    costs page faults that are slower than the arithmetic done in it."""
+    if x.device.type != "cpu":
+        return torch.empty_like(x)
+    key = (x.dtype, x.shape[0])
+    pool = getattr(_scratch, "pool", None)
+    if pool is None:
+        pool = _scratch.pool = {}
+    buffer = pool.get(key)
+    if buffer is None or buffer.shape[1] < x.shape[1]:
+        buffer = pool[key] = torch.empty(x.shape[0], max(x.shape[1], CHUNK_ELEMENTS // x.shape[0]), dtype=x.dtype)
+    return buffer[:, : x.shape[1]]
+
+
+def _chunks(x2d: torch.Tensor) -> list[slice]:
+    """Column slices of ``x2d`` (whole tensor off the CPU or when it is small)."""
+    T, N = x2d.shape
+    if x2d.device.type != "cpu" or T * N <= CHUNK_ELEMENTS:
+        return [slice(0, N)]
+    width = max(64, (CHUNK_ELEMENTS // T) // 64 * 64)
+    return [slice(c, min(c + width, N)) for c in range(0, N, width)]
+
+
+class DenseThreshold(torch.autograd.Function):
+    """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, N]`` (PSN, masked PSN)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
+    ) -> torch.Tensor:
+        out = torch.empty_like(x2d)
+        neg_bias = bias.neg().unsqueeze(1)
+        for cols in _chunks(x2d):
+            block = out[:, cols]
+            torch.mm(weight, x2d[:, cols], out=block)
+            block.ge_(neg_bias)
+        ctx.save_for_backward(x2d, weight, bias)
+        ctx.surrogate = surrogate
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2d, weight, bias = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = torch.empty_like(x2d) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b else None
+        bias_col = bias.unsqueeze(1)
+        weight_t = weight.t()
+        for cols in _chunks(x2d):
+            x = x2d[:, cols]
+            h = torch.addmm(bias_col, weight, x, out=_scratch_like(x))
+            grad_h = ctx.surrogate.backward_(h, grad_spike[:, cols])
+            if grad_x is not None:
+                torch.mm(weight_t, grad_h, out=grad_x[:, cols])
+            if grad_w is not None:
+                grad_w.addmm_(grad_h, x.t())
+            if grad_b is not None:
+                grad_b.add_(grad_h.sum(1))
+        return grad_x, grad_w, grad_b, None
+
+
+def _shifted_membrane(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+    """``out[t] = Σ_i w_i·x[t-k+1+i]`` (no bias), accumulated oldest input first like the GEMM.
+
+    The oldest tap initialises the rows it reaches (``w·x`` rounds like ``fma(w, x, 0)``), the rows it
+    does not reach start at 0, and every newer tap is one fused multiply-add over a time-shifted view.
+    """
+    T, k = x.shape[0], weight.shape[0]
+    first = max(0, k - T)  # taps older than the sequence never contribute
+    shift = k - 1 - first
+    out[:shift].zero_()
+    torch.mul(x[: T - shift], weight[first], out=out[shift:])
+    for i in range(first + 1, k):
+        shift = k - 1 - i
+        out[shift:].addcmul_(x[: T - shift], weight[i])
+    return out
+
+
+class ShiftedThreshold(torch.autograd.Function):
+    """Sliding PSN ``S[t] = Θ(Σ_i w_i·x[t-k+1+i] + b)`` with ``w: [k]``, scalar ``b``, ``x: [T, N]``."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
+    ) -> torch.Tensor:
+        out = torch.empty_like(x2d)
+        neg_bias = bias.neg()
+        for cols in _chunks(x2d):
+            _shifted_membrane(x2d[:, cols], weight, out[:, cols]).ge_(neg_bias)
+        ctx.save_for_backward(x2d, weight, bias)
+        ctx.surrogate = surrogate
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2d, weight, bias = ctx.saved_tensors
+        k, T = weight.shape[0], x2d.shape[0]
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        grad_x = torch.empty_like(x2d) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b else None
+        taps = [(i, k - 1 - i) for i in range(max(0, k - T), k)]  # (tap, time shift), newest last
+        for cols in _chunks(x2d):
+            x = x2d[:, cols]
+            membrane = _shifted_membrane(x, weight, _scratch_like(x)).add_(bias)
+            grad_h = ctx.surrogate.backward_(membrane, grad_spike[:, cols])
+            if grad_x is not None:  # dL/dx[j] = Σ_i w_i·dL/dh[j + shift_i]; the newest tap covers every row
+                torch.mul(grad_h, weight[k - 1], out=grad_x[:, cols])
+                for i, shift in taps[:-1]:
+                    grad_x[: T - shift, cols].addcmul_(grad_h[shift:], weight[i])
+            if grad_w is not None:
+                for i, shift in taps:
+                    grad_w[i] += torch.vdot(grad_h[shift:].reshape(-1), x[: T - shift].reshape(-1))
+            if grad_b is not None:
+                grad_b += grad_h.sum()
+        return grad_x, grad_w, grad_b, None

@@ -1,0 +1,136 @@
+"""Neurons by name: the neuron type is a hyperparameter (a string, or a mapping with kwargs).
+
+::
+
+    make_neuron("psn", T=4)
+    make_neuron({"name": "lif", "tau": 2.0, "surrogate": "sigmoid"})
+    list_neurons("*psn")            # ['masked_psn', 'psn', 'sliding_psn']
+
+A spec is plain data, so the same value works in YAML recipes, on the command line and in a
+checkpoint's metadata. Unknown names and bad arguments fail with the list of valid choices.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from torch import nn
+
+from .._registry import Entry, Registry
+
+NEURONS: Registry[type[nn.Module]] = Registry("neuron")
+
+#: Arguments every neuron accepts but which are not part of its identity.
+_RUNTIME_KWARGS = ("step_mode",)
+
+
+@dataclass(frozen=True)
+class NeuronSpec:
+    """A validated neuron choice: canonical ``name`` plus constructor ``kwargs``."""
+
+    name: str
+    kwargs: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, spec: str | Mapping[str, Any] | NeuronSpec) -> NeuronSpec:
+        """Accept ``"lif"``, ``{"name": "lif", "tau": 2.0}`` or a NeuronSpec; validate names and kwargs."""
+        if isinstance(spec, NeuronSpec):
+            name, kwargs = spec.name, dict(spec.kwargs)
+        elif isinstance(spec, str):
+            name, kwargs = spec, {}
+        elif isinstance(spec, Mapping):
+            kwargs = dict(spec)
+            name = kwargs.pop("name", None)
+            if name is None:
+                raise ValueError(
+                    f"neuron spec {dict(spec)!r} has no 'name'; write e.g. {{'name': 'lif', 'tau': 2.0}}. "
+                    f"Valid names: {', '.join(NEURONS.names())}"
+                )
+        else:
+            raise TypeError(f"a neuron spec is a name or a mapping with a 'name' key, got {type(spec).__name__}")
+        try:
+            entry = NEURONS.get(name)
+        except KeyError as err:
+            raise ValueError(err.args[0]) from None
+        _check_kwargs(entry, kwargs)
+        return cls(entry.name, kwargs)
+
+    def with_kwargs(self, **kwargs: Any) -> NeuronSpec:
+        return NeuronSpec.parse({"name": self.name, **self.kwargs, **kwargs})
+
+    def build(self, **kwargs: Any) -> nn.Module:
+        merged = {**self.kwargs, **kwargs}
+        _check_kwargs(NEURONS.get(self.name), merged)
+        return NEURONS.get(self.name).obj(**merged)
+
+    def to_dict(self) -> dict[str, Any]:
+        """``{"name": ..., **kwargs}`` -- the plain form for YAML and checkpoint metadata."""
+        return {"name": self.name, **self.kwargs}
+
+    @property
+    def needs_T(self) -> bool:
+        return bool(NEURONS.get(self.name).meta.get("needs_T", False))
+
+    @property
+    def causal(self) -> bool:
+        return bool(NEURONS.get(self.name).meta.get("causal", True))
+
+
+def _check_kwargs(entry: Entry[type[nn.Module]], kwargs: Mapping[str, Any]) -> None:
+    valid = [k for k in entry.accepted_kwargs() if k != "self"]
+    unknown = sorted(set(kwargs) - set(valid))
+    if unknown:
+        raise ValueError(f"neuron {entry.name!r} got unexpected argument(s) {unknown}; it accepts: {', '.join(valid)}")
+
+
+def make_neuron(spec: str | Mapping[str, Any] | NeuronSpec, **kwargs: Any) -> nn.Module:
+    """Build a neuron from a spec; ``kwargs`` add to / override the spec's arguments.
+
+    >>> make_neuron("psn", T=4)
+    PSN(...)
+    """
+    return NeuronSpec.parse(spec).build(**kwargs)
+
+
+def neuron_factory(
+    spec: str | Mapping[str, Any] | NeuronSpec, T: int | None = None, **defaults: Any
+) -> Callable[[], nn.Module]:
+    """Validate ``spec`` once and return a zero-argument builder (used by models for each layer).
+
+    ``T`` is passed to neurons whose weights depend on it (PSN, masked PSN) and ignored by the others;
+    a spec that fixes a different ``T`` is an error. ``defaults`` are applied where the neuron accepts them.
+    """
+    parsed = NeuronSpec.parse(spec)
+    entry = NEURONS.get(parsed.name)
+    kwargs = {k: v for k, v in defaults.items() if k in entry.accepted_kwargs() and k not in parsed.kwargs}
+    if parsed.needs_T:
+        if T is None and "T" not in parsed.kwargs:
+            raise ValueError(f"neuron {parsed.name!r} needs the number of time steps T")
+        if T is not None and parsed.kwargs.get("T", T) != T:
+            raise ValueError(f"neuron spec fixes T={parsed.kwargs['T']} but the model runs T={T}; drop T from the spec")
+        if T is not None:
+            kwargs["T"] = T
+    full = parsed.with_kwargs(**kwargs)
+    full.build()  # fail now, with a clear message, rather than deep inside a model constructor
+    return full.build
+
+
+def list_neurons(pattern: str | None = None) -> list[str]:
+    """Registered neuron names, optionally filtered by an fnmatch pattern (``"*psn*"``)."""
+    return NEURONS.names(pattern)
+
+
+def neuron_info(name: str) -> dict[str, Any]:
+    """Name, class, aliases, causality, whether T is required, and accepted arguments of a neuron."""
+    entry = NEURONS.get(name)
+    return {
+        "name": entry.name,
+        "class": entry.obj.__name__,
+        "aliases": NEURONS.aliases(entry.name),
+        "causal": bool(entry.meta.get("causal", True)),
+        "needs_T": bool(entry.meta.get("needs_T", False)),
+        "kwargs": [k for k in entry.accepted_kwargs() if k not in _RUNTIME_KWARGS],
+        "summary": (entry.obj.__doc__ or "").strip().splitlines()[0],
+    }

@@ -1,0 +1,32 @@
+"""The psn-zoo command."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+
+from psn_zoo.cli import main
+from psn_zoo.neurons import list_neurons
+
+
+def test_neurons_command_lists_the_registry(capsys):
+    assert main(["neurons"]) == 0
+    out = capsys.readouterr().out
+    for name in list_neurons():
+        assert f"\n{name} " in f"\n{out}"
+    assert "alias: if5" in out and "parallel-only" in out
+
+
+def test_neurons_command_filters_and_reports_no_match(capsys):
+    assert main(["neurons", "*psn"]) == 0
+    out = capsys.readouterr().out
+    assert "sliding_psn" in out and "\nlif " not in out
+    assert main(["neurons", "nothing*"]) == 1
+
+
+def test_console_script_is_installed():
+    exe = shutil.which("psn-zoo")
+    assert exe, "`pip install -e .` must provide the psn-zoo command"
+    result = subprocess.run([exe, "neurons", "psn"], capture_output=True, text=True, timeout=300, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("psn ")

@@ -1,0 +1,238 @@
+"""Neuron behaviour: shapes, step modes, state, streaming equals multi-step, input errors, initialisation."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from conftest import assert_grads_close, forward_backward
+from torch import nn
+
+from psn_zoo.neurons import (
+    PSN,
+    MaskedPSN,
+    NoResetLIFNode,
+    SlidingPSN,
+    make_neuron,
+    reset_states,
+    set_step_mode,
+)
+
+ALL_SPECS = [
+    {"name": "psn", "T": 6},
+    {"name": "masked_psn", "T": 6, "k": 2, "lambda_": 0.5},
+    {"name": "sliding_psn", "k": 3},
+    {"name": "if"},
+    {"name": "lif"},
+    {"name": "plif"},
+    {"name": "lif_noreset"},
+]
+
+CAUSAL_SPECS = [
+    {"name": "masked_psn", "T": 6, "k": 2, "lambda_": 1.0},
+    {"name": "masked_psn", "T": 6, "k": 6, "lambda_": 1.0},
+    {"name": "sliding_psn", "k": 2},
+    {"name": "sliding_psn", "k": 3, "exp_init": False},
+    {"name": "if"},
+    {"name": "lif", "v_reset": None, "detach_reset": True},
+    {"name": "lif", "tau": 3.0, "decay_input": False},
+    {"name": "plif"},
+    {"name": "lif_noreset"},
+]
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda s: s["name"])
+@pytest.mark.parametrize("shape", [(5,), (2, 3, 4, 4)])
+def test_multi_step_shapes_and_binary_output(spec, shape):
+    neuron = make_neuron(spec)
+    x = torch.randn(6, *shape) * 2
+    out, grad_x, grads = forward_backward(neuron, x, torch.ones_like(x))
+    assert out.shape == x.shape and out.dtype == x.dtype
+    assert set(out.unique().tolist()) <= {0.0, 1.0}
+    assert 0 < out.mean() < 1  # it fires, and not everywhere
+    assert grad_x.shape == x.shape and grad_x.abs().sum() > 0
+    for name, grad in grads.items():
+        assert torch.isfinite(grad).all() and grad.abs().sum() > 0, name
+
+
+@pytest.mark.parametrize("spec", CAUSAL_SPECS, ids=lambda s: "-".join(f"{v}" for v in s.values()))
+def test_streaming_equals_multi_step(spec):
+    """Frame-by-frame (single-step) spikes are identical to the whole-sequence ones; gradients agree."""
+    torch.manual_seed(1)
+    x = torch.randn(6, 4, 3, 5) * 2
+    grad = torch.randn_like(x)
+    multi = make_neuron(spec)
+    stream = make_neuron(spec)
+    stream.load_state_dict(multi.state_dict())
+    out_m, gx_m, gp_m = forward_backward(multi, x, grad)
+
+    stream.step_mode = "s"
+    xs = x.clone().requires_grad_(True)
+    out_s = torch.stack([stream(xs[t]) for t in range(x.shape[0])])
+    out_s.backward(grad)
+    assert torch.equal(out_s.detach(), out_m)
+    assert_grads_close(xs.grad, gx_m)
+    for name, p in stream.named_parameters():
+        assert_grads_close(p.grad, gp_m[name])
+
+
+def test_state_persists_until_reset():
+    lif = make_neuron("lif")
+    x = torch.full((3, 2), 1.5)
+    first = lif(x)
+    second = lif(x)  # continues from the stored membrane potential
+    assert not torch.equal(first, second)
+    reset_states(lif)
+    assert torch.equal(lif(x), first)
+
+    sliding = make_neuron("sliding_psn", k=2, step_mode="s")
+    a = [sliding(torch.ones(2)) for _ in range(3)]
+    sliding.reset()
+    b = [sliding(torch.ones(2)) for _ in range(3)]
+    assert all(torch.equal(u, v) for u, v in zip(a, b, strict=True))
+
+
+def test_reset_states_and_set_step_mode_on_a_model():
+    model = nn.Sequential(nn.Linear(3, 3), make_neuron("lif"), nn.Linear(3, 3), make_neuron("sliding_psn", k=2))
+    set_step_mode(model, "s")
+    assert all(m.step_mode == "s" for m in (model[1], model[3]))
+    model(torch.randn(2, 3))
+    assert model[1].v is not None and model[3]._queue
+    reset_states(model)
+    assert model[1].v is None and not model[3]._queue
+
+    mixed = nn.Sequential(make_neuron("lif"), make_neuron("psn", T=4))
+    with pytest.raises(ValueError, match="PSN is not causal"):
+        set_step_mode(mixed, "s")
+    assert mixed[0].step_mode == "m"  # nothing changed when one neuron cannot switch
+
+
+# ------------------------------------------------------------------------------------ bad input
+def test_wrong_T_is_named():
+    psn = make_neuron("psn", T=4)
+    with pytest.raises(ValueError, match=r"built for T=4 time steps but got an input with 8 steps.*x.transpose"):
+        psn(torch.randn(8, 2, 3))
+    masked = make_neuron("masked_psn", T=4, k=2)
+    with pytest.raises(ValueError, match="built for T=4"):
+        masked(torch.randn(3, 2))
+
+
+def test_single_step_on_non_causal_neurons():
+    with pytest.raises(ValueError, match=r"PSN is not causal.*no single-step mode"):
+        make_neuron("psn", T=4, step_mode="s")
+    psn = make_neuron("psn", T=4)
+    with pytest.raises(ValueError, match="not causal"):
+        psn.step_mode = "s"
+    masked = make_neuron("masked_psn", T=4, k=2, lambda_=0.5)
+    with pytest.raises(ValueError, match=r"lambda_=0.5 < 1 .*cannot run step by step"):
+        masked.step_mode = "s"
+    masked.lambda_ = 1.0
+    masked.step_mode = "s"
+    masked(torch.randn(3))
+    masked.lambda_ = 0.9  # lowered again mid-stream
+    with pytest.raises(ValueError, match="cannot run step by step"):
+        masked(torch.randn(3))
+
+
+def test_masked_psn_streaming_beyond_T():
+    masked = make_neuron("masked_psn", T=3, k=2, lambda_=1.0, step_mode="s")
+    for _ in range(3):
+        masked(torch.randn(2))
+    with pytest.raises(RuntimeError, match=r"MaskedPSN\(T=3\) has already run 3 single steps.*reset\(\)"):
+        masked(torch.randn(2))
+    masked.reset()
+    masked(torch.randn(2))
+
+
+@pytest.mark.parametrize("spec", ALL_SPECS, ids=lambda s: s["name"])
+def test_non_floating_input(spec):
+    neuron = make_neuron(spec)
+    with pytest.raises(TypeError, match=r"expects a floating-point input.*x.float\(\)"):
+        neuron(torch.ones(6, 3, dtype=torch.int64))
+    with pytest.raises(TypeError, match=r"expects a torch\.Tensor"):
+        neuron([[1.0]])
+
+
+def test_multi_step_needs_a_time_axis():
+    with pytest.raises(ValueError, match=r"time-first tensor \[T, B, \.\.\.\] with at least 2 dimensions"):
+        make_neuron("lif")(torch.randn(5))
+
+
+def test_state_shape_change_without_reset():
+    lif = make_neuron("lif")
+    lif(torch.randn(4, 8, 3))
+    with pytest.raises(ValueError, match=r"stored membrane potential has shape \(8, 3\).*reset\(\)"):
+        lif(torch.randn(4, 5, 3))
+    stream = make_neuron("sliding_psn", k=3, step_mode="s")
+    stream(torch.randn(8, 3))
+    with pytest.raises(ValueError, match="input shape changed"):
+        stream(torch.randn(5, 3))
+
+
+# ---------------------------------------------------------------------------------- parameters
+def test_psn_initialisation_follows_the_paper():
+    for T in (4, 32):
+        psn = PSN(T)
+        bound = 1 / math.sqrt(T)
+        assert psn.weight.shape == (T, T) and psn.weight.abs().max() <= bound
+        assert psn.weight.std() > bound / 3  # a uniform draw, not a constant
+        assert torch.equal(psn.bias, torch.full((T,), -1.0))
+        assert sum(p.numel() for p in psn.parameters()) == T * T + T
+    sliding = SlidingPSN(4)
+    assert sliding.weight.tolist() == [0.125, 0.25, 0.5, 1.0] and float(sliding.bias.detach()) == -1.0
+    assert SlidingPSN(4, exp_init=False).weight.abs().max() <= 0.5
+    masked = MaskedPSN(5, 2)
+    expected_mask = torch.tensor([[1 if 0 <= i - j < 2 else 0 for j in range(5)] for i in range(5)]).float()
+    assert torch.equal(masked.mask, expected_mask)
+
+
+def test_masked_psn_lambda_is_a_saved_buffer():
+    masked = MaskedPSN(4, 2, lambda_=0.25)
+    state = masked.state_dict()
+    assert float(state["lambda_"]) == 0.25
+    other = MaskedPSN(4, 2)
+    other.load_state_dict(state)
+    assert float(other.lambda_) == 0.25
+    other.lambda_ = 1
+    assert float(other.lambda_) == 1.0 and other.lambda_.dtype == torch.float32
+    with pytest.raises(ValueError, match=r"lambda_ must be in \[0, 1\]"):
+        other.lambda_ = -0.1
+
+
+def test_masked_psn_lambda_blends_dense_and_band():
+    masked = MaskedPSN(4, 1, lambda_=0.0)
+    assert torch.equal(masked.effective_weight(), masked.weight)  # λ = 0: dense, like PSN
+    masked.lambda_ = 1.0
+    assert torch.equal(masked.effective_weight(), torch.diag(torch.diag(masked.weight)))
+    masked.lambda_ = 0.5
+    off_band = masked.effective_weight()[0, 3]
+    assert torch.isclose(off_band, 0.5 * masked.weight[0, 3])
+
+
+def test_lif_without_reset_is_a_fixed_psn():
+    """LIF without reset is linear: H = W·X with W[t, i] = (1/τ)(1 − 1/τ)^(t−i). With τ = 2 and inputs on
+    a 1/8 grid every product and sum is exact in float32, so both must give the very same spikes."""
+    T, tau = 8, 2.0
+    lifnr = NoResetLIFNode(tau=tau)
+    psn = PSN(T)
+    with torch.no_grad():
+        t = torch.arange(T)
+        lag = (t[:, None] - t[None, :]).float()
+        psn.weight.copy_(torch.where(lag >= 0, (1 / tau) * (1 - 1 / tau) ** lag, torch.zeros(())))
+        psn.bias.fill_(-1.0)
+    x = torch.randint(-16, 24, (T, 64, 5)).float() / 8
+    assert torch.equal(lifnr(x), psn(x))
+
+
+def test_non_contiguous_and_double_inputs():
+    for spec in ALL_SPECS:
+        neuron = make_neuron(spec)
+        x = torch.randn(3, 6, 4).transpose(0, 1)  # [6, 3, 4], not contiguous
+        assert not x.is_contiguous()
+        reference = make_neuron(spec)
+        reference.load_state_dict(neuron.state_dict())
+        assert torch.equal(neuron(x), reference(x.contiguous()))
+        neuron.double()
+        reset_states(neuron)
+        assert neuron(x.double()).dtype == torch.float64

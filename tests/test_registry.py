@@ -1,0 +1,121 @@
+"""The neuron registry: names, specs as plain data, and clear errors for bad choices."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psn_zoo.neurons import (
+    PSN,
+    LIFNode,
+    MaskedPSN,
+    NeuronSpec,
+    SlidingPSN,
+    list_neurons,
+    list_surrogates,
+    make_neuron,
+    make_surrogate,
+    neuron_factory,
+    neuron_info,
+)
+
+
+def test_list_neurons_and_patterns():
+    names = list_neurons()
+    assert names == sorted(names)
+    assert {"psn", "masked_psn", "sliding_psn", "if", "lif", "plif", "lif_noreset"} <= set(names)
+    assert list_neurons("*psn") == ["masked_psn", "psn", "sliding_psn"]
+    assert list_neurons("nothing*") == []
+
+
+def test_make_neuron_from_string_and_mapping():
+    psn = make_neuron("psn", T=4)
+    assert isinstance(psn, PSN) and psn.T == 4
+    lif = make_neuron({"name": "lif", "tau": 3.0, "surrogate": {"name": "sigmoid", "alpha": 5.0}})
+    assert isinstance(lif, LIFNode) and lif.tau == 3.0
+    assert lif.surrogate.spec() == {"name": "sigmoid", "alpha": 5.0}
+    assert isinstance(make_neuron("Sliding-PSN", k=3), SlidingPSN)  # case and dash insensitive
+    assert isinstance(make_neuron("if5pmd8", T=4, k=2), MaskedPSN)  # the paper's code names are aliases
+
+
+def test_spec_round_trips_through_plain_data():
+    for spec in [
+        {"name": "psn", "T": 8},
+        {"name": "masked_psn", "T": 8, "k": 3, "lambda_": 0.5},
+        {"name": "sliding_psn", "k": 2, "exp_init": False},
+        {"name": "lif", "tau": 2.5, "v_reset": None, "detach_reset": True},
+        {"name": "plif", "init_tau": 3.0},
+        {"name": "if", "surrogate": "sigmoid"},
+        {"name": "lif_noreset", "tau": 4.0},
+    ]:
+        neuron = make_neuron(spec)
+        rebuilt = make_neuron(neuron.spec())
+        assert rebuilt.spec() == neuron.spec()
+        assert type(rebuilt) is type(neuron)
+    assert NeuronSpec.parse("lifnr").to_dict() == {"name": "lif_noreset"}
+
+
+def test_unknown_name_lists_choices_and_suggests():
+    with pytest.raises(ValueError) as err:
+        make_neuron("spn", T=4)
+    message = str(err.value)
+    assert "unknown neuron 'spn'" in message
+    assert "'psn'" in message.split("Valid choices")[0]  # the suggestion
+    for name in list_neurons():
+        assert name in message
+
+
+def test_bad_kwargs_list_the_accepted_ones():
+    with pytest.raises(ValueError, match=r"'lif' got unexpected argument\(s\) \['T'\]; it accepts: tau, decay_input"):
+        make_neuron("lif", T=4)
+    with pytest.raises(ValueError, match="has no 'name'"):
+        make_neuron({"tau": 2.0})
+    with pytest.raises(TypeError, match="a neuron spec is a name or a mapping"):
+        make_neuron(3)
+
+
+@pytest.mark.parametrize(
+    ("spec", "message"),
+    [
+        ({"name": "psn", "T": 0}, "T must be a positive integer"),
+        ({"name": "psn", "T": 2.5}, "T must be a positive integer"),
+        ({"name": "masked_psn", "T": 4, "k": 5}, "order k=5 cannot exceed T=4"),
+        ({"name": "masked_psn", "T": 4, "k": 2, "lambda_": 1.5}, r"lambda_ must be in \[0, 1\]"),
+        ({"name": "lif", "tau": 0.5}, "tau must be > 1"),
+        ({"name": "lif", "v_threshold": "high"}, "v_threshold must be a finite number"),
+        ({"name": "lif", "surrogate": "relu"}, "unknown surrogate function 'relu'"),
+        ({"name": "lif", "surrogate": {"name": "atan", "alpha": -1}}, "alpha must be a positive number"),
+        ({"name": "lif", "step_mode": "x"}, "step_mode must be 'm'"),
+    ],
+)
+def test_bad_values_fail_clearly(spec, message):
+    with pytest.raises((ValueError, KeyError), match=message):
+        make_neuron(spec)
+
+
+def test_surrogates_registry():
+    assert list_surrogates() == ["atan", "sigmoid"]
+    assert make_surrogate("atan").alpha == 2.0
+    assert make_surrogate("sigmoid").alpha == 4.0
+    with pytest.raises(ValueError, match="takes only 'alpha'"):
+        make_surrogate({"name": "atan", "beta": 1})
+
+
+def test_neuron_factory_injects_T_only_where_needed():
+    assert neuron_factory("psn", T=4)().T == 4
+    assert isinstance(neuron_factory("lif", T=4)(), LIFNode)  # T is not a LIF argument: ignored
+    assert neuron_factory({"name": "sliding_psn", "k": 3}, T=16)().k == 3
+    with pytest.raises(ValueError, match="fixes T=8 but the model runs T=4"):
+        neuron_factory({"name": "psn", "T": 8}, T=4)
+    with pytest.raises(ValueError, match="needs the number of time steps"):
+        neuron_factory("psn")
+    with pytest.raises(ValueError, match="unknown neuron"):
+        neuron_factory("psm", T=4)
+    a, b = neuron_factory("psn", T=4)(), neuron_factory("psn", T=4)()
+    assert a is not b and not torch.equal(a.weight, b.weight)  # a fresh, freshly initialised layer per call
+
+
+def test_neuron_info():
+    info = neuron_info("psn")
+    assert info["class"] == "PSN" and info["needs_T"] and not info["causal"] and info["aliases"] == ["if5"]
+    assert "T" in info["kwargs"] and "step_mode" not in info["kwargs"]
