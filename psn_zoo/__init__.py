@@ -1,7 +1,17 @@
 """psn_zoo: a model zoo of Parallel Spiking Neuron networks (Fang et al., NeurIPS 2023)."""
 
+from .models import create_model, list_models, model_info
 from .neurons import list_neurons, make_neuron, reset_states, set_step_mode
 
 __version__ = "0.1.0"
 
-__all__ = ["__version__", "list_neurons", "make_neuron", "reset_states", "set_step_mode"]
+__all__ = [
+    "__version__",
+    "create_model",
+    "list_models",
+    "list_neurons",
+    "make_neuron",
+    "model_info",
+    "reset_states",
+    "set_step_mode",
+]

@@ -24,6 +24,22 @@ def _cmd_neurons(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_models(args: argparse.Namespace) -> int:
+    from .models import list_models, model_info
+
+    names = list_models(args.pattern)
+    if not names:
+        print(f"no model matches {args.pattern!r}")
+        return 1
+    width = max(len(n) for n in names)
+    for name in names:
+        info = model_info(name)
+        defaults = info["defaults"]
+        tag = "paper" if info["paper"] else info["family"]
+        print(f"{name:<{width}}  [{tag}] neuron={defaults['neuron']} T={defaults['T']}  {info['summary']}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -33,6 +49,9 @@ def build_parser() -> argparse.ArgumentParser:
     neurons = sub.add_parser("neurons", help="list the registered neurons and their arguments")
     neurons.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*psn*'")
     neurons.set_defaults(func=_cmd_neurons)
+    models = sub.add_parser("models", help="list the registered models")
+    models.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'sew*'")
+    models.set_defaults(func=_cmd_models)
     return parser
 
 

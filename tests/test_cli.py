@@ -30,3 +30,10 @@ def test_console_script_is_installed():
     result = subprocess.run([exe, "neurons", "psn"], capture_output=True, text=True, timeout=300, check=False)
     assert result.returncode == 0, result.stderr
     assert result.stdout.startswith("psn ")
+
+
+def test_models_command(capsys):
+    assert main(["models", "sew*"]) == 0
+    out = capsys.readouterr().out
+    assert out.splitlines()[0].startswith("sew_resnet18 ") and "neuron=psn" in out
+    assert main(["models", "nope*"]) == 1

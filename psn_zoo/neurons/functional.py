@@ -17,16 +17,23 @@ def _as_2d(x_seq: torch.Tensor) -> torch.Tensor:
     return x_seq.reshape(x_seq.shape[0], -1)
 
 
+def _tracing() -> bool:
+    """Under ``torch.export`` / ``torch.compile`` the neurons use plain differentiable ops (same values):
+    the fused kernels' chunked ``out=`` writes are an eager-mode optimisation tracers should not see."""
+    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 # --------------------------------------------------------------------------------------- PSN family
 def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
     """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``."""
+    if _tracing():
+        return surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x_seq))).view(x_seq.shape)
     return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate).view(x_seq.shape)
 
 
 def masked_weight(weight: torch.Tensor, mask: torch.Tensor, lambda_: torch.Tensor | float) -> torch.Tensor:
-    """``W ⊙ (λ·M_k + (1 − λ)·J)``; exactly ``W ⊙ M_k`` once λ ≥ 1 (same arithmetic as SpikingJelly)."""
-    if float(lambda_) >= 1.0:
-        return weight * mask
+    """``W ⊙ (λ·M_k + (1 − λ)·J)``; at λ = 1 this is exactly ``W ⊙ M_k`` (no data-dependent branch, so it
+    traces for export), and it is the same arithmetic as SpikingJelly's."""
     return (lambda_ * mask + (1.0 - lambda_)) * weight
 
 
@@ -61,6 +68,8 @@ def sliding_psn_multi_step(
     """Sliding PSN ``S[t] = Θ(Σ_i w_i·X[t-k+1+i] + b)``; any ``T``. ``weight: [k]``, ``bias: []``."""
     T, k = x_seq.shape[0], weight.shape[0]
     x2d = _as_2d(x_seq)
+    if _tracing():
+        return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
     if use_shifted_kernel(T, k):
         out = ShiftedThreshold.apply(x2d, weight, bias, surrogate)
     else:
@@ -124,4 +133,31 @@ def serial_multi_step(
     Returns ``(spikes [T, *], v_last [*])``.
     """
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
+    if _tracing():
+        return _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset)
     return SerialNeuron.apply(x_seq, v, w, tau, decay_input, v_threshold, v_reset, mode, detach_reset, surrogate)
+
+
+def _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset):
+    """The same dynamics with plain autograd ops (used by tracers); same forward arithmetic as the kernel."""
+    r = 0.0 if v_reset is None or mode != "hard" else v_reset
+    q = None if w is None else w.sigmoid()
+    spikes = []
+    for x in x_seq:
+        leak = v - r
+        if tau is None and q is None:
+            h = v + x
+        elif decay_input:
+            h = v + ((x - leak) / tau if q is None else (x - leak) * q)
+        else:
+            h = v - (leak / tau if q is None else leak * q) + x
+        spike = surrogate(h - v_threshold)
+        s = spike.detach() if detach_reset else spike
+        if mode == "hard":
+            v = h * (1.0 - s) + s * r
+        elif mode == "soft":
+            v = h - s * v_threshold
+        else:
+            v = h
+        spikes.append(spike)
+    return torch.stack(spikes), v

@@ -1,0 +1,77 @@
+"""Models by name, timm-style: ``create_model("sew_resnet18", neuron="psn", T=4, num_classes=10)``.
+
+Builders are thin functions registered with :func:`register_model`; keyword arguments a builder does not
+declare itself are neuron arguments (``create_model("spiking_vgg11_bn", neuron="lif", tau=3.0)``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import Any
+
+from torch import nn
+
+from .._registry import Registry
+from ..neurons import NEURONS, NeuronSpec
+
+MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
+
+
+def register_model(name: str, **meta: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
+    """Register a builder. ``meta``: ``family``, ``paper`` (one of the paper's own networks),
+    ``spikingjelly`` (the equivalent SpikingJelly 2.0.0 builder, if any)."""
+    return MODELS.register(name, **meta)
+
+
+def _builder_params(builder: Callable[..., nn.Module]) -> dict[str, inspect.Parameter]:
+    return {
+        n: p
+        for n, p in inspect.signature(builder).parameters.items()
+        if p.kind in (p.KEYWORD_ONLY, p.POSITIONAL_OR_KEYWORD)
+    }
+
+
+def create_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered model. ``kwargs`` are the builder's arguments (``neuron``, ``T``, ``num_classes``,
+    ``in_channels``, family options) plus, for the rest, the neuron's own arguments.
+    """
+    try:
+        entry = MODELS.get(name)
+    except KeyError as err:
+        raise ValueError(err.args[0]) from None
+    params = _builder_params(entry.obj)
+    extra = sorted(k for k in kwargs if k not in params)
+    if extra:
+        spec = NeuronSpec.parse(kwargs.get("neuron", params["neuron"].default))
+        neuron_args = [k for k in NEURONS.get(spec.name).accepted_kwargs() if k not in ("step_mode", "T")]
+        unknown = [k for k in extra if k not in neuron_args]
+        if unknown:
+            raise ValueError(
+                f"create_model({entry.name!r}): unknown argument(s) {unknown}. The model takes "
+                f"{', '.join(params)}; its neuron {spec.name!r} takes {', '.join(neuron_args) or 'nothing else'}"
+            )
+    return entry.obj(**kwargs)
+
+
+def list_models(pattern: str | None = None, *, paper: bool | None = None) -> list[str]:
+    """Registered model names (fnmatch ``pattern``, e.g. ``"sew*"``); ``paper=True``: the paper's networks only."""
+    names = MODELS.names(pattern)
+    if paper is None:
+        return names
+    return [n for n in names if bool(MODELS.get(n).meta.get("paper", False)) == paper]
+
+
+def model_info(name: str) -> dict[str, Any]:
+    """What a model is: family, defaults of its builder, input layout, and its SpikingJelly equivalent."""
+    entry = MODELS.get(name)
+    defaults = {n: p.default for n, p in _builder_params(entry.obj).items()}
+    return {
+        "name": entry.name,
+        "family": entry.meta.get("family"),
+        "paper": bool(entry.meta.get("paper", False)),
+        "spikingjelly": entry.meta.get("spikingjelly"),
+        "defaults": defaults,
+        "input": entry.meta.get("input", "image"),
+        "summary": (entry.obj.__doc__ or "").strip().splitlines()[0],
+    }

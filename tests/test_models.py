@@ -1,0 +1,194 @@
+"""Backbones: the registry sweep (every model × every neuron), input layouts, the method surface, streaming."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from psn_zoo.models import create_model, list_models, model_info
+from psn_zoo.neurons import list_neurons
+
+NEURON_SPECS = {
+    "psn": "psn",
+    "masked_psn": {"name": "masked_psn", "k": 2, "lambda_": 0.5},
+    "sliding_psn": {"name": "sliding_psn", "k": 2},
+    "if": "if",
+    "lif": "lif",
+    "plif": "plif",
+    "lif_noreset": "lif_noreset",
+}
+
+
+def tiny_input(name: str, T: int, batch: int = 2) -> torch.Tensor:
+    """A small batch-first input in the model's layout."""
+    info = model_info(name)
+    if info["input"] == "sequence":
+        return torch.rand(batch, T, 3, 32)
+    channels = info["defaults"]["in_channels"]
+    size = info["defaults"].get("input_size", 32)
+    return torch.rand(batch, T, channels, size, size) * 2
+
+
+def test_every_neuron_is_covered_by_the_sweep():
+    assert set(NEURON_SPECS) == set(list_neurons())
+
+
+def _sweep_kwargs(name: str) -> dict:
+    # VGGs: the neuron sweep uses the compact head (the 120 M-parameter torchvision head changes no neuron
+    # code path and costs seconds per build); test_vgg_default_heads covers that head once per model.
+    return {"head": "compact"} if name.startswith("spiking_vgg") else {}
+
+
+@pytest.mark.parametrize("name", list_models())
+@pytest.mark.parametrize("neuron", list(NEURON_SPECS))
+def test_registry_sweep_forward_backward(name, neuron):
+    T, classes = 2, 5
+    model = create_model(name, neuron=NEURON_SPECS[neuron], T=T, num_classes=classes, **_sweep_kwargs(name))
+    x = tiny_input(name, T)
+    out = model(x)
+    assert out.shape == (2, classes)
+    steps = model.forward_steps(x)
+    assert steps.shape == (T, 2, classes)
+    steps.sum().backward()
+    grads = [p.grad for p in model.parameters() if p.requires_grad]
+    assert all(g is not None and torch.isfinite(g).all() for g in grads)
+    assert any(g.abs().sum() > 0 for g in grads[-2:])  # the classifier learns
+
+
+@pytest.mark.parametrize("name", list_models("spiking_vgg*"))
+def test_vgg_default_heads(name):
+    model = create_model(name, neuron="psn", T=2, num_classes=5)
+    assert model.get_classifier().in_features == 4096
+    out = model(torch.rand(1, 3, 32, 32))
+    assert out.shape == (1, 5)
+    out.sum().backward()
+    assert model.classifier[0].weight.grad is not None
+
+
+def test_list_models_patterns_and_info():
+    names = list_models()
+    for expected in [
+        "spiking_resnet18", "spiking_resnet34", "spiking_resnet50",
+        "sew_resnet18", "sew_resnet34", "sew_resnet50",
+        "spiking_vgg11", "spiking_vgg11_bn", "spiking_vgg13", "spiking_vgg13_bn", "spiking_vgg16", "spiking_vgg16_bn",
+        "paper_cifar10_csnn", "paper_cifar10dvs_vgg", "paper_seq_cnn", "paper_sew_resnet18", "paper_sew_resnet34",
+    ]:  # fmt: skip
+        assert expected in names
+    assert list_models("sew*") == ["sew_resnet18", "sew_resnet34", "sew_resnet50"]
+    assert set(list_models(paper=True)) == {n for n in names if n.startswith("paper_")}
+    info = model_info("sew_resnet18")
+    assert info["family"] == "sew_resnet" and info["spikingjelly"] == "sew_resnet18"
+    assert info["defaults"]["cnf"] == "ADD" and info["defaults"]["neuron"] == "psn"
+
+
+def test_unknown_model_and_arguments():
+    with pytest.raises(ValueError, match=r"unknown model 'sew_resnet19'.*sew_resnet18"):
+        create_model("sew_resnet19")
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['depth'\].*takes neuron, T, num_classes"):
+        create_model("sew_resnet18", depth=3)
+    with pytest.raises(ValueError, match="unknown neuron 'lyf'"):
+        create_model("sew_resnet18", neuron="lyf")
+    with pytest.raises(ValueError, match="cnf must be one of"):
+        create_model("sew_resnet18", cnf="OR")
+    with pytest.raises(ValueError, match="T must be a positive integer"):
+        create_model("sew_resnet18", T=0)
+    model = create_model("spiking_resnet18", neuron="lif", tau=3.0, num_classes=3)
+    assert model.layer1[0].sn1.tau == 3.0  # extra keyword arguments go to the neuron
+
+
+def test_input_layouts_and_errors():
+    model = create_model("sew_resnet18", neuron="psn", T=4, num_classes=3, in_channels=2).eval()
+    image = torch.rand(2, 2, 32, 32)
+    frames = image.unsqueeze(1).repeat(1, 4, 1, 1, 1)
+    assert torch.equal(model(image), model(frames))  # a static image is repeated over T
+    with pytest.raises(ValueError, match=r"built with in_channels=2 but the input has 3 channels"):
+        model(torch.rand(2, 3, 32, 32))
+    with pytest.raises(ValueError, match=r"built for T=4 but the input has 6 time steps.*\[B, T, \.\.\.\]"):
+        model(torch.rand(2, 6, 2, 32, 32))
+    with pytest.raises(ValueError, match=r"expects a static image \[B, C, H, W\] or event frames"):
+        model(torch.rand(2, 32, 32))
+    with pytest.raises(TypeError, match="floating-point"):
+        model(torch.ones(2, 2, 32, 32, dtype=torch.uint8))
+    # a sliding-PSN model is not tied to one T
+    flexible = create_model("sew_resnet18", neuron={"name": "sliding_psn", "k": 2}, T=4, num_classes=3)
+    assert flexible(torch.rand(1, 7, 3, 32, 32)).shape == (1, 3)
+
+
+def test_common_method_surface():
+    model = create_model("spiking_vgg11_bn", neuron="psn", T=2, num_classes=7, head="compact")
+    x = torch.rand(2, 3, 32, 32)
+    features = model.forward_features(model.to_time_first(x))
+    assert features.shape == (2, 2, model.num_features) and model.num_features == 512
+    assert model.forward_head(features).shape == (2, 2, 7)
+    assert model.forward_head(features, pre_logits=True).shape == (2, 2, 512)
+    assert model.num_params == sum(p.numel() for p in model.parameters())
+    model.reset_classifier(11)
+    assert model(x).shape == (2, 11) and model.num_classes == 11
+    model.reset_classifier(0)
+    assert model(x).shape == (2, 512)
+    for name in list_models():
+        m = create_model(name, T=2, num_classes=4)
+        assert isinstance(m.get_classifier(), torch.nn.Linear) and m.get_classifier().out_features == 4
+
+
+def test_states_are_reset_around_every_forward():
+    model = create_model("sew_resnet18", neuron="lif", T=3, num_classes=2).eval()
+    x = torch.rand(1, 3, 32, 32)
+    first = model(x)
+    assert all(n.v is None for n in model.neuron_layers())  # no membrane (and graph) kept after forward
+    assert torch.equal(model(x), first)
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "expected"),
+    [
+        ("paper_cifar10_csnn", {"neuron": "psn", "T": 4}, 70_113_174),
+        ("paper_cifar10dvs_vgg", {}, 9_271_522),
+        ("paper_sew_resnet18", {"neuron": "psn", "T": 4}, 11_689_916),
+        ("paper_sew_resnet34", {"neuron": "psn", "T": 4}, 21_798_396),
+        ("paper_seq_cnn", {"neuron": "psn", "T": 32}, 520_810),
+        ("paper_seq_cnn", {"neuron": {"name": "sliding_psn", "k": 32}, "T": 32}, 513_649),
+        ("paper_seq_cnn", {"neuron": "lif_noreset", "T": 32}, 513_418),
+        ("paper_seq_cnn", {"neuron": "psn", "T": 32, "num_classes": 100}, 543_940),
+    ],
+)
+def test_parameter_counts_match_the_paper(name, kwargs, expected):
+    """The counts of ../shared/notes/psn-paper.md §2, i.e. the same architectures."""
+    assert create_model(name, **kwargs).num_params == expected
+
+
+@pytest.mark.parametrize(
+    ("name", "neuron", "kwargs"),
+    [
+        ("sew_resnet18", {"name": "sliding_psn", "k": 2}, {}),
+        ("spiking_resnet18", "lif", {}),
+        ("spiking_vgg11_bn", {"name": "masked_psn", "k": 2, "lambda_": 1.0}, {"head": "compact"}),
+        ("paper_seq_cnn", {"name": "masked_psn", "k": 4, "lambda_": 1.0}, {}),
+        ("paper_sew_resnet18", "plif", {}),
+        ("paper_cifar10dvs_vgg", None, {}),
+    ],
+)
+def test_streaming_equals_multi_step(name, neuron, kwargs):
+    """A model of causal neurons run frame by frame gives the multi-step logits, step by step."""
+    T = 5
+    model = create_model(name, neuron=neuron, T=T, num_classes=4, **kwargs).eval()
+    x = tiny_input(name, T)
+    with torch.no_grad():
+        expected = model.forward_steps(x)
+        model.set_step_mode("s")
+        streamed = torch.stack([model.step(x[:, t]) for t in range(T)])
+    torch.testing.assert_close(streamed, expected, rtol=1e-5, atol=1e-5)
+    model.set_step_mode("m")
+    torch.testing.assert_close(model.forward_steps(x), expected, rtol=0, atol=0)
+
+
+def test_streaming_needs_causal_neurons_and_mode():
+    model = create_model("sew_resnet18", neuron="psn", T=2, num_classes=2)
+    with pytest.raises(ValueError, match="PSN is not causal"):
+        model.set_step_mode("s")
+    lif = create_model("sew_resnet18", neuron="lif", T=2, num_classes=2)
+    with pytest.raises(RuntimeError, match=r"call set_step_mode\('s'\)"):
+        lif.step(torch.rand(1, 3, 32, 32))
+    lif.set_step_mode("s")
+    with pytest.raises(RuntimeError, match="streaming mode"):
+        lif(torch.rand(1, 3, 32, 32))
