@@ -1,1 +1,35 @@
-"""Lightning DataModules for event-camera datasets (Tonic) and the embedded offline N-Digits set."""
+"""Lightning DataModules for event-camera datasets (Tonic), the embedded offline N-Digits set and sequential digits.
+
+Every event DataModule yields ``[B, T, C, H, W]`` float frames (event counts) and integer labels; see
+:class:`datamodules.base.EventDataModule` for the shared arguments (``data_dir``, ``T``, ``batch_size``,
+``num_workers``, ``val_fraction``, ``seed``, augmentation switches, ``cache``).
+"""
+
+from .asldvs import ASLDVSDataModule
+from .base import EventDataModule, default_data_dir
+from .cifar10dvs import CIFAR10DVSDataModule
+from .dvsgesture import DVSGestureDataModule
+from .errors import CorruptSampleError, DatasetNotFoundError
+from .ncaltech101 import NCaltech101DataModule
+from .ndigits import NDigitsDataModule, generate_ndigits
+from .nmnist import NMNISTDataModule
+from .seqdigits import SequentialDigitsDataModule
+from .shd import SHDDataModule
+from .visualize import save_frames
+
+__all__ = [
+    "ASLDVSDataModule",
+    "CIFAR10DVSDataModule",
+    "CorruptSampleError",
+    "DVSGestureDataModule",
+    "DatasetNotFoundError",
+    "EventDataModule",
+    "NCaltech101DataModule",
+    "NDigitsDataModule",
+    "NMNISTDataModule",
+    "SHDDataModule",
+    "SequentialDigitsDataModule",
+    "default_data_dir",
+    "generate_ndigits",
+    "save_frames",
+]

@@ -23,14 +23,16 @@ WIDTHS = [(64, 128), (256, 256), (512, 512), (512, 512)]
 class DvsVGG(SpikingModel):
     classifier_path = "classifier.1"
 
-    def __init__(self, *, input_size: int = 48, dropout: float = 0.25, **base: Any) -> None:
+    def __init__(self, *, input_size: int = 48, dropout: float = 0.25, width_mult: float = 1.0, **base: Any) -> None:
         super().__init__(**base)
-        if input_size % 16:
-            raise ValueError(f"input_size must be a multiple of 16 (four 2×2 pools), got {input_size}")
+        if input_size < 16:
+            raise ValueError(f"input_size must be at least 16 (four 2×2 pools), got {input_size}")
+        if not width_mult > 0:
+            raise ValueError(f"width_mult must be positive, got {width_mult}")
         layers: list[nn.Module] = []
         cin = self.in_channels
-        for widths in WIDTHS:
-            for width in widths:
+        for pair in WIDTHS:
+            for width in (max(1, round(w * width_mult)) for w in pair):
                 layers += [
                     nn.Sequential(L.Conv2d(cin, width, kernel_size=3, padding=1), L.BatchNorm2d(width)),
                     self.make_neuron(),
@@ -39,8 +41,8 @@ class DvsVGG(SpikingModel):
             layers.append(L.AvgPool2d(2))
         self.features = nn.Sequential(*layers)
         self.flatten = L.FlattenFeatures()
-        side = input_size // 16
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(512 * side * side, self.num_classes))
+        side = input_size // 16  # average pools floor odd sizes
+        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin * side * side, self.num_classes))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
@@ -55,13 +57,25 @@ class DvsVGG(SpikingModel):
 
 @register_model("paper_cifar10dvs_vgg", family="paper", paper=True)
 def paper_cifar10dvs_vgg(
-    *, neuron=None, T=10, num_classes=10, in_channels=2, input_size=48, dropout=0.25, **neuron_kwargs
+    *,
+    neuron=None,
+    T=10,
+    num_classes=10,
+    in_channels=2,
+    input_size=48,
+    dropout=0.25,
+    width_mult=1.0,
+    **neuron_kwargs,
 ):
-    """The paper's CIFAR10-DVS VGG (8 conv, sliding PSN k = 2; 82.3 / 85.3 / 85.9 % at T = 4 / 8 / 10)."""
+    """The paper's CIFAR10-DVS VGG (8 conv, sliding PSN k = 2; 82.3 / 85.3 / 85.9 % at T = 4 / 8 / 10).
+
+    ``width_mult`` scales every conv width (e.g. 0.25 for small inputs such as N-Digits' 34×34 frames).
+    """
     neuron = {"name": "sliding_psn", "k": 2, "exp_init": True} if neuron is None else neuron
     return DvsVGG(
         input_size=input_size,
         dropout=dropout,
+        width_mult=width_mult,
         T=T,
         num_classes=num_classes,
         in_channels=in_channels,

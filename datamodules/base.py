@@ -1,0 +1,373 @@
+"""The shared base of the event-camera DataModules: Tonic datasets -> ``[B, T, C, H, W]`` float frames + int labels.
+
+Pipeline per sample::
+
+    Tonic dataset (native files, Tonic's reader)
+      -> preprocessing (Tonic transforms, deterministic: RequireEvents, Denoise, Downsample, ToFrame(n_time_bins=T))
+      -> cache (Tonic's MemoryCachedDataset filled once, in parallel, before the first epoch; or its
+         DiskCachedDataset in a folder keyed by a hash of every preprocessing parameter, so a changed transform
+         never reads a stale cache)
+      -> per-access transforms (float tensor, random flip / translation for training)
+
+``prepare_data`` downloads or verifies once (rank 0); ``setup`` opens the splits in every process. A missing
+dataset that cannot be downloaded raises :class:`DatasetNotFoundError` within seconds, saying which files to
+put where; an unreadable sample raises :class:`CorruptSampleError` naming the file.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import socket
+import tarfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+import lightning as L
+import numpy as np
+import tonic
+import torch
+from torch.utils.data import DataLoader, Dataset, Subset
+from tqdm.auto import tqdm
+
+from .errors import DatasetNotFoundError, NamedErrors, RequireEvents
+from .transforms import Compose, MapDataset, RandomFlipFrames, RandomTranslateFrames, ToFloatFrames
+
+Split = Literal["train", "test"]
+CacheMode = Literal["none", "memory", "disk"]
+Slicing = Literal["time", "count"]
+
+#: Bumped whenever the meaning of cached frames changes.
+CACHE_FORMAT = 1
+
+
+def default_data_dir() -> Path:
+    """``$PSN_ZOO_DATA``, else ``~/.cache/psn_zoo/datasets``."""
+    return Path(os.environ.get("PSN_ZOO_DATA", Path.home() / ".cache" / "psn_zoo" / "datasets")).expanduser()
+
+
+@contextlib.contextmanager
+def network_timeout(seconds: float) -> Iterator[None]:
+    """Bound every socket operation (Tonic's downloads use urllib without a timeout)."""
+    previous = socket.getdefaulttimeout()
+    socket.setdefaulttimeout(seconds)
+    try:
+        yield
+    finally:
+        socket.setdefaulttimeout(previous)
+
+
+def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
+    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by a seeded permutation."""
+    rng = np.random.default_rng(seed)
+    labels_arr = np.asarray(labels)
+    keep, held = [], []
+    for cls in np.unique(labels_arr):
+        idx = np.flatnonzero(labels_arr == cls)
+        idx = idx[rng.permutation(len(idx))]
+        n_held = round(len(idx) * fraction)
+        held += idx[:n_held].tolist()
+        keep += idx[n_held:].tolist()
+    return sorted(keep), sorted(held)
+
+
+class EventDataModule(L.LightningDataModule):
+    """Base class. Subclasses set ``name``, ``sensor_size`` and ``num_classes`` and implement
+    :meth:`open_split` (build the Tonic dataset of ``"train"`` or ``"test"``) and :meth:`download_help`.
+
+    Args:
+        data_dir: folder that holds (or receives) the dataset; Tonic appends the class name.
+        T: number of frames per sample (``ToFrame(n_time_bins=T)``); PSN models need a fixed T.
+        batch_size: samples per batch.
+        num_workers: DataLoader worker processes (persistent when > 0).
+        val_fraction: share of every class of the training split held out for validation (seeded).
+        seed: seed of the validation split.
+        random_flip: mirror training samples left-right with probability 0.5.
+        random_translate: shift training samples by up to this many pixels.
+        denoise_us: apply Tonic's ``Denoise(filter_time)`` (µs) before framing; None to skip.
+        spatial_factor: Tonic ``Downsample`` factor (1 keeps the sensor size).
+        slicing: ``"time"``: T frames of equal duration (``n_time_bins``); ``"count"``: T frames with equal
+            event counts (``n_event_bins``, SpikingJelly's ``split_by="number"``, the paper's CIFAR10-DVS frames).
+        cache: ``"memory"`` (Tonic's MemoryCachedDataset, filled once before the first epoch by ``num_workers``
+            processes, then served in-process), ``"disk"`` (Tonic's DiskCachedDataset under
+            ``data_dir/cache/<hash of the preprocessing>``) or ``"none"``.
+        download_timeout_s: socket timeout of download attempts.
+        pin_memory: DataLoader ``pin_memory``.
+    """
+
+    name: ClassVar[str]
+    sensor_size: ClassVar[tuple[int, int, int]]
+    classes: ClassVar[tuple[str, ...]]
+
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        T: int = 10,
+        batch_size: int = 32,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        seed: int = 0,
+        random_flip: bool = False,
+        random_translate: int = 0,
+        denoise_us: int | None = None,
+        spatial_factor: float = 1.0,
+        slicing: Slicing = "time",
+        cache: CacheMode = "memory",
+        download_timeout_s: float = 30.0,
+        pin_memory: bool = False,
+    ) -> None:
+        super().__init__()
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive integer (frames per sample), got {T!r}")
+        if not 0.0 <= val_fraction < 1.0:
+            raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if cache not in ("none", "memory", "disk"):
+            raise ValueError(f"cache must be 'none', 'memory' or 'disk', got {cache!r}")
+        if not 0.0 < spatial_factor <= 1.0:
+            raise ValueError(f"spatial_factor must be in (0, 1], got {spatial_factor}")
+        if slicing not in ("time", "count"):
+            raise ValueError(f"slicing must be 'time' (n_time_bins) or 'count' (n_event_bins), got {slicing!r}")
+        self.save_hyperparameters()
+        self.data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
+        self.T = T
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.seed = seed
+        self.random_flip = random_flip
+        self.random_translate = random_translate
+        self.denoise_us = denoise_us
+        self.spatial_factor = spatial_factor
+        self.slicing = slicing
+        self.cache = cache
+        self.download_timeout_s = download_timeout_s
+        self.pin_memory = pin_memory
+        self.datasets: dict[str, Dataset] = {}
+
+    # ---------------------------------------------------------------------------------- to implement
+    def open_split(self, split: Split, transform: Callable | None) -> Any:
+        """The Tonic dataset of ``split`` (it downloads when absent); ``data`` sorted, targets ints."""
+        raise NotImplementedError
+
+    def download_help(self) -> str:
+        """Which files to put where when the dataset cannot be downloaded."""
+        raise NotImplementedError
+
+    def describe_sample(self, dataset: Any, index: int) -> str:
+        return str(dataset.data[index])
+
+    def split_indices(self, split: str, train_set: Any) -> list[int] | None:
+        """Hook for datasets without an official split (see CIFAR10-DVS, N-Caltech101)."""
+        return None
+
+    # ---------------------------------------------------------------------------------- properties
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @property
+    def frame_sensor_size(self) -> tuple[int, int, int]:
+        """``(W, H, P)`` after downsampling."""
+        W, H, P = self.sensor_size
+        return int(W * self.spatial_factor), int(H * self.spatial_factor), P
+
+    @property
+    def input_shape(self) -> tuple[int, int, int, int]:
+        """One sample: ``(T, C, H, W)``; a batch adds the leading ``B``."""
+        W, H, P = self.frame_sensor_size
+        return self.T, P, H, W
+
+    # ---------------------------------------------------------------------------------- transforms
+    def preprocessing(self) -> Compose:
+        """Deterministic event -> frame steps (cached). Our ``Compose``, not Tonic's: Tonic's silently skips
+        every step for an empty recording and returns the raw events instead of frames."""
+        steps: list[Callable] = [*self.event_fixes(), RequireEvents()]
+        if self.denoise_us:
+            steps.append(tonic.transforms.Denoise(filter_time=self.denoise_us))
+        if self.spatial_factor != 1.0:
+            steps.append(tonic.transforms.Downsample(spatial_factor=self.spatial_factor))
+        bins = {"n_time_bins": self.T} if self.slicing == "time" else {"n_event_bins": self.T}
+        steps.append(tonic.transforms.ToFrame(sensor_size=self.frame_sensor_size, **bins))
+        return Compose(steps)
+
+    def event_fixes(self) -> list[Callable]:
+        """Per-dataset corrections applied to raw events before anything else (none by default)."""
+        return []
+
+    def access_steps(self, train: bool) -> list[Callable]:
+        """Applied after the cache: float conversion, then (training only) random augmentation."""
+        steps: list[Callable] = [ToFloatFrames()]
+        if train and self.random_flip:
+            steps.append(RandomFlipFrames(0.5))
+        if train and self.random_translate:
+            steps.append(RandomTranslateFrames(self.random_translate))
+        return steps
+
+    def per_access(self, train: bool) -> Compose:
+        return Compose(self.access_steps(train))
+
+    def cache_key(self, split: str) -> str:
+        """Hash of everything that determines the cached frames of ``split``."""
+        identity = {
+            "dataset": self.name,
+            "split": split,
+            "root": str(self.data_dir.resolve()),
+            "preprocessing": repr(self.preprocessing()),
+            "tonic": tonic.__version__,
+            "format": CACHE_FORMAT,
+        }
+        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+
+    # ---------------------------------------------------------------------------------- Lightning hooks
+    def prepare_data(self) -> None:
+        """Download (or verify) every split once; in DDP only on local rank 0."""
+        for split in ("train", "test"):
+            self._open(split, transform=None)
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        train_set = self._open("train", self.preprocessing())
+        test_set = self._open("test", self.preprocessing())
+        train_idx = self.split_indices("train", train_set)
+        test_idx = self.split_indices("test", test_set)
+        train: Dataset = NamedErrors(train_set, lambda i: self.describe_sample(train_set, i))
+        test: Dataset = NamedErrors(test_set, lambda i: self.describe_sample(test_set, i))
+        if train_idx is not None:
+            train, test = Subset(train, train_idx), Subset(test, test_idx)
+        keep, held = stratified_split(self._labels(train_set, train_idx), self.val_fraction, self.seed)
+        train_members = train_idx if train_idx is not None else list(range(len(train_set)))
+        test_members = test_idx if test_idx is not None else list(range(len(test_set)))
+        self._members = {
+            "train": (train_set, [train_members[i] for i in keep]),
+            "val": (train_set, [train_members[i] for i in held]),
+            "test": (test_set, test_members),
+        }
+        train, test = self._cached(train, "train"), self._cached(test, "test")
+        self.datasets = {
+            "train": MapDataset(Subset(train, keep), self.per_access(train=True)),
+            "val": MapDataset(Subset(train, held), self.per_access(train=False)),
+            "test": MapDataset(test, self.per_access(train=False)),
+        }
+
+    def sample_sources(self, split: str) -> list[str]:
+        """Where each sample of ``split`` (``"train"``, ``"val"``, ``"test"``) comes from, in loader order."""
+        if not self.datasets:
+            self.setup()
+        dataset, members = self._members[split]
+        return [self.describe_sample(dataset, i) for i in members]
+
+    def labels_of(self, dataset: Any) -> list[int]:
+        """Integer labels of every sample of a Tonic dataset, without reading the events."""
+        return [int(t) for t in dataset.targets]
+
+    def _labels(self, dataset: Any, indices: list[int] | None) -> list[int]:
+        targets = self.labels_of(dataset)
+        return [targets[i] for i in indices] if indices is not None else targets
+
+    def tonic_root(self) -> Path:
+        """The ``save_to`` folder given to Tonic (it appends its class name)."""
+        return self.data_dir
+
+    def archive_help(self, entries: list[tuple[str, str, str]], layout: str) -> str:
+        """Instructions from ``(file name, url, md5)`` triples and the extracted ``layout``."""
+        location = self.tonic_root() / self.tonic_folder()
+        lines = [f"To use {self.name} offline, put these archives into {location}/ (Tonic extracts them):"]
+        lines += [f"  {location / name}   (md5 {md5})\n      from {url}" for name, url, md5 in entries]
+        lines.append(f"They extract to {layout}.")
+        lines.append(f"Or pass data_dir= pointing at a folder that already holds {self.tonic_folder()}/.")
+        return "\n".join(lines)
+
+    def _open(self, split: Split, transform: Callable | None) -> Any:
+        location = self.tonic_root() / self.tonic_folder()
+        before = set(location.rglob("*")) if location.exists() else set()
+        try:
+            with network_timeout(self.download_timeout_s):
+                dataset = self.open_split(split, transform)
+        except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as err:
+            self._remove_partial_downloads(location, before)
+            raise DatasetNotFoundError(
+                f"{self.name} ({split} split) is not under {location} and could not be downloaded "
+                f"({type(err).__name__}: {err}).\n{self.download_help()}"
+            ) from None
+        if len(dataset) == 0:
+            raise DatasetNotFoundError(
+                f"{self.name} ({split} split): no samples found under {location}.\n{self.download_help()}"
+            )
+        return dataset
+
+    @staticmethod
+    def _remove_partial_downloads(location: Path, before: set[Path]) -> None:
+        """Tonic opens the archive for writing before the download succeeds: drop files this attempt created."""
+        if not location.exists():
+            return
+        for path in sorted(set(location.rglob("*")) - before, reverse=True):
+            if path.is_file() or path.is_symlink():
+                path.unlink()
+            elif path.is_dir() and not any(path.iterdir()):
+                path.rmdir()
+
+    def tonic_folder(self) -> str:
+        """The sub-folder of ``data_dir`` Tonic uses (its class name)."""
+        return self.name
+
+    def _cached(self, dataset: Dataset, split: str) -> Dataset:
+        if self.cache == "disk":
+            path = self.data_dir / "cache" / f"{self.name}-{split}-{self.cache_key(split)}"
+            return tonic.DiskCachedDataset(dataset, cache_path=str(path))
+        if self.cache == "memory":
+            return self._filled_memory_cache(dataset, split)
+        return dataset
+
+    def _filled_memory_cache(self, dataset: Dataset, split: str) -> tonic.MemoryCachedDataset:
+        """Tonic's MemoryCachedDataset, filled before the first epoch by ``num_workers`` processes in parallel.
+
+        A lazily filled MemoryCachedDataset stays empty with (non-persistent) workers: each worker fills its own
+        copy and throws it away. Filled here, in the main process, the cache is complete; warm epochs are then
+        served in-process (see :meth:`_loader`), where a dictionary lookup beats shipping batches between
+        processes.
+        """
+        cached = tonic.MemoryCachedDataset(dataset)
+        filler = DataLoader(dataset, batch_size=64, num_workers=self.num_workers, collate_fn=list)
+        index = 0
+        with tqdm(total=len(dataset), desc=f"caching {self.name} {split} frames", leave=False) as bar:
+            for batch in filler:
+                for sample in batch:
+                    cached.samples_dict[index] = sample
+                    index += 1
+                bar.update(len(batch))
+        return cached
+
+    # ---------------------------------------------------------------------------------- loaders
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        workers = 0 if self.cache == "memory" else self.num_workers  # a filled memory cache needs no workers
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=workers,
+            persistent_workers=workers > 0,
+            pin_memory=self.pin_memory,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", shuffle=True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", shuffle=False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", shuffle=False)
+
+    def teardown(self, stage: str | None = None) -> None:
+        """Keep the datasets (and warm caches) across fit/validate/test within one process."""

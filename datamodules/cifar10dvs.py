@@ -1,0 +1,56 @@
+"""CIFAR10-DVS (Li et al., 2017): CIFAR-10 images moved on a monitor in front of a DVS128, 10k recordings."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import tonic
+
+from .base import EventDataModule, Split
+
+
+class CIFAR10DVSDataModule(EventDataModule):
+    """CIFAR10-DVS through ``tonic.datasets.CIFAR10DVS`` (AEDAT 4 files, read with the ``aedat`` package).
+
+    The dataset has no official split. We use the paper's (TEBN protocol, SpikingJelly's
+    ``CIFAR10DVSTEBNSplit``): per class, files sorted by name, the first ``test_per_class`` (100) are the test
+    set and the rest (900) the training set. The paper slices each recording into T frames of equal event
+    count: pass ``slicing="count"`` to reproduce it.
+
+    Args:
+        test_per_class: recordings per class (first in sorted order) that form the test set.
+        **kwargs: the shared arguments of :class:`datamodules.base.EventDataModule`.
+    """
+
+    name = "CIFAR10DVS"
+    sensor_size = tonic.datasets.CIFAR10DVS.sensor_size
+    classes = tuple(sorted(tonic.datasets.CIFAR10DVS.classes, key=tonic.datasets.CIFAR10DVS.classes.get))
+
+    def __init__(self, test_per_class: int = 100, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.test_per_class = test_per_class
+
+    def open_split(self, split: Split, transform: Callable | None) -> Any:
+        ds = tonic.datasets.CIFAR10DVS(save_to=str(self.tonic_root()), transform=transform)
+        order = np.argsort(ds.data, kind="stable")  # Tonic lists files in file-system order
+        ds.data = [ds.data[i] for i in order]
+        ds.targets = [int(ds.targets[i]) for i in order]
+        return ds
+
+    def split_indices(self, split: str, dataset: Any) -> list[int]:
+        labels = np.asarray(dataset.targets)
+        picked = []
+        for cls in np.unique(labels):
+            idx = np.flatnonzero(labels == cls)  # already in sorted-path order
+            picked += (idx[: self.test_per_class] if split == "test" else idx[self.test_per_class :]).tolist()
+        return sorted(picked)
+
+    def download_help(self) -> str:
+        cls = tonic.datasets.CIFAR10DVS
+        return self.archive_help(
+            [(cls.filename, cls.url, cls.file_md5)],
+            "<class>/<name>.aedat4 (airplane, automobile, ..., truck; Tonic's figshare release). Reading the "
+            "files needs the `aedat` package (a psn-zoo dependency)",
+        )

@@ -1,0 +1,49 @@
+"""Errors that say what is wrong with the data and how to fix it, and the guard that names bad files."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+
+
+class DatasetNotFoundError(FileNotFoundError):
+    """The dataset is not on disk and could not be downloaded; the message says which files to put where."""
+
+
+class CorruptSampleError(RuntimeError):
+    """A sample file could not be read (truncated, corrupt or empty); the message names the file."""
+
+
+class RequireEvents:
+    """First step of every pipeline: an empty recording means a truncated or corrupt file, not a sample."""
+
+    def __call__(self, events: np.ndarray) -> np.ndarray:
+        if len(events) == 0:
+            raise ValueError("the recording holds no events (empty or truncated file)")
+        return events
+
+    def __repr__(self) -> str:
+        return "RequireEvents()"
+
+
+class NamedErrors:
+    """Wrap a Tonic dataset so a failing ``__getitem__`` raises :class:`CorruptSampleError` naming the file."""
+
+    def __init__(self, dataset: Any, describe: Callable[[int], str] | None = None) -> None:
+        self.dataset = dataset
+        self.describe = describe or (lambda i: str(dataset.data[i]))
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int):
+        try:
+            return self.dataset[index]
+        except Exception as err:
+            raise CorruptSampleError(
+                f"cannot read sample {index} of {type(self.dataset).__name__} from {self.describe(index)}: "
+                f"{type(err).__name__}: {err}. The file is probably truncated or corrupt: delete it (or the "
+                "dataset folder) and download the dataset again"
+            ) from err

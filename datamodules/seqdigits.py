@@ -1,0 +1,117 @@
+"""Sequential digits: the paper's sequential-CIFAR protocol in miniature, for long-dependency experiments.
+
+Each scikit-learn digit, upscaled MNIST-style to 28×28, is read one column per time step: a sample is
+``[T=28, C=1, L=28]`` (the intensities of one column), so a classifier must integrate over 28 steps, as the
+paper's sequential CIFAR (32 columns of 3×32 pixels) does. Train/test split by image, stratified and seeded —
+the same split as N-Digits.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.utils.data import DataLoader, Dataset, TensorDataset
+
+from .base import stratified_split
+from .ndigits import mnist_style_digits
+from .transforms import MapDataset, RandomTranslateFrames
+
+
+class _ColumnsAsTime:
+    """``[28, 28]`` image -> ``[T=28 columns, C=1, L=28 rows]`` sequence (with an optional random shift)."""
+
+    def __init__(self, translate: int) -> None:
+        self.shift = RandomTranslateFrames(translate) if translate else None
+
+    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+        if self.shift is not None:
+            image = self.shift(image)
+        return image.t().unsqueeze(1)
+
+
+class SequentialDigitsDataModule(L.LightningDataModule):
+    """Digits as 28-step column sequences ``[B, 28, 1, 28]`` + labels; everything in memory, no download.
+
+    Args:
+        batch_size: samples per batch.
+        num_workers: DataLoader workers.
+        val_fraction: share of each class of the training images held out for validation.
+        test_fraction: share of each class of the images in the test set (by image, as N-Digits).
+        random_translate: shift training images by up to this many pixels.
+        seed: seed of the splits.
+        images_per_class: use only the first n images of each digit (quick tests); None: all 1797.
+    """
+
+    name = "SequentialDigits"
+    classes = tuple(str(i) for i in range(10))
+    T = 28
+
+    def __init__(
+        self,
+        batch_size: int = 64,
+        num_workers: int = 0,
+        val_fraction: float = 0.1,
+        test_fraction: float = 0.2,
+        random_translate: int = 2,
+        seed: int = 0,
+        images_per_class: int | None = None,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.val_fraction = val_fraction
+        self.test_fraction = test_fraction
+        self.random_translate = random_translate
+        self.seed = seed
+        self.images_per_class = images_per_class
+        self.datasets: dict[str, Dataset] = {}
+
+    @property
+    def num_classes(self) -> int:
+        return 10
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.T, 1, 28
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.datasets:
+            return
+        images, labels = mnist_style_digits(self.images_per_class)
+        train_ids, test_ids = stratified_split(labels.tolist(), self.test_fraction, self.seed)
+        keep, held = stratified_split(labels[train_ids].tolist(), self.val_fraction, self.seed)
+        x, y = torch.from_numpy(images), torch.from_numpy(labels)
+
+        def part(ids: list[int], translate: int) -> Dataset:
+            return MapDataset(TensorDataset(x[ids], y[ids]), _ColumnsAsTime(translate))
+
+        self.datasets = {
+            "train": part([train_ids[i] for i in keep], self.random_translate),
+            "val": part([train_ids[i] for i in held], 0),
+            "test": part(test_ids, 0),
+        }
+
+    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        return DataLoader(
+            self.datasets[split],
+            batch_size=self.batch_size,
+            shuffle=shuffle,
+            num_workers=self.num_workers,
+            persistent_workers=self.num_workers > 0,
+            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
+        )
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)

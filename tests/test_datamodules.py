@@ -1,0 +1,259 @@
+"""DataModules on native-format fixtures, read by Tonic's own dataset classes (no parser is mocked)."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import http.server
+import shutil
+import threading
+import time
+import zipfile
+from pathlib import Path
+from unittest import mock
+
+import numpy as np
+import pytest
+import tonic
+import torch
+from native_fixtures import (
+    write_asldvs,
+    write_cifar10dvs,
+    write_dvsgesture,
+    write_ncaltech101,
+    write_nmnist,
+    write_shd,
+)
+
+from datamodules import (
+    ASLDVSDataModule,
+    CIFAR10DVSDataModule,
+    CorruptSampleError,
+    DatasetNotFoundError,
+    DVSGestureDataModule,
+    NCaltech101DataModule,
+    NMNISTDataModule,
+    SHDDataModule,
+    save_frames,
+)
+
+
+def _first_batch(dm, split: str = "train"):
+    return next(iter(getattr(dm, f"{split}_dataloader")()))
+
+
+def _prepared(dm):
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
+# ---------------------------------------------------------------------------------------------- N-MNIST
+def test_nmnist_reads_native_bin_files(tmp_path):
+    counts = write_nmnist(tmp_path, per_class=3)
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=5, batch_size=4, val_fraction=0.34, cache="none"))
+    assert dm.input_shape == (5, 2, 34, 34) and dm.num_classes == 10
+    assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 20, "val": 10, "test": 30}
+    x, y = _first_batch(dm)
+    assert x.shape == (4, 5, 2, 34, 34) and x.dtype == torch.float32 and y.dtype == torch.int64
+    # every event of a file lands in its frames (ToFrame(n_time_bins) drops only events at the last timestamp)
+    frames, label = dm.datasets["test"][0]
+    assert label == 0 and counts["Test"][0] - 3 <= int(frames.sum()) <= counts["Test"][0]
+    # the validation split is stratified, seeded and disjoint from training
+    train_files, val_files = set(dm.sample_sources("train")), set(dm.sample_sources("val"))
+    assert not train_files & val_files and len(train_files | val_files) == 30
+    labels = [int(dm.datasets["val"][i][1]) for i in range(len(dm.datasets["val"]))]
+    assert sorted(labels) == sorted(list(range(10)))
+    again = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=5, val_fraction=0.34, cache="none"))
+    assert set(again.sample_sources("val")) == val_files
+
+
+def test_download_from_a_local_http_server(tmp_path, monkeypatch):
+    """The real download path: Tonic fetches the archives over HTTP (127.0.0.1), checks md5, extracts."""
+    source = tmp_path / "source"
+    write_nmnist(source, per_class=1, pad=False)
+    served = tmp_path / "served"
+    served.mkdir()
+    md5 = {}
+    for folder, archive in (("Train", "train.zip"), ("Test", "test.zip")):
+        with zipfile.ZipFile(served / archive, "w") as zf:
+            for f in sorted((source / "NMNIST" / folder).rglob("*.bin")):
+                zf.write(f, f.relative_to(source / "NMNIST"))
+        md5[archive] = hashlib.md5((served / archive).read_bytes()).hexdigest()
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(served))
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        monkeypatch.setattr(tonic.datasets.NMNIST, "train_url", f"{base}/train.zip")
+        monkeypatch.setattr(tonic.datasets.NMNIST, "test_url", f"{base}/test.zip")
+        monkeypatch.setattr(tonic.datasets.NMNIST, "train_md5", md5["train.zip"])
+        monkeypatch.setattr(tonic.datasets.NMNIST, "test_md5", md5["test.zip"])
+        data = tmp_path / "data"
+        dm = _prepared(NMNISTDataModule(data_dir=str(data), T=3, val_fraction=0.0, cache="none"))
+    finally:
+        server.shutdown()
+    assert (data / "NMNIST" / "train.zip").exists() and len(dm.datasets["test"]) == 10
+    assert _first_batch(dm, "test")[0].shape == (10, 3, 2, 34, 34)
+
+
+def test_missing_data_without_network_fails_fast_and_clearly(tmp_path, monkeypatch):
+    closed = "http://127.0.0.1:9/"  # the discard port: nothing listens, the connection is refused at once
+    monkeypatch.setattr(tonic.datasets.NMNIST, "train_url", closed + "train.zip")
+    monkeypatch.setattr(tonic.datasets.NMNIST, "test_url", closed + "test.zip")
+    dm = NMNISTDataModule(data_dir=str(tmp_path), T=3)
+    start = time.perf_counter()
+    with pytest.raises(DatasetNotFoundError) as err:
+        dm.prepare_data()
+    assert time.perf_counter() - start < 10
+    message = str(err.value)
+    assert f"{tmp_path / 'NMNIST' / 'train.zip'}" in message and tonic.datasets.NMNIST.train_md5 in message
+    assert "Train/<digit>/NNNNN.bin" in message and "could not be downloaded" in message
+    assert not (tmp_path / "NMNIST" / "train.zip").exists()  # Tonic's empty partial download was removed
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_corrupt_sample_names_the_file(tmp_path, damage):
+    write_nmnist(tmp_path, per_class=2)
+    victim = tmp_path / "NMNIST" / "Test" / "3" / "00300.bin"
+    victim.write_bytes(victim.read_bytes()[:-3] if damage == "truncate" else b"")
+    dm = NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="memory")
+    dm.prepare_data()
+    with pytest.raises(CorruptSampleError, match=str(victim)):
+        dm.setup()
+
+
+# ---------------------------------------------------------------------------------------------- caching
+def test_disk_cache_is_keyed_by_every_preprocessing_parameter(tmp_path):
+    write_nmnist(tmp_path, per_class=2)
+    dm4 = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0))
+    first = dm4.datasets["test"][0][0]
+    dm6 = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=6, cache="disk", val_fraction=0.0))
+    assert dm6.datasets["test"][0][0].shape[0] == 6  # a changed T never reads the T=4 cache
+    denoised = NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", denoise_us=5000)
+    keys = {dm4.cache_key("test"), dm6.cache_key("test"), denoised.cache_key("test")}
+    assert len(keys) == 3 and dm4.cache_key("train") != dm4.cache_key("test")
+    assert len(list((tmp_path / "cache").glob("NMNIST-test-*"))) == 2
+    # warm: with the source files gone, the cache alone serves the same frames
+    shutil.rmtree(tmp_path / "NMNIST" / "Test")
+    (tmp_path / "NMNIST" / "Test").mkdir()
+    warm = NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0)
+    with mock.patch.object(tonic.datasets.NMNIST, "_check_exists", return_value=True):
+        dataset = warm._cached(dm4.datasets["test"].dataset, "test")
+    assert torch.equal(torch.as_tensor(dataset[0][0]).float(), first)
+
+
+def test_memory_cache_with_workers(tmp_path):
+    """Two worker processes fill the cache once; every epoch after that is served from it, in-process."""
+    write_nmnist(tmp_path, per_class=3)
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, batch_size=8, num_workers=2, cache="memory"))
+    assert dm.train_dataloader().num_workers == 0
+    disk = NMNISTDataModule(data_dir=str(tmp_path), T=4, num_workers=2, cache="disk")
+    assert disk.train_dataloader().num_workers == 2
+    for sample in sorted((tmp_path / "NMNIST").rglob("*.bin")):
+        if sample.is_file():
+            sample.unlink()  # from now on only the cache can answer
+    for epoch in range(2):
+        seen = sum(len(y) for _, y in dm.train_dataloader())
+        assert seen == len(dm.datasets["train"]), epoch
+    assert sum(len(y) for _, y in dm.test_dataloader()) == 30
+
+
+def test_augmentation_only_on_training_samples(tmp_path):
+    write_nmnist(tmp_path, per_class=2)
+    dm = _prepared(
+        NMNISTDataModule(data_dir=str(tmp_path), T=3, random_flip=True, random_translate=3, val_fraction=0.5)
+    )
+    torch.manual_seed(0)
+    samples = [dm.datasets["train"][0][0] for _ in range(8)]
+    assert any(not torch.equal(samples[0], s) for s in samples[1:])  # random per access
+    assert all(torch.equal(dm.datasets["val"][0][0], dm.datasets["val"][0][0]) for _ in range(3))
+
+
+# ---------------------------------------------------------------------------------------------- other datasets
+def test_dvsgesture_sorted_official_split(tmp_path):
+    write_dvsgesture(tmp_path)
+    dm = _prepared(DVSGestureDataModule(data_dir=str(tmp_path), T=4, spatial_factor=0.25, val_fraction=0.0))
+    assert dm.input_shape == (4, 2, 32, 32) and dm.num_classes == 11
+    assert len(dm.datasets["train"]) == 44 and len(dm.datasets["test"]) == 22
+    sources = dm.sample_sources("test")
+    assert sources == sorted(sources) and all("/user24_" in p for p in sources)
+    assert [int(Path(p).stem) for p in sources] == [int(dm.datasets["test"][i][1]) for i in range(len(sources))]
+    x, y = _first_batch(dm, "test")
+    assert x.shape == (22, 4, 2, 32, 32)
+    assert sorted(y.tolist()) == sorted(list(range(11)) * 2)
+
+
+def test_cifar10dvs_paper_split(tmp_path):
+    write_cifar10dvs(tmp_path, per_class=3)
+    dm = _prepared(
+        CIFAR10DVSDataModule(
+            data_dir=str(tmp_path), T=4, test_per_class=1, val_fraction=0.0, spatial_factor=0.375, slicing="count"
+        )
+    )
+    assert dm.input_shape == (4, 2, 48, 48) and dm.classes[0] == "airplane"
+    assert len(dm.datasets["train"]) == 20 and len(dm.datasets["test"]) == 10
+    assert all(Path(f).name.endswith("_0.aedat4") for f in dm.sample_sources("test"))  # first file of each class
+    assert not set(dm.sample_sources("test")) & set(dm.sample_sources("train"))
+    frames, label = dm.datasets["test"][3]
+    assert label == 3 and frames.shape == (4, 2, 48, 48)
+    per_frame = frames.sum((1, 2, 3))
+    assert per_frame.max() - per_frame.min() <= 1  # slicing="count": equal event counts per frame
+
+
+def test_ncaltech101_integer_labels_and_documented_split(tmp_path):
+    write_ncaltech101(tmp_path, per_category=5)
+    dm = _prepared(NCaltech101DataModule(data_dir=str(tmp_path), T=3, spatial_factor=0.25, val_fraction=0.0))
+    assert dm.classes == ["Faces_easy", "accordion", "airplanes"] and dm.num_classes == 3
+    assert len(dm.datasets["train"]) == 12 and len(dm.datasets["test"]) == 3
+    x, y = _first_batch(dm, "test")
+    assert x.shape == (3, 3, 2, 45, 60) and y.tolist() == [0, 1, 2]
+
+
+def test_shd_sequences(tmp_path):
+    write_shd(tmp_path)
+    dm = _prepared(SHDDataModule(data_dir=str(tmp_path), T=10, spatial_factor=0.2, val_fraction=0.25))
+    assert dm.input_shape == (10, 1, 140) and dm.num_classes == 20
+    x, y = _first_batch(dm)
+    assert x.shape[1:] == (10, 1, 140) and y.max() < 20
+    assert len(dm.datasets["test"]) == 20
+
+
+def test_shd_missing_test_file_is_not_mistaken_for_present(tmp_path, monkeypatch):
+    write_shd(tmp_path)
+    (tmp_path / "SHD" / "shd_test.h5").unlink()
+    monkeypatch.setattr(tonic.datasets.SHD, "base_url", "http://127.0.0.1:9/")
+    with pytest.raises(DatasetNotFoundError, match=r"shd_test\.h5\.zip"):
+        SHDDataModule(data_dir=str(tmp_path), T=4).prepare_data()
+
+
+def test_asldvs_column_vectors_are_flattened(tmp_path):
+    write_asldvs(tmp_path)
+    with mock.patch.object(tonic.datasets.ASLDVS, "_check_exists", return_value=True):  # 100 800 files otherwise
+        dm = _prepared(ASLDVSDataModule(data_dir=str(tmp_path), T=3, spatial_factor=0.25, val_fraction=0.0))
+    x, y = _first_batch(dm)
+    assert x.shape[1:] == (3, 2, 45, 60) and set(y.tolist()) <= {0, 1, 2}
+
+
+def test_argument_validation():
+    with pytest.raises(ValueError, match="T must be a positive integer"):
+        NMNISTDataModule(T=0)
+    with pytest.raises(ValueError, match="cache must be"):
+        NMNISTDataModule(cache="ram")
+    with pytest.raises(ValueError, match="slicing must be"):
+        NMNISTDataModule(slicing="bins")
+
+
+def test_save_frames_png_and_gif(tmp_path):
+    import matplotlib.image
+
+    frames = torch.zeros(4, 2, 34, 34)
+    frames[:, 1, 10:20, 5:9] = 3
+    frames[:, 0, 2:5, 20:30] = 1
+    png = save_frames(frames, tmp_path / "sample.png", title="digit 7")
+    image = matplotlib.image.imread(png)
+    assert image.shape[0] > 50 and image.shape[1] > 4 * 50 and image[..., :3].std() > 0.05
+    gif = save_frames(frames.numpy(), tmp_path / "sample.gif")
+    assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
+    with pytest.raises(ValueError, match=r"expected frames \[T, P, H, W\]"):
+        save_frames(np.zeros((3, 34, 34)), tmp_path / "bad.png")
