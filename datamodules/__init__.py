@@ -10,6 +10,13 @@ from .base import EventDataModule, default_data_dir
 from .cifar10dvs import CIFAR10DVSDataModule
 from .dvsgesture import DVSGestureDataModule
 from .errors import CorruptSampleError, DatasetNotFoundError
+from .images import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    ImageNetDataModule,
+    SequentialCIFAR10DataModule,
+    SequentialCIFAR100DataModule,
+)
 from .ncaltech101 import NCaltech101DataModule
 from .ndigits import NDigitsDataModule, generate_ndigits
 from .nmnist import NMNISTDataModule
@@ -20,14 +27,19 @@ from .visualize import save_frames
 __all__ = [
     "ASLDVSDataModule",
     "CIFAR10DVSDataModule",
+    "CIFAR10DataModule",
+    "CIFAR100DataModule",
     "CorruptSampleError",
     "DVSGestureDataModule",
     "DatasetNotFoundError",
     "EventDataModule",
+    "ImageNetDataModule",
     "NCaltech101DataModule",
     "NDigitsDataModule",
     "NMNISTDataModule",
     "SHDDataModule",
+    "SequentialCIFAR10DataModule",
+    "SequentialCIFAR100DataModule",
     "SequentialDigitsDataModule",
     "default_data_dir",
     "generate_ndigits",

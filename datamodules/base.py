@@ -31,7 +31,7 @@ import lightning as L
 import numpy as np
 import tonic
 import torch
-from torch.utils.data import DataLoader, Dataset, Subset
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from tqdm.auto import tqdm
 
 from .errors import DatasetNotFoundError, NamedErrors, RequireEvents
@@ -40,6 +40,7 @@ from .transforms import Compose, MapDataset, RandomFlipFrames, RandomTranslateFr
 Split = Literal["train", "test"]
 CacheMode = Literal["none", "memory", "disk"]
 Slicing = Literal["time", "count"]
+ValSplit = Literal["holdout", "test"]
 
 #: Bumped whenever the meaning of cached frames changes.
 CACHE_FORMAT = 1
@@ -61,17 +62,61 @@ def network_timeout(seconds: float) -> Iterator[None]:
         socket.setdefaulttimeout(previous)
 
 
-def stratified_split(labels: list[int], fraction: float, seed: int) -> tuple[list[int], list[int]]:
-    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by a seeded permutation."""
+class EpochShuffle(RandomSampler):
+    """A random order that depends only on ``(seed, epoch)``, so a resumed run sees the same batches.
+
+    Lightning calls :meth:`set_epoch` before every epoch; under DDP it replaces this sampler (a
+    ``RandomSampler``) with a ``DistributedSampler``, which is seeded by epoch as well.
+    """
+
+    def __init__(self, data_source: Dataset, seed: int = 0) -> None:
+        super().__init__(data_source)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.randperm(len(self.data_source), generator=generator).tolist()
+
+
+def seeded_loader(
+    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, pin_memory: bool = False
+) -> DataLoader:
+    """A DataLoader that never touches the global random state: its order comes from :class:`EpochShuffle`,
+    its workers' seeds from its own generator. Workers are not persistent, so each epoch's workers see the
+    epoch set on the dataset."""
+    return DataLoader(
+        dataset,
+        batch_size=batch_size,
+        sampler=EpochShuffle(dataset, seed) if shuffle else None,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        generator=torch.Generator().manual_seed(seed),
+    )
+
+
+def stratified_split(
+    labels: list[int], fraction: float, seed: int, groups: list[int] | None = None
+) -> tuple[list[int], list[int]]:
+    """Indices ``(keep, held_out)``: ``fraction`` of every class held out, chosen by a seeded permutation.
+
+    With ``groups`` (e.g. the source image of each recording) whole groups are held out, so no group straddles
+    the two parts.
+    """
     rng = np.random.default_rng(seed)
     labels_arr = np.asarray(labels)
+    groups_arr = np.arange(len(labels)) if groups is None else np.asarray(groups)
     keep, held = [], []
     for cls in np.unique(labels_arr):
-        idx = np.flatnonzero(labels_arr == cls)
-        idx = idx[rng.permutation(len(idx))]
-        n_held = round(len(idx) * fraction)
-        held += idx[:n_held].tolist()
-        keep += idx[n_held:].tolist()
+        members = np.flatnonzero(labels_arr == cls)
+        units = np.unique(groups_arr[members])
+        units = units[rng.permutation(len(units))]
+        held_units = set(units[: round(len(units) * fraction)].tolist())
+        for i in members:
+            (held if groups_arr[i] in held_units else keep).append(int(i))
     return sorted(keep), sorted(held)
 
 
@@ -97,6 +142,8 @@ class EventDataModule(L.LightningDataModule):
             ``data_dir/cache/<hash of the preprocessing>``) or ``"none"``.
         download_timeout_s: socket timeout of download attempts.
         pin_memory: DataLoader ``pin_memory``.
+        val_split: what ``validate`` runs on: the ``"holdout"`` part of the training split, or the ``"test"``
+            split (the paper reports test accuracy; published checkpoints' top-1 is measured this way).
     """
 
     name: ClassVar[str]
@@ -119,12 +166,15 @@ class EventDataModule(L.LightningDataModule):
         cache: CacheMode = "memory",
         download_timeout_s: float = 30.0,
         pin_memory: bool = False,
+        val_split: ValSplit = "holdout",
     ) -> None:
         super().__init__()
         if isinstance(T, bool) or not isinstance(T, int) or T < 1:
             raise ValueError(f"T must be a positive integer (frames per sample), got {T!r}")
         if not 0.0 <= val_fraction < 1.0:
             raise ValueError(f"val_fraction must be in [0, 1), got {val_fraction}")
+        if val_split not in ("holdout", "test"):
+            raise ValueError(f"val_split must be 'holdout' or 'test', got {val_split!r}")
         if cache not in ("none", "memory", "disk"):
             raise ValueError(f"cache must be 'none', 'memory' or 'disk', got {cache!r}")
         if not 0.0 < spatial_factor <= 1.0:
@@ -146,6 +196,7 @@ class EventDataModule(L.LightningDataModule):
         self.cache = cache
         self.download_timeout_s = download_timeout_s
         self.pin_memory = pin_memory
+        self.val_split = val_split
         self.datasets: dict[str, Dataset] = {}
 
     # ---------------------------------------------------------------------------------- to implement
@@ -239,7 +290,9 @@ class EventDataModule(L.LightningDataModule):
         test: Dataset = NamedErrors(test_set, lambda i: self.describe_sample(test_set, i))
         if train_idx is not None:
             train, test = Subset(train, train_idx), Subset(test, test_idx)
-        keep, held = stratified_split(self._labels(train_set, train_idx), self.val_fraction, self.seed)
+        keep, held = stratified_split(
+            self._labels(train_set, train_idx), self.val_fraction, self.seed, self.groups_of(train_set, train_idx)
+        )
         train_members = train_idx if train_idx is not None else list(range(len(train_set)))
         test_members = test_idx if test_idx is not None else list(range(len(test_set)))
         self._members = {
@@ -249,10 +302,15 @@ class EventDataModule(L.LightningDataModule):
         }
         train, test = self._cached(train, "train"), self._cached(test, "test")
         self.datasets = {
-            "train": MapDataset(Subset(train, keep), self.per_access(train=True)),
-            "val": MapDataset(Subset(train, held), self.per_access(train=False)),
-            "test": MapDataset(test, self.per_access(train=False)),
+            "train": MapDataset(Subset(train, keep), self.per_access(train=True), self.seed),
+            "val": MapDataset(Subset(train, held), self.per_access(train=False), self.seed),
+            "test": MapDataset(test, self.per_access(train=False), self.seed),
         }
+
+    def set_epoch(self, epoch: int) -> None:
+        """Tell the training set the epoch (its augmentation draws depend on it); the classifier calls this."""
+        if "train" in self.datasets:
+            self.datasets["train"].set_epoch(epoch)
 
     def sample_sources(self, split: str) -> list[str]:
         """Where each sample of ``split`` (``"train"``, ``"val"``, ``"test"``) comes from, in loader order."""
@@ -260,6 +318,10 @@ class EventDataModule(L.LightningDataModule):
             self.setup()
         dataset, members = self._members[split]
         return [self.describe_sample(dataset, i) for i in members]
+
+    def groups_of(self, dataset: Any, indices: list[int] | None) -> list[int] | None:
+        """Samples that must stay on the same side of the validation split (None: every sample alone)."""
+        return None
 
     def labels_of(self, dataset: Any) -> list[int]:
         """Integer labels of every sample of a Tonic dataset, without reading the events."""
@@ -347,21 +409,13 @@ class EventDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         workers = 0 if self.cache == "memory" else self.num_workers  # a filled memory cache needs no workers
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=workers,
-            persistent_workers=workers > 0,
-            pin_memory=self.pin_memory,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+        return seeded_loader(self.datasets[split], self.batch_size, shuffle, workers, self.seed, self.pin_memory)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
+        return self._loader("val" if self.val_split == "holdout" else "test", shuffle=False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", shuffle=False)

@@ -250,6 +250,11 @@ class NDigitsDataModule(NMNISTDataModule):
                 self.metadata = json.loads(meta.read_text())
         super().setup(stage)
 
+    def groups_of(self, dataset: Any, indices: list[int] | None) -> list[int]:
+        """Recordings of the same source image stay together (the validation split is by image, as the test)."""
+        ids = [int(Path(p).stem) // self.config.recordings for p in dataset.data]
+        return [ids[i] for i in indices] if indices is not None else ids
+
     def download_help(self) -> str:
         return (
             f"N-Digits is generated locally (no download); generation into {self.tonic_root()} did not produce "

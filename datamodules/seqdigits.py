@@ -12,7 +12,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import stratified_split
+from .base import ValSplit, seeded_loader, stratified_split
 from .ndigits import mnist_style_digits
 from .transforms import MapDataset, RandomTranslateFrames
 
@@ -22,10 +22,11 @@ class _ColumnsAsTime:
 
     def __init__(self, translate: int) -> None:
         self.shift = RandomTranslateFrames(translate) if translate else None
+        self.random = self.shift is not None
 
-    def __call__(self, image: torch.Tensor) -> torch.Tensor:
+    def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.shift is not None:
-            image = self.shift(image)
+            image = self.shift(image, generator)
         return image.t().unsqueeze(1)
 
 
@@ -40,6 +41,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         random_translate: shift training images by up to this many pixels.
         seed: seed of the splits.
         images_per_class: use only the first n images of each digit (quick tests); None: all 1797.
+        val_split: ``validate`` on the ``"holdout"`` part of the training images or on the ``"test"`` split.
     """
 
     name = "SequentialDigits"
@@ -55,6 +57,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         random_translate: int = 2,
         seed: int = 0,
         images_per_class: int | None = None,
+        val_split: ValSplit = "holdout",
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -65,6 +68,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         self.random_translate = random_translate
         self.seed = seed
         self.images_per_class = images_per_class
+        self.val_split = val_split
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -84,7 +88,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         x, y = torch.from_numpy(images), torch.from_numpy(labels)
 
         def part(ids: list[int], translate: int) -> Dataset:
-            return MapDataset(TensorDataset(x[ids], y[ids]), _ColumnsAsTime(translate))
+            return MapDataset(TensorDataset(x[ids], y[ids]), _ColumnsAsTime(translate), self.seed)
 
         self.datasets = {
             "train": part([train_ids[i] for i in keep], self.random_translate),
@@ -92,23 +96,20 @@ class SequentialDigitsDataModule(L.LightningDataModule):
             "test": part(test_ids, 0),
         }
 
+    def set_epoch(self, epoch: int) -> None:
+        if "train" in self.datasets:
+            self.datasets["train"].set_epoch(epoch)
+
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        return DataLoader(
-            self.datasets[split],
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            generator=torch.Generator().manual_seed(self.seed) if shuffle else None,
-        )
+        return seeded_loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.seed)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)
 
     def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+        return self._loader("val" if self.val_split == "holdout" else "test", False)
 
     def test_dataloader(self) -> DataLoader:
         return self._loader("test", False)

@@ -21,6 +21,18 @@ def _to_rgb(frame: np.ndarray) -> np.ndarray:
     return rgb
 
 
+def frames_to_image(frames: torch.Tensor | np.ndarray) -> np.ndarray:
+    """``[T, P, H, W]`` frames side by side as one ``[H, T·(W+1), 3]`` RGB image in [0, 1] (a sequence
+    ``[T, C, L]`` is shown as one column per step)."""
+    frames = np.asarray(frames.detach().cpu() if isinstance(frames, torch.Tensor) else frames, dtype=np.float32)
+    if frames.ndim == 3:  # a sequence [T, C, L]: time along x, channels stacked along y
+        return _to_rgb(frames.transpose(1, 2, 0)[:1] if frames.shape[1] == 1 else frames.transpose(1, 2, 0))
+    tiles = []
+    for frame in frames:
+        tiles += [_to_rgb(frame), np.ones((frame.shape[-2], 1, 3), dtype=np.float32)]
+    return np.concatenate(tiles[:-1], axis=1)
+
+
 def save_frames(frames: torch.Tensor | np.ndarray, path: str | Path, title: str | None = None) -> Path:
     """Save ``[T, P, H, W]`` frames as a one-row grid (``.png``) or an animation (``.gif``)."""
     import matplotlib

@@ -7,6 +7,17 @@ import sys
 from collections.abc import Sequence
 
 
+def _cmd_demo(args: argparse.Namespace) -> int:
+    from .training.demo import run_demo
+
+    run_demo(
+        args.entry, data_dir=args.data_dir, out_dir=args.out, epochs=args.epochs, lr=args.lr,
+        batch_size=args.batch_size, num_workers=args.num_workers, images_per_class=args.images_per_class,
+        limit_train_batches=int(limit) if (limit := args.limit_train_batches) > 1 else limit, wandb=not args.no_wandb,
+    )  # fmt: skip
+    return 0
+
+
 def _cmd_neurons(args: argparse.Namespace) -> int:
     from .neurons import list_neurons, neuron_info
 
@@ -40,23 +51,150 @@ def _cmd_models(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_pretrained(args: argparse.Namespace) -> int:
+    from .hub import get_pretrained_info, list_pretrained
+
+    names = list_pretrained(args.pattern)
+    if not names:
+        print(f"no published checkpoint matches {args.pattern!r}" if args.pattern else "no published checkpoints")
+        return 1
+    for name in names:
+        info = get_pretrained_info(name)
+        m = info.metrics
+        top1 = f"{100 * m['top1']:.2f} %" if isinstance(m.get("top1"), float) else "n/a"
+        energy = f"{m['energy_uj']:.2f} µJ" if isinstance(m.get("energy_uj"), float) else "n/a"
+        rate = m.get("mean_firing_rate", float("nan"))
+        head = f"{name}  [{info.dataset.get('name')}, T={info.T}, {info.neuron['name']}]"
+        print(f"{head} top-1 {top1}, firing {rate:.3f}, energy {energy}, {info.params:,} params")
+    return 0
+
+
+def _cmd_publish(args: argparse.Namespace) -> int:
+    from .training.publish import publish_checkpoint
+
+    info = publish_checkpoint(args.ckpt, args.recipe, args.name, args.out, data_args=args.recipe_args, notes=args.notes)
+    print(
+        f"published {info.name}: {info.weights.file} ({info.weights.dtype}), top-1 {100 * info.metrics['top1']:.2f} %"
+    )
+    return 0
+
+
+def _cmd_import_paper(args: argparse.Namespace) -> int:
+    from .hub.publish import import_paper_checkpoint
+
+    info = import_paper_checkpoint(args.file, args.tag, args.out)
+    print(f"imported {info.name}: {info.weights.file}; measure it with: psn-zoo validate --config {info.recipe} "
+          f"--model.pretrained {info.name}")  # fmt: skip
+    return 0
+
+
+def _cmd_import_sj(args: argparse.Namespace) -> int:
+    from .hub.publish import import_spikingjelly_state
+
+    info = import_spikingjelly_state(
+        args.file, args.arch, args.tag, args.out, neuron=args.neuron, T=args.T, num_classes=args.num_classes,
+        in_channels=args.in_channels,
+    )  # fmt: skip
+    print(f"imported {info.name}: {info.weights.file}")
+    return 0
+
+
+def _cmd_push(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .hub.publish import push_to_hub
+
+    source = push_to_hub(args.name, args.repo, manifest_dir=Path(args.out), endpoint=args.endpoint, token=args.token)
+    print(f"pushed {args.name} -> {source} (add it to the entry's sources to download from there)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
     parser = argparse.ArgumentParser(prog="psn-zoo", description="Parallel Spiking Neuron model zoo")
     parser.add_argument("--version", action="version", version=f"psn-zoo {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
+    sub = parser.add_subparsers(
+        dest="command",
+        required=True,
+        metavar="{demo,fit,validate,test,predict,neurons,models,pretrained,publish,import-paper,import-sj,push}",
+        help="fit/validate/test/predict run LightningCLI (psn-zoo fit --help); the others are listed below",
+    )
+    demo = sub.add_parser(
+        "demo", help="the main job: evaluate a pretrained PSN on N-Digits, fine-tune it 1 epoch, log to W&B"
+    )
+    demo.add_argument("--entry", default="paper_cifar10dvs_vgg.ndigits_psn_t4", help="published checkpoint")
+    demo.add_argument("--data-dir", default=None, help="dataset folder (default $PSN_ZOO_DATA or ~/.cache/psn_zoo)")
+    demo.add_argument("--out", default="runs", help="runs folder (the demo writes <out>/demo)")
+    demo.add_argument("--epochs", type=int, default=1)
+    demo.add_argument("--lr", type=float, default=0.01)
+    demo.add_argument("--batch-size", type=int, default=32)
+    demo.add_argument("--num-workers", type=int, default=0)
+    demo.add_argument("--images-per-class", type=int, default=None, help="use fewer digits (a quicker run)")
+    demo.add_argument("--limit-train-batches", type=float, default=1.0, help="fraction (or count if > 1)")
+    demo.add_argument("--no-wandb", action="store_true", help="skip W&B logging")
+    demo.set_defaults(func=_cmd_demo)
     neurons = sub.add_parser("neurons", help="list the registered neurons and their arguments")
     neurons.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*psn*'")
     neurons.set_defaults(func=_cmd_neurons)
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'sew*'")
     models.set_defaults(func=_cmd_models)
+
+    pretrained = sub.add_parser("pretrained", help="list the published checkpoints and their numbers")
+    pretrained.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*ndigits*'")
+    pretrained.set_defaults(func=_cmd_pretrained)
+
+    default_out = "checkpoints"
+    publish = sub.add_parser("publish", help="evaluate a Lightning .ckpt and publish it as a release entry")
+    publish.add_argument("ckpt", help="the Lightning checkpoint")
+    publish.add_argument("--recipe", required=True, help="the config it was trained with (its data is evaluated)")
+    publish.add_argument("--name", required=True, help="<architecture>.<tag>")
+    publish.add_argument("--out", default=default_out, help="release folder (manifest.json, weights, cards)")
+    publish.add_argument("--notes", default="", help="a sentence for the model card")
+    publish.add_argument(
+        "--recipe-args", nargs=argparse.REMAINDER, default=[], help="last: extra CLI args for the recipe (its data)"
+    )
+    publish.set_defaults(func=_cmd_publish)
+
+    paper = sub.add_parser("import-paper", help="turn one of the paper's released .pth checkpoints into an entry")
+    paper.add_argument("file")
+    paper.add_argument("--tag", required=True, help="the entry is <architecture>.<tag>")
+    paper.add_argument("--out", default=default_out)
+    paper.set_defaults(func=_cmd_import_paper)
+
+    sj = sub.add_parser("import-sj", help="turn a SpikingJelly 2.0.0 state dict into an entry")
+    sj.add_argument("file")
+    sj.add_argument("--arch", required=True)
+    sj.add_argument("--tag", required=True)
+    sj.add_argument("--neuron", required=True)
+    sj.add_argument("--T", type=int, required=True)
+    sj.add_argument("--num-classes", type=int, required=True)
+    sj.add_argument("--in-channels", type=int, default=3)
+    sj.add_argument("--out", default=default_out)
+    sj.set_defaults(func=_cmd_import_sj)
+
+    push = sub.add_parser("push", help="upload an entry to a Hugging Face Hub repository")
+    push.add_argument("name")
+    push.add_argument("--repo", required=True, help="org/name")
+    push.add_argument("--out", default=default_out, help="the release folder holding the entry")
+    push.add_argument("--endpoint", default=None, help="Hub URL (default: huggingface.co or $HF_ENDPOINT)")
+    push.add_argument("--token", default=None)
+    push.set_defaults(func=_cmd_push)
     return parser
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(sys.argv[1:] if argv is None else list(argv))
+    args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list and args_list[0] in LIGHTNING_COMMANDS:
+        from .training.cli import run_cli
+
+        run_cli(None if argv is None else args_list)
+        return 0
+    args = build_parser().parse_args(args_list)
     return int(args.func(args))
 
 

@@ -96,3 +96,20 @@ def write_asldvs(root: Path, letters: str = "abc", per_letter: int = 5) -> None:
             x, y, t, p = random_events(rng, 400, 240, 180)
             write_asl_mat(root / "ASLDVS" / letter / f"{letter}_{i:04d}.mat", x, y, t, p)
     (root / "ASLDVS" / "ASLDVS.zip").touch()
+
+
+def write_cifar_binary(root: Path, hundred: bool = False, per_file: int = 20, seed: int = 4) -> None:
+    """CIFAR binary release records: ``label (or coarse, fine) + 3072 bytes`` (R, G, B planes of 32×32)."""
+    rng = np.random.default_rng(seed)
+    folder, files = (
+        ("cifar-100-binary", ["train.bin", "test.bin"])
+        if hundred
+        else ("cifar-10-batches-bin", [f"data_batch_{i}.bin" for i in range(1, 6)] + ["test_batch.bin"])
+    )
+    classes = 100 if hundred else 10
+    for name in files:
+        labels = np.arange(per_file) % classes
+        head = np.stack([labels // 5, labels], 1) if hundred else labels[:, None]
+        pixels = rng.integers(0, 256, (per_file, 3072))
+        (root / folder).mkdir(parents=True, exist_ok=True)
+        (root / folder / name).write_bytes(np.concatenate([head, pixels], 1).astype(np.uint8).tobytes())

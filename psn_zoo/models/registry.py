@@ -32,14 +32,23 @@ def _builder_params(builder: Callable[..., nn.Module]) -> dict[str, inspect.Para
     }
 
 
-def create_model(name: str, **kwargs: Any) -> nn.Module:
+def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
     """Build a registered model. ``kwargs`` are the builder's arguments (``neuron``, ``T``, ``num_classes``,
     ``in_channels``, family options) plus, for the rest, the neuron's own arguments.
+
+    ``pretrained``: a published weight tag of this architecture (``create_model("sew_resnet18",
+    pretrained="ndigits_psn_t4")``, see :func:`psn_zoo.list_pretrained`); the checkpoint then fixes the
+    architecture, T, neuron and classes, and ``kwargs`` that contradict it are an error.
     """
     try:
         entry = MODELS.get(name)
     except KeyError as err:
         raise ValueError(err.args[0]) from None
+    if pretrained:
+        from ..hub import load_pretrained
+
+        tag = pretrained if "." not in pretrained else pretrained.split(".", 1)[1]
+        return load_pretrained(f"{entry.name}.{tag}", **kwargs)
     params = _builder_params(entry.obj)
     extra = sorted(k for k in kwargs if k not in params)
     if extra:

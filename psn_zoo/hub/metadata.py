@@ -1,0 +1,173 @@
+"""Typed metadata of published checkpoints and the manifest that lists them (validated when read)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+FORMAT_VERSION = 1
+_SHA256 = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """The manifest (or one entry of it) is malformed; the message names the entry and the field."""
+
+
+@dataclasses.dataclass(frozen=True)
+class InputSpec:
+    """What the model expects: ``kind`` (``event_frames``, ``static_image``, ``sequence``), one sample's
+    ``shape`` (``[T, C, H, W]``, ``[C, H, W]`` or ``[T, C, L]``), the sensor, and the preprocessing."""
+
+    kind: str
+    shape: tuple[int, ...]
+    sensor_size: tuple[int, ...] | None = None
+    transform: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+
+
+@dataclasses.dataclass(frozen=True)
+class WeightsFile:
+    file: str
+    sha256: str
+    size: int
+    dtype: str
+
+
+@dataclasses.dataclass(frozen=True)
+class CheckpointInfo:
+    """Everything needed to use a published checkpoint.
+
+    ``name`` is ``<architecture>.<tag>``. ``metrics`` holds ``top1``/``top5`` (fractions, on ``dataset.split``),
+    ``mean_firing_rate``, per-layer ``firing_rate``, ``synaptic_acs`` (SOPs), ``synaptic_macs``, ``neuron_macs``
+    and ``energy_uj`` (45 nm estimate with the neurons' own MACs counted, see :mod:`psn_zoo.efficiency`).
+    """
+
+    name: str
+    architecture: str
+    model_kwargs: Mapping[str, Any]
+    neuron: Mapping[str, Any]
+    T: int
+    num_classes: int
+    in_channels: int
+    classes: tuple[str, ...]
+    input: InputSpec
+    dataset: Mapping[str, Any]
+    metrics: Mapping[str, Any]
+    recipe: str
+    weights: WeightsFile
+    params: int
+    library_version: str
+    format_version: int = FORMAT_VERSION
+    sources: tuple[str, ...] = ()
+    license: str = "MIT"
+    created: str = ""
+    notes: str = ""
+
+    @property
+    def tag(self) -> str:
+        return self.name.split(".", 1)[1] if "." in self.name else ""
+
+    def build_kwargs(self) -> dict[str, Any]:
+        """Arguments of ``create_model(architecture, **kwargs)`` that rebuild the network."""
+        return {
+            "neuron": dict(self.neuron),
+            "T": self.T,
+            "num_classes": self.num_classes,
+            "in_channels": self.in_channels,
+            **dict(self.model_kwargs),
+        }
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, raw: Mapping[str, Any]) -> CheckpointInfo:
+        """Validate types and values; every problem names the entry and the field."""
+        name = raw.get("name", "<unnamed>") if isinstance(raw, Mapping) else "<not a mapping>"
+
+        def fail(field: str, why: str) -> ManifestError:
+            return ManifestError(f"checkpoint entry {name!r}: field {field!r} {why}")
+
+        if not isinstance(raw, Mapping):
+            raise ManifestError(f"a manifest entry must be a mapping, got {type(raw).__name__}")
+        required = {f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+                    and f.default_factory is dataclasses.MISSING}  # fmt: skip
+        for key in sorted(required - set(raw)):
+            raise fail(key, "is missing")
+        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise fail(unknown[0], "is not a checkpoint field")
+        version = raw.get("format_version", FORMAT_VERSION)
+        if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
+            raise fail("format_version", f"is {version!r}; this psn_zoo reads format versions up to {FORMAT_VERSION}")
+        for key in ("name", "architecture", "recipe", "library_version"):
+            if not isinstance(raw[key], str) or not raw[key]:
+                raise fail(key, "must be a non-empty string")
+        if "." not in raw["name"]:
+            raise fail("name", "must be '<architecture>.<tag>'")
+        for key in ("T", "num_classes", "in_channels", "params"):
+            if isinstance(raw[key], bool) or not isinstance(raw[key], int) or raw[key] < 1:
+                raise fail(key, "must be a positive integer")
+        for key in ("model_kwargs", "neuron", "dataset", "metrics"):
+            if not isinstance(raw[key], Mapping):
+                raise fail(key, "must be a mapping")
+        if not isinstance(raw["neuron"].get("name"), str):
+            raise fail("neuron", "must name its neuron type ({'name': ...})")
+        classes = raw["classes"]
+        if not isinstance(classes, list | tuple) or len(classes) != raw["num_classes"]:
+            raise fail("classes", f"must list the {raw['num_classes']} class names")
+        top1 = raw["metrics"].get("top1")
+        if top1 is not None and not (isinstance(top1, int | float) and 0.0 <= top1 <= 1.0):
+            raise fail("metrics", "top1 must be a fraction in [0, 1]")
+        w = raw["weights"]
+        if not isinstance(w, Mapping) or not {"file", "sha256", "size", "dtype"} <= set(w):
+            raise fail("weights", "must give file, sha256, size and dtype")
+        if not _SHA256.match(str(w["sha256"])):
+            raise fail("weights", "sha256 must be 64 lowercase hex digits")
+        if not str(w["file"]).endswith(".safetensors") or w["sha256"][:8] not in w["file"]:
+            raise fail("weights", "file must be a .safetensors named with its sha256 prefix")
+        i = raw["input"]
+        if not isinstance(i, Mapping) or i.get("kind") not in ("event_frames", "static_image", "sequence"):
+            raise fail("input", "kind must be event_frames, static_image or sequence")
+        return cls(
+            **{
+                **raw,
+                "classes": tuple(classes),
+                "input": InputSpec(
+                    kind=i["kind"],
+                    shape=tuple(i["shape"]),
+                    sensor_size=tuple(i["sensor_size"]) if i.get("sensor_size") else None,
+                    transform=dict(i.get("transform", {})),
+                ),
+                "weights": WeightsFile(**{k: w[k] for k in ("file", "sha256", "size", "dtype")}),
+                "sources": tuple(raw.get("sources", ())),
+            }
+        )
+
+
+def read_manifest(path: str | Path) -> dict[str, CheckpointInfo]:
+    """``{name: CheckpointInfo}`` from a manifest file, validated (unique names, known format)."""
+    try:
+        raw = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as err:
+        raise ManifestError(f"cannot read checkpoint manifest {path}: {err}") from None
+    if not isinstance(raw, Mapping) or not isinstance(raw.get("entries"), list):
+        raise ManifestError(f"{path}: a manifest is {{'format_version': ..., 'entries': [...]}}")
+    entries: dict[str, CheckpointInfo] = {}
+    for item in raw["entries"]:
+        info = CheckpointInfo.from_dict(item)
+        if info.name in entries:
+            raise ManifestError(f"{path}: checkpoint {info.name!r} is listed twice")
+        entries[info.name] = info
+    return entries
+
+
+def write_manifest(path: str | Path, entries: Mapping[str, CheckpointInfo]) -> None:
+    payload = {"format_version": FORMAT_VERSION, "entries": [entries[n].to_dict() for n in sorted(entries)]}
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(payload, indent=2) + "\n")
+    tmp.replace(path)

@@ -1,0 +1,280 @@
+"""Writing release entries: safetensors named by sha256, the manifest record, the model card; pushing to the
+Hugging Face Hub; importing the paper's and SpikingJelly's checkpoints."""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from .metadata import CheckpointInfo, WeightsFile, read_manifest, write_manifest
+
+FP16_TOLERANCE = 1e-3  # fp16 storage is kept only if top-1 moves by less than this
+
+
+def _sha256(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_weights(state: Mapping[str, torch.Tensor], out_dir: Path, stem: str, fp16: bool) -> WeightsFile:
+    """Write ``<stem>-<sha256[:8]>.safetensors`` atomically; float tensors in fp16 when asked."""
+    from safetensors.torch import save
+
+    tensors = {
+        k: (v.detach().to(torch.float16) if fp16 and v.is_floating_point() else v.detach()).contiguous().cpu()
+        for k, v in state.items()
+    }
+    data = save(tensors)
+    digest = _sha256(data)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    final = out_dir / f"{stem}-{digest[:8]}.safetensors"
+    with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".tmp-") as tmp:
+        tmp.write(data)
+    os.chmod(tmp.name, 0o644)
+    os.replace(tmp.name, final)
+    return WeightsFile(file=final.name, sha256=digest, size=len(data), dtype="float16" if fp16 else "float32")
+
+
+def add_entry(out_dir: Path, info: CheckpointInfo) -> None:
+    """Add or replace ``info`` in ``out_dir/manifest.json`` and write its model card."""
+    manifest = out_dir / "manifest.json"
+    entries = read_manifest(manifest) if manifest.exists() else {}
+    old = entries.get(info.name)
+    entries[info.name] = info
+    write_manifest(manifest, entries)
+    if old is not None and old.weights.file != info.weights.file:
+        (out_dir / old.weights.file).unlink(missing_ok=True)
+    cards = out_dir / "cards"
+    cards.mkdir(exist_ok=True)
+    (cards / f"{info.name}.md").write_text(model_card(info))
+
+
+def _pct(value: Any) -> str:
+    return f"{100 * value:.2f} %" if isinstance(value, int | float) else "n/a"
+
+
+def model_card(info: CheckpointInfo) -> str:
+    """A Hugging Face style model card: YAML front matter, then what it is, how it was trained, its numbers."""
+    m = info.metrics
+    rates = m.get("firing_rate", {})
+    rate_rows = "\n".join(f"| `{k}` | {v:.4f} |" for k, v in rates.items()) or "| (not measured) | |"
+    dataset = info.dataset
+    return f"""---
+library_name: psn_zoo
+tags: [spiking-neural-network, parallel-spiking-neuron, {info.neuron["name"]}, {info.architecture}]
+datasets: [{dataset.get("name", "unknown")}]
+license: {info.license.lower()}
+metrics: [accuracy]
+---
+
+# {info.name}
+
+**{info.architecture}** with **{info.neuron["name"]}** neurons (`{json.dumps(dict(info.neuron))}`),
+T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, trained on **{dataset.get("name")}**
+({dataset.get("split", "")}).
+{info.notes}
+
+## Use
+
+```python
+import psn_zoo
+model = psn_zoo.load_pretrained("{info.name}")      # sha256-verified, eval mode
+logits = model(x)                                     # x: {info.input.kind} {list(info.input.shape)} per sample
+```
+
+Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
+`{json.dumps(dict(info.input.transform))}`.
+
+## Numbers (measured on the {dataset.get("split", "test")} split)
+
+| metric | value |
+|---|---|
+| top-1 | {_pct(m.get("top1"))} |
+| top-5 | {_pct(m.get("top5"))} |
+| mean firing rate | {m.get("mean_firing_rate", "n/a")} |
+| synaptic ACs (SOPs) per sample | {m.get("synaptic_acs", "n/a")} |
+| synaptic MACs per sample (non-spike inputs) | {m.get("synaptic_macs", "n/a")} |
+| neuron-side MACs per sample | {m.get("neuron_macs", "n/a")} |
+| energy per sample, 45 nm, neurons counted | {m.get("energy_uj", "n/a")} µJ |
+| energy per sample without the neurons | {m.get("energy_uj_without_neurons", "n/a")} µJ |
+
+Per-layer firing rates:
+
+| layer | rate |
+|---|---|
+{rate_rows}
+
+## How it was trained
+
+`psn-zoo fit --config {info.recipe}` (psn_zoo {info.library_version}).
+
+## Fine-tune it
+
+```bash
+psn-zoo fit --config {info.recipe} --model.pretrained {info.name} --model.num_classes <N> --trainer.max_epochs 5
+```
+
+A different class count replaces the classifier; `--model.freeze_backbone true` trains only that.
+
+Weights: `{info.weights.file}` ({info.weights.dtype}, sha256 `{info.weights.sha256}`).
+"""
+
+
+def make_info(
+    *,
+    name: str,
+    model: torch.nn.Module,
+    weights: WeightsFile,
+    classes: list[str],
+    input_spec: Mapping[str, Any],
+    dataset: Mapping[str, Any],
+    metrics: Mapping[str, Any],
+    recipe: str,
+    model_kwargs: Mapping[str, Any],
+    notes: str = "",
+    sources: tuple[str, ...] = (),
+) -> CheckpointInfo:
+    """A validated :class:`CheckpointInfo` for a psn_zoo ``model`` and its written ``weights``."""
+    from .. import __version__
+
+    raw = {
+        "name": name,
+        "architecture": name.split(".", 1)[0],
+        "model_kwargs": dict(model_kwargs),
+        "neuron": dict(model.neuron_spec) | _neuron_state(model),
+        "T": model.T,
+        "num_classes": model.num_classes,
+        "in_channels": model.in_channels,
+        "classes": list(classes),
+        "input": dict(input_spec),
+        "dataset": dict(dataset),
+        "metrics": dict(metrics),
+        "recipe": recipe,
+        "weights": {"file": weights.file, "sha256": weights.sha256, "size": weights.size, "dtype": weights.dtype},
+        "params": model.num_params,
+        "library_version": __version__,
+        "created": _dt.date.today().isoformat(),
+        "notes": notes,
+        "sources": list(sources),
+    }
+    return CheckpointInfo.from_dict(json.loads(json.dumps(raw)))
+
+
+def _neuron_state(model: torch.nn.Module) -> dict[str, Any]:
+    """The masked PSN's λ as trained (the spec holds its starting value)."""
+    from ..neurons import MaskedPSN
+
+    masked = [m for m in model.modules() if isinstance(m, MaskedPSN)]
+    return {"lambda_": float(masked[0].lambda_)} if masked else {}
+
+
+def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | None = None,
+                token: str | None = None) -> str:  # fmt: skip
+    """Upload an entry (weights, ``config.json`` metadata, ``README.md`` card) to a Hugging Face Hub repo.
+
+    Returns the ``hf://repo@commit`` source string to add to the entry's ``sources``.
+    """
+    from huggingface_hub import HfApi
+
+    entries = read_manifest(manifest_dir / "manifest.json")
+    info = entries[name]
+    api = HfApi(endpoint=endpoint, token=token)
+    api.create_repo(repo_id, exist_ok=True)
+    with tempfile.TemporaryDirectory() as staging:
+        folder = Path(staging)
+        (folder / info.weights.file).write_bytes((manifest_dir / info.weights.file).read_bytes())
+        (folder / "config.json").write_text(json.dumps(info.to_dict(), indent=2))
+        (folder / "README.md").write_text(model_card(info))
+        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"psn_zoo: {name}")
+    return f"hf://{repo_id}@{commit.oid}"
+
+
+_PAPER = {  # architecture -> (dataset, input kind, sample shape, transform, recipe)
+    "paper_cifar10_csnn": ("CIFAR-10", "static_image", [3, 32, 32], {"normalize": "CIFAR-10 mean/std"},
+                           "configs/cifar10_csnn_psn.yaml"),
+    "paper_cifar10dvs_vgg": ("CIFAR10-DVS", "event_frames", None, {"ToFrame": "n_event_bins=T", "size": 48},
+                             "configs/cifar10dvs_vgg_sliding_t10.yaml"),
+    "paper_sew_resnet18": ("ImageNet", "static_image", [3, 224, 224], {"eval": "Resize(256), CenterCrop(224)"},
+                           "configs/imagenet_sew_resnet18_psn.yaml"),
+    "paper_sew_resnet34": ("ImageNet", "static_image", [3, 224, 224], {"eval": "Resize(256), CenterCrop(224)"},
+                           "configs/imagenet_sew_resnet34_psn.yaml"),
+}  # fmt: skip
+
+
+def import_paper_checkpoint(path: str | Path, tag: str, out_dir: str | Path, notes: str = "") -> CheckpointInfo:
+    """A released ``.pth`` of the paper's code (read with ``weights_only=True``) -> a psn_zoo entry.
+
+    The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe.
+    """
+    from ..models.convert import load_paper_checkpoint
+
+    model = load_paper_checkpoint(path)
+    arch = next(name for name in _PAPER if _matches(model, name))
+    dataset, kind, shape, transform, recipe = _PAPER[arch]
+    shape = shape or [model.T, model.in_channels, 48, 48]
+    weights = save_weights(model.state_dict(), Path(out_dir), f"{arch}.{tag}", fp16=False)
+    info = make_info(
+        name=f"{arch}.{tag}",
+        model=model,
+        weights=weights,
+        classes=[str(i) for i in range(model.num_classes)],
+        input_spec={"kind": kind, "shape": shape, "sensor_size": None, "transform": transform},
+        dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
+        metrics={},
+        recipe=recipe,
+        model_kwargs=_model_kwargs(model),
+        notes=notes or "Imported from the paper's released checkpoint.",
+    )
+    add_entry(Path(out_dir), info)
+    return info
+
+
+def import_spikingjelly_state(
+    path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str, T: int, num_classes: int,
+    in_channels: int = 3, notes: str = "",
+) -> CheckpointInfo:  # fmt: skip
+    """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry."""
+    from ..models import create_model
+    from ..models.convert import from_spikingjelly
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
+    model = create_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels)
+    model.load_state_dict(from_spikingjelly(state, model))
+    weights = save_weights(model.state_dict(), Path(out_dir), f"{architecture}.{tag}", fp16=False)
+    info = make_info(
+        name=f"{architecture}.{tag}",
+        model=model,
+        weights=weights,
+        classes=[str(i) for i in range(num_classes)],
+        input_spec={"kind": "static_image", "shape": [in_channels, 224, 224], "sensor_size": None, "transform": {}},
+        dataset={"name": "unknown", "split": "n/a", "source": str(path)},
+        metrics={},
+        recipe="(imported from SpikingJelly)",
+        model_kwargs={},
+        notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
+    )
+    add_entry(Path(out_dir), info)
+    return info
+
+
+def _matches(model: torch.nn.Module, arch: str) -> bool:
+    return {"CifarCSNN": "paper_cifar10_csnn", "DvsVGG": "paper_cifar10dvs_vgg"}.get(type(model).__name__) == arch or (
+        type(model).__name__ == "SpikingResNet" and arch == f"paper_sew_resnet{18 if len(model.layer3) == 2 else 34}"
+    )
+
+
+def _model_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    name = type(model).__name__
+    if name == "CifarCSNN":
+        return {"channels": model.conv[0].out_channels, "fc_hidden": model.fc[1].out_features}
+    if name == "DvsVGG":
+        return {"input_size": 16 * int((model.classifier[1].in_features / 512) ** 0.5)}
+    return {}

@@ -1,0 +1,98 @@
+"""Training callbacks: the masked PSN's λ schedule and random-state checkpointing for exact resumes."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+import lightning as L
+import numpy as np
+import torch
+
+from ..neurons import MaskedPSN
+
+
+def paper_lambda(epoch: int, max_epochs: int, factor: float = 8.0) -> float:
+    """The paper code's schedule: ``λ_e = min(factor·e / (E − 1), 1)`` (λ = 1 from epoch E/8 on)."""
+    if max_epochs <= 1:
+        return 1.0
+    return min(factor * epoch / (max_epochs - 1), 1.0)
+
+
+class MaskedPSNSchedule(L.Callback):
+    """Set λ of every masked PSN at the start of each training epoch (the same λ is used for that epoch's
+    validation), log it, and keep it with the checkpoint (λ is a buffer, so it is in the state dict too).
+
+    Args:
+        factor: the ramp's slope in units of the run length (8: the mask is complete after 1/8 of training).
+    """
+
+    def __init__(self, factor: float = 8.0) -> None:
+        self.factor = factor
+        self.lambda_: float | None = None
+
+    def _set(self, pl_module: L.LightningModule, value: float) -> None:
+        for m in pl_module.modules():
+            if isinstance(m, MaskedPSN):
+                m.lambda_ = value
+        self.lambda_ = value
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.max_epochs is None or trainer.max_epochs < 0:
+            raise ValueError("MaskedPSNSchedule needs trainer.max_epochs to place the end of the ramp")
+        self._set(pl_module, paper_lambda(trainer.current_epoch, trainer.max_epochs, self.factor))
+        pl_module.log("masked_psn/lambda", self.lambda_, on_step=False, on_epoch=True, sync_dist=False)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"lambda_": self.lambda_, "factor": self.factor}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.lambda_ = state_dict.get("lambda_")
+
+
+class RandomStateCheckpoint(L.Callback):
+    """Save the Python, NumPy and torch random states with every checkpoint and restore them on resume, so a
+    resumed run draws the same dropout masks and augmentations as an uninterrupted one."""
+
+    def state_dict(self) -> dict[str, Any]:
+        kind, keys, pos, has_gauss, cached = np.random.get_state()
+        return {  # tensors and plain Python values only: checkpoints stay loadable with weights_only=True
+            "python": random.getstate(),
+            "numpy": {
+                "kind": kind,
+                "keys": torch.from_numpy(keys.astype(np.int64)),
+                "pos": int(pos),
+                "has_gauss": int(has_gauss),
+                "cached": float(cached),
+            },
+            "torch": torch.get_rng_state(),
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._pending = state_dict
+
+    def on_train_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        state = getattr(self, "_pending", None)
+        if state is None:
+            return
+        random.setstate(_tuple(state["python"]))
+        numpy_state = state["numpy"]
+        np.random.set_state(
+            (
+                numpy_state["kind"],
+                numpy_state["keys"].numpy().astype(np.uint32),
+                numpy_state["pos"],
+                numpy_state["has_gauss"],
+                numpy_state["cached"],
+            )
+        )
+        torch.set_rng_state(state["torch"])
+        if state["cuda"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(state["cuda"])
+        self._pending = None
+
+
+def _tuple(value: Any) -> Any:
+    """Checkpoints store tuples as lists; random.setstate wants the nested tuples back."""
+    return tuple(_tuple(v) for v in value) if isinstance(value, list) else value

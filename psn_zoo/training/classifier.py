@@ -1,0 +1,232 @@
+"""``SpikingClassifier``: any registered model, any neuron, trained or fine-tuned with Lightning.
+
+Hyperparameters are plain strings and numbers (``save_hyperparameters`` stores only primitives), so a
+checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the same model from its hparams.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..models import create_model, list_models
+from ..neurons import NEURONS, list_neurons
+from .firing import FiringRateMonitor
+from .losses import mix_batch, rate_ce, tet_loss
+
+# Literal types built from the registries: LightningCLI rejects an unknown name when it parses the config.
+ModelName = Literal[tuple(list_models())]  # type: ignore[valid-type]
+NeuronName = Literal[tuple(sorted(list_neurons() + [a for n in list_neurons() for a in NEURONS.aliases(n)]))]  # type: ignore[valid-type]
+
+
+class SpikingClassifier(L.LightningModule):
+    """Classification with a psn_zoo backbone.
+
+    Args:
+        model: registered model name (``psn-zoo models``).
+        neuron: registered neuron name (``psn-zoo neurons``); its arguments go in ``neuron_kwargs``.
+        neuron_kwargs: keyword arguments of the neuron, e.g. ``{"k": 2}`` for ``sliding_psn``.
+        T: time steps (frames per sample, or repetitions of a static image).
+        num_classes: classifier outputs.
+        in_channels: input channels (2 for event frames' polarities).
+        model_kwargs: further builder arguments (``input_size``, ``width_mult``, ``cnf``, ``head``...).
+        loss: ``"ce"`` on the time-averaged logits, or ``"tet"`` (per-step CE + λ·MSE to ``tet_means``).
+        label_smoothing: label smoothing of the cross-entropy.
+        tet_lambda: TET's λ. tet_means: TET's regularisation target.
+        mixup_alpha: Mixup's Beta parameter (0 disables). cutmix_alpha: CutMix's (0 disables).
+        optimizer: ``"sgd"`` (momentum) or ``"adamw"``. lr, momentum, weight_decay: its settings.
+        scheduler: ``"cosine"`` (annealed over ``trainer.max_epochs``), ``"step"`` or ``"none"``.
+        step_size: epochs between decays of the step schedule. gamma: its decay factor.
+        pretrained: published weights (``psn_zoo.list_pretrained()``), a Lightning ``.ckpt`` or a
+            ``.safetensors`` file to start from; the classifier is replaced when its size differs.
+        freeze_backbone: train only the classifier.
+        log_firing_rates: log every neuron layer's firing rate each validation epoch.
+        log_input_samples: number of input samples logged as images to W&B once per run (0: none).
+    """
+
+    def __init__(
+        self,
+        model: ModelName = "paper_cifar10dvs_vgg",  # type: ignore[valid-type]
+        neuron: NeuronName = "psn",  # type: ignore[valid-type]
+        neuron_kwargs: dict[str, Any] | None = None,
+        T: int = 4,
+        num_classes: int = 10,
+        in_channels: int = 2,
+        model_kwargs: dict[str, Any] | None = None,
+        loss: Literal["ce", "tet"] = "ce",
+        label_smoothing: float = 0.0,
+        tet_lambda: float = 1e-3,
+        tet_means: float = 1.0,
+        mixup_alpha: float = 0.0,
+        cutmix_alpha: float = 0.0,
+        optimizer: Literal["sgd", "adamw"] = "sgd",
+        lr: float = 0.1,
+        momentum: float = 0.9,
+        weight_decay: float = 0.0,
+        scheduler: Literal["cosine", "step", "none"] = "cosine",
+        step_size: int = 30,
+        gamma: float = 0.1,
+        pretrained: str | None = None,
+        freeze_backbone: bool = False,
+        log_firing_rates: bool = True,
+        log_input_samples: int = 4,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.model = create_model(
+            model,
+            neuron={"name": neuron, **(neuron_kwargs or {})},
+            T=T,
+            num_classes=num_classes,
+            in_channels=in_channels,
+            **(model_kwargs or {}),
+        )
+        if pretrained:
+            from .finetune import load_backbone_weights
+
+            load_backbone_weights(self.model, pretrained)
+        if freeze_backbone:
+            head = set(self.model.get_classifier().parameters())
+            for p in self.model.parameters():
+                p.requires_grad_(p in head)
+        top5 = min(5, num_classes)
+        self.metrics = torch.nn.ModuleDict(
+            {
+                f"{stage}_{name}": MulticlassAccuracy(num_classes, top_k=k, average="micro")
+                for stage in ("train", "val", "test")
+                for name, k in (("acc", 1), ("acc_top5", top5))
+            }
+        )
+        self.firing = FiringRateMonitor(self.model)
+        self._logged_inputs = False
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Time-averaged logits ``[B, num_classes]``."""
+        return self.model(x)
+
+    def _loss(self, steps: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        hp = self.hparams
+        if hp.loss == "tet":
+            return tet_loss(steps, target, hp.tet_lambda, hp.tet_means, hp.label_smoothing)
+        return rate_ce(steps, target, hp.label_smoothing)
+
+    def _shared_step(self, batch: tuple[torch.Tensor, torch.Tensor], stage: str) -> torch.Tensor:
+        x, y = batch
+        target: torch.Tensor = y
+        if stage == "train" and (self.hparams.mixup_alpha > 0 or self.hparams.cutmix_alpha > 0):
+            x, target = mix_batch(x, y, self.hparams.num_classes, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
+        steps = self.model.forward_steps(x)
+        loss = self._loss(steps, target)
+        logits = steps.mean(0).detach()
+        for name in ("acc", "acc_top5"):
+            metric = self.metrics[f"{stage}_{name}"]
+            metric(logits, y)
+            self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train")
+        return loss
+
+    def training_step(self, batch, batch_idx: int) -> torch.Tensor:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch, batch_idx: int) -> None:
+        if batch_idx == 0:
+            self._log_inputs(batch[0], batch[1])
+        if self.hparams.log_firing_rates:
+            with self.firing.recording():
+                self._shared_step(batch, "val")
+        else:
+            self._shared_step(batch, "val")
+
+    def test_step(self, batch, batch_idx: int) -> None:
+        with self.firing.recording():
+            self._shared_step(batch, "test")
+
+    def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        x = batch[0] if isinstance(batch, (list, tuple)) else batch
+        probs = self(x).softmax(-1)
+        return {"probs": probs, "pred": probs.argmax(-1)}
+
+    def on_train_epoch_start(self) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is not None and hasattr(dm, "set_epoch"):  # augmentation draws are seeded per epoch and sample
+            dm.set_epoch(self.current_epoch)
+
+    # ------------------------------------------------------------------ firing rates
+    def on_validation_epoch_start(self) -> None:
+        self.firing.reset()
+
+    on_test_epoch_start = on_validation_epoch_start
+
+    def _log_firing(self, stage: str) -> None:
+        rates = self.firing.rates()
+        if not rates:
+            return
+        for name, rate in rates.items():
+            self.log(f"firing_rate/{name}", rate, sync_dist=True)
+        self.log(f"{stage}/firing_rate", self.firing.mean_rate(), sync_dist=True)
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_firing("val")
+
+    def on_test_epoch_end(self) -> None:
+        self._log_firing("test")
+
+    def _log_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
+        n = self.hparams.log_input_samples
+        if self._logged_inputs or not n or not isinstance(self.logger, WandbLogger) or not self.trainer.is_global_zero:
+            return
+        from datamodules.visualize import frames_to_image
+
+        images, captions = [], []
+        for sample, label in zip(x[:n].cpu(), y[:n].cpu(), strict=False):
+            frames = sample if sample.dim() >= 3 and sample.shape[0] == self.hparams.T else sample.unsqueeze(0)
+            images.append(frames_to_image(frames.abs()))
+            captions.append(f"label {int(label)}")
+        self.logger.log_image(key="inputs", images=images, caption=captions)
+        self._logged_inputs = True
+
+    # ------------------------------------------------------------------ optimisation
+    def configure_optimizers(self):
+        hp = self.hparams
+        params = [p for p in self.parameters() if p.requires_grad]
+        if hp.optimizer == "sgd":
+            opt = torch.optim.SGD(params, lr=hp.lr, momentum=hp.momentum, weight_decay=hp.weight_decay)
+        else:
+            opt = torch.optim.AdamW(params, lr=hp.lr, weight_decay=hp.weight_decay)
+        if hp.scheduler == "none":
+            return opt
+        if hp.scheduler == "cosine":
+            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+        else:
+            sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+
+    # ------------------------------------------------------------------ data checks
+    def setup(self, stage: str) -> None:
+        dm = getattr(self.trainer, "datamodule", None)
+        if dm is None:
+            return
+        problems = []
+        if getattr(dm, "num_classes", self.hparams.num_classes) != self.hparams.num_classes:
+            problems.append(f"num_classes: data has {dm.num_classes}, model {self.hparams.num_classes}")
+        data_T = getattr(dm, "T", None)
+        if isinstance(data_T, int) and data_T != self.hparams.T and self.model.fixed_T:
+            problems.append(
+                f"T: data gives {data_T} frames, the model's {self.hparams.neuron} neurons need {self.hparams.T}"
+            )
+        shape = getattr(dm, "input_shape", None)  # (T, C, ...) for sequences and frames, (C, H, W) for images
+        if shape is not None:
+            channels = shape[1] if isinstance(data_T, int) else shape[0]
+            if channels != self.hparams.in_channels:
+                problems.append(f"in_channels: data has {channels}, model {self.hparams.in_channels}")
+        if problems:
+            raise ValueError(
+                "the model and the data disagree: " + "; ".join(problems) + ". Set the model's values to the data's "
+                "(e.g. --model.num_classes / --model.T / --model.in_channels)"
+            )

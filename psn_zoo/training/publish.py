@@ -1,0 +1,111 @@
+"""Turn a trained Lightning checkpoint into a published entry: evaluate it on its recipe's test split, count its
+operations, store the weights as safetensors (fp16 when that changes nothing measurable), write the manifest
+record and the model card."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+from torchmetrics.classification import MulticlassAccuracy
+
+from ..efficiency import measure_efficiency
+from ..hub.metadata import CheckpointInfo
+from ..hub.publish import FP16_TOLERANCE, add_entry, make_info, save_weights
+from .classifier import SpikingClassifier
+from .cli import run_cli
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, loader, num_classes: int) -> dict[str, float]:
+    model.eval()
+    top1 = MulticlassAccuracy(num_classes, top_k=1, average="micro")
+    top5 = MulticlassAccuracy(num_classes, top_k=min(5, num_classes), average="micro")
+    for x, y in loader:
+        logits = model(x)
+        top1.update(logits, y)
+        top5.update(logits, y)
+    return {"top1": float(top1.compute()), "top5": float(top5.compute())}
+
+
+def _input_spec(dm: Any) -> dict[str, Any]:
+    hp = dict(getattr(dm, "hparams", {}))
+    if hasattr(dm, "preprocessing"):  # a Tonic event DataModule
+        kind = "sequence" if len(dm.input_shape) == 3 else "event_frames"
+        transform = {
+            "ToFrame": {"n_time_bins" if dm.slicing == "time" else "n_event_bins": dm.T},
+            "spatial_factor": dm.spatial_factor,
+            "denoise_us": dm.denoise_us,
+            "pipeline": repr(dm.preprocessing()),
+        }
+        return {
+            "kind": kind,
+            "shape": list(dm.input_shape),
+            "sensor_size": list(dm.sensor_size),
+            "transform": transform,
+        }
+    if len(dm.input_shape) == 3 and getattr(dm, "T", None):
+        transform = {"layout": "image columns as time steps", **{k: v for k, v in hp.items() if k == "augment"}}
+        return {"kind": "sequence", "shape": list(dm.input_shape), "sensor_size": None, "transform": transform}
+    return {"kind": "static_image", "shape": list(dm.input_shape), "sensor_size": None, "transform": {}}
+
+
+def publish_checkpoint(
+    ckpt: str | Path,
+    recipe: str | Path,
+    name: str,
+    out_dir: str | Path,
+    *,
+    data_args: list[str] | None = None,
+    fp16: bool | None = None,
+    notes: str = "",
+) -> CheckpointInfo:
+    """Evaluate ``ckpt`` on the test split of ``recipe``'s data and publish it as ``name`` into ``out_dir``.
+
+    ``fp16=None`` stores fp16 weights if top-1 with them stays within ``FP16_TOLERANCE`` of the fp32 value.
+    """
+    module = SpikingClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    model = module.model.eval()
+    if name.split(".", 1)[0] != module.hparams.model:
+        raise ValueError(f"entry name {name!r} must start with the architecture {module.hparams.model!r}")
+    cli = run_cli(["--config", str(recipe), "--trainer.logger", "false", *(data_args or [])], run=False)
+    dm = cli.datamodule
+    dm.prepare_data()
+    dm.setup("test")
+    loader = dm.test_dataloader()
+    metrics = evaluate(model, loader, module.hparams.num_classes)
+    if fp16 is None or fp16:
+        halved = {k: v.half().float() if v.is_floating_point() else v for k, v in model.state_dict().items()}
+        probe = SpikingClassifier(**module.hparams).model
+        probe.load_state_dict(halved)
+        fp16_top1 = evaluate(probe, loader, module.hparams.num_classes)["top1"]
+        use_fp16 = fp16 if fp16 is not None else abs(fp16_top1 - metrics["top1"]) < FP16_TOLERANCE
+    else:
+        use_fp16 = False
+    efficiency = measure_efficiency(model, loader).as_dict()
+    metrics |= {k: v for k, v in efficiency.items() if k not in ("T", "samples")}
+    metrics["samples"] = efficiency["samples"]
+    weights = save_weights(model.state_dict(), Path(out_dir), name, use_fp16)
+    classes = [str(c) for c in getattr(dm, "classes", range(module.hparams.num_classes))]
+    skip = ("data_dir", "num_workers", "batch_size", "pin_memory", "download_timeout_s", "cache")
+    data_hp = {k: v for k, v in dict(dm.hparams).items() if k not in skip and not k.startswith("_")}
+    info = make_info(
+        name=name,
+        model=model,
+        weights=weights,
+        classes=classes,
+        input_spec=_input_spec(dm),
+        dataset={
+            "name": getattr(dm, "name", type(dm).__name__),
+            "datamodule": f"{type(dm).__module__.split('.')[0]}.{type(dm).__name__}",
+            "init_args": data_hp,
+            "split": "test",
+        },
+        metrics=metrics,
+        recipe=str(recipe),
+        model_kwargs=dict(module.hparams.model_kwargs or {}),
+        notes=notes,
+    )
+    add_entry(Path(out_dir), info)
+    return info

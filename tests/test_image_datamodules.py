@@ -1,0 +1,57 @@
+"""CIFAR-10/100 (binary release) and their sequential variants, on native-format fixtures."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from native_fixtures import write_cifar_binary
+
+from datamodules import (
+    CIFAR10DataModule,
+    CIFAR100DataModule,
+    DatasetNotFoundError,
+    SequentialCIFAR10DataModule,
+)
+
+
+def test_cifar10_reads_binary_records(tmp_path):
+    write_cifar_binary(tmp_path)
+    dm = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=8, augment="none", val_fraction=0.2)
+    dm.prepare_data()  # present: no download
+    dm.setup()
+    assert {k: len(v) for k, v in dm.datasets.items()} == {"train": 80, "val": 20, "test": 20}
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (8, 3, 32, 32) and y.tolist() == list(range(8))
+    raw = np.fromfile(tmp_path / "cifar-10-batches-bin" / "test_batch.bin", dtype=np.uint8).reshape(-1, 3073)
+    first = torch.from_numpy(raw[0, 1:].reshape(3, 32, 32)).float() / 255
+    expected = (first - torch.tensor(dm.mean).view(3, 1, 1)) / torch.tensor(dm.std).view(3, 1, 1)
+    assert torch.allclose(x[0], expected)
+
+
+def test_cifar100_fine_labels_and_sequential_layout(tmp_path):
+    write_cifar_binary(tmp_path, hundred=True, per_file=120)
+    dm = CIFAR100DataModule(data_dir=str(tmp_path), augment="flip")
+    dm.setup()
+    assert dm.num_classes == 100 and sorted(set(dm.datasets["test"].dataset.tensors[1].tolist())) == list(range(100))
+    write_cifar_binary(tmp_path)
+    seq = SequentialCIFAR10DataModule(data_dir=str(tmp_path), batch_size=4, augment="none")
+    seq.setup()
+    x, _ = next(iter(seq.test_dataloader()))
+    assert x.shape == (4, 32, 3, 32) and seq.input_shape == (32, 3, 32)
+    flat = CIFAR10DataModule(data_dir=str(tmp_path), augment="none")
+    flat.setup()
+    assert torch.equal(x[1][:, :, 5], flat.datasets["test"][1][0][:, 5, :].t())  # step t = column t
+
+
+def test_truncated_batch_and_offline_download(tmp_path, monkeypatch):
+    write_cifar_binary(tmp_path)
+    path = tmp_path / "cifar-10-batches-bin" / "data_batch_3.bin"
+    path.write_bytes(path.read_bytes()[:-100])
+    with pytest.raises(DatasetNotFoundError, match=r"data_batch_3\.bin is truncated"):
+        CIFAR10DataModule(data_dir=str(tmp_path)).setup()
+    monkeypatch.setattr(CIFAR10DataModule, "url", "http://127.0.0.1:9/cifar-10-binary.tar.gz")
+    empty = tmp_path / "empty"
+    with pytest.raises(DatasetNotFoundError, match=r"c32a1d4ab5d03f1284b67883e8d87530"):
+        CIFAR10DataModule(data_dir=str(empty)).prepare_data()
+    assert not (empty / "cifar-10-binary.tar.gz").exists()

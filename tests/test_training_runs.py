@@ -1,0 +1,160 @@
+"""Whole runs of ``psn-zoo fit`` in subprocesses: offline W&B read back, 2-process DDP, kill-and-resume."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from procs import clean_env, run
+from wandb_reader import read_run
+
+from datamodules import SequentialDigitsDataModule
+
+pytestmark = pytest.mark.timeout(900)
+
+TINY_MODEL = {
+    "model": "paper_seq_cnn",
+    "neuron": "psn",
+    "T": 28,
+    "num_classes": 10,
+    "in_channels": 1,
+    "model_kwargs": {"channels": 8, "length": 28, "fc_hidden": 16},
+    "lr": 0.05,
+}
+TINY_DATA = {
+    "class_path": "datamodules.SequentialDigitsDataModule",
+    "init_args": {"batch_size": 16, "images_per_class": 12, "random_translate": 2},
+}
+
+
+def write_config(path: Path, trainer: dict, model: dict | None = None) -> Path:
+    config = {"seed_everything": 0, "trainer": trainer, "model": {**TINY_MODEL, **(model or {})}, "data": TINY_DATA}
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def wandb_env(tmp: Path) -> dict[str, str]:
+    """An environment with no W&B credentials and every W&B folder inside ``tmp``."""
+    env = clean_env(NETRC=str(tmp / "no-netrc"), WANDB_DISABLE_GIT="true", WANDB_DISABLE_CODE="true")
+    env.pop("WANDB_API_KEY", None)
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        env[var] = str(tmp / "wandb-home")
+    return env
+
+
+def test_offline_wandb_run_is_complete(tmp_path):
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "limit_train_batches": 4,
+            "log_every_n_steps": 1,
+            "enable_progress_bar": False,
+            "logger": {
+                "class_path": "psn_zoo.training.ZooWandbLogger",
+                "init_args": {"save_dir": str(tmp_path / "runs"), "name": "wandb-test"},
+            },
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"monitor": "val/acc", "mode": "max", "dirpath": str(tmp_path / "ckpt")},
+                }
+            ],
+        },
+    )
+    result = run(["-m", "psn_zoo.cli", "fit", "--config", str(config)], tmp_path, 300, wandb_env(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+    assert result.stdout.count("logging offline to") == 1 and "wandb sync " in result.stdout
+    (log,) = list((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    run_log = read_run(log)
+    assert run_log.exit_code == 0
+    assert (
+        run_log.config["model"] == "paper_seq_cnn" and run_log.config["neuron"] == "psn" and run_log.config["T"] == 28
+    )
+    train_rows = [row for row in run_log.history if "train/loss_step" in row]
+    val_rows = [row for row in run_log.history if "val/acc" in row]
+    assert len(train_rows) >= 2 and len(val_rows) == 2
+    assert {"val/acc", "val/firing_rate", "firing_rate/conv.2", "firing_rate/fc.2"} <= set(run_log.summary)
+    assert run_log.summary["inputs/count"] == 4  # input samples logged as images
+    best = next(a for a in run_log.artifacts if "best" in a["aliases"])
+    assert best["type"] == "model" and best["name"].startswith("model-")
+    (ckpt,) = list((tmp_path / "ckpt").glob("*.ckpt"))
+    assert best["metadata"]["original_filename"] == ckpt.name
+    assert best["entries"][0]["digest"] == base64.b64encode(hashlib.md5(ckpt.read_bytes()).digest()).decode()
+
+
+def test_ddp_two_processes_disjoint_shards_identical_weights(tmp_path):
+    out = tmp_path / "ranks"
+    config = write_config(
+        tmp_path / "cfg.yaml",
+        {
+            "max_epochs": 2,
+            "accelerator": "cpu",
+            "devices": 2,
+            "strategy": "ddp",
+            "logger": False,
+            "enable_progress_bar": False,
+            "enable_checkpointing": False,
+            "callbacks": [{"class_path": "probes.RankRecorder", "init_args": {"out_dir": str(out)}}],
+        },
+    )
+    result = run(["-m", "psn_zoo.cli", "fit", "--config", str(config)], tmp_path, 300, clean_env(WANDB_MODE="disabled"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    meta = [json.loads((out / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert meta[0]["pid"] != meta[1]["pid"] and {m["rank"] for m in meta} == {0, 1}
+    assert all(m["world_size"] == 2 and m["backend"] == "gloo" and m["sampler"] == "DistributedSampler" for m in meta)
+    data = SequentialDigitsDataModule(**TINY_DATA["init_args"])
+    data.setup()
+    n_train = len(data.datasets["train"])
+    for epoch in ("0", "1"):
+        a, b = set(meta[0]["indices"][epoch]), set(meta[1]["indices"][epoch])
+        assert not a & b and a | b == set(range(n_train))
+    assert meta[0]["indices"]["0"] != meta[0]["indices"]["1"]  # reshuffled every epoch
+    weights = [torch.load(out / f"rank{r}.pt", weights_only=True) for r in (0, 1)]
+    # different shards, identical parameters: the gradients were all-reduced
+    assert all(torch.equal(weights[0][k], weights[1][k]) for k in weights[0])
+
+
+def test_killed_run_resumes_to_identical_weights(tmp_path):
+    def trainer(dirpath: Path, extra: list | None = None) -> dict:
+        return {
+            "max_epochs": 3,
+            "accelerator": "cpu",
+            "deterministic": True,
+            "logger": False,
+            "enable_progress_bar": False,
+            "callbacks": [
+                {
+                    "class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                    "init_args": {"dirpath": str(dirpath), "save_last": True},
+                },
+                {"class_path": "psn_zoo.training.RandomStateCheckpoint"},
+                *(extra or []),
+            ],
+        }
+
+    env = clean_env(WANDB_MODE="disabled")
+    model = {"scheduler": "cosine"}
+    whole = write_config(tmp_path / "whole.yaml", trainer(tmp_path / "whole"), model)
+    assert run(["-m", "psn_zoo.cli", "fit", "--config", str(whole)], tmp_path, 300, env).returncode == 0
+
+    kill = {"class_path": "probes.KillMidEpoch", "init_args": {"epoch": 1, "batch": 3}}
+    crashing = write_config(tmp_path / "crash.yaml", trainer(tmp_path / "resumed", [kill]), model)
+    crashed = run(["-m", "psn_zoo.cli", "fit", "--config", str(crashing)], tmp_path, 300, env)
+    assert crashed.returncode == -9, crashed.stdout[-2000:]  # SIGKILL: no clean-up ran
+    assert (tmp_path / "resumed" / "last.ckpt").exists()
+    assert torch.load(tmp_path / "resumed" / "last.ckpt", weights_only=True)["epoch"] == 0
+
+    resume = write_config(tmp_path / "resume.yaml", trainer(tmp_path / "resumed"), model)
+    resumed = run(["-m", "psn_zoo.cli", "fit", "--config", str(resume), "--ckpt_path", "last"], tmp_path, 300, env)
+    assert resumed.returncode == 0, resumed.stdout[-3000:]
+    final = [torch.load(p / "last.ckpt", weights_only=True) for p in (tmp_path / "whole", tmp_path / "resumed")]
+    assert final[0]["epoch"] == final[1]["epoch"] == 2
+    for key, value in final[0]["state_dict"].items():
+        assert torch.equal(value, final[1]["state_dict"][key]), key
