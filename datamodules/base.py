@@ -23,7 +23,7 @@ import os
 import socket
 import tarfile
 import zipfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -118,6 +118,43 @@ def stratified_split(
         for i in members:
             (held if groups_arr[i] in held_units else keep).append(int(i))
     return sorted(keep), sorted(held)
+
+
+class OnDemandMemoryCache(Dataset):
+    """Tonic's ``MemoryCachedDataset``, filled by the DataModule before a loader reads it, by ``num_workers``
+    processes in parallel, and only with the samples that loader needs.
+
+    A lazily filled MemoryCachedDataset stays empty with (non-persistent) workers: each worker fills its own copy
+    and throws it away. Filled here, in the main process, the cache is complete; warm epochs are then served
+    in-process (see :meth:`EventDataModule._loader`), where a dictionary lookup beats shipping batches between
+    processes.
+    """
+
+    def __init__(self, dataset: Dataset, label: str, num_workers: int) -> None:
+        self.cache = tonic.MemoryCachedDataset(dataset)
+        self.label = label
+        self.num_workers = num_workers
+
+    def __len__(self) -> int:
+        return len(self.cache.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        return self.cache[index]  # a miss (a sample no loader asked for yet) is read and kept
+
+    def fill(self, indices: Sequence[int] | None = None) -> None:
+        """Read every sample of ``indices`` (default: all) that is not cached yet."""
+        wanted = range(len(self)) if indices is None else indices
+        missing = [i for i in wanted if i not in self.cache.samples_dict]
+        if not missing:
+            return
+        filler = DataLoader(Subset(self.cache.dataset, missing), batch_size=64, num_workers=self.num_workers,
+                            collate_fn=list)  # fmt: skip
+        position = iter(missing)
+        with tqdm(total=len(missing), desc=f"caching {self.label} frames", leave=False) as bar:
+            for batch in filler:
+                for sample in batch:
+                    self.cache.samples_dict[next(position)] = sample
+                bar.update(len(batch))
 
 
 class EventDataModule(L.LightningDataModule):
@@ -301,6 +338,7 @@ class EventDataModule(L.LightningDataModule):
             "test": (test_set, test_members),
         }
         train, test = self._cached(train, "train"), self._cached(test, "test")
+        self._fill_plan = {"train": (train, keep), "val": (train, held), "test": (test, None)}
         self.datasets = {
             "train": MapDataset(Subset(train, keep), self.per_access(train=True), self.seed),
             "val": MapDataset(Subset(train, held), self.per_access(train=False), self.seed),
@@ -382,32 +420,16 @@ class EventDataModule(L.LightningDataModule):
             path = self.data_dir / "cache" / f"{self.name}-{split}-{self.cache_key(split)}"
             return tonic.DiskCachedDataset(dataset, cache_path=str(path))
         if self.cache == "memory":
-            return self._filled_memory_cache(dataset, split)
+            return OnDemandMemoryCache(dataset, f"{self.name} {split}", self.num_workers)
         return dataset
-
-    def _filled_memory_cache(self, dataset: Dataset, split: str) -> tonic.MemoryCachedDataset:
-        """Tonic's MemoryCachedDataset, filled before the first epoch by ``num_workers`` processes in parallel.
-
-        A lazily filled MemoryCachedDataset stays empty with (non-persistent) workers: each worker fills its own
-        copy and throws it away. Filled here, in the main process, the cache is complete; warm epochs are then
-        served in-process (see :meth:`_loader`), where a dictionary lookup beats shipping batches between
-        processes.
-        """
-        cached = tonic.MemoryCachedDataset(dataset)
-        filler = DataLoader(dataset, batch_size=64, num_workers=self.num_workers, collate_fn=list)
-        index = 0
-        with tqdm(total=len(dataset), desc=f"caching {self.name} {split} frames", leave=False) as bar:
-            for batch in filler:
-                for sample in batch:
-                    cached.samples_dict[index] = sample
-                    index += 1
-                bar.update(len(batch))
-        return cached
 
     # ---------------------------------------------------------------------------------- loaders
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
+        source, members = self._fill_plan[split]
+        if isinstance(source, OnDemandMemoryCache):
+            source.fill(members)  # only what this loader reads: a test run never frames the training set
         workers = 0 if self.cache == "memory" else self.num_workers  # a filled memory cache needs no workers
         return seeded_loader(self.datasets[split], self.batch_size, shuffle, workers, self.seed, self.pin_memory)
 

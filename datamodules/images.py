@@ -226,32 +226,29 @@ class CIFAR100DataModule(CIFAR10DataModule):
     std = (0.2673, 0.2564, 0.2762)
 
 
-class SequentialCIFAR10DataModule(CIFAR10DataModule):
+class _ColumnSequences:
+    """Mixin: each image as 32 column steps ``[B, T=32, 3, 32]`` (the paper's sequential-CIFAR protocol)."""
+
+    T = 32
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return 32, 3, 32
+
+    def sample_transform(self, train: bool):
+        return _ColumnsAsTime(super().sample_transform(train))  # type: ignore[misc]
+
+
+class SequentialCIFAR10DataModule(_ColumnSequences, CIFAR10DataModule):
     """Sequential CIFAR-10: each image as 32 column steps ``[B, T=32, 3, 32]`` (the paper's protocol)."""
 
     name = "SequentialCIFAR10"
-    T = 32
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return 32, 3, 32
-
-    def sample_transform(self, train: bool):
-        return _ColumnsAsTime(super().sample_transform(train))
 
 
-class SequentialCIFAR100DataModule(CIFAR100DataModule):
+class SequentialCIFAR100DataModule(_ColumnSequences, CIFAR100DataModule):
     """Sequential CIFAR-100: each image as 32 column steps ``[B, T=32, 3, 32]``."""
 
     name = "SequentialCIFAR100"
-    T = 32
-
-    @property
-    def input_shape(self) -> tuple[int, ...]:
-        return 32, 3, 32
-
-    def sample_transform(self, train: bool):
-        return _ColumnsAsTime(super().sample_transform(train))
 
 
 class ImageNetDataModule(L.LightningDataModule):

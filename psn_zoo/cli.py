@@ -18,6 +18,21 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import subprocess
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / "benchmarks" / "__main__.py").exists():
+        print(
+            "psn-zoo bench: the benchmarks ship with the source checkout, not with an installed wheel; clone the "
+            "repository, `pip install -e '.[test]'` there and run `python -m benchmarks`",
+            file=sys.stderr,
+        )
+        return 2
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args.bench_args], cwd=root)
+
+
 def _cmd_neurons(args: argparse.Namespace) -> int:
     from .neurons import list_neurons, neuron_info
 
@@ -93,7 +108,7 @@ def _cmd_import_sj(args: argparse.Namespace) -> int:
 
     info = import_spikingjelly_state(
         args.file, args.arch, args.tag, args.out, neuron=args.neuron, T=args.T, num_classes=args.num_classes,
-        in_channels=args.in_channels,
+        in_channels=args.in_channels, model_kwargs=args.model_kwargs, image_size=args.image_size,
     )  # fmt: skip
     print(f"imported {info.name}: {info.weights.file}")
     return 0
@@ -109,6 +124,22 @@ def _cmd_push(args: argparse.Namespace) -> int:
     return 0
 
 
+def _json_object(text: str) -> dict:
+    import json
+
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(f"not JSON ({err}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f'expected a JSON object like \'{{"cnf": "ADD"}}\', got {text!r}')
+    return value
+
+
+def _spec(text: str) -> str | dict:
+    return _json_object(text) if text.lstrip().startswith("{") else text
+
+
 def build_parser() -> argparse.ArgumentParser:
     from . import __version__
 
@@ -117,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{demo,fit,validate,test,predict,neurons,models,pretrained,publish,import-paper,import-sj,push}",
+        metavar="{demo,fit,validate,test,predict,bench,neurons,models,pretrained,publish,import-paper,import-sj,push}",
         help="fit/validate/test/predict run LightningCLI (psn-zoo fit --help); the others are listed below",
     )
     demo = sub.add_parser(
@@ -134,6 +165,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit-train-batches", type=float, default=1.0, help="fraction (or count if > 1)")
     demo.add_argument("--no-wandb", action="store_true", help="skip W&B logging")
     demo.set_defaults(func=_cmd_demo)
+    bench = sub.add_parser(
+        "bench", help="benchmarks against SpikingJelly 2.0.0 (python -m benchmarks; --quick, --full)", add_help=False
+    )
+    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
+    bench.set_defaults(func=_cmd_bench)
     neurons = sub.add_parser("neurons", help="list the registered neurons and their arguments")
     neurons.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*psn*'")
     neurons.set_defaults(func=_cmd_neurons)
@@ -167,10 +203,12 @@ def build_parser() -> argparse.ArgumentParser:
     sj.add_argument("file")
     sj.add_argument("--arch", required=True)
     sj.add_argument("--tag", required=True)
-    sj.add_argument("--neuron", required=True)
+    sj.add_argument("--neuron", required=True, type=_spec, help='a name or a JSON spec: \'{"name": "lif", "tau": 2}\'')
     sj.add_argument("--T", type=int, required=True)
     sj.add_argument("--num-classes", type=int, required=True)
     sj.add_argument("--in-channels", type=int, default=3)
+    sj.add_argument("--model-kwargs", type=_json_object, default={}, help='builder arguments, e.g. \'{"cnf": "IAND"}\'')
+    sj.add_argument("--image-size", type=int, default=224, help="input side length recorded in the metadata")
     sj.add_argument("--out", default=default_out)
     sj.set_defaults(func=_cmd_import_sj)
 

@@ -39,3 +39,12 @@ def run(args: list[str], cwd: Path, timeout: float, env: dict[str, str]) -> subp
         with contextlib.suppress(ProcessLookupError):  # DDP ranks or W&B services the command left behind
             os.killpg(proc.pid, signal.SIGKILL)
     return subprocess.CompletedProcess(proc.args, proc.returncode, out, "")
+
+
+def wandb_env(tmp: Path) -> dict[str, str]:
+    """An environment with no W&B credentials and every W&B folder inside ``tmp``."""
+    env = clean_env(NETRC=str(tmp / "no-netrc"), WANDB_DISABLE_GIT="true", WANDB_DISABLE_CODE="true")
+    env.pop("WANDB_API_KEY", None)
+    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
+        env[var] = str(tmp / "wandb-home")
+    return env

@@ -119,8 +119,10 @@ def test_corrupt_sample_names_the_file(tmp_path, damage):
     victim.write_bytes(victim.read_bytes()[:-3] if damage == "truncate" else b"")
     dm = NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="memory")
     dm.prepare_data()
+    dm.setup()
+    dm.train_dataloader()  # fills the training cache: the victim is a test sample
     with pytest.raises(CorruptSampleError, match=str(victim)):
-        dm.setup()
+        dm.test_dataloader()  # the test cache is filled before the loader is handed out
 
 
 # ---------------------------------------------------------------------------------------------- caching
@@ -146,8 +148,12 @@ def test_disk_cache_is_keyed_by_every_preprocessing_parameter(tmp_path):
 def test_memory_cache_with_workers(tmp_path):
     """Two worker processes fill the cache once; every epoch after that is served from it, in-process."""
     write_nmnist(tmp_path, per_class=3)
-    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, batch_size=8, num_workers=2, cache="memory"))
+    dm = _prepared(
+        NMNISTDataModule(data_dir=str(tmp_path), T=4, batch_size=8, num_workers=2, cache="memory", val_fraction=0.2)
+    )
     assert dm.train_dataloader().num_workers == 0
+    filled = dm.test_dataloader()  # each split's cache is filled when its first loader is made
+    dm.val_dataloader()
     disk = NMNISTDataModule(data_dir=str(tmp_path), T=4, num_workers=2, cache="disk")
     assert disk.train_dataloader().num_workers == 2
     for sample in sorted((tmp_path / "NMNIST").rglob("*.bin")):
@@ -156,7 +162,8 @@ def test_memory_cache_with_workers(tmp_path):
     for epoch in range(2):
         seen = sum(len(y) for _, y in dm.train_dataloader())
         assert seen == len(dm.datasets["train"]), epoch
-    assert sum(len(y) for _, y in dm.test_dataloader()) == 30
+    assert sum(len(y) for _, y in dm.test_dataloader()) == 30 == sum(len(y) for _, y in filled)
+    assert sum(len(y) for _, y in dm.val_dataloader()) == len(dm.datasets["val"]) == 10  # 1 per class
 
 
 def test_augmentation_only_on_training_samples(tmp_path):

@@ -96,7 +96,9 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
 
 
 def test_ndigits_datamodule(tmp_path):
-    dm = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=4, recordings=2, T=6, batch_size=8)
+    dm = NDigitsDataModule(
+        data_dir=str(tmp_path), images_per_class=4, recordings=2, T=6, batch_size=8, val_fraction=0.3
+    )
     dm.prepare_data()
     dm.setup("fit")
     assert dm.input_shape == (6, 2, 34, 34) and dm.num_classes == 10
@@ -104,6 +106,8 @@ def test_ndigits_datamodule(tmp_path):
     x, y = next(iter(dm.train_dataloader()))
     assert x.shape == (8, 6, 2, 34, 34) and x.sum() > 0 and y.dtype == torch.int64
     assert len(dm.datasets["train"]) + len(dm.datasets["val"]) == 60
+    image = {split: {int(Path(p).stem) // 2 for p in dm.sample_sources(split)} for split in ("train", "val")}
+    assert image["val"] and not image["train"] & image["val"]  # the holdout is by source image, like the test
     fresh = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=4, recordings=2, T=6)
     fresh.setup()  # a second process: finds the generated data, no prepare_data needed
     assert fresh.metadata["config_digest"] == dm.metadata["config_digest"]

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from procs import clean_env, run
+from procs import clean_env, run, wandb_env
 from wandb_reader import read_run
 
 from datamodules import SequentialDigitsDataModule
@@ -36,15 +36,6 @@ def write_config(path: Path, trainer: dict, model: dict | None = None) -> Path:
     config = {"seed_everything": 0, "trainer": trainer, "model": {**TINY_MODEL, **(model or {})}, "data": TINY_DATA}
     path.write_text(yaml.safe_dump(config))
     return path
-
-
-def wandb_env(tmp: Path) -> dict[str, str]:
-    """An environment with no W&B credentials and every W&B folder inside ``tmp``."""
-    env = clean_env(NETRC=str(tmp / "no-netrc"), WANDB_DISABLE_GIT="true", WANDB_DISABLE_CODE="true")
-    env.pop("WANDB_API_KEY", None)
-    for var in ("WANDB_DIR", "WANDB_CACHE_DIR", "WANDB_DATA_DIR", "WANDB_CONFIG_DIR", "WANDB_ARTIFACT_DIR"):
-        env[var] = str(tmp / "wandb-home")
-    return env
 
 
 def test_offline_wandb_run_is_complete(tmp_path):

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import difflib
 import fnmatch
+import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +48,8 @@ def _entries(manifest: str | Path | None = None) -> dict[str, CheckpointInfo]:
     path = Path(manifest) if manifest is not None else manifest_path()
     if not path.exists():
         return {}
-    key = (str(path), path.stat().st_mtime_ns)
+    # keyed by content: a manifest rewritten within one mtime tick (coarse file-system clocks) is still re-read
+    key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
     if _CACHE.get("key") != key:
         _CACHE["key"], _CACHE["entries"] = key, read_manifest(path)
     return _CACHE["entries"]
@@ -83,7 +85,8 @@ def load_pretrained_weights(
             sources = (text,)
         else:
             local = source
-    path = fetch(info.weights.file, info.weights.sha256, sources, local=local)
+    release_dir = Path(manifest).parent if manifest is not None else None
+    path = fetch(info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir)
     return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
 
 
@@ -96,21 +99,33 @@ def load_pretrained(
     checkpoint: a mismatch is an error (re-head a loaded model with ``reset_classifier``, or fine-tune with
     ``SpikingClassifier(pretrained=...)``).
     """
-    from ..models import create_model
+    from ..models import create_model, model_info
+    from ..neurons import NeuronSpec
 
     info = get_pretrained_info(name, manifest=manifest)
     build = info.build_kwargs()
+    defaults = model_info(info.architecture)["defaults"]
     wrong = []
     for key, value in expected.items():
         if value is None:
             continue
-        have = build.get(key)
         if key == "neuron":
-            want = value if isinstance(value, str) else dict(value).get("name")
+            spec = NeuronSpec.parse(value).to_dict()  # canonical name (aliases resolved); unknown names raise
+            want = spec["name"]
             if want != info.neuron["name"] and want not in _aliases(info.neuron["name"]):
                 wrong.append(f"neuron={want!r} (checkpoint: {info.neuron['name']!r})")
-        elif have is not None and have != value:
-            wrong.append(f"{key}={value!r} (checkpoint: {have!r})")
+            for arg, given in spec.items():
+                if arg != "name" and info.neuron.get(arg) != given:
+                    wrong.append(f"neuron {arg}={given!r} (checkpoint: {info.neuron.get(arg)!r})")
+        elif key in build or key in defaults:
+            have = build[key] if key in build else defaults[key]
+            if have != value:
+                wrong.append(f"{key}={value!r} (checkpoint: {have!r})")
+        elif key in info.neuron:
+            if info.neuron[key] != value:
+                wrong.append(f"{key}={value!r} (checkpoint's neuron: {info.neuron[key]!r})")
+        else:
+            wrong.append(f"{key}={value!r} (not an argument of {info.architecture} or of its neuron)")
     if wrong:
         raise ValueError(
             f"pretrained checkpoint {name!r} does not match the request: {', '.join(wrong)}. A checkpoint fixes "

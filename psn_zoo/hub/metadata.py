@@ -11,6 +11,13 @@ from typing import Any
 
 FORMAT_VERSION = 1
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
+_DTYPES = ("float32", "float16", "bfloat16")
+_INPUT_RANK = {"event_frames": 4, "static_image": 3, "sequence": 3}  # [T, C, H, W], [C, H, W], [T, C, L]
+_SCHEMES = ("http://", "https://", "file://", "hf://")
+
+
+def _positive_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
 
 class ManifestError(ValueError):
@@ -101,37 +108,74 @@ class CheckpointInfo:
         if unknown:
             raise fail(unknown[0], "is not a checkpoint field")
         version = raw.get("format_version", FORMAT_VERSION)
-        if isinstance(version, bool) or not isinstance(version, int) or version > FORMAT_VERSION:
-            raise fail("format_version", f"is {version!r}; this psn_zoo reads format versions up to {FORMAT_VERSION}")
+        if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
+            raise fail("format_version", f"is {version!r}; this psn_zoo reads format versions 1 to {FORMAT_VERSION}")
         for key in ("name", "architecture", "recipe", "library_version"):
             if not isinstance(raw[key], str) or not raw[key]:
                 raise fail(key, "must be a non-empty string")
-        if "." not in raw["name"]:
+        arch, _, tag = raw["name"].partition(".")
+        if not tag:
             raise fail("name", "must be '<architecture>.<tag>'")
+        if arch != raw["architecture"]:
+            raise fail("name", f"must start with its architecture {raw['architecture']!r}")
+        for key in ("license", "created", "notes"):
+            if key in raw and not isinstance(raw[key], str):
+                raise fail(key, "must be a string")
         for key in ("T", "num_classes", "in_channels", "params"):
-            if isinstance(raw[key], bool) or not isinstance(raw[key], int) or raw[key] < 1:
-                raise fail(key, "must be a positive integer")
+            if not _positive_int(raw[key]):
+                raise fail(key, f"must be a positive integer, got {raw[key]!r}")
         for key in ("model_kwargs", "neuron", "dataset", "metrics"):
             if not isinstance(raw[key], Mapping):
                 raise fail(key, "must be a mapping")
-        if not isinstance(raw["neuron"].get("name"), str):
+        if not isinstance(raw["neuron"].get("name"), str) or not raw["neuron"]["name"]:
             raise fail("neuron", "must name its neuron type ({'name': ...})")
+        fixed = sorted({"neuron", "T", "num_classes", "in_channels"} & set(raw["model_kwargs"]))
+        if fixed:
+            raise fail("model_kwargs", f"must not repeat {fixed} (fields of their own)")
         classes = raw["classes"]
         if not isinstance(classes, list | tuple) or len(classes) != raw["num_classes"]:
             raise fail("classes", f"must list the {raw['num_classes']} class names")
-        top1 = raw["metrics"].get("top1")
-        if top1 is not None and not (isinstance(top1, int | float) and 0.0 <= top1 <= 1.0):
-            raise fail("metrics", "top1 must be a fraction in [0, 1]")
+        if not all(isinstance(c, str) for c in classes):
+            raise fail("classes", "must be strings")
+        for metric in ("top1", "top5"):
+            value = raw["metrics"].get(metric)
+            if value is not None and not (
+                isinstance(value, int | float) and not isinstance(value, bool) and 0.0 <= value <= 1.0
+            ):
+                raise fail("metrics", f"{metric} must be a fraction in [0, 1], got {value!r}")
         w = raw["weights"]
         if not isinstance(w, Mapping) or not {"file", "sha256", "size", "dtype"} <= set(w):
             raise fail("weights", "must give file, sha256, size and dtype")
         if not _SHA256.match(str(w["sha256"])):
             raise fail("weights", "sha256 must be 64 lowercase hex digits")
-        if not str(w["file"]).endswith(".safetensors") or w["sha256"][:8] not in w["file"]:
+        file = w["file"]
+        if not isinstance(file, str) or not file.endswith(".safetensors") or w["sha256"][:8] not in file:
             raise fail("weights", "file must be a .safetensors named with its sha256 prefix")
+        if file != Path(file).name or "\\" in file or file.startswith("."):
+            raise fail("weights", f"file must be a plain file name (no folders), got {file!r}")
+        if not _positive_int(w["size"]):
+            raise fail("weights", f"size must be a positive integer (bytes), got {w['size']!r}")
+        if w["dtype"] not in _DTYPES:
+            raise fail("weights", f"dtype must be one of {', '.join(_DTYPES)}, got {w['dtype']!r}")
         i = raw["input"]
-        if not isinstance(i, Mapping) or i.get("kind") not in ("event_frames", "static_image", "sequence"):
+        if not isinstance(i, Mapping) or i.get("kind") not in _INPUT_RANK:
             raise fail("input", "kind must be event_frames, static_image or sequence")
+        shape, rank = i.get("shape"), _INPUT_RANK[i["kind"]]
+        if not isinstance(shape, list | tuple) or len(shape) != rank or not all(_positive_int(n) for n in shape):
+            raise fail("input", f"shape of {i['kind']} must be {rank} positive integers, got {shape!r}")
+        channels = shape[0] if i["kind"] == "static_image" else shape[1]
+        if channels != raw["in_channels"]:
+            raise fail("input", f"shape {list(shape)} has {channels} channels but in_channels is {raw['in_channels']}")
+        sensor = i.get("sensor_size")
+        if sensor is not None and (not isinstance(sensor, list | tuple) or not all(_positive_int(n) for n in sensor)):
+            raise fail("input", f"sensor_size must be positive integers or null, got {sensor!r}")
+        if not isinstance(i.get("transform", {}), Mapping):
+            raise fail("input", "transform must be a mapping")
+        sources = raw.get("sources", [])
+        if not isinstance(sources, list | tuple) or not all(
+            isinstance(src, str) and src.startswith(_SCHEMES) for src in sources
+        ):
+            raise fail("sources", f"must be a list of {', '.join(_SCHEMES)} URLs, got {sources!r}")
         return cls(
             **{
                 **raw,

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from ..safe_load import load_torch_file
 from .metadata import CheckpointInfo, WeightsFile, read_manifest, write_manifest
 
 FP16_TOLERANCE = 1e-3  # fp16 storage is kept only if top-1 moves by less than this
@@ -196,14 +197,14 @@ def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | 
     return f"hf://{repo_id}@{commit.oid}"
 
 
-_PAPER = {  # architecture -> (dataset, input kind, sample shape, transform, recipe)
-    "paper_cifar10_csnn": ("CIFAR-10", "static_image", [3, 32, 32], {"normalize": "CIFAR-10 mean/std"},
+_PAPER = {  # architecture -> (dataset, input kind, transform, recipe); the sample shape comes from the model
+    "paper_cifar10_csnn": ("CIFAR-10", "static_image", {"normalize": "CIFAR-10 mean/std"},
                            "configs/cifar10_csnn_psn.yaml"),
-    "paper_cifar10dvs_vgg": ("CIFAR10-DVS", "event_frames", None, {"ToFrame": "n_event_bins=T", "size": 48},
+    "paper_cifar10dvs_vgg": ("CIFAR10-DVS", "event_frames", {"ToFrame": "n_event_bins=T", "size": 48},
                              "configs/cifar10dvs_vgg_sliding_t10.yaml"),
-    "paper_sew_resnet18": ("ImageNet", "static_image", [3, 224, 224], {"eval": "Resize(256), CenterCrop(224)"},
+    "paper_sew_resnet18": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
                            "configs/imagenet_sew_resnet18_psn.yaml"),
-    "paper_sew_resnet34": ("ImageNet", "static_image", [3, 224, 224], {"eval": "Resize(256), CenterCrop(224)"},
+    "paper_sew_resnet34": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
                            "configs/imagenet_sew_resnet34_psn.yaml"),
 }  # fmt: skip
 
@@ -217,8 +218,12 @@ def import_paper_checkpoint(path: str | Path, tag: str, out_dir: str | Path, not
 
     model = load_paper_checkpoint(path)
     arch = next(name for name in _PAPER if _matches(model, name))
-    dataset, kind, shape, transform, recipe = _PAPER[arch]
-    shape = shape or [model.T, model.in_channels, 48, 48]
+    dataset, kind, transform, recipe = _PAPER[arch]
+    model_kwargs = _model_kwargs(model)
+    side = model_kwargs.get("input_size", 224)
+    shape = [model.in_channels, side, side] if kind == "static_image" else [model.T, model.in_channels, side, side]
+    if kind == "event_frames":
+        transform = {**transform, "size": side}
     weights = save_weights(model.state_dict(), Path(out_dir), f"{arch}.{tag}", fp16=False)
     info = make_info(
         name=f"{arch}.{tag}",
@@ -229,7 +234,7 @@ def import_paper_checkpoint(path: str | Path, tag: str, out_dir: str | Path, not
         dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
         metrics={},
         recipe=recipe,
-        model_kwargs=_model_kwargs(model),
+        model_kwargs=model_kwargs,
         notes=notes or "Imported from the paper's released checkpoint.",
     )
     add_entry(Path(out_dir), info)
@@ -237,16 +242,23 @@ def import_paper_checkpoint(path: str | Path, tag: str, out_dir: str | Path, not
 
 
 def import_spikingjelly_state(
-    path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str, T: int, num_classes: int,
-    in_channels: int = 3, notes: str = "",
+    path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str | Mapping[str, Any], T: int,
+    num_classes: int, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None, image_size: int = 224,
+    notes: str = "",
 ) -> CheckpointInfo:  # fmt: skip
-    """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry."""
+    """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry.
+
+    ``neuron`` is a spec (``"lif"`` or ``{"name": "lif", "tau": 2.0}``); ``model_kwargs`` are the builder's other
+    arguments as SpikingJelly's model was built (e.g. ``{"cnf": "IAND"}`` for a SEW-ResNet): they are not in the
+    state dict, so they must be given.
+    """
     from ..models import create_model
     from ..models.convert import from_spikingjelly
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = load_torch_file(path)
     state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
-    model = create_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels)
+    extra = dict(model_kwargs or {})
+    model = create_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels, **extra)
     model.load_state_dict(from_spikingjelly(state, model))
     weights = save_weights(model.state_dict(), Path(out_dir), f"{architecture}.{tag}", fp16=False)
     info = make_info(
@@ -254,11 +266,16 @@ def import_spikingjelly_state(
         model=model,
         weights=weights,
         classes=[str(i) for i in range(num_classes)],
-        input_spec={"kind": "static_image", "shape": [in_channels, 224, 224], "sensor_size": None, "transform": {}},
+        input_spec={
+            "kind": "static_image",
+            "shape": [in_channels, image_size, image_size],
+            "sensor_size": None,
+            "transform": {},
+        },
         dataset={"name": "unknown", "split": "n/a", "source": str(path)},
         metrics={},
         recipe="(imported from SpikingJelly)",
-        model_kwargs={},
+        model_kwargs=extra,
         notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
     )
     add_entry(Path(out_dir), info)
@@ -272,9 +289,13 @@ def _matches(model: torch.nn.Module, arch: str) -> bool:
 
 
 def _model_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """The builder arguments (besides neuron, T, classes, channels) that rebuild an imported paper network."""
     name = type(model).__name__
     if name == "CifarCSNN":
-        return {"channels": model.conv[0].out_channels, "fc_hidden": model.fc[1].out_features}
+        channels = model.conv[0].out_channels
+        side = round((model.fc[1].in_features / channels) ** 0.5)  # two 2x2 pools
+        return {"channels": channels, "fc_hidden": model.fc[1].out_features, "input_size": 4 * side}
     if name == "DvsVGG":
-        return {"input_size": 16 * int((model.classifier[1].in_features / 512) ** 0.5)}
+        width = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+        return {"input_size": 16 * round((model.classifier[1].in_features / width) ** 0.5)}  # four 2x2 pools
     return {}

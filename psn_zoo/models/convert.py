@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ..neurons import compat, neurons_of
+from ..safe_load import load_torch_file
 from .registry import create_model
 
 StateDict = Mapping[str, torch.Tensor]
@@ -138,14 +139,8 @@ def from_paper(state: StateDict, model: nn.Module, experiment: str | None = None
 
 
 def _read_checkpoint(path: str | Path) -> Mapping[str, Any]:
-    try:
-        with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:
-        raise ValueError(
-            f"cannot read {path} as a checkpoint of tensors ({type(err).__name__}: {err}). psn_zoo never unpickles "
-            "arbitrary objects; only tensors, containers and argparse.Namespace are allowed"
-        ) from None
+    """The paper's ``.pth`` files hold tensors plus an ``argparse.Namespace``; nothing else is unpickled."""
+    return load_torch_file(path, allowed=(argparse.Namespace,))
 
 
 def load_paper_checkpoint(path: str | Path, model: nn.Module | None = None) -> nn.Module:

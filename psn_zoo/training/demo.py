@@ -35,6 +35,7 @@ class DemoResult:
     checkpoint: Path
     wandb_dir: Path | None
     seconds: float
+    data_dir: Path
 
 
 def run_demo(
@@ -98,6 +99,7 @@ def run_demo(
         enable_progress_bar=progress,
         enable_model_summary=False,
         num_sanity_val_steps=0,
+        log_every_n_steps=10,
         deterministic=True,
     )
     _say(f"[1/3] evaluating {entry} (published top-1 {100 * info.metrics['top1']:.2f} %) on the N-Digits test split")
@@ -118,6 +120,7 @@ def run_demo(
         checkpoint=Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve(),
         wandb_dir=wandb_dir.resolve() if wandb_dir else None,
         seconds=time.perf_counter() - start,
+        data_dir=dm.data_dir.resolve(),
     )
     _say(report(result, info.recipe))
     return result
@@ -138,7 +141,7 @@ def report(result: DemoResult, recipe: str) -> str:
     lines += [
         "",
         "next steps:",
-        f"  psn-zoo test --config {recipe} --ckpt_path {result.checkpoint}",
+        f"  psn-zoo test --config {recipe} --ckpt_path {result.checkpoint} --data.init_args.data_dir {result.data_dir}",
         "  psn-zoo pretrained                      # every published checkpoint and its numbers",
         "  python -c \"import psn_zoo; m = psn_zoo.load_pretrained('" + result.entry + "')\"",
         "  psn-zoo fit --config configs/seqdigits_sliding_psn.yaml   # long dependencies: sliding PSN vs LIF",

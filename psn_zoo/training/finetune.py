@@ -12,16 +12,20 @@ import torch
 from torch import nn
 
 from ..models.base import SpikingModel
+from ..safe_load import load_torch_file
 
 
 def read_weights(source: str) -> dict[str, torch.Tensor]:
-    """The backbone state dict stored in ``source`` (keys as in the bare model)."""
+    """The backbone state dict in ``source``: a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict, a ``.safetensors``
+    file or a published entry name (keys as in the bare model)."""
     path = Path(source).expanduser()
-    if path.suffix == ".ckpt":
+    if path.suffix in (".ckpt", ".pt", ".pth"):
         if not path.exists():
             raise FileNotFoundError(f"checkpoint {path} does not exist")
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-        state = ckpt.get("state_dict", ckpt)
+        ckpt = load_torch_file(path)  # weights_only: a file that would unpickle code is refused
+        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+            raise ValueError(f"{path} holds no state dict (a Lightning checkpoint or torch.save(model.state_dict()))")
         return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
     if path.suffix == ".safetensors":
         from safetensors.torch import load_file
