@@ -1,16 +1,22 @@
-"""Shared benchmark helpers: repeated timing with medians, peak-RSS measurement, table printing."""
+"""Shared benchmark helpers: repeated timing with medians, peak-RSS measurement, tables, progress and reports."""
 
 from __future__ import annotations
 
 import gc
 import json
+import math
 import os
+import platform
 import statistics
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -24,6 +30,29 @@ class Ratio:
     def __str__(self) -> str:
         return f"{self.median:.2f} ({self.low:.2f}-{self.high:.2f})"
 
+    def times(self) -> str:
+        """``1.23x (1.10-1.40)``."""
+        return f"{self.median:.2f}x ({self.low:.2f}-{self.high:.2f})"
+
+    @classmethod
+    def of(cls, values: Sequence[float]) -> Ratio:
+        """Median, min and max of per-round ratios."""
+        return cls(statistics.median(values), min(values), max(values))
+
+
+@dataclass(frozen=True)
+class Timing:
+    """How hard :func:`time_pair` works: rounds of alternating blocks, each of ``warmup`` untimed calls and at
+    least ``min_reps`` timed ones (more while the block is under ``budget_s`` seconds)."""
+
+    rounds: int = 3
+    min_reps: int = 3
+    budget_s: float = 0.6
+    warmup: int = 2
+
+    def kwargs(self) -> dict[str, Any]:
+        return {"rounds": self.rounds, "min_reps": self.min_reps, "budget_s": self.budget_s, "warmup": self.warmup}
+
 
 def time_pair(
     ours: Callable[[], object],
@@ -32,6 +61,7 @@ def time_pair(
     rounds: int = 3,
     min_reps: int = 3,
     budget_s: float = 0.6,
+    warmup: int = 2,
 ) -> tuple[float, float, Ratio]:
     """Median seconds of ``ours`` and ``theirs`` and the speed ratio theirs / ours.
 
@@ -44,7 +74,7 @@ def time_pair(
     for _ in range(rounds):
         medians = {}
         for label, fn in (("ours", ours), ("theirs", theirs)):
-            block = _block(fn, min_reps=min_reps, budget_s=budget_s)
+            block = _block(fn, min_reps=min_reps, budget_s=budget_s, warmup=warmup)
             samples[label] += block
             medians[label] = statistics.median(block)
         round_ratios.append(medians["theirs"] / medians["ours"])
@@ -52,9 +82,11 @@ def time_pair(
     return med_ours, med_theirs, Ratio(med_theirs / med_ours, min(round_ratios), max(round_ratios))
 
 
-def _block(fn: Callable[[], object], *, min_reps: int, budget_s: float, max_reps: int = 50) -> list[float]:
-    fn()
-    fn()  # warm-up: lazy init, first-touch page faults, allocator steady state
+def _block(
+    fn: Callable[[], object], *, min_reps: int, budget_s: float, max_reps: int = 50, warmup: int = 2
+) -> list[float]:
+    for _ in range(warmup):
+        fn()  # warm-up: lazy init, first-touch page faults, allocator steady state
     gc.collect()
     times: list[float] = []
     start = time.perf_counter()
@@ -65,9 +97,9 @@ def _block(fn: Callable[[], object], *, min_reps: int, budget_s: float, max_reps
     return times
 
 
-def time_one(fn: Callable[[], object], *, min_reps: int = 5, budget_s: float = 0.6) -> float:
+def time_one(fn: Callable[[], object], *, min_reps: int = 5, budget_s: float = 0.6, warmup: int = 2) -> float:
     """Median seconds of ``fn`` in its steady state."""
-    return statistics.median(_block(fn, min_reps=min_reps, budget_s=budget_s))
+    return statistics.median(_block(fn, min_reps=min_reps, budget_s=budget_s, warmup=warmup))
 
 
 # ----------------------------------------------------------------------------------- peak memory
@@ -95,13 +127,15 @@ def peak_rss_delta(fn: Callable[[], object]) -> int:
 
 def run_worker(module: str, payload: Sequence[dict]) -> list[dict]:
     """Run ``python -m <module> --worker`` with ``payload`` on stdin (JSON) and return its JSON answer."""
-    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONUNBUFFERED="1")
+    path = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="65536", PYTHONUNBUFFERED="1", PYTHONPATH=path)
     proc = subprocess.run(
         [sys.executable, "-m", module, "--worker"],
         input=json.dumps(list(payload)),
         capture_output=True,
         text=True,
         env=env,
+        cwd=REPO_ROOT,
         check=False,
     )
     if proc.returncode != 0:
@@ -109,15 +143,123 @@ def run_worker(module: str, payload: Sequence[dict]) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Print (and return) a Markdown table."""
+# ----------------------------------------------------------------------------------- tables and reports
+def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: Sequence[int] = ()) -> str:
+    """A Markdown table, padded for reading as plain text: numbers right-aligned, the columns in ``left``
+    (indices) left-aligned."""
     cells = [[str(c) for c in row] for row in rows]
     widths = [max(len(h), *(len(r[i]) for r in cells)) if cells else len(h) for i, h in enumerate(headers)]
+
+    def pad(i: int, text: str) -> str:
+        return text.ljust(widths[i]) if i in left else text.rjust(widths[i])
+
     lines = [
         "| " + " | ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)) + " |",
-        "|" + "|".join("-" * (w + 2) for w in widths) + "|",
+        "|" + "|".join(("-" * (w + 2)) if i in left else ("-" * (w + 1) + ":") for i, w in enumerate(widths)) + "|",
     ]
-    lines += ["| " + " | ".join(c.rjust(w) for c, w in zip(row, widths, strict=True)) + " |" for row in cells]
-    text = "\n".join(lines)
+    lines += ["| " + " | ".join(pad(i, c) for i, c in enumerate(row)) + " |" for row in cells]
+    return "\n".join(lines)
+
+
+def print_table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
+    """Print (and return) a Markdown table."""
+    text = markdown_table(headers, rows)
     print(text, flush=True)
     return text
+
+
+def pow2(n: int) -> str:
+    """``2^k`` for a power of two, else the number."""
+    k = math.log2(n) if n > 0 else 0.5
+    return f"2^{int(k)}" if k == int(k) else str(n)
+
+
+def median(values: Iterable[float]) -> float:
+    return statistics.median(list(values))
+
+
+def progress(iterable: Iterable, desc: str, total: int | None = None, disable: bool | None = None):
+    """A tqdm progress bar on stderr (``disable=True`` hides it)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False, disable=bool(disable), unit="cell")
+
+
+def environment() -> dict[str, Any]:
+    """Library versions and the machine, stored with every result."""
+    import torch
+
+    try:
+        from importlib.metadata import version
+
+        sj = version("spikingjelly")
+    except Exception:  # pragma: no cover - SpikingJelly is a test dependency
+        sj = "not installed"
+    cpu = platform.processor() or platform.machine()
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return {
+        "torch": torch.__version__,
+        "spikingjelly": sj,
+        "python": platform.python_version(),
+        "threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "cpu": cpu,
+        "load_average_1m": round(os.getloadavg()[0], 2),
+        "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def environment_line(env: dict[str, Any]) -> str:
+    return (
+        f"Measured {env['date']} on {env['cpu']} ({env['cpus']} CPUs, torch {env['threads']} threads), torch "
+        f"{env['torch']}, SpikingJelly {env['spikingjelly']}, Python {env['python']}; 1-minute load average at the "
+        f"start: {env['load_average_1m']} (anything near or above the CPU count means another job shared the "
+        "machine and the absolute times are noisy; the ratios are measured in alternating blocks to resist that)."
+    )
+
+
+def jsonable(obj: Any) -> Any:
+    """Dataclasses (Ratio) and tuples made JSON-ready; non-finite floats become None."""
+    if isinstance(obj, Ratio):
+        return vars(obj)
+    if isinstance(obj, dict):
+        return {str(k): jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [jsonable(v) for v in obj]
+    if isinstance(obj, float) and not math.isfinite(obj):
+        return None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+def write_report(out: str | Path, name: str, title: str, result: dict[str, Any]) -> list[Path]:
+    """Write ``<out>/<name>.md`` (title, description, environment, tables, notes) and ``<out>/<name>.json``.
+
+    ``result`` holds ``description`` (Markdown), ``tables`` (a list of ``(heading or None, markdown table)``),
+    ``notes`` (lines), ``environment`` and anything else (kept in the JSON).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    parts = [f"# {title}", ""]
+    if result.get("description"):
+        parts += [result["description"].strip(), ""]
+    if result.get("environment"):
+        parts += [environment_line(result["environment"]), ""]
+    for heading, table in result.get("tables", []):
+        if heading:
+            parts += [f"## {heading}", ""]
+        parts += [table, ""]
+    for png in result.get("plots", []):
+        parts += [f"![{Path(png).stem}]({Path(png).name})", ""]
+    if result.get("notes"):
+        parts += [f"- {line}" for line in result["notes"]] + [""]
+    md = out / f"{name}.md"
+    md.write_text("\n".join(parts))
+    js = out / f"{name}.json"
+    js.write_text(json.dumps(jsonable(result), indent=2, allow_nan=False))
+    return [md, js]

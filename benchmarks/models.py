@@ -5,7 +5,8 @@ its own neurons, given the same weights, and fed the same batch (8 samples, T = 
 training step is forward, cross-entropy on the time-averaged logits, backward and an SGD update. Peak memory is
 the growth of peak resident memory during one step (worker process).
 
-    python -m benchmarks.models
+    python -m benchmarks.models            # 2×64×64 frames, 3 rounds
+    python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
 """
 
 from __future__ import annotations
@@ -17,13 +18,31 @@ import sys
 import torch
 from torch import nn
 
-from benchmarks._common import peak_rss_delta, print_table, run_worker, time_pair
+from benchmarks._common import (
+    Timing,
+    environment,
+    jsonable,
+    markdown_table,
+    median,
+    peak_rss_delta,
+    progress,
+    run_worker,
+    time_pair,
+)
 from psn_zoo.models import create_model
 from psn_zoo.models.convert import to_spikingjelly
 
 BATCH, T, CHANNELS, SIZE, CLASSES = 8, 4, 2, 64, 11
 MODELS = ("sew_resnet18", "spiking_vgg11_bn")
 NEURONS = ("psn", "lif")
+GRIDS = {
+    "quick": {"models": list(MODELS), "neurons": list(NEURONS), "batch": BATCH, "size": 32,
+              "timing": Timing(rounds=2, min_reps=2, budget_s=0.5, warmup=1)},
+    "full": {"models": list(MODELS), "neurons": list(NEURONS), "batch": BATCH, "size": SIZE,
+             "timing": Timing(rounds=3, min_reps=3, budget_s=3.0, warmup=2)},
+}  # fmt: skip
+HEADERS = ["model", "neuron", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
+           "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
 
 
 def build_pair(name: str, neuron: str) -> tuple[nn.Module, nn.Module]:
@@ -67,18 +86,17 @@ def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ours: bool
     return step
 
 
-def _data() -> tuple[torch.Tensor, torch.Tensor]:
+def _data(batch: int = BATCH, size: int = SIZE) -> tuple[torch.Tensor, torch.Tensor]:
     torch.manual_seed(1)
-    x = (torch.rand(BATCH, T, CHANNELS, SIZE, SIZE) < 0.2).float() * torch.randint(
-        1, 4, (BATCH, T, CHANNELS, SIZE, SIZE)
-    )
-    return x, torch.randint(0, CLASSES, (BATCH,))
+    shape = (batch, T, CHANNELS, size, size)
+    x = (torch.rand(shape) < 0.2).float() * torch.randint(1, 4, shape)
+    return x, torch.randint(0, CLASSES, (batch,))
 
 
 def measure_memory(cases: list[dict]) -> list[dict]:
     results = []
-    x, y = _data()
     for case in cases:
+        x, y = _data(case.get("batch", BATCH), case.get("size", SIZE))
         ours, theirs = build_pair(case["model"], case["neuron"])
         row = dict(case)
         for label, model, is_ours in (("ours", ours, True), ("sj", theirs, False)):
@@ -90,48 +108,85 @@ def measure_memory(cases: list[dict]) -> list[dict]:
     return results
 
 
-def run() -> dict:
-    cases = [{"model": m, "neuron": n} for m in MODELS for n in NEURONS]
-    memory = {(r["model"], r["neuron"]): r for r in run_worker("benchmarks.models", cases)}
-    x, y = _data()
+def run(
+    models: list[str] | None = None,
+    neurons: list[str] | None = None,
+    batch: int = BATCH,
+    size: int = SIZE,
+    timing: Timing | None = None,
+    *,
+    memory: bool = True,
+    show_progress: bool = True,
+) -> dict:
+    """One training step of every (model, neuron), ours and SpikingJelly's; throughput ratio ours / SJ."""
+    timing = timing or Timing(rounds=3, min_reps=3, budget_s=3.0)
+    env = environment()
+    cases = [
+        {"model": m, "neuron": n, "batch": batch, "size": size} for m in models or MODELS for n in neurons or NEURONS
+    ]
+    mem_rows = run_worker("benchmarks.models", cases) if memory else []
+    mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
+    x, y = _data(batch, size)
     rows, records = [], []
-    for case in cases:
+    for case in progress(cases, "models", disable=not show_progress):
         ours, theirs = build_pair(case["model"], case["neuron"])
         t_ours, t_sj, ratio = time_pair(
-            train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), rounds=3, budget_s=3.0
+            train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs()
         )
-        mem = memory[(case["model"], case["neuron"])]
+        mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
-            "samples_per_s": {"ours": BATCH / t_ours, "sj": BATCH / t_sj},
+            "samples_per_s": {"ours": batch / t_ours, "sj": batch / t_sj},
             "speedup": vars(ratio),
             "peak_mb": {"ours": mem["ours"] / 2**20, "sj": mem["sj"] / 2**20},
         }
         records.append(record)
+        mem_ratio = f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-"
         rows.append([
-            case["model"], case["neuron"], f"{BATCH / t_ours:.1f}", f"{BATCH / t_sj:.1f}", str(ratio),
-            f"{mem['ours'] / 2**20:.0f}", f"{mem['sj'] / 2**20:.0f}", f"{mem['ours'] / max(mem['sj'], 1):.2f}",
+            case["model"], case["neuron"], f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio),
+            f"{mem['ours'] / 2**20:.0f}", f"{mem['sj'] / 2**20:.0f}", mem_ratio,
         ])  # fmt: skip
-        print(f"  measured {case['model']} {case['neuron']}", file=sys.stderr, flush=True)
-    headers = ["model", "neuron", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
-               "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
-    table = print_table(headers, rows)
-    return {"records": records, "table": table, "batch": BATCH, "T": T, "input": [CHANNELS, SIZE, SIZE],
+    table = markdown_table(HEADERS, rows, left=(0, 1))
+    ratios = [r["speedup"]["median"] for r in records]
+    mem_ratios = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in records if r["peak_mb"]["sj"] > 1]
+    headline = {"throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)}}
+    summary = [
+        f"training-step throughput ours / SJ: median {median(ratios):.2f}x, min {min(ratios):.2f}x, "
+        f"max {max(ratios):.2f}x over {len(ratios)} model/neuron pairs"
+    ]
+    if mem_ratios:
+        headline["peak_memory_ours_over_sj"] = {"median": median(mem_ratios), "max": max(mem_ratios)}
+        summary.append(f"peak memory of a step, ours / SJ: {min(mem_ratios):.2f}-{max(mem_ratios):.2f}")
+    description = (
+        "`python -m benchmarks.models`: one training step (forward, cross-entropy on the time-averaged logits, "
+        f"backward, SGD with momentum) on a batch of {batch} samples of T = {T} event frames of {CHANNELS}×{size}×"
+        f"{size}; SpikingJelly 2.0.0's own models (`sew_resnet`, `spiking_vgg`, multi-step) with its own neurons "
+        "and our weights (`psn_zoo.models.convert.to_spikingjelly`), in the same process. *throughput ratio* = our "
+        "samples/s / SJ's (median over rounds, with the per-round range); *peak MB* is the growth of peak resident "
+        "memory during one step, measured in a worker process."
+    )
+    return {"description": description, "environment": env, "records": records, "table": table,
+            "tables": [(None, table)], "summary": summary, "notes": summary, "headline": headline,
+            "batch": batch, "T": T, "input": [CHANNELS, size, size], "timing": vars(timing),
             "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="32×32 frames and two short rounds")
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
-    result = run()
+    result = run(**GRIDS["quick" if args.quick else "full"])
+    print(result["table"])
+    for line in result["summary"]:
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(jsonable(result), f, indent=2)
     return 0
 
 

@@ -13,12 +13,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
+from pathlib import Path
 
 import torch
 
-from benchmarks._common import peak_rss_delta, print_table, run_worker, time_one, time_pair
+from benchmarks._common import (
+    Timing,
+    environment,
+    jsonable,
+    markdown_table,
+    median,
+    peak_rss_delta,
+    pow2,
+    progress,
+    run_worker,
+    time_one,
+    time_pair,
+)
 from psn_zoo.neurons import make_neuron
 from psn_zoo.neurons.compat import to_spikingjelly
 
@@ -77,20 +89,63 @@ def measure_memory(cases: list[dict]) -> list[dict]:
     return results
 
 
-def run(Ts: list[int], Ns: list[int], neurons: list[str]) -> dict:
+GRIDS = {
+    "quick": {"Ts": [4, 16], "Ns": [2**16, 2**20], "timing": Timing(rounds=2, min_reps=3, budget_s=0.15, warmup=1)},
+    "full": {"Ts": [4, 8, 16, 32], "Ns": [2**16, 2**20, 2**22], "timing": Timing()},
+}
+HEADERS = [
+    "neuron",
+    "T",
+    "N",
+    "copy ms",
+    "fwd ours ms",
+    "fwd SJ ms",
+    "fwd speedup (min-max)",
+    "fwd/copy",
+    "f+b ours ms",
+    "f+b SJ ms",
+    "f+b speedup (min-max)",
+    "peak MB ours",
+    "peak MB SJ",
+    "mem ours/SJ",
+]
+DESCRIPTION = """\
+`python -m benchmarks.neurons`: each neuron alone on a `[T, N]` input, psn_zoo against SpikingJelly 2.0.0 built
+with the same parameters (`psn_zoo.neurons.compat.to_spikingjelly`), in the same process. *speedup* = SJ time /
+our time (median over repeats; in brackets the lowest and highest per-round ratio); *fwd* is inference (no grad),
+*f+b* forward + backward; *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
+*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process."""
+
+
+def run(
+    Ts: list[int],
+    Ns: list[int],
+    neurons: list[str] | None = None,
+    timing: Timing | None = None,
+    *,
+    memory: bool = True,
+    show_progress: bool = True,
+) -> dict:
+    """Time every (neuron, T, N) cell; returns records, the Markdown table, summary lines and headline numbers."""
+    neurons = list(neurons or NEURONS)
+    timing = timing or Timing()
+    env = environment()
     torch.manual_seed(0)
     cases = [{"neuron": n, "T": T, "N": N} for n in neurons for T in Ts for N in Ns]
-    memory = {(r["neuron"], r["T"], r["N"]): r for r in run_worker("benchmarks.neurons", cases)}
+    mem_rows = run_worker("benchmarks.neurons", cases) if memory else []
+    mem_by_case = {(r["neuron"], r["T"], r["N"]): r for r in mem_rows}
     rows, records = [], []
-    for case in cases:
+    for case in progress(cases, "neurons", disable=not show_progress):
         name, T, N = case["neuron"], case["T"], case["N"]
         ours, theirs = _pair(name, T)
         x = torch.randn(T, N)
-        copy_s = time_one(lambda x=x: x.clone())
-        f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x))
+        copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s)
+        f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs())
         xg, grad = x.clone().requires_grad_(True), torch.randn(T, N)
-        fb_ours, fb_sj, fb_ratio = time_pair(_forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad))
-        mem = memory[(name, T, N)]
+        fb_ours, fb_sj, fb_ratio = time_pair(
+            _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs()
+        )
+        mem = mem_by_case.get((name, T, N), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
             "copy_ms": copy_s * 1e3,
@@ -106,7 +161,7 @@ def run(Ts: list[int], Ns: list[int], neurons: list[str]) -> dict:
             [
                 name,
                 T,
-                f"2^{int(math.log2(N))}",
+                pow2(N),
                 f"{copy_s * 1e3:.2f}",
                 f"{f_ours * 1e3:.2f}",
                 f"{f_sj * 1e3:.2f}",
@@ -117,64 +172,93 @@ def run(Ts: list[int], Ns: list[int], neurons: list[str]) -> dict:
                 str(fb_ratio),
                 f"{mem['ours'] / 2**20:.1f}",
                 f"{mem['sj'] / 2**20:.1f}",
-                f"{mem['ours'] / max(mem['sj'], 1):.2f}",
+                f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-",
             ]
         )
-        print(f"  measured {name} T={T} N=2^{int(math.log2(N))}", file=sys.stderr, flush=True)
-    headers = [
-        "neuron",
-        "T",
-        "N",
-        "copy ms",
-        "fwd ours ms",
-        "fwd SJ ms",
-        "fwd speedup (min-max)",
-        "fwd/copy",
-        "f+b ours ms",
-        "f+b SJ ms",
-        "f+b speedup (min-max)",
-        "peak MB ours",
-        "peak MB SJ",
-        "mem ours/SJ",
-    ]
-    table = print_table(headers, rows)
-    summary = _summary(records, max(Ns))
-    print()
-    for line in summary:
-        print(line)
+    table = markdown_table(HEADERS, rows, left=(0,))
+    summary, headline = _summary(records, max(Ns))
     return {
+        "description": DESCRIPTION,
+        "environment": env,
+        "grid": {"Ts": Ts, "Ns": Ns, "neurons": neurons, "timing": vars(timing)},
         "records": records,
         "table": table,
+        "tables": [(None, table)],
         "summary": summary,
+        "notes": summary,
+        "headline": headline,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
     }
 
 
-def _summary(records: list[dict], n_max: int) -> list[str]:
-    lines = []
+def _summary(records: list[dict], n_max: int) -> tuple[list[str], dict]:
+    lines: list[str] = []
+    headline: dict = {}
     family = [r for r in records if r["neuron"] in PSN_FAMILY]
     if family:
         speedups = [r["fwdbwd_speedup"]["median"] for r in family]
+        fwd = [r["fwd_speedup"]["median"] for r in family]
+        headline["psn_family_fwdbwd_speedup"] = {"median": median(speedups), "min": min(speedups), "cells": len(family)}
+        headline["psn_family_fwd_speedup"] = {"median": median(fwd), "min": min(fwd)}
         lines.append(
-            f"PSN family fwd+bwd speedup over SJ: min {min(speedups):.2f}x, median "
-            f"{sorted(speedups)[len(speedups) // 2]:.2f}x over {len(speedups)} cells"
+            f"PSN family fwd+bwd speedup over SJ: median {median(speedups):.2f}x, min {min(speedups):.2f}x over "
+            f"{len(speedups)} cells; forward: median {median(fwd):.2f}x, min {min(fwd):.2f}x"
         )
         big = [r for r in family if r["N"] == n_max]
         worst = max(big, key=lambda r: r["fwd_over_copy"])
+        headline["psn_family_fwd_over_copy_max"] = {
+            "value": worst["fwd_over_copy"], "N": n_max, "neuron": worst["neuron"], "T": worst["T"],
+        }  # fmt: skip
         lines.append(
-            f"PSN family forward / memory copy at N=2^{int(math.log2(n_max))}: max {worst['fwd_over_copy']:.2f}x "
+            f"PSN family forward / memory copy at N={pow2(n_max)}: max {worst['fwd_over_copy']:.2f}x "
             f"({worst['neuron']}, T={worst['T']})"
         )
-        mem = [r["peak_mb"]["ours"] / max(r["peak_mb"]["sj"], 1e-9) for r in family if r["peak_mb"]["sj"] > 1]
+        mem = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in family if r["peak_mb"]["sj"] > 1]
         if mem:
-            lines.append(f"PSN family peak memory of fwd+bwd, ours / SJ: max {max(mem):.2f}")
+            headline["psn_family_peak_memory_ours_over_sj"] = {"median": median(mem), "max": max(mem)}
+            lines.append(f"PSN family peak memory of fwd+bwd, ours / SJ: median {median(mem):.2f}, max {max(mem):.2f}")
     lif = [r for r in records if r["neuron"] == "lif"]
     if lif:
         s = [r["fwdbwd_speedup"]["median"] for r in lif]
         f = [r["fwd_speedup"]["median"] for r in lif]
-        lines.append(f"LIF speedup over SJ: fwd+bwd min {min(s):.2f}x, fwd min {min(f):.2f}x")
-    return lines
+        headline["lif_fwdbwd_speedup"] = {"median": median(s), "min": min(s)}
+        headline["lif_fwd_speedup"] = {"median": median(f), "min": min(f)}
+        lines.append(
+            f"LIF speedup over SJ: fwd+bwd median {median(s):.2f}x (min {min(s):.2f}x), "
+            f"fwd median {median(f):.2f}x (min {min(f):.2f}x)"
+        )
+        mem = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in lif if r["peak_mb"]["sj"] > 1]
+        if mem:
+            headline["lif_peak_memory_ours_over_sj"] = {"min": min(mem), "max": max(mem)}
+            lines.append(f"LIF peak memory of fwd+bwd, ours / SJ: {min(mem):.2f}-{max(mem):.2f}")
+    return lines, headline
+
+
+def plot(result: dict, out: str | Path) -> list[Path]:
+    """``<out>/neurons_speedup.png``: SJ time / our time against T, one line per N; rows fwd and f+b, a column
+    per neuron."""
+    from benchmarks.plots import ratio_grid
+
+    records = result["records"]
+    names = list(dict.fromkeys(r["neuron"] for r in records))
+    panels: dict = {}
+    for c, name in enumerate(names):
+        for r, key in enumerate(("fwd_speedup", "fwdbwd_speedup")):
+            lines: dict = {}
+            for rec in records:
+                if rec["neuron"] == name:
+                    lines.setdefault(f"N = {pow2(rec['N'])}", []).append((rec["T"], rec[key]["median"]))
+            panels[(r, c)] = lines
+    path = ratio_grid(
+        panels,
+        row_titles=["inference (fwd)", "training (fwd+bwd)"],
+        col_titles=names,
+        ylabel="SJ time / our time",
+        path=Path(out) / "neurons_speedup.png",
+        suptitle="psn_zoo neurons against SpikingJelly 2.0.0 (above 1: ours faster)",
+    )
+    return [path]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -187,11 +271,15 @@ def main(argv: list[str] | None = None) -> int:
     if args.worker:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
-    Ts, Ns = ([4, 16], [2**16, 2**20]) if args.quick else ([4, 8, 16, 32], [2**16, 2**20, 2**22])
-    result = run(Ts, Ns, args.neurons)
+    grid = GRIDS["quick" if args.quick else "full"]
+    result = run(grid["Ts"], grid["Ns"], args.neurons, grid["timing"])
+    print(result["table"])
+    print()
+    for line in result["summary"]:
+        print(line)
     if args.json:
         with open(args.json, "w") as f:
-            json.dump(result, f, indent=2)
+            json.dump(jsonable(result), f, indent=2)
     return 0
 
 

@@ -303,7 +303,7 @@ class EventDataModule(L.LightningDataModule):
         identity = {
             "dataset": self.name,
             "split": split,
-            "root": str(self.data_dir.resolve()),
+            "root": str(self.tonic_root().resolve()),  # e.g. each N-Digits configuration has its own root
             "preprocessing": repr(self.preprocessing()),
             "tonic": tonic.__version__,
             "format": CACHE_FORMAT,

@@ -123,3 +123,11 @@ def test_sequential_digits():
     # column t of the image is time step t
     image = dm.datasets["test"].dataset.tensors[0][0]
     assert torch.equal(dm.datasets["test"][0][0][:, 0, :], image.t())
+
+
+def test_disk_cache_keys_differ_between_configurations(tmp_path):
+    """Two N-Digits configurations under one data_dir never share cached frames."""
+    small = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=2, T=4, cache="disk")
+    large = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=3, T=4, cache="disk")
+    assert small.tonic_root() != large.tonic_root()
+    assert small.cache_key("test") != large.cache_key("test")

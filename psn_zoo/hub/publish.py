@@ -17,8 +17,6 @@ import torch
 from ..safe_load import load_torch_file
 from .metadata import CheckpointInfo, WeightsFile, read_manifest, write_manifest
 
-FP16_TOLERANCE = 1e-3  # fp16 storage is kept only if top-1 moves by less than this
-
 
 def _sha256(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
@@ -61,6 +59,11 @@ def _pct(value: Any) -> str:
     return f"{100 * value:.2f} %" if isinstance(value, int | float) else "n/a"
 
 
+def _num(value: Any, spec: str) -> str:
+    """``value`` formatted with ``spec`` (e.g. ``",.0f"``), or ``n/a`` when it was not measured."""
+    return format(value, spec) if isinstance(value, int | float) else "n/a"
+
+
 def model_card(info: CheckpointInfo) -> str:
     """A Hugging Face style model card: YAML front matter, then what it is, how it was trained, its numbers."""
     m = info.metrics
@@ -99,12 +102,12 @@ Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info
 |---|---|
 | top-1 | {_pct(m.get("top1"))} |
 | top-5 | {_pct(m.get("top5"))} |
-| mean firing rate | {m.get("mean_firing_rate", "n/a")} |
-| synaptic ACs (SOPs) per sample | {m.get("synaptic_acs", "n/a")} |
-| synaptic MACs per sample (non-spike inputs) | {m.get("synaptic_macs", "n/a")} |
-| neuron-side MACs per sample | {m.get("neuron_macs", "n/a")} |
-| energy per sample, 45 nm, neurons counted | {m.get("energy_uj", "n/a")} µJ |
-| energy per sample without the neurons | {m.get("energy_uj_without_neurons", "n/a")} µJ |
+| mean firing rate | {_num(m.get("mean_firing_rate"), ".4f")} |
+| synaptic ACs (SOPs) per sample | {_num(m.get("synaptic_acs"), ",.0f")} |
+| synaptic MACs per sample (non-spike inputs) | {_num(m.get("synaptic_macs"), ",.0f")} |
+| neuron-side MACs per sample | {_num(m.get("neuron_macs"), ",.0f")} |
+| energy per sample, 45 nm, neurons counted | {_num(m.get("energy_uj"), ".3f")} µJ |
+| energy per sample without the neurons | {_num(m.get("energy_uj_without_neurons"), ".3f")} µJ |
 
 Per-layer firing rates:
 

@@ -1,0 +1,113 @@
+"""Re-measure every published checkpoint with ``psn-zoo validate`` and compare with its manifest top-1.
+
+For each entry it runs, as a user would::
+
+    psn-zoo validate --config <entry's recipe> --model.pretrained <entry> \
+        --data.init_args.val_split test --trainer.logger false
+
+(the test split, through the entry's own recipe and DataModule) and reports the manifest's top-1, the measured
+top-1 and the difference; an entry passes within ``--tolerance`` points (0.5 by default).
+
+    python -m benchmarks.reproduce [--pattern '*ndigits*'] [--data-dir DIR] [--out docs/benchmarks]
+    python -m benchmarks --only reproduce        # the same, as a part of the benchmark suite
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from benchmarks._common import environment, markdown_table, write_report
+from psn_zoo.hub import get_pretrained_info, list_pretrained
+
+ROOT = Path(__file__).resolve().parents[1]
+_VAL_ACC = re.compile(r"val/acc\s*[│|┃]?\s+([0-9.]+)")
+
+
+def validate_command(name: str, data_dir: str | None = None) -> list[str]:
+    """The ``psn-zoo validate`` command line that re-measures entry ``name`` on its test split."""
+    info = get_pretrained_info(name)
+    args = ["validate", "--config", info.recipe, "--model.pretrained", name, "--data.init_args.val_split", "test"]
+    args += ["--trainer.logger", "false", "--trainer.enable_progress_bar", "false", "--trainer.devices", "1"]
+    if data_dir is not None and "NDigits" in info.dataset.get("datamodule", ""):
+        args += ["--data.init_args.data_dir", data_dir]
+    return args
+
+
+def measure(name: str, data_dir: str | None = None, timeout: float = 1800) -> dict:
+    """Run the validation of ``name`` in a fresh process; returns the manifest and measured top-1 (fractions)."""
+    command = [sys.executable, "-m", "psn_zoo.cli", *validate_command(name, data_dir)]
+    start = time.perf_counter()
+    proc = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout, check=False)
+    found = _VAL_ACC.findall(proc.stdout + proc.stderr)
+    if proc.returncode != 0 or not found:
+        raise RuntimeError(f"psn-zoo validate failed for {name}:\n{(proc.stdout + proc.stderr)[-3000:]}")
+    return {
+        "name": name,
+        "command": "psn-zoo " + " ".join(command[3:]),
+        "manifest_top1": float(get_pretrained_info(name).metrics["top1"]),
+        "measured_top1": float(found[-1]),
+        "seconds": time.perf_counter() - start,
+    }
+
+
+def run(
+    pattern: str | None = None, data_dir: str | None = None, tolerance: float = 0.5, show_progress: bool = True
+) -> dict:
+    """Validate every entry matching ``pattern``; the result is a benchmark-suite report (see ``_common``)."""
+    from tqdm.auto import tqdm
+
+    rows, records = [], []
+    names = [n for n in list_pretrained(pattern) if "top1" in get_pretrained_info(n).metrics]
+    for name in tqdm(names, desc="psn-zoo validate", disable=not show_progress, file=sys.stderr):
+        record = measure(name, data_dir)
+        record["diff_points"] = 100 * (record["measured_top1"] - record["manifest_top1"])
+        record["ok"] = abs(record["diff_points"]) <= tolerance
+        records.append(record)
+        rows.append(
+            [
+                name,
+                f"{100 * record['manifest_top1']:.2f}",
+                f"{100 * record['measured_top1']:.2f}",
+                f"{record['diff_points']:+.2f}",
+                "yes" if record["ok"] else "NO",
+                f"{record['seconds']:.0f}",
+            ]
+        )
+    headers = ["entry", "manifest top-1 %", "psn-zoo validate top-1 %", "diff (points)", f"within {tolerance}", "s"]
+    table = markdown_table(headers, rows, left=(0,))
+    passed = sum(r["ok"] for r in records)
+    summary = [f"{passed}/{len(records)} published entries reproduce their manifest top-1 within {tolerance} points"]
+    commands = [f"`{r['command']}`" for r in records]
+    return {
+        "description": __doc__.split("\n\n")[0] + " Each row comes from the command listed below it.",
+        "environment": environment(),
+        "tables": [(None, table)],
+        "notes": summary + commands,
+        "summary": summary,
+        "headline": {"reproduced": {"passed": passed, "entries": len(records), "tolerance": tolerance}},
+        "records": records,
+        "tolerance": tolerance,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--pattern", default=None, help="fnmatch filter on entry names")
+    parser.add_argument("--data-dir", default=None, help="where N-Digits is (or is generated)")
+    parser.add_argument("--tolerance", type=float, default=0.5, help="allowed |difference| in points")
+    parser.add_argument("--out", default=None, help="write reproduce.md and reproduce.json here")
+    args = parser.parse_args(argv)
+    result = run(args.pattern, args.data_dir, args.tolerance)
+    print(result["tables"][0][1])
+    if args.out:
+        write_report(args.out, "reproduce", "Published checkpoints reproduced with psn-zoo validate", result)
+    return 0 if all(r["ok"] for r in result["records"]) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

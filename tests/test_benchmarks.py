@@ -1,0 +1,194 @@
+"""The benchmark suite on tiny grids: real measurements, written as Markdown, JSON and PNG.
+
+No timing is asserted (speed targets never live in tests): only that every report is complete, its ratios are
+finite and positive, and the efficiency numbers agree with the manifest.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(ROOT))
+
+from benchmarks import __main__ as suite_cli  # noqa: E402
+from benchmarks import data, efficiency, models, neurons, speed  # noqa: E402
+from benchmarks._common import Timing  # noqa: E402
+from benchmarks.plots import PNG_SIGNATURE  # noqa: E402
+
+TINY = Timing(rounds=1, min_reps=1, budget_s=0.0, warmup=1)
+RATIO = re.compile(r"^(\d+\.\d+) \((\d+\.\d+)-(\d+\.\d+)\)$")
+OVERRIDES = {
+    "neurons": {"Ts": [2], "Ns": [2**16], "neurons": ["psn"], "timing": TINY},
+    "models": {"models": ["sew_resnet18"], "neurons": ["psn"], "batch": 1, "size": 16, "timing": TINY,
+               "memory": False},
+    "data": {"images_per_class": 5, "recordings": 1, "workers": [0], "repeats": 1, "model": False},
+    "speed": {"Ts": [2, 4], "Ns": [2**8], "families": ["psn"], "timing": TINY},
+    "efficiency": {},
+    "reproduce": {"pattern": "*seqdigits_sliding_psn*"},
+}  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def suite(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench")
+    data_dir = tmp_path_factory.mktemp("data")
+    result = suite_cli.run_suite(out, "quick", data_dir=str(data_dir), overrides=OVERRIDES, show_progress=False)
+    assert not result["errors"], result["errors"]
+    return out, result
+
+
+def tables(md: str) -> list[tuple[list[str], list[list[str]]]]:
+    """Every Markdown table of ``md`` as (headers, rows)."""
+    found, block = [], []
+    for line in [*md.splitlines(), ""]:
+        if line.startswith("|"):
+            block.append([c.strip() for c in line.strip().strip("|").split("|")])
+        elif block:
+            found.append((block[0], block[2:]))
+            block = []
+    return found
+
+
+def ratio_cells(headers: list[str], rows: list[list[str]], columns: list[str]) -> list[float]:
+    values = []
+    for column in columns:
+        i = headers.index(column)
+        for row in rows:
+            m = RATIO.match(row[i])
+            assert m, f"{column}: {row[i]!r} is not 'median (min-max)'"
+            values += [float(g) for g in m.groups()]
+    return values
+
+
+def assert_png(path: Path) -> None:
+    import matplotlib.image
+
+    assert path.read_bytes()[:8] == PNG_SIGNATURE, path
+    image = matplotlib.image.imread(path)
+    assert image.ndim == 3 and image.shape[0] > 100 and image.shape[1] > 100
+
+
+def test_every_report_is_written(suite):
+    out, _ = suite
+    for part in suite_cli.PARTS:
+        assert (out / f"{part}.md").read_text().startswith("# "), part
+        payload = json.loads((out / f"{part}.json").read_text())
+        assert payload["records"], part
+        assert payload["environment"]["spikingjelly"] == "2.0.0"
+    for png in ("neurons_speedup.png", "speed_lif_over_psn.png", "firing_rates.png"):
+        assert_png(out / png)
+    summary = (out / "summary.md").read_text()
+    headline = dict((row[0], row) for row in tables(summary)[0][1])
+    assert set(headline) == set(suite_cli.PARTS)
+    for part in suite_cli.PARTS:
+        assert f"[{part}.md]({part}.md)" in summary
+
+
+def test_neuron_table(suite):
+    out, _ = suite
+    [(headers, rows)] = tables((out / "neurons.md").read_text())
+    assert headers == neurons.HEADERS
+    assert [(r[0], r[1], r[2]) for r in rows] == [("psn", "2", "2^16")]
+    values = ratio_cells(headers, rows, ["fwd speedup (min-max)", "f+b speedup (min-max)"])
+    values += [float(r[headers.index(c)]) for r in rows for c in ("fwd/copy", "mem ours/SJ")]
+    assert all(math.isfinite(v) and v > 0 for v in values)
+    payload = json.loads((out / "neurons.json").read_text())
+    assert all(r["peak_mb"]["ours"] > 0 and r["peak_mb"]["sj"] > 0 for r in payload["records"])
+    assert payload["headline"]["psn_family_fwdbwd_speedup"]["cells"] == 1
+
+
+def test_model_table(suite):
+    out, _ = suite
+    [(headers, rows)] = tables((out / "models.md").read_text())
+    assert headers == models.HEADERS
+    assert [(r[0], r[1]) for r in rows] == [("sew_resnet18", "psn")]
+    assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, ["throughput ratio (min-max)"]))
+    assert float(rows[0][2]) > 0 and float(rows[0][3]) > 0
+
+
+def test_data_table_compares_with_spikingjelly(suite):
+    out, result = suite
+    epochs, one_off = tables((out / "data.md").read_text())
+    headers, rows = epochs
+    assert [r[0] for r in rows] == ["0"]
+    columns = ["ours cold / SJ (min-max)", "memory warm/cold (min-max)", "ours warm / SJ (min-max)"]
+    assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, columns))
+    assert float(rows[0][headers.index("SJ frames epoch samples/s")]) > 0
+    steps = [r[1] for r in one_off[1] if r[0] == "SpikingJelly"]
+    assert len(steps) == 3 and all(float(r[2]) > 0 for r in one_off[1] if r[0] == "SpikingJelly")
+    record = result["results"]["data"]
+    assert record["spikingjelly_error"] is None
+    # SJ read exactly our recordings: its training set is our whole Train folder
+    assert record["records"][0]["sj_train_samples"] == record["recordings"]["Train"]
+
+
+def test_speed_table_and_figure(suite):
+    out, _ = suite
+    [(headers, rows)] = tables((out / "speed.md").read_text())
+    assert headers == speed.HEADERS
+    assert [(r[0], r[1], r[2]) for r in rows] == [("psn", "2", "2^8"), ("psn", "4", "2^8")]
+    ratio_columns = [h for h in headers if "t_LIF/t_PSN" in h]
+    assert len(ratio_columns) == 4  # inference and training, ours and SJ
+    assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, ratio_columns))
+    payload = json.loads((out / "speed.json").read_text())
+    assert len(payload["records"]) == 2 * 2 * 2  # cells x modes x libraries
+
+
+def test_efficiency_lists_every_entry_and_counts_neurons(suite):
+    import psn_zoo
+
+    out, _ = suite
+    headers, rows = tables((out / "efficiency.md").read_text())[0]
+    assert headers == efficiency.HEADERS
+    names = psn_zoo.list_pretrained()
+    assert sorted(r[0] for r in rows) == sorted(names)
+    records = {r["name"]: r for r in json.loads((out / "efficiency.json").read_text())["records"]}
+    psn_entries = [n for n in names if records[n]["neuron"]["name"] == "psn"]
+    assert psn_entries
+    for name in names:
+        info = psn_zoo.get_pretrained_info(name)
+        rec = records[name]
+        assert rec["neuron_macs_match"], name
+        assert rec["metrics"]["neuron_macs"] == pytest.approx(info.metrics["neuron_macs"], rel=1e-12)
+        assert rec["metrics"]["top1"] == info.metrics["top1"]
+        assert rec["energy_check_uj"]["with"] == pytest.approx(info.metrics["energy_uj"], rel=1e-9)
+        assert rec["energy_check_uj"]["without"] == pytest.approx(info.metrics["energy_uj_without_neurons"], rel=1e-9)
+    for name in psn_entries:
+        rec, T = records[name], records[name]["T"]
+        assert rec["neurons"] > 0
+        assert rec["expected_neuron_macs"] == pytest.approx(T * T * rec["neurons"])
+        assert psn_zoo.get_pretrained_info(name).metrics["neuron_macs"] == pytest.approx(T * T * rec["neurons"])
+        row = next(r for r in rows if r[0] == name)
+        assert float(row[headers.index("neuron MACs / neuron")]) == pytest.approx(T * T)
+
+
+def test_remeasure_builds_the_manifest_datamodule(tmp_path):
+    import psn_zoo
+
+    for name in psn_zoo.list_pretrained():
+        info = psn_zoo.get_pretrained_info(name)
+        dm = efficiency.build_datamodule(info, str(tmp_path))
+        assert type(dm).__name__ == info.dataset["datamodule"].rsplit(".", 1)[1]
+        assert dm.hparams.num_workers == 0
+        if hasattr(dm, "cache"):  # event DataModules; the sequential digits live in memory
+            assert dm.T == info.T and dm.cache == "none" and Path(dm.data_dir) == tmp_path
+
+
+def test_cli_rejects_unknown_parts_and_both_modes(capsys):
+    with pytest.raises(SystemExit) as err:
+        suite_cli.main(["--only", "neurons,bogus"])
+    assert err.value.code == 2 and "bogus" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        suite_cli.main(["--quick", "--full"])
+    for module in (neurons, models, data, speed, efficiency):
+        with pytest.raises(SystemExit) as err:
+            module.main(["--help"])
+        assert err.value.code == 0
