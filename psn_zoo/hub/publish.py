@@ -89,8 +89,9 @@ T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, trained on
 
 ```python
 import psn_zoo
-model = psn_zoo.load_pretrained("{info.name}")      # sha256-verified, eval mode
-logits = model(x)                                     # x: {info.input.kind} {list(info.input.shape)} per sample
+
+model = psn_zoo.load_pretrained("{info.name}")  # sha256-verified, eval mode
+logits = model(x)  # x: {info.input.kind} {list(info.input.shape)} per sample
 ```
 
 Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
