@@ -263,3 +263,27 @@ def write_report(out: str | Path, name: str, title: str, result: dict[str, Any])
     js = out / f"{name}.json"
     js.write_text(json.dumps(jsonable(result), indent=2, allow_nan=False))
     return [md, js]
+
+
+def emit(
+    result: dict[str, Any],
+    *,
+    name: str,
+    title: str,
+    out: str | Path | None = None,
+    json_path: str | Path | None = None,
+    plot: Callable[[dict[str, Any], str | Path], list[Path]] | None = None,
+) -> None:
+    """The end of every part's command line: print its tables and notes, then write the report files asked for."""
+    tables = result.get("tables") or [(None, result["table"])]
+    for heading, table in tables:
+        print(f"\n{heading}\n\n{table}" if heading else table)
+    print()
+    for line in result.get("notes") or result.get("summary", []):
+        print(f"- {line}")
+    if out:
+        if plot is not None:
+            result["plots"] = [str(p) for p in plot(result, out)]
+        write_report(out, name, title, result)
+    if json_path:
+        Path(json_path).write_text(json.dumps(jsonable(result), indent=2))

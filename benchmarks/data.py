@@ -22,7 +22,6 @@ the training throughput the data must clear.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import statistics
@@ -33,7 +32,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import Ratio, environment, jsonable, markdown_table, progress
+from benchmarks._common import Ratio, emit, environment, markdown_table, progress
 from datamodules import NDigitsDataModule
 from psn_zoo.models import create_model
 
@@ -340,14 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     grid = GRIDS["quick" if args.quick else "full"]
     with tempfile.TemporaryDirectory() as tmp:
         result = run(args.data_dir or tmp, **grid)
-    for heading, table in result["tables"]:
-        print(f"\n{heading}\n\n{table}")
-    print()
-    for line in result["notes"]:
-        print(f"- {line}")
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f, indent=2)
+    emit(result, name="data", title="Data loading", json_path=args.json)
     return 0
 
 

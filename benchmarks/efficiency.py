@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import importlib
 import inspect
-import json
 import math
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 import torch
 
-from benchmarks._common import environment, jsonable, markdown_table, median, progress
+from benchmarks._common import emit, environment, markdown_table, median, progress
 from psn_zoo.efficiency import E_AC_PJ, E_MAC_PJ, measure_efficiency, neuron_macs_per_neuron
 from psn_zoo.hub import get_pretrained_info, list_pretrained, load_pretrained
 from psn_zoo.models import create_model
@@ -342,7 +341,6 @@ def plot(result: dict, out: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks._common import write_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--remeasure", action="store_true", help="load every checkpoint and measure it again")
@@ -352,17 +350,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the numbers to this JSON file")
     args = parser.parse_args(argv)
     result = run(remeasure_data=args.remeasure, data_dir=args.data_dir, max_batches=args.max_batches)
-    for heading, table in result["tables"]:
-        print(f"\n{heading}\n\n{table}")
-    print()
-    for line in result["notes"]:
-        print(f"- {line}")
-    if args.out:
-        result["plots"] = [str(p) for p in plot(result, args.out)]
-        write_report(args.out, "efficiency", "Efficiency of the published checkpoints", result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f, indent=2)
+    emit(result, name="efficiency", title="Efficiency of the published checkpoints", out=args.out,
+         json_path=args.json, plot=plot)  # fmt: skip
     return 0
 
 

@@ -20,8 +20,8 @@ from torch import nn
 
 from benchmarks._common import (
     Timing,
+    emit,
     environment,
-    jsonable,
     markdown_table,
     median,
     peak_rss_delta,
@@ -181,12 +181,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
     result = run(**GRIDS["quick" if args.quick else "full"])
-    print(result["table"])
-    for line in result["summary"]:
-        print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f, indent=2)
+    emit(result, name="models", title="Models: one training step", json_path=args.json)
     return 0
 
 

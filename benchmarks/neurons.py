@@ -20,8 +20,8 @@ import torch
 
 from benchmarks._common import (
     Timing,
+    emit,
     environment,
-    jsonable,
     markdown_table,
     median,
     peak_rss_delta,
@@ -273,13 +273,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     grid = GRIDS["quick" if args.quick else "full"]
     result = run(grid["Ts"], grid["Ns"], args.neurons, grid["timing"])
-    print(result["table"])
-    print()
-    for line in result["summary"]:
-        print(line)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f, indent=2)
+    emit(result, name="neurons", title="Neurons", json_path=args.json)
     return 0
 
 

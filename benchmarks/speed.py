@@ -13,12 +13,11 @@ median over alternating blocks of the two neurons, with the range of the per-rou
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import torch
 
-from benchmarks._common import Timing, environment, jsonable, markdown_table, median, pow2, progress, time_pair
+from benchmarks._common import Timing, emit, environment, markdown_table, median, pow2, progress, time_pair
 from benchmarks.neurons import NEURONS, _forward, _forward_backward
 from psn_zoo.neurons import make_neuron
 from psn_zoo.neurons.compat import to_spikingjelly
@@ -216,7 +215,6 @@ def plot(result: dict, out: str | Path) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from benchmarks._common import write_report
 
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="T in {2, 8, 32, 64}, N in {2^8, 2^14, 2^20}, PSN only")
@@ -224,16 +222,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     args = parser.parse_args(argv)
     result = run(**GRIDS["quick" if args.quick else "full"])
-    print(result["table"])
-    print()
-    for line in result["summary"]:
-        print(f"- {line}")
-    if args.out:
-        result["plots"] = [str(p) for p in plot(result, args.out)]
-        write_report(args.out, "speed", "Simulation speed: LIF time / PSN time", result)
-    if args.json:
-        with open(args.json, "w") as f:
-            json.dump(jsonable(result), f, indent=2)
+    emit(result, name="speed", title="Simulation speed: LIF time / PSN time", out=args.out, json_path=args.json,
+         plot=plot)  # fmt: skip
     return 0
 
 

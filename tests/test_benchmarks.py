@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repos
     sys.path.insert(0, str(ROOT))
 
 from benchmarks import __main__ as suite_cli  # noqa: E402
-from benchmarks import data, efficiency, models, neurons, speed  # noqa: E402
+from benchmarks import data, efficiency, models, neurons, reproduce, speed  # noqa: E402
 from benchmarks._common import Timing  # noqa: E402
 from benchmarks.plots import PNG_SIGNATURE  # noqa: E402
 
@@ -32,7 +32,7 @@ OVERRIDES = {
     "data": {"images_per_class": 5, "recordings": 1, "workers": [0], "repeats": 1, "model": False},
     "speed": {"Ts": [2, 4], "Ns": [2**8], "families": ["psn"], "timing": TINY},
     "efficiency": {},
-    "reproduce": {"pattern": "*seqdigits_sliding_psn*"},
+    "reproduce": {"pattern": "paper_seq_cnn.seqdigits_[ls]*"},  # sliding PSN and its LIF baseline
 }  # fmt: skip
 
 
@@ -168,6 +168,33 @@ def test_efficiency_lists_every_entry_and_counts_neurons(suite):
         assert psn_zoo.get_pretrained_info(name).metrics["neuron_macs"] == pytest.approx(T * T * rec["neurons"])
         row = next(r for r in rows if r[0] == name)
         assert float(row[headers.index("neuron MACs / neuron")]) == pytest.approx(T * T)
+
+
+def test_reproduce_validates_entries_and_compares_with_lif(suite):
+    out, _ = suite
+    payload = json.loads((out / "reproduce.json").read_text())
+    assert [r["name"] for r in payload["records"]] == [
+        "paper_seq_cnn.seqdigits_lif_t28",
+        "paper_seq_cnn.seqdigits_sliding_psn_t28",
+    ]
+    assert all(r["ok"] and "psn-zoo validate --config configs/seqdigits_" in r["command"] for r in payload["records"])
+    measured = {r["name"]: r["measured_top1"] for r in payload["records"]}
+    [claim] = payload["comparisons"]
+    assert claim["entry"].endswith("sliding_psn_t28") and claim["lif_entry"].endswith("lif_t28")
+    expected = 100 * (measured[claim["entry"]] - measured[claim["lif_entry"]])
+    assert claim["diff_points"] == pytest.approx(expected)
+    results, claims = tables((out / "reproduce.md").read_text())
+    assert len(results[1]) == 2 and claims[1][0][:2] == [claim["entry"], claim["lif_entry"]]
+
+
+def test_against_lif_pairs_entries_of_the_same_task():
+    records = [
+        {"name": "paper_seq_cnn.seqdigits_psn_t28", "measured_top1": 0.90},
+        {"name": "paper_cifar10dvs_vgg.ndigits_psn_t4", "measured_top1": 0.99},
+        {"name": "paper_seq_cnn.seqdigits_lif_t28", "measured_top1": 0.92},
+    ]
+    [claim] = reproduce.against_lif(records)  # no LIF N-Digits record here, so the VGG has no pair
+    assert claim["entry"] == "paper_seq_cnn.seqdigits_psn_t28" and claim["diff_points"] == pytest.approx(-2.0)
 
 
 def test_remeasure_builds_the_manifest_datamodule(tmp_path):
