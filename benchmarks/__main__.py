@@ -22,6 +22,7 @@ Parts (each ``<out>/<part>.md`` + ``<out>/<part>.json``, figures as ``<out>/*.pn
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
@@ -58,7 +59,9 @@ def grids(mode: str) -> dict[str, dict[str, Any]]:
     }
 
 
-def run_part(part: str, kwargs: dict[str, Any], out: Path, show_progress: bool = True) -> dict[str, Any]:
+def run_part(
+    part: str, kwargs: dict[str, Any], out: Path, show_progress: bool = True, mode: str = "full"
+) -> dict[str, Any]:
     """Run one part, write its Markdown, JSON and figures; returns its result (with ``files`` and ``wall_s``)."""
     import importlib
 
@@ -68,6 +71,7 @@ def run_part(part: str, kwargs: dict[str, Any], out: Path, show_progress: bool =
     plots = module.plot(result, out) if hasattr(module, "plot") else []
     result["plots"] = [str(p) for p in plots]
     result["wall_s"] = time.perf_counter() - start
+    result["mode"] = mode
     result["files"] = [str(p) for p in write_report(out, part, TITLES[part], result)] + result["plots"]
     return result
 
@@ -110,7 +114,7 @@ def run_suite(
                     kwargs.pop("max_batches", None)
             print(f"[benchmarks] {part} ({mode}) ...", file=sys.stderr, flush=True)
             try:
-                results[part] = run_part(part, kwargs, out, show_progress)
+                results[part] = run_part(part, kwargs, out, show_progress, mode)
             except Exception:  # one broken part must not lose the others' numbers
                 errors[part] = traceback.format_exc()
                 print(f"[benchmarks] {part} FAILED:\n{errors[part]}", file=sys.stderr, flush=True)
@@ -121,8 +125,23 @@ def run_suite(
         if tmp_data is not None:
             shutil.rmtree(tmp_data, ignore_errors=True)
     wall = time.perf_counter() - start
-    summary = write_summary(out, results, errors, mode, wall)
+    earlier = earlier_reports(out, skip=set(results) | set(errors))
+    summary = write_summary(out, {**results, **earlier}, errors, mode, wall)
     return {"results": results, "errors": errors, "wall_s": wall, "summary": summary}
+
+
+def earlier_reports(out: Path, skip: set[str]) -> dict[str, Any]:
+    """The reports of parts not run now but left in ``out`` by an earlier ``--only`` run, so the summary shows all."""
+    found: dict[str, Any] = {}
+    for part in PARTS:
+        path = out / f"{part}.json"
+        if part in skip or not path.exists():
+            continue
+        result = json.loads(path.read_text())
+        result["files"] = [str(out / f"{part}.md"), str(path), *result.get("plots", [])]
+        result["earlier"] = True
+        found[part] = result
+    return found
 
 
 # ----------------------------------------------------------------------------------- summary
@@ -210,8 +229,9 @@ def write_summary(out: Path, results: dict[str, Any], errors: dict[str, str], mo
     parts = [
         "# Benchmark summary",
         "",
-        f"`python -m benchmarks --{mode}`: {len(results)} part(s) in {wall_s:.0f} s. Every ratio compares psn_zoo "
-        "with SpikingJelly 2.0.0 measured in the same process (median of repeats; in brackets the range of the "
+        f"`python -m benchmarks --{mode}`: {sum(not r.get('earlier') for r in results.values())} part(s) in "
+        f"{wall_s:.0f} s (parts marked 'an earlier run' come from an earlier `--only` run). Every ratio compares "
+        "psn_zoo with SpikingJelly 2.0.0 measured in the same process (median of repeats; in brackets the range of the "
         "per-round ratios); above 1 means ours is faster, below 1 for memory means ours is leaner.",
         "",
         environment_line(env),
@@ -237,7 +257,8 @@ def write_summary(out: Path, results: dict[str, Any], errors: dict[str, str], mo
         if part in results:
             r = results[part]
             files = ", ".join(f"[{Path(f).name}]({Path(f).name})" for f in r["files"])
-            parts.append(f"- **{part}** ({r['wall_s']:.0f} s): {files}")
+            when = f"{r.get('mode', mode)}, " + ("an earlier run, " if r.get("earlier") else "")
+            parts.append(f"- **{part}** ({when}{r.get('wall_s', 0):.0f} s): {files}")
             parts += [f"  - {line}" for line in r.get("summary", [])]
         elif part in errors:
             last = errors[part].strip().splitlines()[-1]

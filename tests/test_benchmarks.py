@@ -209,6 +209,16 @@ def test_remeasure_builds_the_manifest_datamodule(tmp_path):
             assert dm.T == info.T and dm.cache == "none" and Path(dm.data_dir) == tmp_path
 
 
+def test_summary_keeps_the_reports_of_earlier_only_runs(tmp_path):
+    suite_cli.run_suite(tmp_path, "quick", ["efficiency"], show_progress=False)
+    suite_cli.run_suite(tmp_path, "full", ["speed"], overrides={"speed": OVERRIDES["speed"]}, show_progress=False)
+    summary = (tmp_path / "summary.md").read_text()
+    assert "1 part(s)" in summary
+    assert "- **efficiency** (quick, an earlier run, " in summary and "- **speed** (full, " in summary
+    headline = {row[0] for row in tables(summary)[0][1]}
+    assert headline == {"efficiency", "speed"}
+
+
 def test_cli_rejects_unknown_parts_and_both_modes(capsys):
     with pytest.raises(SystemExit) as err:
         suite_cli.main(["--only", "neurons,bogus"])
