@@ -166,6 +166,21 @@ def test_shipped_manifest_lists_verified_weight_files():
         assert dtypes == {info.weights.dtype}, name
 
 
+def test_shipped_release_is_small_and_has_the_issue_s_entries():
+    files = [p for p in bundled_dir().rglob("*") if p.is_file() and "__pycache__" not in p.parts]
+    assert sum(p.stat().st_size for p in files) <= 50 * 2**20, "checkpoints/ must stay within 50 MB"
+    assert not [p for p in files if p.suffix in {".pt", ".pth", ".ckpt", ".pkl", ".bin"}], "pickle in the release"
+    neurons = {(i.architecture, i.dataset["name"], i.neuron["name"]) for i in read_manifest(manifest_path()).values()}
+    required = [
+        ("paper_cifar10dvs_vgg", "NDigits", "psn"),
+        ("paper_cifar10dvs_vgg", "NDigits", "lif"),
+        ("paper_seq_cnn", "SequentialDigits", "sliding_psn"),
+        ("paper_seq_cnn", "SequentialDigits", "masked_psn"),
+        ("sew_resnet18", "NDigits", "psn"),
+    ]
+    assert set(required) <= neurons, set(required) - neurons
+
+
 def test_checkpoint_info_round_trips(release, tmp_path):
     for info in [*read_manifest(manifest_path()).values(), release.info]:
         raw = info.to_dict()
