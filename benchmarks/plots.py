@@ -48,14 +48,7 @@ def ratio_grid(
         ax.grid(True, which="both", alpha=0.25)
         if lines:
             ax.legend(fontsize=7, ncol=2, frameon=False)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=11)
-    fig.tight_layout()
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+    return _save(fig, path, suptitle)
 
 
 def grouped_bars(
@@ -83,6 +76,11 @@ def grouped_bars(
         ax.set_title(group, fontsize=10)
         ax.grid(True, axis="y", alpha=0.25)
         ax.legend(fontsize=8, frameon=False)
+    return _save(fig, path, suptitle)
+
+
+def _save(fig, path: str | Path, suptitle: str = "") -> Path:
+    """Title, lay out, write ``path`` (PNG, parents created) and close ``fig``."""
     if suptitle:
         fig.suptitle(suptitle, fontsize=11)
     fig.tight_layout()
