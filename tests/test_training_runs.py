@@ -149,3 +149,18 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
     assert final[0]["epoch"] == final[1]["epoch"] == 2
     for key, value in final[0]["state_dict"].items():
         assert torch.equal(value, final[1]["state_dict"][key]), key
+
+
+def test_recipe_last_checkpoint_is_the_latest_epoch(tmp_path):
+    """Lightning 2.6 writes ``save_last`` only when the monitored metric improves; the recipes keep a separate
+    ``last.ckpt`` of every epoch, so a resumed run never restarts from a stale epoch."""
+    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "ndigits_psn_vgg.yaml").read_text())
+    callbacks = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
+    assert len(callbacks) == 2
+    trainer = {"max_epochs": 3, "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
+               "default_root_dir": str(tmp_path), "limit_train_batches": 2, "callbacks": callbacks}  # fmt: skip
+    config = write_config(tmp_path / "cfg.yaml", trainer, {"lr": 0.0})  # val/acc never improves after epoch 0
+    result = run(["-m", "psn_zoo.cli", "fit", "--config", str(config)], tmp_path, 300, clean_env(WANDB_MODE="disabled"))
+    assert result.returncode == 0, result.stdout[-3000:]
+    saved = {p.name: torch.load(p, weights_only=True)["epoch"] for p in (tmp_path / "checkpoints").glob("*.ckpt")}
+    assert saved == {"best-epoch=0.ckpt": 0, "last.ckpt": 2}, saved
