@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import environment, environment_line, markdown_table, write_report
+from benchmarks._common import Ratio, environment, environment_line, markdown_table, write_report
 
 PARTS = ("neurons", "models", "data", "speed", "efficiency", "reproduce")
 TITLES = {
@@ -149,6 +149,11 @@ def _range(d: dict, lo: str = "min", hi: str = "max") -> str:
     return f"{d[lo]:.2f}-{d[hi]:.2f}"
 
 
+def _times(ratio: Ratio | dict) -> str:
+    """A Ratio, or its JSON form from an earlier run's report, as ``1.23x (1.10-1.40)``."""
+    return (ratio if isinstance(ratio, Ratio) else Ratio(**ratio)).times()
+
+
 def headline_rows(part: str, result: dict[str, Any]) -> list[list[str]]:
     """``[benchmark, quantity, value]`` rows of the summary's headline table."""
     h = result.get("headline", {})
@@ -187,11 +192,11 @@ def headline_rows(part: str, result: dict[str, Any]) -> list[list[str]]:
     elif part == "data":
         for r in result["records"]:
             w = r["workers"]
-            rows.append([part, f"memory-cache warm / cold epoch, {w} workers", r["memory_warm_over_cold"].times()])
+            rows.append([part, f"memory-cache warm / cold epoch, {w} workers", _times(r["memory_warm_over_cold"])])
             if "cold_over_sj" in r:
-                rows.append([part, f"ours cold / SJ frame-file epoch, {w} workers", r["cold_over_sj"].times()])
+                rows.append([part, f"ours cold / SJ frame-file epoch, {w} workers", _times(r["cold_over_sj"])])
                 rows.append(
-                    [part, f"ours warm memory / SJ frame-file epoch, {w} workers", r["warm_memory_over_sj"].times()]
+                    [part, f"ours warm memory / SJ frame-file epoch, {w} workers", _times(r["warm_memory_over_sj"])]
                 )
         if "sj_preprocessing_s" in h:
             rows.append([part, "SJ one-off preprocessing (ours: none)", f"{h['sj_preprocessing_s']:.1f} s"])

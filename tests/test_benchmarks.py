@@ -210,13 +210,19 @@ def test_remeasure_builds_the_manifest_datamodule(tmp_path):
 
 
 def test_summary_keeps_the_reports_of_earlier_only_runs(tmp_path):
-    suite_cli.run_suite(tmp_path, "quick", ["efficiency"], show_progress=False)
+    first = {"data": OVERRIDES["data"]}
+    data_dir = str(tmp_path / "data")
+    suite_cli.run_suite(
+        tmp_path, "quick", ["efficiency", "data"], data_dir=data_dir, overrides=first, show_progress=False
+    )
     suite_cli.run_suite(tmp_path, "full", ["speed"], overrides={"speed": OVERRIDES["speed"]}, show_progress=False)
     summary = (tmp_path / "summary.md").read_text()
     assert "1 part(s)" in summary
     assert "- **efficiency** (quick, an earlier run, " in summary and "- **speed** (full, " in summary
-    headline = {row[0] for row in tables(summary)[0][1]}
-    assert headline == {"efficiency", "speed"}
+    assert "- **data** (quick, an earlier run, " in summary
+    rows = tables(summary)[0][1]
+    assert {row[0] for row in rows} == {"efficiency", "data", "speed"}
+    assert any(row[0] == "data" and row[1].startswith("memory-cache warm / cold") and "x (" in row[2] for row in rows)
 
 
 def test_cli_rejects_unknown_parts_and_both_modes(capsys):
