@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import EpochShuffle, default_data_dir, network_timeout, stratified_split
+from .base import default_data_dir, network_timeout, seeded_loader, stratified_split
 from .errors import DatasetNotFoundError
 from .transforms import MapDataset
 
@@ -71,7 +71,35 @@ class _ColumnsAsTime:
         return self.inner(image).permute(2, 0, 1).contiguous()
 
 
-class CIFAR10DataModule(L.LightningDataModule):
+class _SplitLoaders:
+    """The loaders of a DataModule whose ``setup`` fills ``self.datasets`` (``train``/``val``/``test``); a subclass
+    maps a stage to the split it reads with ``_split``. Loaders come from :func:`seeded_loader`."""
+
+    datasets: dict[str, Dataset]
+
+    def _split(self, stage: str) -> str:
+        return stage
+
+    def _loader(self, stage: str, shuffle: bool) -> DataLoader:
+        if not self.datasets:
+            self.setup()
+        dataset = self.datasets[self._split(stage)]
+        return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, torch.cuda.is_available())
+
+    def train_dataloader(self) -> DataLoader:
+        return self._loader("train", True)
+
+    def val_dataloader(self) -> DataLoader:
+        return self._loader("val", False)
+
+    def test_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+    def predict_dataloader(self) -> DataLoader:
+        return self._loader("test", False)
+
+
+class CIFAR10DataModule(_SplitLoaders, L.LightningDataModule):
     """CIFAR-10 (binary release): the official 50k / 10k split; images ``[B, 3, 32, 32]``.
 
     Args:
@@ -186,30 +214,9 @@ class CIFAR10DataModule(L.LightningDataModule):
             "test": MapDataset(TensorDataset(x_test, y_test), self.sample_transform(False)),
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        dataset = self.datasets[split if split != "val" or len(self.datasets["val"]) else "test"]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        """The held-out part of the training split, or the test split when ``val_fraction == 0``."""
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
-
-    def predict_dataloader(self) -> DataLoader:
-        return self._loader("test", False)
+    def _split(self, stage: str) -> str:
+        """Validation reads the held-out part of the training split, or the test split when ``val_fraction == 0``."""
+        return "test" if stage == "val" and not len(self.datasets["val"]) else stage
 
 
 class CIFAR100DataModule(CIFAR10DataModule):
@@ -251,7 +258,7 @@ class SequentialCIFAR100DataModule(_ColumnSequences, CIFAR100DataModule):
     name = "SequentialCIFAR100"
 
 
-class ImageNetDataModule(L.LightningDataModule):
+class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
     """ImageNet-1k from an ``ImageFolder`` layout ``<data_dir>/{train,val}/<wnid>/*.JPEG`` (no download: the
     licence requires fetching it yourself). Training: RandomResizedCrop(224) + flip; evaluation: Resize(256) +
     CenterCrop(224); ImageNet mean/std. Needs torchvision.
@@ -298,24 +305,6 @@ class ImageNetDataModule(L.LightningDataModule):
             "val": datasets.ImageFolder(str(self.data_dir / "val"), transform=eval_tf),
         }
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
-        if not self.datasets:
-            self.setup()
-        dataset = self.datasets[split]
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            sampler=EpochShuffle(dataset, self.seed) if shuffle else None,
-            num_workers=self.num_workers,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=torch.cuda.is_available(),
-        )
-
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("val", False)
+    def _split(self, stage: str) -> str:
+        """ImageNet's labelled evaluation split is ``val``: test and predict read it too."""
+        return "val" if stage == "test" else stage

@@ -55,3 +55,33 @@ def test_truncated_batch_and_offline_download(tmp_path, monkeypatch):
     with pytest.raises(DatasetNotFoundError, match=r"c32a1d4ab5d03f1284b67883e8d87530"):
         CIFAR10DataModule(data_dir=str(empty)).prepare_data()
     assert not (empty / "cifar-10-binary.tar.gz").exists()
+
+
+def test_loaders_read_the_right_split_in_a_seeded_order(tmp_path):
+    write_cifar_binary(tmp_path)
+    held = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=100, augment="none", val_fraction=0.2)
+    assert len(held.val_dataloader().dataset) == 20 and held.val_dataloader().dataset is held.datasets["val"]
+    no_val = CIFAR10DataModule(data_dir=str(tmp_path), batch_size=100, augment="none", val_fraction=0.0)
+    assert no_val.val_dataloader().dataset is no_val.datasets["test"]  # nothing held out: validate on test
+    assert no_val.predict_dataloader().dataset is no_val.datasets["test"]
+    first, again = (next(iter(held.train_dataloader()))[1] for _ in range(2))
+    assert torch.equal(first, again) and not torch.equal(first, first.sort().values)  # shuffled, by the seed
+
+
+def test_imagenet_evaluates_on_its_val_folder(tmp_path):
+    pytest.importorskip("torchvision")
+    from PIL import Image
+
+    from datamodules import ImageNetDataModule
+
+    for split, n in (("train", 3), ("val", 2)):
+        for wnid in ("n01440764", "n01443537"):
+            folder = tmp_path / split / wnid
+            folder.mkdir(parents=True)
+            for i in range(n):
+                Image.new("RGB", (300, 260), (40 * i, 90, 200)).save(folder / f"{wnid}_{i}.JPEG")
+    dm = ImageNetDataModule(data_dir=str(tmp_path), batch_size=4, num_workers=0)
+    assert dm.test_dataloader().dataset is dm.datasets["val"] and len(dm.datasets["val"]) == 4
+    x, y = next(iter(dm.test_dataloader()))
+    assert x.shape == (4, 3, 224, 224) and y.tolist() == [0, 0, 1, 1]
+    assert len(dm.train_dataloader().dataset) == 6
