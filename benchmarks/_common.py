@@ -102,6 +102,45 @@ def time_one(fn: Callable[[], object], *, min_reps: int = 5, budget_s: float = 0
     return statistics.median(_block(fn, min_reps=min_reps, budget_s=budget_s, warmup=warmup))
 
 
+# ----------------------------------------------------------------------------------- devices
+def check_device(name: str) -> str:
+    """``cpu`` or ``cuda`` (``cuda:N``), or a :class:`SystemExit` that says what is missing."""
+    import torch
+
+    if name == "cpu":
+        return name
+    if not name.startswith("cuda"):
+        raise SystemExit(f"unknown device {name!r}: use 'cpu' or 'cuda' (or 'cuda:N')")
+    if not torch.cuda.is_available():
+        raise SystemExit(f"device {name!r} asked for, but torch {torch.__version__} sees no CUDA GPU: use --device cpu")
+    return name
+
+
+def synced(fn: Callable[[], object], device: str) -> Callable[[], object]:
+    """``fn`` followed by a CUDA synchronisation on a GPU device (so a timer sees the kernels' time)."""
+    if not device.startswith("cuda"):
+        return fn
+    import torch
+
+    def run() -> None:
+        fn()
+        torch.cuda.synchronize(device)
+
+    return run
+
+
+def peak_cuda_delta(fn: Callable[[], object], device: str) -> int:
+    """Bytes by which the GPU's allocated memory peaks above its level before ``fn`` (caching allocator)."""
+    import torch
+
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    before = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return torch.cuda.max_memory_allocated(device) - before
+
+
 # ----------------------------------------------------------------------------------- peak memory
 def _status(field: str) -> int:
     with open("/proc/self/status") as f:
@@ -201,7 +240,9 @@ def environment() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
+        "gpu": gpu,
         "torch": torch.__version__,
         "spikingjelly": sj,
         "python": platform.python_version(),
@@ -214,8 +255,11 @@ def environment() -> dict[str, Any]:
 
 
 def environment_line(env: dict[str, Any]) -> str:
+    where = f"{env['cpu']} ({env['cpus']} CPUs, torch {env['threads']} threads)"
+    if env.get("device", "cpu") != "cpu":
+        where = f"{env.get('gpu')} ({env['device']}; host {where})"
     return (
-        f"Measured {env['date']} on {env['cpu']} ({env['cpus']} CPUs, torch {env['threads']} threads), torch "
+        f"Measured {env['date']} on {where}, torch "
         f"{env['torch']}, SpikingJelly {env['spikingjelly']}, Python {env['python']}; 1-minute load average at the "
         f"start: {env['load_average_1m']} (anything near or above the CPU count means another job shared the "
         "machine and the absolute times are noisy; the ratios are measured in alternating blocks to resist that)."

@@ -7,6 +7,7 @@ the growth of peak resident memory during one step (worker process).
 
     python -m benchmarks.models            # 2×64×64 frames, 3 rounds
     python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
+    python -m benchmarks.models --device cuda --batch 32 --size 128   # on a GPU
 """
 
 from __future__ import annotations
@@ -20,13 +21,16 @@ from torch import nn
 
 from benchmarks._common import (
     Timing,
+    check_device,
     emit,
     environment,
     markdown_table,
     median,
+    peak_cuda_delta,
     peak_rss_delta,
     progress,
     run_worker,
+    synced,
     time_pair,
 )
 from psn_zoo.models import create_model
@@ -45,7 +49,7 @@ HEADERS = ["model", "neuron", "ours samples/s", "SJ samples/s", "throughput rati
            "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
 
 
-def build_pair(name: str, neuron: str) -> tuple[nn.Module, nn.Module]:
+def build_pair(name: str, neuron: str, device: str = "cpu") -> tuple[nn.Module, nn.Module]:
     """Our model and SpikingJelly's (own neurons, 2 input channels), with identical weights."""
     from spikingjelly.activation_based import functional, layer, surrogate
     from spikingjelly.activation_based import neuron as sjn
@@ -64,7 +68,7 @@ def build_pair(name: str, neuron: str) -> tuple[nn.Module, nn.Module]:
         theirs.features[0] = layer.Conv2d(CHANNELS, 64, kernel_size=3, padding=1)
     functional.set_step_mode(theirs, "m")
     theirs.load_state_dict(to_spikingjelly(ours.state_dict(), ours))
-    return ours, theirs
+    return ours.to(device), theirs.to(device)
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ours: bool):
@@ -93,17 +97,19 @@ def _data(batch: int = BATCH, size: int = SIZE) -> tuple[torch.Tensor, torch.Ten
     return x, torch.randint(0, CLASSES, (batch,))
 
 
-def measure_memory(cases: list[dict]) -> list[dict]:
+def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
+    """Peak memory growth of one training step, ours and SJ's: resident memory in a worker process on the CPU,
+    the CUDA allocator's peak on a GPU."""
     results = []
     for case in cases:
-        x, y = _data(case.get("batch", BATCH), case.get("size", SIZE))
-        ours, theirs = build_pair(case["model"], case["neuron"])
+        x, y = (t.to(device) for t in _data(case.get("batch", BATCH), case.get("size", SIZE)))
+        ours, theirs = build_pair(case["model"], case["neuron"], device)
         row = dict(case)
         for label, model, is_ours in (("ours", ours, True), ("sj", theirs, False)):
             step = train_step(model, x, y, ours=is_ours)
             step()
             step()  # optimizer state exists from here on
-            row[label] = peak_rss_delta(step)
+            row[label] = peak_rss_delta(step) if device == "cpu" else peak_cuda_delta(step, device)
         results.append(row)
     return results
 
@@ -117,21 +123,29 @@ def run(
     *,
     memory: bool = True,
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """One training step of every (model, neuron), ours and SpikingJelly's; throughput ratio ours / SJ."""
     timing = timing or Timing(rounds=3, min_reps=3, budget_s=3.0)
-    env = environment()
+    env = {**environment(), "device": device}
     cases = [
         {"model": m, "neuron": n, "batch": batch, "size": size} for m in models or MODELS for n in neurons or NEURONS
     ]
-    mem_rows = run_worker("benchmarks.models", cases) if memory else []
+    if not memory:
+        mem_rows = []
+    elif device == "cpu":
+        mem_rows = run_worker("benchmarks.models", cases)
+    else:
+        mem_rows = measure_memory(cases, device)
     mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
-    x, y = _data(batch, size)
+    x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []
     for case in progress(cases, "models", disable=not show_progress):
-        ours, theirs = build_pair(case["model"], case["neuron"])
+        ours, theirs = build_pair(case["model"], case["neuron"], device)
         t_ours, t_sj, ratio = time_pair(
-            train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs()
+            synced(train_step(ours, x, y, ours=True), device),
+            synced(train_step(theirs, x, y, ours=False), device),
+            **timing.kwargs(),
         )
         mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
         record = {
@@ -162,26 +176,37 @@ def run(
         f"backward, SGD with momentum) on a batch of {batch} samples of T = {T} event frames of {CHANNELS}×{size}×"
         f"{size}; SpikingJelly 2.0.0's own models (`sew_resnet`, `spiking_vgg`, multi-step) with its own neurons "
         "and our weights (`psn_zoo.models.convert.to_spikingjelly`), in the same process. *throughput ratio* = our "
-        "samples/s / SJ's (median over rounds, with the per-round range); *peak MB* is the growth of peak resident "
-        "memory during one step, measured in a worker process."
+        "samples/s / SJ's (median over rounds, with the per-round range); *peak MB* is the growth of "
+        + (
+            "peak resident memory during one step, measured in a worker process."
+            if device == "cpu"
+            else f"the CUDA allocator's peak during one step on {device}."
+        )
     )
     return {"description": description, "environment": env, "records": records, "table": table,
             "tables": [(None, table)], "summary": summary, "notes": summary, "headline": headline,
             "batch": batch, "T": T, "input": [CHANNELS, size, size], "timing": vars(timing),
-            "torch": torch.__version__, "threads": torch.get_num_threads()}  # fmt: skip
+            "torch": torch.__version__, "threads": torch.get_num_threads(), "device": device}  # fmt: skip
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32×32 frames and two short rounds")
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--batch", type=int, help=f"samples per step (default {BATCH})")
+    parser.add_argument("--size", type=int, help=f"frame height and width (default {SIZE}; 32 with --quick)")
     parser.add_argument("--json", help="also write the measurements to this JSON file")
+    parser.add_argument("--out", help="also write models.md/.json to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
-    result = run(**GRIDS["quick" if args.quick else "full"])
-    emit(result, name="models", title="Models: one training step", json_path=args.json)
+    device = check_device(args.device)
+    grid = dict(GRIDS["quick" if args.quick else "full"])
+    grid.update({key: value for key, value in (("batch", args.batch), ("size", args.size)) if value})
+    result = run(**grid, device=device)
+    emit(result, name="models", title=f"Models: one training step ({device})", out=args.out, json_path=args.json)
     return 0
 
 

@@ -7,6 +7,7 @@ forward + backward (peak RSS growth, measured in a worker process). Every ratio 
 
     python -m benchmarks.neurons            # full grid (about 10 minutes on 2 cores)
     python -m benchmarks.neurons --quick    # T ∈ {4, 16}, N ∈ {2^16, 2^20}
+    python -m benchmarks.neurons --device cuda   # on a GPU (memory: peak of the CUDA allocator)
 """
 
 from __future__ import annotations
@@ -20,14 +21,17 @@ import torch
 
 from benchmarks._common import (
     Timing,
+    check_device,
     emit,
     environment,
     markdown_table,
     median,
+    peak_cuda_delta,
     peak_rss_delta,
     pow2,
     progress,
     run_worker,
+    synced,
     time_one,
     time_pair,
 )
@@ -43,9 +47,9 @@ NEURONS = {
 PSN_FAMILY = ("psn", "masked_psn", "sliding_psn")
 
 
-def _pair(name: str, T: int) -> tuple[torch.nn.Module, torch.nn.Module]:
+def _pair(name: str, T: int, device: str = "cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
     ours = make_neuron(NEURONS[name](T))
-    return ours, to_spikingjelly(ours)
+    return ours.to(device), to_spikingjelly(ours).to(device)
 
 
 def _forward(neuron: torch.nn.Module, x: torch.Tensor):
@@ -73,18 +77,19 @@ def _reset(neuron: torch.nn.Module) -> None:
         neuron.reset()
 
 
-def measure_memory(cases: list[dict]) -> list[dict]:
-    """Worker side: peak RSS growth of one forward + backward, ours and SpikingJelly's."""
+def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
+    """Peak memory growth of one forward + backward, ours and SpikingJelly's: resident memory in a worker
+    process on the CPU, the CUDA allocator's peak on a GPU."""
     results = []
     for case in cases:
-        ours, theirs = _pair(case["neuron"], case["T"])
-        x = torch.randn(case["T"], case["N"], requires_grad=True)
-        grad = torch.randn(case["T"], case["N"])
+        ours, theirs = _pair(case["neuron"], case["T"], device)
+        x = torch.randn(case["T"], case["N"], device=device, requires_grad=True)
+        grad = torch.randn(case["T"], case["N"], device=device)
         row = dict(case)
         for label, neuron in (("ours", ours), ("sj", theirs)):
             run = _forward_backward(neuron, x, grad)
             run()  # warm-up
-            row[label] = peak_rss_delta(run)
+            row[label] = peak_rss_delta(run) if device == "cpu" else peak_cuda_delta(run, device)
         results.append(row)
     return results
 
@@ -114,7 +119,8 @@ DESCRIPTION = """\
 with the same parameters (`psn_zoo.neurons.compat.to_spikingjelly`), in the same process. *speedup* = SJ time /
 our time (median over repeats; in brackets the lowest and highest per-round ratio); *fwd* is inference (no grad),
 *f+b* forward + backward; *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
-*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process."""
+*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process (on a
+GPU: the CUDA allocator's peak above its level before the call)."""
 
 
 def run(
@@ -125,25 +131,35 @@ def run(
     *,
     memory: bool = True,
     show_progress: bool = True,
+    device: str = "cpu",
 ) -> dict:
     """Time every (neuron, T, N) cell; returns records, the Markdown table, summary lines and headline numbers."""
     neurons = list(neurons or NEURONS)
     timing = timing or Timing()
-    env = environment()
+    env = {**environment(), "device": device}
     torch.manual_seed(0)
     cases = [{"neuron": n, "T": T, "N": N} for n in neurons for T in Ts for N in Ns]
-    mem_rows = run_worker("benchmarks.neurons", cases) if memory else []
+    if not memory:
+        mem_rows = []
+    elif device == "cpu":
+        mem_rows = run_worker("benchmarks.neurons", cases)
+    else:
+        mem_rows = measure_memory(cases, device)
     mem_by_case = {(r["neuron"], r["T"], r["N"]): r for r in mem_rows}
     rows, records = [], []
     for case in progress(cases, "neurons", disable=not show_progress):
         name, T, N = case["neuron"], case["T"], case["N"]
-        ours, theirs = _pair(name, T)
-        x = torch.randn(T, N)
-        copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s)
-        f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs())
-        xg, grad = x.clone().requires_grad_(True), torch.randn(T, N)
+        ours, theirs = _pair(name, T, device)
+        x = torch.randn(T, N, device=device)
+        copy_s = time_one(synced(lambda x=x: x.clone(), device), min_reps=timing.min_reps, budget_s=timing.budget_s)
+        f_ours, f_sj, f_ratio = time_pair(
+            synced(_forward(ours, x), device), synced(_forward(theirs, x), device), **timing.kwargs()
+        )
+        xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device)
         fb_ours, fb_sj, fb_ratio = time_pair(
-            _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs()
+            synced(_forward_backward(ours, xg, grad), device),
+            synced(_forward_backward(theirs, xg, grad), device),
+            **timing.kwargs(),
         )
         mem = mem_by_case.get((name, T, N), {"ours": float("nan"), "sj": float("nan")})
         record = {
@@ -176,7 +192,7 @@ def run(
             ]
         )
     table = markdown_table(HEADERS, rows, left=(0,))
-    summary, headline = _summary(records, max(Ns))
+    summary, headline = _summary(records, max(Ns), device)
     return {
         "description": DESCRIPTION,
         "environment": env,
@@ -189,10 +205,11 @@ def run(
         "headline": headline,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        "device": device,
     }
 
 
-def _summary(records: list[dict], n_max: int) -> tuple[list[str], dict]:
+def _summary(records: list[dict], n_max: int, device: str = "cpu") -> tuple[list[str], dict]:
     lines: list[str] = []
     headline: dict = {}
     family = [r for r in records if r["neuron"] in PSN_FAMILY]
@@ -214,6 +231,14 @@ def _summary(records: list[dict], n_max: int) -> tuple[list[str], dict]:
             f"PSN family forward / memory copy at N={pow2(n_max)}: max {worst['fwd_over_copy']:.2f}x "
             f"({worst['neuron']}, T={worst['T']})"
         )
+        if device != "cpu":  # the GPU goal (issue 7): the kernels move their bytes at >= 70 % of copy bandwidth
+            fractions = {(r["neuron"], r["T"]): 1 / r["fwd_over_copy"] for r in big}
+            headline["psn_family_fwd_bandwidth_fraction"] = {"min": min(fractions.values()),
+                                                             "median": median(fractions.values())}  # fmt: skip
+            lines.append(
+                f"PSN family forward bandwidth as a fraction of the copy's at N={pow2(n_max)} (same bytes read and "
+                f"written): median {median(fractions.values()):.0%}, min {min(fractions.values()):.0%}"
+            )
         mem = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in family if r["peak_mb"]["sj"] > 1]
         if mem:
             headline["psn_family_peak_memory_ours_over_sj"] = {"median": median(mem), "max": max(mem)}
@@ -265,15 +290,18 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small grid (T in {4, 16}, N in {2^16, 2^20})")
     parser.add_argument("--neurons", nargs="+", default=list(NEURONS), choices=list(NEURONS))
+    parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--json", help="also write the measurements to this JSON file")
+    parser.add_argument("--out", help="also write neurons.md/.json and the figure to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
+    device = check_device(args.device)
     grid = GRIDS["quick" if args.quick else "full"]
-    result = run(grid["Ts"], grid["Ns"], args.neurons, grid["timing"])
-    emit(result, name="neurons", title="Neurons", json_path=args.json)
+    result = run(grid["Ts"], grid["Ns"], args.neurons, grid["timing"], device=device)
+    emit(result, name="neurons", title=f"Neurons ({device})", out=args.out, json_path=args.json, plot=plot)
     return 0
 
 

@@ -28,6 +28,11 @@ SURROGATES: Registry[type[Surrogate]] = Registry("surrogate function")
 _ONE = torch.ones(())
 
 
+def _one(h: torch.Tensor) -> torch.Tensor:
+    """A 0-d ``1`` on ``h``'s device (CUDA's ``addcmul`` refuses a CPU scalar tensor as ``self``)."""
+    return _ONE if h.device.type == "cpu" else h.new_ones(())
+
+
 class Surrogate(nn.Module):
     """Base class. Subclasses set ``name`` and implement :meth:`derivative` and :meth:`backward_`."""
 
@@ -91,14 +96,14 @@ class ATan(Surrogate):
 
     def derivative_(self, h: torch.Tensor) -> torch.Tensor:
         a = self.alpha / 2
-        torch.addcmul(_ONE, h, h, value=(math.pi * a) ** 2, out=h)
+        torch.addcmul(_one(h), h, h, value=(math.pi * a) ** 2, out=h)
         h.reciprocal_()
         return h.mul_(a) if a != 1.0 else h
 
     def backward_(self, h: torch.Tensor, grad_spike: torch.Tensor) -> torch.Tensor:
         # two passes instead of six: y = 1 + (π a h)², then grad / y (·a); equal to derivative() up to 1 ulp
         a = self.alpha / 2
-        torch.addcmul(_ONE, h, h, value=(math.pi * a) ** 2, out=h)
+        torch.addcmul(_one(h), h, h, value=(math.pi * a) ** 2, out=h)
         torch.div(grad_spike, h, out=h)
         return h.mul_(a) if a != 1.0 else h
 
