@@ -182,6 +182,16 @@ def run_worker(module: str, payload: Sequence[dict]) -> list[dict]:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+def memory_rows(
+    module: str, cases: Sequence[dict], device: str, measure: Callable[[list[dict], str], list[dict]], enabled: bool
+) -> list[dict]:
+    """Peak memory of every case: ``python -m <module> --worker`` on the CPU (a clean resident set), ``measure``
+    in this process on a GPU (the CUDA allocator's statistics); none when not ``enabled``."""
+    if not enabled:
+        return []
+    return run_worker(module, cases) if device == "cpu" else measure(list(cases), device)
+
+
 # ----------------------------------------------------------------------------------- tables and reports
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: Sequence[int] = ()) -> str:
     """A Markdown table, padded for reading as plain text: numbers right-aligned, the columns in ``left``

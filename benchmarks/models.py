@@ -26,10 +26,10 @@ from benchmarks._common import (
     environment,
     markdown_table,
     median,
+    memory_rows,
     peak_cuda_delta,
     peak_rss_delta,
     progress,
-    run_worker,
     synced,
     time_pair,
 )
@@ -131,12 +131,7 @@ def run(
     cases = [
         {"model": m, "neuron": n, "batch": batch, "size": size} for m in models or MODELS for n in neurons or NEURONS
     ]
-    if not memory:
-        mem_rows = []
-    elif device == "cpu":
-        mem_rows = run_worker("benchmarks.models", cases)
-    else:
-        mem_rows = measure_memory(cases, device)
+    mem_rows = memory_rows("benchmarks.models", cases, device, measure_memory, memory)
     mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
     x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []

@@ -26,11 +26,11 @@ from benchmarks._common import (
     environment,
     markdown_table,
     median,
+    memory_rows,
     peak_cuda_delta,
     peak_rss_delta,
     pow2,
     progress,
-    run_worker,
     synced,
     time_one,
     time_pair,
@@ -139,12 +139,7 @@ def run(
     env = {**environment(), "device": device}
     torch.manual_seed(0)
     cases = [{"neuron": n, "T": T, "N": N} for n in neurons for T in Ts for N in Ns]
-    if not memory:
-        mem_rows = []
-    elif device == "cpu":
-        mem_rows = run_worker("benchmarks.neurons", cases)
-    else:
-        mem_rows = measure_memory(cases, device)
+    mem_rows = memory_rows("benchmarks.neurons", cases, device, measure_memory, memory)
     mem_by_case = {(r["neuron"], r["T"], r["N"]): r for r in mem_rows}
     rows, records = [], []
     for case in progress(cases, "neurons", disable=not show_progress):

@@ -113,6 +113,28 @@ def test_masked_psn_lambda_schedule_and_checkpoint(tmp_path):
     assert any(s.get("lambda_") == 1.0 for s in ckpt["callbacks"].values())
 
 
+def test_masked_psn_best_checkpoint_is_chosen_among_causal_epochs_only(tmp_path):
+    """val/acc_causal is 0 while λ < 1, so the monitored best model is always a causal one."""
+    module = tiny_classifier(neuron="masked_psn", neuron_kwargs={"k": 4, "lambda_": 0.0})
+    scores = []
+
+    class Spy(L.Callback):
+        def on_validation_end(self, trainer, pl_module):
+            if not trainer.sanity_checking:
+                lam = float(next(m for m in pl_module.modules() if isinstance(m, MaskedPSN)).lambda_)
+                scores.append((lam, float(trainer.callback_metrics["val/acc"]),
+                               float(trainer.callback_metrics["val/acc_causal"])))  # fmt: skip
+
+    best = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ck", monitor="val/acc_causal", mode="max")
+    # factor 2 over 4 epochs: λ = 0, 0.67, 1, 1 (the spy runs before the checkpoint, after the schedule)
+    trainer = tiny_trainer(tmp_path, max_epochs=4, callbacks=[MaskedPSNSchedule(factor=2.0), Spy(), best])
+    trainer.fit(module, SequentialDigitsDataModule(batch_size=16, images_per_class=12))
+    assert [round(lam, 2) for lam, _, _ in scores] == [0.0, 0.67, 1.0, 1.0]
+    assert [c for _, _, c in scores[:2]] == [0.0, 0.0] and all(a > 0 for _, a, _ in scores[:2])
+    assert [c for _, _, c in scores[2:]] == [a for _, a, _ in scores[2:]]
+    assert int(torch.load(best.best_model_path, weights_only=True)["epoch"]) >= 2
+
+
 def test_finetuning_replaces_the_head_and_can_freeze_the_backbone(tmp_path):
     source = tiny_classifier(num_classes=10)
     trainer = tiny_trainer(tmp_path)

@@ -23,12 +23,20 @@ class MaskedPSNSchedule(L.Callback):
     """Set λ of every masked PSN at the start of each training epoch (the same λ is used for that epoch's
     validation), log it, and keep it with the checkpoint (λ is a buffer, so it is in the state dict too).
 
+    It also publishes ``val/acc_causal``: ``val/acc`` in epochs whose model is causal (every λ = 1) and 0 before,
+    so a ``ModelCheckpoint(monitor="val/acc_causal")`` never keeps a not-yet-masked (non-causal) model as the
+    best one (the paper code's "max test accuracy" could; see ../shared/notes/psn-paper.md).
+
     Args:
         factor: the ramp's slope in units of the run length (8: the mask is complete after 1/8 of training).
+        monitor: the validation metric that ``val/acc_causal`` follows.
     """
 
-    def __init__(self, factor: float = 8.0) -> None:
+    CAUSAL_KEY = "val/acc_causal"
+
+    def __init__(self, factor: float = 8.0, monitor: str = "val/acc") -> None:
         self.factor = factor
+        self.monitor = monitor
         self.lambda_: float | None = None
 
     def _set(self, pl_module: L.LightningModule, value: float) -> None:
@@ -42,6 +50,18 @@ class MaskedPSNSchedule(L.Callback):
             raise ValueError("MaskedPSNSchedule needs trainer.max_epochs to place the end of the ramp")
         self._set(pl_module, paper_lambda(trainer.current_epoch, trainer.max_epochs, self.factor))
         pl_module.log("masked_psn/lambda", self.lambda_, on_step=False, on_epoch=True, sync_dist=False)
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # runs before every ModelCheckpoint's on_validation_end (Lightning moves checkpoint callbacks last)
+        value = trainer.callback_metrics.get(self.monitor)
+        if value is None or trainer.sanity_checking:
+            return
+        masked = [m for m in pl_module.modules() if isinstance(m, MaskedPSN)]
+        causal = all(float(m.lambda_) >= 1.0 for m in masked)
+        trainer.callback_metrics[self.CAUSAL_KEY] = value.clone() if causal else torch.zeros_like(value)
+        if trainer.logger is not None and trainer.is_global_zero:
+            trainer.logger.log_metrics({self.CAUSAL_KEY: float(trainer.callback_metrics[self.CAUSAL_KEY])},
+                                       step=trainer.global_step)  # fmt: skip
 
     def state_dict(self) -> dict[str, Any]:
         return {"lambda_": self.lambda_, "factor": self.factor}
