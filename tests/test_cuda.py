@@ -81,3 +81,67 @@ def test_models_match_spikingjelly_on_cuda(name, neuron):
         got = ours.forward_steps(x_seq, time_first=True)
     assert got.shape == expected.shape == (T, 4, classes)
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def _frames_loader(n: int, T: int, classes: int, seed: int) -> torch.utils.data.DataLoader:
+    """Event-frame-like batches ``[B, T, 2, 34, 34]`` whose class sets the mean rate of one quadrant."""
+    g = torch.Generator().manual_seed(seed)
+    y = torch.arange(n) % classes
+    x = (torch.rand(n, T, 2, 34, 34, generator=g) < 0.05).float()
+    for c in range(classes):
+        rows = slice((c // 2) * 17, (c // 2 + 1) * 17)
+        cols = slice((c % 2) * 17, (c % 2 + 1) * 17)
+        x[y == c, :, :, rows, cols] += (torch.rand_like(x[y == c, :, :, rows, cols]) < 0.9).float()
+    return torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, y), batch_size=16, shuffle=seed == 0)
+
+
+@pytest.mark.parametrize("neuron", ["psn", "masked_psn", "lif"])
+def test_lightning_fit_on_cuda_learns_and_keeps_everything_on_the_gpu(tmp_path, neuron):
+    """SpikingClassifier + Lightning's Trainer on one GPU: metrics, firing rates, λ schedule, checkpoint."""
+    import lightning as L
+
+    from psn_zoo.training import MaskedPSNSchedule, SpikingClassifier
+
+    kwargs = {"k": 2, "lambda_": 0.0} if neuron == "masked_psn" else None
+    module = SpikingClassifier(
+        model="paper_cifar10dvs_vgg", neuron=neuron, neuron_kwargs=kwargs, T=4, num_classes=4, in_channels=2,
+        model_kwargs={"input_size": 34, "width_mult": 0.25}, loss="tet", optimizer="adamw", lr=3e-3,
+        log_input_samples=0,
+    )  # fmt: skip
+    devices = set()
+
+    class Where(L.Callback):
+        def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+            devices.update(p.device.type for p in pl_module.parameters())
+            devices.update(b.device.type for b in pl_module.buffers())
+            devices.add(batch[0].device.type)
+
+    callbacks = [Where()] + ([MaskedPSNSchedule()] if neuron == "masked_psn" else [])
+    trainer = L.Trainer(
+        accelerator="gpu", devices=1, max_epochs=6, default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, callbacks=callbacks,
+    )  # fmt: skip
+    trainer.fit(module, _frames_loader(128, 4, 4, 0), _frames_loader(64, 4, 4, 1))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert metrics["val/acc"] > 0.5, metrics  # chance is 0.25
+    assert 0.0 < metrics["val/firing_rate"] < 1.0
+    assert devices == {"cuda"}  # parameters, buffers (λ, masks, BN statistics) and batches while training
+    path = tmp_path / "gpu.ckpt"
+    trainer.save_checkpoint(path)
+    restored = SpikingClassifier.load_from_checkpoint(path, map_location="cpu", weights_only=True)
+    x = next(iter(_frames_loader(16, 4, 4, 2)))[0]
+    with torch.no_grad():
+        cpu_logits = restored.eval()(x)
+        gpu_logits = module.cuda().eval()(x.cuda()).cpu()  # Lightning moves it back
+    torch.testing.assert_close(gpu_logits, cpu_logits, rtol=1e-4, atol=1e-4)
+
+
+def test_published_checkpoint_runs_on_cuda_like_on_cpu():
+    from psn_zoo import load_pretrained
+
+    cpu = load_pretrained("paper_cifar10dvs_vgg.ndigits_psn_t4").eval()
+    gpu = load_pretrained("paper_cifar10dvs_vgg.ndigits_psn_t4").cuda().eval()
+    assert next(gpu.parameters()).device.type == "cuda"
+    x = (torch.rand(8, 4, 2, 34, 34) < 0.05).float()
+    with torch.no_grad():
+        torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-4, atol=1e-4)
