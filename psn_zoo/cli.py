@@ -227,6 +227,10 @@ LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
 
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
+    if args_list and args_list[0] in (*LIGHTNING_COMMANDS, "demo"):
+        from ._environment import check_torchvision
+
+        check_torchvision()  # before Lightning and torchmetrics import it
     if args_list and args_list[0] in LIGHTNING_COMMANDS:
         from .training.cli import run_cli
 

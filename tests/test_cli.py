@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import sys
+
+import pytest
 
 from psn_zoo.cli import main
 from psn_zoo.neurons import list_neurons
@@ -37,3 +40,22 @@ def test_models_command(capsys):
     out = capsys.readouterr().out
     assert out.splitlines()[0].startswith("sew_resnet18 ") and "neuron=psn" in out
     assert main(["models", "nope*"]) == 1
+
+
+def test_a_torchvision_that_does_not_load_gets_a_clear_error_before_training_commands(monkeypatch, capsys):
+    """A torchvision built for another torch (test extras, then the demo's torch pin) fails inside torchmetrics
+    with 'operator torchvision::nms does not exist'; the CLI names the cause and the fix first."""
+    from psn_zoo.cli import main
+
+    working = sys.modules.get("torchvision")
+    monkeypatch.setitem(sys.modules, "torchvision", None)  # its import fails, as a mismatched build's does
+    for command in ("demo", "fit"):
+        with pytest.raises(SystemExit, match=r"torchvision \S+ does not load with the installed torch .*2\.14\.1"):
+            main([command, "--help"])
+    if working is not None:  # a working torchvision: the command runs (here: its help)
+        monkeypatch.setitem(sys.modules, "torchvision", working)
+    else:
+        monkeypatch.delitem(sys.modules, "torchvision")
+    with pytest.raises(SystemExit) as ok:
+        main(["demo", "--help"])
+    assert ok.value.code == 0 and "demo" in capsys.readouterr().out
