@@ -62,8 +62,10 @@ def time_pair(
     min_reps: int = 3,
     budget_s: float = 0.6,
     warmup: int = 2,
+    device: str = "cpu",
 ) -> tuple[float, float, Ratio]:
-    """Median seconds of ``ours`` and ``theirs`` and the speed ratio theirs / ours.
+    """Median seconds of ``ours`` and ``theirs`` and the speed ratio theirs / ours (each call synchronised with
+    the GPU when ``device`` is one, so the timer sees the kernels' time).
 
     Each implementation runs in blocks (warm-up, then repeats) so it is timed in its own steady state
     (allocator and cache), and the blocks alternate for ``rounds`` rounds so slow drifts of the machine
@@ -71,6 +73,7 @@ def time_pair(
     """
     samples: dict[str, list[float]] = {"ours": [], "theirs": []}
     round_ratios = []
+    ours, theirs = _synced(ours, device), _synced(theirs, device)
     for _ in range(rounds):
         medians = {}
         for label, fn in (("ours", ours), ("theirs", theirs)):
@@ -97,9 +100,11 @@ def _block(
     return times
 
 
-def time_one(fn: Callable[[], object], *, min_reps: int = 5, budget_s: float = 0.6, warmup: int = 2) -> float:
-    """Median seconds of ``fn`` in its steady state."""
-    return statistics.median(_block(fn, min_reps=min_reps, budget_s=budget_s, warmup=warmup))
+def time_one(
+    fn: Callable[[], object], *, min_reps: int = 5, budget_s: float = 0.6, warmup: int = 2, device: str = "cpu"
+) -> float:
+    """Median seconds of ``fn`` in its steady state (synchronised with the GPU when ``device`` is one)."""
+    return statistics.median(_block(_synced(fn, device), min_reps=min_reps, budget_s=budget_s, warmup=warmup))
 
 
 # ----------------------------------------------------------------------------------- devices
@@ -116,7 +121,7 @@ def check_device(name: str) -> str:
     return name
 
 
-def synced(fn: Callable[[], object], device: str) -> Callable[[], object]:
+def _synced(fn: Callable[[], object], device: str) -> Callable[[], object]:
     """``fn`` followed by a CUDA synchronisation on a GPU device (so a timer sees the kernels' time)."""
     if not device.startswith("cuda"):
         return fn
@@ -127,6 +132,12 @@ def synced(fn: Callable[[], object], device: str) -> Callable[[], object]:
         torch.cuda.synchronize(device)
 
     return run
+
+
+def peak_memory_delta(fn: Callable[[], object], device: str) -> int:
+    """Peak memory growth while ``fn`` runs: resident memory on the CPU (:func:`peak_rss_delta`, in a worker
+    process), the CUDA allocator's peak on a GPU (:func:`peak_cuda_delta`)."""
+    return peak_rss_delta(fn) if device == "cpu" else peak_cuda_delta(fn, device)
 
 
 def peak_cuda_delta(fn: Callable[[], object], device: str) -> int:

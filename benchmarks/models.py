@@ -27,10 +27,8 @@ from benchmarks._common import (
     markdown_table,
     median,
     memory_rows,
-    peak_cuda_delta,
-    peak_rss_delta,
+    peak_memory_delta,
     progress,
-    synced,
     time_pair,
 )
 from psn_zoo.models import create_model
@@ -109,7 +107,7 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
             step = train_step(model, x, y, ours=is_ours)
             step()
             step()  # optimizer state exists from here on
-            row[label] = peak_rss_delta(step) if device == "cpu" else peak_cuda_delta(step, device)
+            row[label] = peak_memory_delta(step, device)
         results.append(row)
     return results
 
@@ -138,9 +136,7 @@ def run(
     for case in progress(cases, "models", disable=not show_progress):
         ours, theirs = build_pair(case["model"], case["neuron"], device)
         t_ours, t_sj, ratio = time_pair(
-            synced(train_step(ours, x, y, ours=True), device),
-            synced(train_step(theirs, x, y, ours=False), device),
-            **timing.kwargs(),
+            train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs(), device=device
         )
         mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
         record = {

@@ -27,11 +27,9 @@ from benchmarks._common import (
     markdown_table,
     median,
     memory_rows,
-    peak_cuda_delta,
-    peak_rss_delta,
+    peak_memory_delta,
     pow2,
     progress,
-    synced,
     time_one,
     time_pair,
 )
@@ -89,7 +87,7 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
         for label, neuron in (("ours", ours), ("sj", theirs)):
             run = _forward_backward(neuron, x, grad)
             run()  # warm-up
-            row[label] = peak_rss_delta(run) if device == "cpu" else peak_cuda_delta(run, device)
+            row[label] = peak_memory_delta(run, device)
         results.append(row)
     return results
 
@@ -146,15 +144,11 @@ def run(
         name, T, N = case["neuron"], case["T"], case["N"]
         ours, theirs = _pair(name, T, device)
         x = torch.randn(T, N, device=device)
-        copy_s = time_one(synced(lambda x=x: x.clone(), device), min_reps=timing.min_reps, budget_s=timing.budget_s)
-        f_ours, f_sj, f_ratio = time_pair(
-            synced(_forward(ours, x), device), synced(_forward(theirs, x), device), **timing.kwargs()
-        )
+        copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
+        f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
         xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device)
         fb_ours, fb_sj, fb_ratio = time_pair(
-            synced(_forward_backward(ours, xg, grad), device),
-            synced(_forward_backward(theirs, xg, grad), device),
-            **timing.kwargs(),
+            _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs(), device=device
         )
         mem = mem_by_case.get((name, T, N), {"ours": float("nan"), "sj": float("nan")})
         record = {
