@@ -5,6 +5,10 @@ its own neurons, given the same weights, and fed the same batch (8 samples, T = 
 training step is forward, cross-entropy on the time-averaged logits, backward and an SGD update. Peak memory is
 the growth of peak resident memory during one step (worker process).
 
+The *ceiling* column times our model once more with every neuron replaced by an identity (a neuron that costs
+nothing) against SJ: no neuron implementation can give more than that ratio, because the rest of the step
+(convolutions, batch norm, pooling, optimizer) runs the same kernels in both libraries.
+
     python -m benchmarks.models            # 2×64×64 frames, 3 rounds
     python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
     python -m benchmarks.models --device cuda --batch 32 --size 128   # on a GPU
@@ -13,6 +17,7 @@ the growth of peak resident memory during one step (worker process).
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import sys
 
@@ -20,6 +25,7 @@ import torch
 from torch import nn
 
 from benchmarks._common import (
+    Ratio,
     Timing,
     check_device,
     emit,
@@ -44,7 +50,7 @@ GRIDS = {
              "timing": Timing(rounds=3, min_reps=3, budget_s=3.0, warmup=2)},
 }  # fmt: skip
 HEADERS = ["model", "neuron", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
-           "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
+           "ceiling: free neurons (min-max)", "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
 
 
 def build_pair(name: str, neuron: str, device: str = "cpu") -> tuple[nn.Module, nn.Module]:
@@ -67,6 +73,17 @@ def build_pair(name: str, neuron: str, device: str = "cpu") -> tuple[nn.Module, 
     functional.set_step_mode(theirs, "m")
     theirs.load_state_dict(to_spikingjelly(ours.state_dict(), ours))
     return ours.to(device), theirs.to(device)
+
+
+def without_neurons(model: nn.Module) -> nn.Module:
+    """``model`` with every spiking neuron replaced by an identity, in place: the cost of the rest of the step."""
+    from psn_zoo.neurons import SpikingNeuron
+
+    for parent in list(model.modules()):
+        for name, child in parent.named_children():
+            if isinstance(child, SpikingNeuron):
+                setattr(parent, name, nn.Identity())
+    return model
 
 
 def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ours: bool):
@@ -133,31 +150,45 @@ def run(
     mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
     x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []
+    ceilings: dict[str, Ratio] = {}
     for case in progress(cases, "models", disable=not show_progress):
         ours, theirs = build_pair(case["model"], case["neuron"], device)
         t_ours, t_sj, ratio = time_pair(
             train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs(), device=device
         )
+        if case["model"] not in ceilings:  # the same for every neuron: the model without its neurons
+            ceilings[case["model"]] = time_pair(
+                train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True),
+                train_step(theirs, x, y, ours=False),
+                **timing.kwargs(), device=device,
+            )[2]  # fmt: skip
+        ceiling = ceilings[case["model"]]
         mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
             "samples_per_s": {"ours": batch / t_ours, "sj": batch / t_sj},
             "speedup": vars(ratio),
+            "ceiling": vars(ceiling),
             "peak_mb": {"ours": mem["ours"] / 2**20, "sj": mem["sj"] / 2**20},
         }
         records.append(record)
         mem_ratio = f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-"
         rows.append([
-            case["model"], case["neuron"], f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio),
+            case["model"], case["neuron"], f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio), str(ceiling),
             f"{mem['ours'] / 2**20:.0f}", f"{mem['sj'] / 2**20:.0f}", mem_ratio,
         ])  # fmt: skip
     table = markdown_table(HEADERS, rows, left=(0, 1))
     ratios = [r["speedup"]["median"] for r in records]
     mem_ratios = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in records if r["peak_mb"]["sj"] > 1]
-    headline = {"throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)}}
+    headline = {
+        "throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)},
+        "ceiling": {model: c.median for model, c in ceilings.items()},
+    }
     summary = [
         f"training-step throughput ours / SJ: median {median(ratios):.2f}x, min {min(ratios):.2f}x, "
-        f"max {max(ratios):.2f}x over {len(ratios)} model/neuron pairs"
+        f"max {max(ratios):.2f}x over {len(ratios)} model/neuron pairs",
+        "ceiling (our model with neurons that cost nothing, against SJ): "
+        + ", ".join(f"{model} {c.median:.2f}x" for model, c in ceilings.items()),
     ]
     if mem_ratios:
         headline["peak_memory_ours_over_sj"] = {"median": median(mem_ratios), "max": max(mem_ratios)}
@@ -167,7 +198,9 @@ def run(
         f"backward, SGD with momentum) on a batch of {batch} samples of T = {T} event frames of {CHANNELS}×{size}×"
         f"{size}; SpikingJelly 2.0.0's own models (`sew_resnet`, `spiking_vgg`, multi-step) with its own neurons "
         "and our weights (`psn_zoo.models.convert.to_spikingjelly`), in the same process. *throughput ratio* = our "
-        "samples/s / SJ's (median over rounds, with the per-round range); *peak MB* is the growth of "
+        "samples/s / SJ's (median over rounds, with the per-round range); *ceiling* is the same ratio with every "
+        "neuron of our model replaced by an identity, the most any neuron implementation could give; *peak MB* is "
+        "the growth of "
         + (
             "peak resident memory during one step, measured in a worker process."
             if device == "cpu"

@@ -34,6 +34,7 @@ from benchmarks._common import (
     time_pair,
 )
 from psn_zoo.neurons import make_neuron
+from psn_zoo.neurons._memory import fresh_like
 from psn_zoo.neurons.compat import to_spikingjelly
 
 NEURONS = {
@@ -101,6 +102,7 @@ HEADERS = [
     "T",
     "N",
     "copy ms",
+    "copy THP ms",
     "fwd ours ms",
     "fwd SJ ms",
     "fwd speedup (min-max)",
@@ -117,6 +119,8 @@ DESCRIPTION = """\
 with the same parameters (`psn_zoo.neurons.compat.to_spikingjelly`), in the same process. *speedup* = SJ time /
 our time (median over repeats; in brackets the lowest and highest per-round ratio); *fwd* is inference (no grad),
 *f+b* forward + backward; *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
+*copy THP* is the same copy into a buffer advised onto transparent huge pages, as our kernels' outputs are
+(`psn_zoo.neurons._memory`; equal to *copy* where the advice does not apply);
 *peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process (on a
 GPU: the CUDA allocator's peak above its level before the call)."""
 
@@ -145,6 +149,9 @@ def run(
         ours, theirs = _pair(name, T, device)
         x = torch.randn(T, N, device=device)
         copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
+        copy_thp_s = time_one(
+            lambda x=x: fresh_like(x).copy_(x), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device
+        )
         f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
         xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device)
         fb_ours, fb_sj, fb_ratio = time_pair(
@@ -154,6 +161,8 @@ def run(
         record = {
             **case,
             "copy_ms": copy_s * 1e3,
+            "copy_thp_ms": copy_thp_s * 1e3,
+            "fwd_over_copy_thp": f_ours / copy_thp_s,
             "fwd_ms": {"ours": f_ours * 1e3, "sj": f_sj * 1e3},
             "fwd_speedup": vars(f_ratio),
             "fwd_over_copy": f_ours / copy_s,
@@ -168,6 +177,7 @@ def run(
                 T,
                 pow2(N),
                 f"{copy_s * 1e3:.2f}",
+                f"{copy_thp_s * 1e3:.2f}",
                 f"{f_ours * 1e3:.2f}",
                 f"{f_sj * 1e3:.2f}",
                 str(f_ratio),
@@ -216,9 +226,14 @@ def _summary(records: list[dict], n_max: int, device: str = "cpu") -> tuple[list
         headline["psn_family_fwd_over_copy_max"] = {
             "value": worst["fwd_over_copy"], "N": n_max, "neuron": worst["neuron"], "T": worst["T"],
         }  # fmt: skip
+        worst_thp = max(big, key=lambda r: r["fwd_over_copy_thp"])
+        headline["psn_family_fwd_over_copy_thp_max"] = {
+            "value": worst_thp["fwd_over_copy_thp"], "N": n_max, "neuron": worst_thp["neuron"], "T": worst_thp["T"],
+        }  # fmt: skip
         lines.append(
             f"PSN family forward / memory copy at N={pow2(n_max)}: max {worst['fwd_over_copy']:.2f}x "
-            f"({worst['neuron']}, T={worst['T']})"
+            f"({worst['neuron']}, T={worst['T']}); against a copy onto huge pages: max "
+            f"{worst_thp['fwd_over_copy_thp']:.2f}x ({worst_thp['neuron']}, T={worst_thp['T']})"
         )
         if device != "cpu":  # the GPU goal (issue 7): the kernels move their bytes at >= 70 % of copy bandwidth
             fractions = {(r["neuron"], r["T"]): 1 / r["fwd_over_copy"] for r in big}

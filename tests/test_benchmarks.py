@@ -110,8 +110,32 @@ def test_model_table(suite):
     [(headers, rows)] = tables((out / "models.md").read_text())
     assert headers == models.HEADERS
     assert [(r[0], r[1]) for r in rows] == [("sew_resnet18", "psn")]
-    assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, ["throughput ratio (min-max)"]))
+    columns = ["throughput ratio (min-max)", "ceiling: free neurons (min-max)"]
+    assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, columns))
     assert float(rows[0][2]) > 0 and float(rows[0][3]) > 0
+    assert "ceiling of that ratio (neurons that cost nothing), sew_resnet18" in (out / "summary.md").read_text()
+
+
+def test_model_ceiling_removes_every_neuron():
+    """The ceiling's model keeps its layers and weights and has no neuron left (so it costs nothing)."""
+    import torch
+
+    from psn_zoo.models import create_model
+    from psn_zoo.neurons import neurons_of
+
+    model = create_model("sew_resnet18", neuron="psn", T=2, num_classes=3, in_channels=2)
+    n_neurons, n_params = len(neurons_of(model)), sum(p.numel() for n, p in model.named_parameters())
+    stripped = models.without_neurons(model)
+    assert n_neurons > 10 and neurons_of(stripped) == []
+    neuron_params = n_neurons * (2 * 2 + 2)  # a PSN with T = 2 holds a [2, 2] weight and a [2] bias
+    assert sum(p.numel() for p in stripped.parameters()) == n_params - neuron_params
+    seen = []
+    for module in stripped.modules():
+        if isinstance(module, torch.nn.Identity):
+            module.register_forward_hook(lambda m, i, out: seen.append(out))
+    assert stripped(torch.rand(2, 2, 2, 16, 16)).shape == (2, 3)
+    assert len(seen) == n_neurons  # every former neuron ran, and passed real values through instead of spikes
+    assert all(not torch.isin(out, torch.tensor([0.0, 1.0])).all() for out in seen)
 
 
 def test_data_table_compares_with_spikingjelly(suite):

@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from ._memory import fresh_like
 from .surrogate import Surrogate
 
 RESET_MODES = ("hard", "soft", "none")
@@ -77,8 +78,8 @@ class SerialNeuron(torch.autograd.Function):
         r = 0.0 if v_reset is None or reset_mode != "hard" else v_reset
         q = None if w is None else w.sigmoid()
         keep_h = any(ctx.needs_input_grad[:3])
-        spikes = torch.empty_like(x_seq)
-        h_seq = torch.empty_like(x_seq) if keep_h else torch.empty_like(x_seq[0])
+        spikes = fresh_like(x_seq)
+        h_seq = fresh_like(x_seq) if keep_h else torch.empty_like(x_seq[0])
         v = v0
         for t in range(x_seq.shape[0]):
             h = h_seq[t] if keep_h else h_seq
@@ -99,7 +100,7 @@ class SerialNeuron(torch.autograd.Function):
         tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate = ctx.config
         q = None if w is None else w.sigmoid()
         leaky = tau is not None or q is not None
-        grad_x = torch.empty_like(x_seq)
+        grad_x = fresh_like(x_seq)
         carry = torch.zeros_like(h_seq[0]) if grad_v is None else grad_v.clone()
         grad_h = torch.empty_like(carry)
         grad_q = torch.zeros_like(carry) if w is not None else None

@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 
+from ._memory import fresh_like
 from .surrogate import Surrogate
 
 #: Elements of one [T, chunk] block; 2**19 float32 = 2 MiB, the L2 size of one core here.
@@ -61,7 +62,7 @@ class DenseThreshold(torch.autograd.Function):
     def forward(
         ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
     ) -> torch.Tensor:
-        out = torch.empty_like(x2d)
+        out = fresh_like(x2d)
         neg_bias = bias.neg().unsqueeze(1)
         for cols in _chunks(x2d):
             block = out[:, cols]
@@ -75,7 +76,7 @@ class DenseThreshold(torch.autograd.Function):
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = torch.empty_like(x2d) if need_x else None
+        grad_x = fresh_like(x2d) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         bias_col = bias.unsqueeze(1)
@@ -117,7 +118,7 @@ class ShiftedThreshold(torch.autograd.Function):
     def forward(
         ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
     ) -> torch.Tensor:
-        out = torch.empty_like(x2d)
+        out = fresh_like(x2d)
         neg_bias = bias.neg()
         for cols in _chunks(x2d):
             _shifted_membrane(x2d[:, cols], weight, out[:, cols]).ge_(neg_bias)
@@ -130,7 +131,7 @@ class ShiftedThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         k, T = weight.shape[0], x2d.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = torch.empty_like(x2d) if need_x else None
+        grad_x = fresh_like(x2d) if need_x else None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         taps = [(i, k - 1 - i) for i in range(max(0, k - T), k)]  # (tap, time shift), newest last
