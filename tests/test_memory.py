@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import re
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,7 +44,7 @@ def _vma_of(address: int) -> dict[str, str]:
     """The /proc/self/smaps entry of the mapping that holds ``address``."""
     entry: dict[str, str] = {}
     inside = False
-    for line in open("/proc/self/smaps"):
+    for line in Path("/proc/self/smaps").read_text().splitlines():
         head = re.match(r"^([0-9a-f]+)-([0-9a-f]+) ", line)
         if head:
             inside = int(head[1], 16) <= address < int(head[2], 16)
