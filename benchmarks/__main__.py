@@ -186,8 +186,8 @@ def headline_rows(part: str, result: dict[str, Any]) -> list[list[str]]:
             s = r["speedup"]
             rows.append([part, f"training-step throughput ours / SJ, {r['model']} {r['neuron']}",
                          f"{s['median']:.2f}x ({s['low']:.2f}-{s['high']:.2f})"])  # fmt: skip
-        for model, ceiling in h.get("ceiling", {}).items():
-            rows.append([part, f"ceiling of that ratio (neurons that cost nothing), {model}", f"{ceiling:.2f}x"])
+        for case, ceiling in h.get("ceiling", {}).items():
+            rows.append([part, f"ceiling of that ratio (neurons that cost nothing), {case}", f"{ceiling:.2f}x"])
         if "peak_memory_ours_over_sj" in h:
             s = h["peak_memory_ours_over_sj"]
             rows.append([part, "peak memory of a step ours / SJ (median / max)", f"{s['median']:.2f} / {s['max']:.2f}"])

@@ -6,8 +6,8 @@ training step is forward, cross-entropy on the time-averaged logits, backward an
 the growth of peak resident memory during one step (worker process).
 
 The *ceiling* column times our model once more with every neuron replaced by an identity (a neuron that costs
-nothing) against SJ: no neuron implementation can give more than that ratio, because the rest of the step
-(convolutions, batch norm, pooling, optimizer) runs the same kernels in both libraries.
+nothing) against the same SJ model: no neuron implementation of ours can give more than that ratio, because the
+rest of the step (convolutions, batch norm, pooling, optimizer) runs the same kernels in both libraries.
 
     python -m benchmarks.models            # 2×64×64 frames, 3 rounds
     python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
@@ -150,19 +150,18 @@ def run(
     mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
     x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []
-    ceilings: dict[str, Ratio] = {}
+    ceilings: dict[tuple[str, str], Ratio] = {}
     for case in progress(cases, "models", disable=not show_progress):
         ours, theirs = build_pair(case["model"], case["neuron"], device)
         t_ours, t_sj, ratio = time_pair(
             train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs(), device=device
         )
-        if case["model"] not in ceilings:  # the same for every neuron: the model without its neurons
-            ceilings[case["model"]] = time_pair(
-                train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True),
-                train_step(theirs, x, y, ours=False),
-                **timing.kwargs(), device=device,
-            )[2]  # fmt: skip
-        ceiling = ceilings[case["model"]]
+        # against this case's SJ model (its neurons set SJ's time), our model without neurons
+        ceiling = ceilings[(case["model"], case["neuron"])] = time_pair(
+            train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True),
+            train_step(theirs, x, y, ours=False),
+            **timing.kwargs(), device=device,
+        )[2]  # fmt: skip
         mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
@@ -182,13 +181,13 @@ def run(
     mem_ratios = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in records if r["peak_mb"]["sj"] > 1]
     headline = {
         "throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)},
-        "ceiling": {model: c.median for model, c in ceilings.items()},
+        "ceiling": {f"{model} {neuron}": c.median for (model, neuron), c in ceilings.items()},
     }
     summary = [
         f"training-step throughput ours / SJ: median {median(ratios):.2f}x, min {min(ratios):.2f}x, "
         f"max {max(ratios):.2f}x over {len(ratios)} model/neuron pairs",
         "ceiling (our model with neurons that cost nothing, against SJ): "
-        + ", ".join(f"{model} {c.median:.2f}x" for model, c in ceilings.items()),
+        + ", ".join(f"{model} {neuron} {c.median:.2f}x" for (model, neuron), c in ceilings.items()),
     ]
     if mem_ratios:
         headline["peak_memory_ours_over_sj"] = {"median": median(mem_ratios), "max": max(mem_ratios)}

@@ -113,7 +113,7 @@ def test_model_table(suite):
     columns = ["throughput ratio (min-max)", "ceiling: free neurons (min-max)"]
     assert all(v > 0 and math.isfinite(v) for v in ratio_cells(headers, rows, columns))
     assert float(rows[0][2]) > 0 and float(rows[0][3]) > 0
-    assert "ceiling of that ratio (neurons that cost nothing), sew_resnet18" in (out / "summary.md").read_text()
+    assert "ceiling of that ratio (neurons that cost nothing), sew_resnet18 psn" in (out / "summary.md").read_text()
 
 
 def test_model_ceiling_removes_every_neuron():

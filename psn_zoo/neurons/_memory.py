@@ -62,13 +62,11 @@ def advise_huge_pages(t: torch.Tensor) -> bool:
     Call it before ``t`` is first written. Returns whether the advice was given (it is only advice: the
     kernel falls back to small pages when no huge page is free).
     """
-    if t.device.type != "cpu":
+    madvise = _madvise() if t.device.type == "cpu" and t.numel() * t.element_size() >= MIN_BYTES else None
+    if madvise is None:  # the cheap checks first: this runs on every kernel call
         return False
     storage = t.untyped_storage()
     ptr, nbytes = storage.data_ptr(), storage.nbytes()
-    madvise = _madvise() if nbytes >= MIN_BYTES else None
-    if madvise is None:
-        return False
     start = -(-ptr // HUGE_PAGE) * HUGE_PAGE
     end = (ptr + nbytes) // HUGE_PAGE * HUGE_PAGE
     return end > start and madvise(start, end - start, MADV_HUGEPAGE) == 0
