@@ -33,7 +33,7 @@ from benchmarks._common import (
     time_one,
     time_pair,
 )
-from psn_zoo.neurons import make_neuron
+from psn_zoo.neurons import _native, functional, make_neuron
 from psn_zoo.neurons._memory import fresh_like
 from psn_zoo.neurons.compat import to_spikingjelly
 
@@ -49,6 +49,20 @@ PSN_FAMILY = ("psn", "masked_psn", "sliding_psn")
 def _pair(name: str, T: int, device: str = "cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
     ours = make_neuron(NEURONS[name](T))
     return ours.to(device), to_spikingjelly(ours).to(device)
+
+
+def our_kernel(neuron: torch.nn.Module, T: int, N: int, device: str = "cpu") -> str:
+    """Which implementation our neuron runs on a ``[T, N]`` input: ``fused C`` (psn_zoo/neurons/csrc), ``GEMM``
+    (the chunked PyTorch path), ``shifted`` (sliding PSN with k ≪ T) or ``serial`` (LIF)."""
+    name = type(neuron).__name__
+    if name not in ("PSN", "MaskedPSN", "SlidingPSN"):
+        return "serial"
+    band = None if name == "PSN" or (name == "MaskedPSN" and float(neuron.lambda_) < 1) else neuron.k
+    x = torch.empty(T, N, device=device)
+    weight, bias = torch.empty(T, T, device=device), torch.empty(T, device=device)
+    if _native.dense_kernels(x, weight, bias, neuron.surrogate, band) is not None:
+        return "fused C" if band is None else f"fused C, band {band}"
+    return "shifted" if name == "SlidingPSN" and functional.use_shifted_kernel(T, neuron.k) else "GEMM"
 
 
 def _forward(neuron: torch.nn.Module, x: torch.Tensor):
@@ -101,6 +115,7 @@ HEADERS = [
     "neuron",
     "T",
     "N",
+    "ours runs",
     "copy ms",
     "copy THP ms",
     "fwd ours ms",
@@ -118,7 +133,9 @@ DESCRIPTION = """\
 `python -m benchmarks.neurons`: each neuron alone on a `[T, N]` input, psn_zoo against SpikingJelly 2.0.0 built
 with the same parameters (`psn_zoo.neurons.compat.to_spikingjelly`), in the same process. *speedup* = SJ time /
 our time (median over repeats; in brackets the lowest and highest per-round ratio); *fwd* is inference (no grad),
-*f+b* forward + backward; *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
+*f+b* forward + backward; *ours runs* names our implementation in that cell (*fused C*: the compiled kernel of
+`psn_zoo/neurons/csrc/psn_cpu.c`; *GEMM*: the chunked PyTorch path; *shifted*: k time-shifted multiply-adds;
+*serial*: the LIF kernel); *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
 *copy THP* is the same copy into a buffer advised onto transparent huge pages, as our kernels' outputs are
 (`psn_zoo.neurons._memory`; equal to *copy* where the advice does not apply);
 *peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process (on a
@@ -138,7 +155,8 @@ def run(
     """Time every (neuron, T, N) cell; returns records, the Markdown table, summary lines and headline numbers."""
     neurons = list(neurons or NEURONS)
     timing = timing or Timing()
-    env = {**environment(), "device": device}
+    kernels = _native.load() if device == "cpu" else None
+    env = {**environment(), "device": device, "fused C kernel": str(kernels.path) if kernels else "not used"}
     torch.manual_seed(0)
     cases = [{"neuron": n, "T": T, "N": N} for n in neurons for T in Ts for N in Ns]
     mem_rows = memory_rows("benchmarks.neurons", cases, device, measure_memory, memory)
@@ -160,6 +178,7 @@ def run(
         mem = mem_by_case.get((name, T, N), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
+            "kernel": our_kernel(ours, T, N, device),
             "copy_ms": copy_s * 1e3,
             "copy_thp_ms": copy_thp_s * 1e3,
             "fwd_over_copy_thp": f_ours / copy_thp_s,
@@ -176,6 +195,7 @@ def run(
                 name,
                 T,
                 pow2(N),
+                record["kernel"],
                 f"{copy_s * 1e3:.2f}",
                 f"{copy_thp_s * 1e3:.2f}",
                 f"{f_ours * 1e3:.2f}",

@@ -26,7 +26,9 @@ def _grads(fn, x, *params, grad):
 
 @pytest.mark.parametrize("T", [1, 4, 32])
 @pytest.mark.parametrize("surrogate", ["atan", "sigmoid", {"name": "atan", "alpha": 3.0}], ids=str)
-def test_dense_kernel_matches_autograd_reference(T, surrogate, monkeypatch):
+@pytest.mark.parametrize("native", ["1", "0"], ids=["fused-C-where-it-applies", "pytorch-path"])
+def test_dense_kernel_matches_autograd_reference(T, surrogate, native, monkeypatch):
+    monkeypatch.setenv("PSN_ZOO_NATIVE", native)
     monkeypatch.setattr(_psn_kernels, "CHUNK_ELEMENTS", 64 * T)  # force many chunks, with a ragged tail
     sg = make_surrogate(surrogate)
     x = torch.randn(T, 64 * 7 + 13) * 2

@@ -63,7 +63,9 @@ MULTI_STEP_CASES = [
 @pytest.mark.parametrize(("spec", "T"), MULTI_STEP_CASES)
 @pytest.mark.parametrize("shape", [(3,), (4, 3, 5, 5)], ids=["N3", "B4C3H5W5"])
 @pytest.mark.parametrize("seed", [0, 1])
-def test_multi_step_matches_spikingjelly(spec, T, shape, seed):
+@pytest.mark.parametrize("native", ["1", "0"], ids=["fused-C-where-it-applies", "pytorch-path"])
+def test_multi_step_matches_spikingjelly(spec, T, shape, seed, native, monkeypatch):
+    monkeypatch.setenv("PSN_ZOO_NATIVE", native)  # the compiled kernel takes [T, N >= 256] float32 inputs
     torch.manual_seed(seed)
     ours = _build(spec, T)
     theirs = compat.to_spikingjelly(ours)
@@ -73,12 +75,20 @@ def test_multi_step_matches_spikingjelly(spec, T, shape, seed):
 
 @pytest.mark.parametrize(
     "spec",
-    [{"name": "psn"}, {"name": "masked_psn", "k": 4, "lambda_": 0.5}, {"name": "sliding_psn", "k": 2}, {"name": "lif"}],
+    [
+        {"name": "psn"},
+        {"name": "masked_psn", "k": 4, "lambda_": 0.5},
+        {"name": "masked_psn", "k": 4, "lambda_": 1.0},
+        {"name": "sliding_psn", "k": 2},
+        {"name": "lif"},
+    ],
     ids=_spec_id,
 )
 @pytest.mark.parametrize("T", [4, 32])
-def test_large_inputs_across_kernel_chunks_match(spec, T):
+@pytest.mark.parametrize("native", ["1", "0"], ids=["fused-C-where-it-applies", "pytorch-path"])
+def test_large_inputs_across_kernel_chunks_match(spec, T, native, monkeypatch):
     """Inputs larger than one cache chunk (the fused kernels' tiling) still match SpikingJelly."""
+    monkeypatch.setenv("PSN_ZOO_NATIVE", native)
     torch.manual_seed(3)
     ours = _build(spec, T)
     theirs = compat.to_spikingjelly(ours)

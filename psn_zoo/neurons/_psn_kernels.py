@@ -17,11 +17,13 @@ kernel; parameter gradients are summed chunk by chunk, so they agree to float ro
 
 from __future__ import annotations
 
+import functools
 import threading
 from typing import Any
 
 import torch
 
+from . import _native
 from ._memory import fresh_like
 from .surrogate import Surrogate
 
@@ -56,20 +58,33 @@ def _chunks(x2d: torch.Tensor) -> list[slice]:
 
 
 class DenseThreshold(torch.autograd.Function):
-    """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, N]`` (PSN, masked PSN)."""
+    """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, N]`` (PSN, masked PSN, and the
+    sliding PSN's banded matrix). ``band=k`` declares the causal band of order k: the fused C kernel reads only
+    that band of ``W`` (and returns a gradient masked to it); the PyTorch path reads all of ``W``, so pass a ``W``
+    that is zero outside the band unless :func:`._native.dense_kernels` takes the call. Small T (or a short band)
+    on the CPU runs the fused C kernel (:mod:`._native`), the rest the chunked PyTorch path below; both give the
+    same spikes."""
 
     @staticmethod
     def forward(
-        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
+        ctx: Any,
+        x2d: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        surrogate: Surrogate,
+        band: int | None = None,
     ) -> torch.Tensor:
+        ctx.save_for_backward(x2d, weight, bias)
+        ctx.surrogate, ctx.band = surrogate, band
+        ctx.native = _native.dense_kernels(x2d, weight, bias, surrogate, band)
         out = fresh_like(x2d)
+        if ctx.native is not None:
+            return ctx.native.forward(x2d, weight, bias, out, band=band)
         neg_bias = bias.neg().unsqueeze(1)
         for cols in _chunks(x2d):
             block = out[:, cols]
             torch.mm(weight, x2d[:, cols], out=block)
             block.ge_(neg_bias)
-        ctx.save_for_backward(x2d, weight, bias)
-        ctx.surrogate = surrogate
         return out
 
     @staticmethod
@@ -77,6 +92,11 @@ class DenseThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_x = fresh_like(x2d) if need_x else None
+        if ctx.native is not None:
+            grad_w = torch.empty_like(weight) if need_w else None
+            grad_b = torch.empty_like(bias) if need_b else None
+            ctx.native.backward(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band)
+            return grad_x, grad_w, grad_b, None, None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         bias_col = bias.unsqueeze(1)
@@ -91,7 +111,50 @@ class DenseThreshold(torch.autograd.Function):
                 grad_w.addmm_(grad_h, x.t())
             if grad_b is not None:
                 grad_b.add_(grad_h.sum(1))
-        return grad_x, grad_w, grad_b, None
+        return grad_x, grad_w, grad_b, None, None
+
+
+@functools.cache
+def _toeplitz_index(T: int, k: int, device: torch.device) -> torch.Tensor:
+    """``[T, T]`` indices into ``cat(w, 0)``: row t holds tap ``k-1-(t-j)`` at column j inside the band, else k."""
+    lag = torch.arange(T, device=device).unsqueeze(1) - torch.arange(T, device=device)
+    return torch.where((lag >= 0) & (lag < k), k - 1 - lag, k)
+
+
+class ToeplitzThreshold(torch.autograd.Function):
+    """Sliding PSN through the fused C kernel: ``w: [k]`` and scalar ``b``, ``x: [T, N]`` (CPU, float32).
+
+    The banded Toeplitz ``[T, T]`` matrix is gathered from ``w`` without autograd (exact copies, one op) and its
+    gradient folded back onto the k taps with one ``index_add``; the same values as the dense route with
+    :func:`~psn_zoo.neurons.functional.sliding_weight_matrix`, without its autograd graph of small ops.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, kernels: Any
+    ) -> torch.Tensor:
+        T, k = x2d.shape[0], weight.shape[0]
+        index = _toeplitz_index(T, k, x2d.device)
+        matrix = torch.cat([weight, weight.new_zeros(1)])[index]
+        bias_t = bias.expand(T).contiguous()
+        ctx.save_for_backward(x2d, matrix, bias_t)
+        ctx.surrogate, ctx.kernels, ctx.index, ctx.k = surrogate, kernels, index, k
+        return kernels.forward(x2d, matrix, bias_t, fresh_like(x2d), band=k)
+
+    @staticmethod
+    def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2d, matrix, bias_t = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        k = ctx.k
+        grad_x = fresh_like(x2d) if need_x else None
+        grad_m = torch.empty_like(matrix) if need_w else None
+        grad_bt = torch.empty_like(bias_t) if need_b else None
+        ctx.kernels.backward(x2d, matrix, bias_t, grad_spike, ctx.surrogate.alpha, grad_x, grad_m, grad_bt, k)
+        grad_w = None
+        if grad_m is not None:
+            grad_w = matrix.new_zeros(k + 1).index_add_(0, ctx.index.view(-1), grad_m.view(-1))[:k]
+        grad_b = grad_bt.sum() if grad_bt is not None else None
+        return grad_x, grad_w, grad_b, None, None
 
 
 def _shifted_membrane(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import torch
 
+from . import _native
 from ._lif_kernels import SerialNeuron
-from ._psn_kernels import DenseThreshold, ShiftedThreshold
+from ._psn_kernels import DenseThreshold, ShiftedThreshold, ToeplitzThreshold
 from .surrogate import Surrogate
 
 
@@ -24,11 +25,40 @@ def _tracing() -> bool:
 
 
 # --------------------------------------------------------------------------------------- PSN family
-def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``."""
+def psn_multi_step(
+    x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, band: int | None = None
+) -> torch.Tensor:
+    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``.
+
+    ``band=k`` declares ``weight`` zero outside the causal band of order k (masked PSN at λ = 1, sliding PSN), so
+    the fused CPU kernel can skip those zeros; the result is the same."""
     if _tracing():
         return surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x_seq))).view(x_seq.shape)
-    return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate).view(x_seq.shape)
+    return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate, band).view(x_seq.shape)
+
+
+def masked_psn_multi_step(
+    x_seq: torch.Tensor,
+    weight: torch.Tensor,
+    mask: torch.Tensor,
+    lambda_: torch.Tensor | float,
+    bias: torch.Tensor,
+    surrogate: Surrogate,
+    k: int,
+) -> torch.Tensor:
+    """Masked PSN of order ``k``: :func:`psn_multi_step` with ``W ⊙ (λ·M_k + (1 − λ)·J)``. ``x_seq: [T, *]``.
+
+    At λ = 1 on the CPU the fused kernel reads the band of ``W`` directly (``W ⊙ M_k`` is exactly that band), so
+    the masked matrix and its autograd graph are never built; the spikes and gradients are the same."""
+    x2d = _as_2d(x_seq)
+    if (
+        not _tracing()
+        and x2d.device.type == "cpu"
+        and float(lambda_) == 1.0
+        and _native.dense_kernels(x2d, weight, bias, surrogate, band=k) is not None
+    ):
+        return DenseThreshold.apply(x2d, weight, bias, surrogate, k).view(x_seq.shape)
+    return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
 def masked_weight(weight: torch.Tensor, mask: torch.Tensor, lambda_: torch.Tensor | float) -> torch.Tensor:
@@ -57,7 +87,8 @@ def use_shifted_kernel(T: int, k: int) -> bool:
     """Whether the sliding PSN runs as ``k`` shifted multiply-adds instead of a dense T×T GEMM.
 
     The GEMM costs T multiply-adds per element, the shifted kernel k passes; on a 2-core CPU the
-    shifted one wins from about ``T >= 16·k`` (measured: k=2 at T=32 is 20 % faster fwd+bwd).
+    shifted one wins from about ``T >= 16·k`` (measured: k=2 at T=32 is 20 % faster fwd+bwd). Where the
+    fused C kernel takes the call (:mod:`._native`, banded: k multiply-adds, one pass) it beats both.
     """
     return 16 * k <= T
 
@@ -70,7 +101,9 @@ def sliding_psn_multi_step(
     x2d = _as_2d(x_seq)
     if _tracing():
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
-    if use_shifted_kernel(T, k):
+    if (kernels := _native.dense_kernels(x2d, weight, bias, surrogate, band=k)) is not None:
+        out = ToeplitzThreshold.apply(x2d, weight, bias, surrogate, kernels)
+    elif use_shifted_kernel(T, k):
         out = ShiftedThreshold.apply(x2d, weight, bias, surrogate)
     else:
         out = DenseThreshold.apply(x2d, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)

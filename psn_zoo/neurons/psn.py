@@ -126,7 +126,7 @@ class MaskedPSN(_StreamingPSN):
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         check_time_steps(x_seq, self.T, self)
-        return F.psn_multi_step(x_seq, self.effective_weight(), self.bias, self.surrogate)
+        return F.masked_psn_multi_step(x_seq, self.weight, self.mask, self.lambda_, self.bias, self.surrogate, self.k)
 
     def single_step(self, x: torch.Tensor) -> torch.Tensor:
         self._check_stream_shape(x)

@@ -1,0 +1,241 @@
+"""Fused CPU kernels for the PSN family, compiled from ``csrc/psn_cpu.c`` on first use and called via ctypes.
+
+The PyTorch path of :class:`~psn_zoo.neurons._psn_kernels.DenseThreshold` makes about eight passes over ``[T, N]``
+tensors (GEMM, threshold; in backward the recomputed GEMM, three surrogate steps, two GEMMs, a sum). At small T each
+pass is a memory round trip, and on a small CPU they cost more than the arithmetic. The C kernel does the whole
+forward in one pass and the whole backward in another, block by block in L1, and skips the zeros outside a band
+(masked PSN at λ = 1, sliding PSN: order k, so k multiply-adds per output instead of T). It is used when:
+
+- the tensors are float32 on the CPU, contiguous, ``[T, N]`` with ``2 <= T <= MAX_T`` and ``N >= MIN_COLUMNS``,
+  and the surrogate is ATan;
+- a C compiler with OpenMP is found (``$CC``, else ``cc``, ``gcc``, ``clang``), the build succeeded, and
+- a probe on this machine shows its membrane ``W·x`` equals ``torch.mm``'s bit for bit, so its spikes are
+  SpikingJelly's (checked once per T; a BLAS with another summation order turns the kernel off for that T). MKL
+  sums in the kernel's order in its GEMM kernels, not in its matrix-vector route (N = 1), hence ``MIN_COLUMNS``.
+
+Otherwise, or with ``PSN_ZOO_NATIVE=0``, the PyTorch path runs; both give the same spikes. The shared library is
+cached under ``$PSN_ZOO_CACHE/kernels`` (default ``~/.cache/psn_zoo/kernels``), keyed by the source, the compiler,
+the flags and the CPU (the build targets ``-march=native``), and written atomically.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import functools
+import hashlib
+import logging
+import math
+import os
+import platform
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from .surrogate import ATan, Surrogate
+
+log = logging.getLogger(__name__)
+
+#: Largest T the fused kernel takes. Measured on the 2-core CPU (PSN fwd+bwd, dense W): 1.2-1.65x faster than the
+#: MKL path from T = 24 to 64 at N = 2^16 and 2^20; its per-thread buffers grow as T² (256 KiB each at T = 64).
+MAX_T = 64
+SOURCE = Path(__file__).with_name("csrc") / "psn_cpu.c"
+ABI_VERSION = 3
+FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")
+#: Narrowest input the fused kernel takes (BLAS libraries switch to other kernels for very thin matrices).
+MIN_COLUMNS = 256
+_PROBE_COLUMNS = (MIN_COLUMNS + 13, 4096 + 7)  # full blocks and a ragged tail, at both ends of the range
+
+
+class NativeBuildError(RuntimeError):
+    """The kernel could not be compiled or loaded (no compiler, a failed build, an unloadable library)."""
+
+
+def enabled() -> bool:
+    return os.environ.get("PSN_ZOO_NATIVE", "1") != "0"
+
+
+def cache_dir() -> Path:
+    """``$PSN_ZOO_CACHE/kernels``, else ``$XDG_CACHE_HOME/psn_zoo/kernels`` (``~/.cache/psn_zoo/kernels``)."""
+    if root := os.environ.get("PSN_ZOO_CACHE"):
+        return Path(root) / "kernels"
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "psn_zoo" / "kernels"
+
+
+def find_compiler() -> str | None:
+    for name in (os.environ.get("CC"), "cc", "gcc", "clang"):
+        if name and (path := shutil.which(name)):
+            return path
+    return None
+
+
+def _cpu_identity() -> str:
+    """What ``-march=native`` compiles for: the CPU model and its feature flags (Linux), else the platform."""
+    try:
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
+    except OSError:
+        lines = []
+    wanted = [line for line in lines if line.split(":")[0].strip() in ("model name", "flags", "Features")]
+    return "\n".join(dict.fromkeys(wanted)) or f"{platform.machine()} {platform.processor()}"
+
+
+def library_path(compiler: str) -> Path:
+    """Where the build of ``SOURCE`` with ``compiler`` for this CPU lives in the cache."""
+    version = subprocess.run([compiler, "--version"], capture_output=True, text=True, timeout=30).stdout
+    key = hashlib.sha256()
+    for part in (SOURCE.read_bytes(), version.encode(), " ".join(FLAGS).encode(), _cpu_identity().encode()):
+        key.update(hashlib.sha256(part).digest())
+    return cache_dir() / f"psn_cpu-{key.hexdigest()[:20]}.so"
+
+
+def build(compiler: str, dest: Path) -> Path:
+    """Compile ``SOURCE`` into ``dest`` atomically (a temporary file in the same folder, then a rename)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=dest.stem + ".", suffix=".so.part", dir=dest.parent)
+    os.close(fd)
+    try:
+        start = time.perf_counter()
+        cmd = [compiler, *FLAGS, "-o", tmp, str(SOURCE), "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise NativeBuildError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}")
+        os.replace(tmp, dest)
+        log.info("psn_zoo: compiled the fused CPU kernels into %s in %.1f s", dest, time.perf_counter() - start)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return dest
+
+
+class NativeKernels:
+    """The loaded library: forward and backward of ``S = Θ(W·x + b)`` on ``x: [T, N]``.
+
+    ``band=None``: W is dense; ``band=k``: only the causal band of order k of W is read (``W[t, j]`` with
+    ``t - k < j <= t``); the rest counts as zero and is skipped, and ``grad_w`` is zero there.
+    """
+
+    def __init__(self, path: Path) -> None:
+        try:
+            lib = ctypes.CDLL(str(path))
+            version = lib.psn_abi_version()
+        except (OSError, AttributeError) as err:
+            raise NativeBuildError(f"cannot load {path}: {err}") from err
+        if version != ABI_VERSION:
+            raise NativeBuildError(f"{path} has ABI {version}, expected {ABI_VERSION}")
+        p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+        lib.psn_forward.argtypes = [p, i, i, p, p, p, p, i, i64, i]
+        lib.psn_forward.restype = None
+        lib.psn_backward.argtypes = [p, p, i, i, p, p, p, p, p, p, i, i64, f, f, i]
+        lib.psn_backward.restype = None
+        self.path = path
+        self._lib = lib
+        self._verified: dict[int, bool] = {}
+
+    def forward(
+        self, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, out: torch.Tensor,
+        membrane: torch.Tensor | None = None, band: int | None = None,
+    ) -> torch.Tensor:  # fmt: skip
+        """``out = Θ(W·x + b)`` (1.0/0.0); ``membrane`` (optional) receives ``W·x`` without the bias."""
+        T, N = x2d.shape
+        weight, neg_bias = weight.contiguous(), bias.neg().contiguous()
+        self._lib.psn_forward(
+            weight.data_ptr(), *_band_limits(T, band), neg_bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
+            None if membrane is None else membrane.data_ptr(), T, N, torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    def backward(
+        self, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grad_spike: torch.Tensor, alpha: float,
+        grad_x: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None, band: int | None = None,
+    ) -> None:  # fmt: skip
+        """Fill the requested gradients (None: not needed) through the ATan surrogate with ``alpha``; ``grad_w`` is
+        zero outside the band."""
+        T, N = x2d.shape
+        weight = weight.contiguous()
+        weight_t = weight.t().contiguous()
+        bias, grad_spike = bias.contiguous(), grad_spike.contiguous()
+        a = alpha / 2  # SpikingJelly's constants, rounded to float32 as its elementwise kernels do
+        self._lib.psn_backward(
+            weight.data_ptr(), weight_t.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
+            grad_spike.data_ptr(),
+            *(None if g is None else g.data_ptr() for g in (grad_x, grad_w, grad_b)),
+            T, N, a, math.pi * a, torch.get_num_threads(),
+        )  # fmt: skip
+
+    def verified(self, T: int) -> bool:
+        """Whether this kernel's membrane equals ``torch.mm`` bit for bit at this T, for a dense and a banded W
+        (probed once per T)."""
+        if T not in self._verified:
+            gen = torch.Generator().manual_seed(T)
+            dense = torch.randn(T, T, generator=gen)
+            band = min(2, T)
+            banded = dense * torch.tril(torch.ones(T, T)) * torch.triu(torch.ones(T, T), -(band - 1))
+            ok = True
+            for columns in _PROBE_COLUMNS:
+                for k, reference in ((None, dense), (band, banded)):  # the band read out of the dense W
+                    x = torch.randn(T, columns, generator=gen) * 3
+                    membrane = torch.empty_like(x)
+                    self.forward(x, dense, torch.zeros(T), torch.empty_like(x), membrane, band=k)
+                    ok = ok and torch.equal(membrane, reference_membrane(reference, x))
+            if not ok:
+                log.warning(
+                    "psn_zoo: the fused CPU kernel rounds W·x differently from torch.mm at T=%d on this machine; "
+                    "using the PyTorch path for T=%d (same results, slower)", T, T,
+                )  # fmt: skip
+            self._verified[T] = ok
+        return self._verified[T]
+
+
+def reference_membrane(weight: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """``W·x`` as SpikingJelly's GEMM computes it (the probe's reference)."""
+    return torch.mm(weight, x)
+
+
+@functools.cache
+def load() -> NativeKernels | None:
+    """Build (or find in the cache) and load the kernels once per process; None, with one warning, if that fails."""
+    compiler = find_compiler()
+    try:
+        if compiler is None:
+            raise NativeBuildError("no C compiler found ($CC, cc, gcc or clang)")
+        path = library_path(compiler)
+        if path.exists():
+            try:
+                return NativeKernels(path)
+            except NativeBuildError as err:  # a damaged cache entry: rebuild it once
+                log.warning("psn_zoo: %s; rebuilding it", err)
+        return NativeKernels(build(compiler, path))
+    except (NativeBuildError, OSError, subprocess.SubprocessError) as err:
+        log.warning(
+            "psn_zoo: the fused CPU kernels are not available (%s); the PSN family uses the PyTorch path "
+            "(same results, slower). Set PSN_ZOO_NATIVE=0 to skip this attempt.", err,
+        )  # fmt: skip
+        return None
+
+
+def _band_limits(T: int, band: int | None) -> tuple[int, int]:
+    """(lo, hi): row t of W holds its nonzeros in columns t - lo ... t + hi."""
+    return (T - 1, T - 1) if band is None else (band - 1, 0)
+
+
+def dense_kernels(
+    x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, band: int | None = None
+) -> NativeKernels | None:
+    """The native kernels if they take this call (see the module docstring), else None. ``weight`` and ``bias``
+    are only checked for their dtype."""
+    T, N = x2d.shape
+    if not (
+        2 <= T <= MAX_T
+        and N >= MIN_COLUMNS
+        and type(surrogate) is ATan
+        and x2d.device.type == "cpu"
+        and x2d.dtype == weight.dtype == bias.dtype == torch.float32
+        and x2d.is_contiguous()
+        and enabled()
+    ):
+        return None
+    kernels = load()
+    return kernels if kernels is not None and kernels.verified(T) else None

@@ -1,0 +1,260 @@
+/* Fused CPU kernels for the PSN family: psn_zoo/neurons/_native.py compiles this file on first use and calls it
+ * through ctypes. Tensors are float32, row-major, time-first: x, s, grad: [T, N]; W: [T, T].
+ *
+ * S = Θ(W·x + b). W may be banded: only columns t − lo … t + hi of row t are used, the rest is read as zero (dense:
+ * lo = hi = T − 1; the masked PSN at λ = 1 and the sliding PSN's Toeplitz matrix: lo = k − 1, hi = 0). Skipping the
+ * zeros changes no bit of a finite result: an fma with a zero product returns its addend.
+ *
+ * One pass over the columns does what the PyTorch path does in eight: every block of BLK columns is loaded once,
+ * the membrane, threshold, surrogate and the three gradients are computed while it sits in L1, and only the outputs
+ * are written back. The arithmetic mirrors SpikingJelly 2.0.0 operation by operation, so the results are the same:
+ *   - the membrane W·x is a fused multiply-add chain over k in ascending order, starting from 0: the order of
+ *     MKL's GEMM kernels (the loader checks it against torch.mm on this machine before using the kernels);
+ *   - SJ's h = addmm(b, W, x) adds the bias after the product, so h = fl(W·x + b) and Θ(h) = [W·x ≥ −b];
+ *   - SJ's ATan backward: u = fl(c·h), fl(u·u), fl(1 + ·), reciprocal, · a, · grad  (c = float32(π·a), a = α/2);
+ *   - grad_x = Wᵀ·grad_h with the same ascending chain, as torch.mm(W.t(), grad_h).
+ * grad_W and grad_b are sums over N in another order than MKL's: equal to float round-off, as any blocked GEMM.
+ * grad_W is zero outside the band (the gradient of W masked to the band).
+ *
+ * Build: cc -O3 -march=native -ffp-contract=off -fopenmp -fPIC -shared (contraction off: every fma is explicit).
+ */
+#include <math.h>
+#include <omp.h>
+#include <stdint.h>
+#if defined(__AVX512F__)
+#include <immintrin.h> /* explicit registers for the hot loops; the portable loops below compute the same values */
+#endif
+#include <stdlib.h>
+#include <string.h>
+
+#define ABI_VERSION 3
+#define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
+#define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
+#define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
+#define RB 4            /* rows per register block */
+
+int psn_abi_version(void) { return ABI_VERSION; }
+
+static inline int imax(int a, int b) { return a > b ? a : b; }
+static inline int imin(int a, int b) { return a < b ? a : b; }
+
+/* A[r, k] inside row r's band, else 0 (entries outside the band are ignored, whatever they hold). */
+static inline float band_entry(const float *A, int T, int lo, int hi, int r, int k) {
+    return k >= r - lo && k <= r + hi ? A[r * T + k] : 0.f;
+}
+
+/* out[r, j] = Σ_k A[r, k]·in[k, j] for r < T, j < BLK, over the band k ∈ [r − lo, r + hi]: ascending-k fma chains
+ * from 0, RB rows at a time (a row block runs over the union of its rows' bands, adding exact zeros). */
+static void mat_block(const float *restrict A, int T, int lo, int hi, const float *restrict in, int64_t ldi,
+                      float *restrict out, int64_t ldo) {
+    int r = 0;
+    for (; r + RB <= T; r += RB) {
+        const int k0 = imax(0, r - lo), k1 = imin(T - 1, r + RB - 1 + hi);
+#if defined(__AVX512F__) && BLK == 64
+        __m512 acc[RB][4];
+        for (int i = 0; i < RB; ++i)
+            for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_setzero_ps();
+        for (int k = k0; k <= k1; ++k) {
+            const float *ik = in + k * ldi;
+            const __m512 v0 = _mm512_loadu_ps(ik), v1 = _mm512_loadu_ps(ik + 16);
+            const __m512 v2 = _mm512_loadu_ps(ik + 32), v3 = _mm512_loadu_ps(ik + 48);
+            for (int i = 0; i < RB; ++i) {
+                const __m512 a = _mm512_set1_ps(band_entry(A, T, lo, hi, r + i, k));
+                acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
+                acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
+                acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
+                acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
+            }
+        }
+        for (int i = 0; i < RB; ++i)
+            for (int q = 0; q < 4; ++q) _mm512_storeu_ps(out + (r + i) * ldo + 16 * q, acc[i][q]);
+#else
+        float acc[RB][BLK];
+        for (int i = 0; i < RB; ++i)
+            for (int j = 0; j < BLK; ++j) acc[i][j] = 0.f;
+        for (int k = k0; k <= k1; ++k) {
+            const float *ik = in + k * ldi;
+            float a[RB];
+            for (int i = 0; i < RB; ++i) a[i] = band_entry(A, T, lo, hi, r + i, k);
+            for (int j = 0; j < BLK; ++j)
+                for (int i = 0; i < RB; ++i) acc[i][j] = fmaf(a[i], ik[j], acc[i][j]);
+        }
+        for (int i = 0; i < RB; ++i) memcpy(out + (r + i) * ldo, acc[i], sizeof(acc[i]));
+#endif
+    }
+    for (; r < T; ++r) {
+        float acc[BLK];
+        for (int j = 0; j < BLK; ++j) acc[j] = 0.f;
+        for (int k = imax(0, r - lo); k <= imin(T - 1, r + hi); ++k) {
+            const float a = A[r * T + k];
+            const float *ik = in + k * ldi;
+            for (int j = 0; j < BLK; ++j) acc[j] = fmaf(a, ik[j], acc[j]);
+        }
+        memcpy(out + r * ldo, acc, sizeof(acc));
+    }
+}
+
+/* lw[t, k, :] += Σ_j grad_h[t, j]·in[k, j] over SPAN columns for k in the band of row t, kept lane-wise (LANES
+ * partial sums per (t, k)); RB × RB register tiles where a tile meets the band. */
+static void outer_block(const float *restrict gh, const float *restrict in, int64_t ld, int T, int lo, int hi,
+                        float *restrict lw) {
+    const int full = T - T % RB;
+    for (int t = 0; t < full; t += RB)
+        for (int k = 0; k < full; k += RB) {
+            if (k > t + RB - 1 + hi || k + RB - 1 < t - lo) continue; /* the tile is outside the band */
+#if defined(__AVX512F__) && LANES == 16
+            __m512 acc[RB][RB];
+            for (int i = 0; i < RB; ++i)
+                for (int m = 0; m < RB; ++m) acc[i][m] = _mm512_setzero_ps();
+            for (int64_t j = 0; j < SPAN; j += LANES) {
+                __m512 g[RB], v[RB];
+                for (int i = 0; i < RB; ++i) g[i] = _mm512_loadu_ps(gh + (t + i) * SPAN + j);
+                for (int m = 0; m < RB; ++m) v[m] = _mm512_loadu_ps(in + (k + m) * ld + j);
+                for (int i = 0; i < RB; ++i)
+                    for (int m = 0; m < RB; ++m) acc[i][m] = _mm512_fmadd_ps(g[i], v[m], acc[i][m]);
+            }
+            for (int i = 0; i < RB; ++i)
+                for (int m = 0; m < RB; ++m) {
+                    float *dst = lw + ((t + i) * T + k + m) * LANES;
+                    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[i][m]));
+                }
+#else
+            float acc[RB][RB][LANES];
+            memset(acc, 0, sizeof(acc));
+            for (int64_t j = 0; j < SPAN; j += LANES)
+                for (int i = 0; i < RB; ++i)
+                    for (int m = 0; m < RB; ++m)
+                        for (int l = 0; l < LANES; ++l)
+                            acc[i][m][l] = fmaf(gh[(t + i) * SPAN + j + l], in[(k + m) * ld + j + l], acc[i][m][l]);
+            for (int i = 0; i < RB; ++i)
+                for (int m = 0; m < RB; ++m)
+                    for (int l = 0; l < LANES; ++l) lw[((t + i) * T + k + m) * LANES + l] += acc[i][m][l];
+#endif
+        }
+    for (int t = 0; t < T; ++t) /* the rows and columns the tiles left (T not a multiple of RB) */
+        for (int k = imax(t < full ? full : 0, t - lo); k <= imin(T - 1, t + hi); ++k) {
+            float *acc = lw + (t * T + k) * LANES;
+            for (int64_t j = 0; j < SPAN; j += LANES)
+                for (int l = 0; l < LANES; ++l) acc[l] = fmaf(gh[t * SPAN + j + l], in[k * ld + j + l], acc[l]);
+        }
+}
+
+/* dst[t, 0:width] = src[t, j0 : j0 + n], zero-padded (the last, partial block). */
+static void load_block(const float *src, int T, int64_t N, int64_t j0, int64_t n, int64_t width, float *dst) {
+    for (int t = 0; t < T; ++t) {
+        memcpy(dst + t * width, src + t * N + j0, n * sizeof(float));
+        memset(dst + t * width + n, 0, (width - n) * sizeof(float));
+    }
+}
+
+/* Forward: s = [W·x ≥ neg_bias] (1.0 / 0.0); membrane (optional) = W·x without the bias. */
+void psn_forward(const float *W, int lo, int hi, const float *neg_bias, const float *x, float *s, float *membrane,
+                 int T, int64_t N, int threads) {
+    const int64_t blocks = (N + BLK - 1) / BLK;
+#pragma omp parallel num_threads(threads)
+    {
+        float *h = malloc(sizeof(float) * T * BLK * 2), *xb = h + T * BLK;
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < blocks; ++b) {
+            const int64_t j0 = b * BLK, n = N - j0 < BLK ? N - j0 : BLK;
+            if (n < BLK) {
+                load_block(x, T, N, j0, n, BLK, xb);
+                mat_block(W, T, lo, hi, xb, BLK, h, BLK);
+            } else {
+                mat_block(W, T, lo, hi, x + j0, N, h, BLK);
+            }
+            for (int t = 0; t < T; ++t) {
+                const float thr = neg_bias[t];
+                const float *ht = h + t * BLK;
+                float *st = s + t * N + j0;
+                for (int64_t j = 0; j < n; ++j) st[j] = ht[j] >= thr ? 1.f : 0.f;
+                if (membrane) memcpy(membrane + t * N + j0, ht, n * sizeof(float));
+            }
+        }
+        free(h);
+    }
+}
+
+/* Backward through the ATan surrogate, a = α/2 and c = π·a as float32 (SJ's constants). Wt = Wᵀ, contiguous.
+ * Any output pointer may be NULL (that gradient is not needed). */
+void psn_backward(const float *W, const float *Wt, int lo, int hi, const float *bias, const float *x,
+                  const float *grad, float *grad_x, float *grad_w, float *grad_b, int T, int64_t N, float a, float c,
+                  int threads) {
+    const int64_t spans = (N + SPAN - 1) / SPAN;
+    if (grad_w) memset(grad_w, 0, sizeof(float) * T * T);
+    if (grad_b) memset(grad_b, 0, sizeof(float) * T);
+    if (threads < 1) threads = 1;
+    float *part_w = calloc((size_t)threads * T * T, sizeof(float)), *part_b = calloc((size_t)threads * T, sizeof(float));
+#pragma omp parallel num_threads(threads)
+    {
+        float *buf = malloc(sizeof(float) * T * SPAN * 4); /* [T, SPAN] each: membrane, grad_h, padded x, grad */
+        float *h = buf, *gh = buf + T * SPAN, *xb = buf + 2 * T * SPAN, *gb = buf + 3 * T * SPAN;
+        float *lw = grad_w ? calloc((size_t)T * T * LANES, sizeof(float)) : NULL;
+        float *lb = calloc((size_t)T * LANES, sizeof(float));
+#pragma omp for schedule(static)
+        for (int64_t b = 0; b < spans; ++b) {
+            const int64_t j0 = b * SPAN, n = N - j0 < SPAN ? N - j0 : SPAN;
+            const float *in = x + j0, *g = grad + j0;
+            int64_t ld = N;
+            if (n < SPAN) {
+                load_block(x, T, N, j0, n, SPAN, xb);
+                load_block(grad, T, N, j0, n, SPAN, gb);
+                in = xb;
+                g = gb;
+                ld = SPAN;
+            }
+            for (int64_t q = 0; q < SPAN; q += BLK) mat_block(W, T, lo, hi, in + q, ld, h + q, SPAN);
+            for (int t = 0; t < T; ++t) {
+                const float bt = bias[t];
+                const float *ht = h + t * SPAN, *gt = g + t * ld;
+                float *ght = gh + t * SPAN;
+                for (int j = 0; j < SPAN; ++j) { /* SJ's ATan backward, one rounding per operation */
+                    float u = c * (ht[j] + bt);
+                    u = u * u;
+                    u = 1.f + u;
+                    u = 1.f / u;
+                    u = u * a;
+                    ght[j] = u * gt[j];
+                }
+                float *lbt = lb + t * LANES;
+                for (int j = 0; j < SPAN; j += LANES)
+                    for (int l = 0; l < LANES; ++l) lbt[l] += ght[j + l];
+            }
+            if (grad_x) { /* Wᵀ's band is W's mirrored: lo and hi swap */
+                if (n == SPAN) {
+                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(Wt, T, hi, lo, gh + q, SPAN, grad_x + j0 + q, N);
+                } else {
+                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(Wt, T, hi, lo, gh + q, SPAN, h + q, SPAN);
+                    for (int t = 0; t < T; ++t) memcpy(grad_x + t * N + j0, h + t * SPAN, n * sizeof(float));
+                }
+            }
+            if (lw) outer_block(gh, in, ld, T, lo, hi, lw);
+        }
+        /* Each thread's sums go to its own slot; the slots are added in thread order after the parallel region, so
+         * a run is reproducible bit for bit (static schedule: the same columns go to the same thread every time). */
+        const int me = omp_get_thread_num();
+        if (grad_w)
+            for (int t = 0; t < T; ++t)
+                for (int k = imax(0, t - lo); k <= imin(T - 1, t + hi); ++k) {
+                    float sum = 0.f;
+                    for (int l = 0; l < LANES; ++l) sum += lw[(t * T + k) * LANES + l];
+                    part_w[(size_t)me * T * T + t * T + k] = sum;
+                }
+        for (int i = 0; i < T; ++i) {
+            float sum = 0.f;
+            for (int l = 0; l < LANES; ++l) sum += lb[i * LANES + l];
+            part_b[(size_t)me * T + i] = sum;
+        }
+        free(lw);
+        free(lb);
+        free(buf);
+    }
+    for (int p = 0; p < threads; ++p) {
+        if (grad_w)
+            for (int i = 0; i < T * T; ++i) grad_w[i] += part_w[(size_t)p * T * T + i];
+        if (grad_b)
+            for (int i = 0; i < T; ++i) grad_b[i] += part_b[(size_t)p * T + i];
+    }
+    free(part_w);
+    free(part_b);
+}

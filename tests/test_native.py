@@ -1,0 +1,228 @@
+"""The fused C kernel of the dense PSN family (psn_zoo/neurons/csrc/psn_cpu.c): build, cache, dispatch, results.
+
+It is compiled here with the machine's C compiler (CI has one), so these tests run the real library: spikes and
+the input gradient must equal SpikingJelly's arithmetic bit for bit, the parameter gradients to round-off.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import pytest
+import torch
+from conftest import assert_grads_close, forward_backward
+
+from psn_zoo.neurons import PSN, SlidingPSN, _native, _psn_kernels, compat, make_neuron, make_surrogate
+
+ATAN = make_surrogate("atan")
+needs_compiler = pytest.mark.skipif(_native.find_compiler() is None, reason="no C compiler on this machine")
+
+
+@pytest.fixture
+def fresh_load(tmp_path, monkeypatch):
+    """A private kernel cache and a fresh per-process load (restored afterwards)."""
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path))
+    _native.load.cache_clear()
+    yield tmp_path / "kernels"
+    _native.load.cache_clear()
+
+
+def _sj_reference(x, weight, bias, grad, alpha=2.0):
+    """SpikingJelly 2.0.0's PSN step by step: h = addmm(b, W, x), Θ(h), ATan backward, grad_x = Wᵀ·grad_h."""
+    h = torch.addmm(bias.unsqueeze(1), weight, x)
+    a = alpha / 2
+    ax = math.pi * a * h
+    grad_h = a / (1 + ax * ax) * grad
+    return (h >= 0).float(), torch.mm(weight.t(), grad_h), grad_h @ x.t(), grad_h.sum(1)
+
+
+def _native_run(x, weight, bias, grad, surrogate=ATAN):
+    x, weight, bias = (t.detach().clone().requires_grad_(True) for t in (x, weight, bias))
+    out = _psn_kernels.DenseThreshold.apply(x, weight, bias, surrogate)
+    out.backward(grad)
+    return out.detach(), x.grad, weight.grad, bias.grad
+
+
+@needs_compiler
+@pytest.mark.parametrize("T", [2, 3, 4, 5, 8, 10, 16])
+@pytest.mark.parametrize("N", [_native.MIN_COLUMNS, 257, 1000, 3000])
+def test_native_kernel_equals_spikingjelly_arithmetic(T, N):
+    torch.manual_seed(T * 1000 + N)
+    x = torch.randn(T, N) * 2
+    weight, bias = torch.randn(T, T) / T**0.5, torch.randn(T) * 0.1 - 1
+    grad = torch.randn(T, N)
+    assert _native.dense_kernels(x, weight, bias, ATAN) is not None, "the native kernel should take this call"
+    out, gx, gw, gb = _native_run(x, weight, bias, grad)
+    ref_out, ref_gx, ref_gw, ref_gb = _sj_reference(x, weight, bias, grad)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(gx, ref_gx)  # same operations in the same order: the same bits
+    assert_grads_close(gw, ref_gw)
+    assert_grads_close(gb, ref_gb)
+
+
+@needs_compiler
+@pytest.mark.parametrize(("T", "k"), [(4, 1), (8, 2), (16, 3), (32, 2), (32, 8), (64, 5), (13, 4)])
+@pytest.mark.parametrize("N", [_native.MIN_COLUMNS, 1000])
+def test_banded_kernel_skips_zeros_without_changing_a_bit(T, k, N):
+    """A band of order k (masked PSN at λ = 1, sliding PSN): k multiply-adds per output, the bits of SJ's dense GEMM
+    over the masked matrix; entries outside the band are never read."""
+    torch.manual_seed(T * 100 + k)
+    mask = torch.tril(torch.ones(T, T)) * torch.triu(torch.ones(T, T), -(k - 1))
+    weight, bias = torch.randn(T, T) * mask, torch.randn(T) * 0.1 - 1
+    x, grad = torch.randn(T, N) * 2, torch.randn(T, N)
+    assert _native.dense_kernels(x, weight, bias, ATAN, band=k) is not None
+    unmasked = weight + torch.randn(T, T) * (1 - mask)  # the kernel reads only the band (masked PSN's raw W)
+    xg, wg, bg = (t.clone().requires_grad_(True) for t in (x, unmasked, bias))
+    out = _psn_kernels.DenseThreshold.apply(xg, wg, bg, ATAN, k)
+    out.backward(grad)
+    ref_out, ref_gx, ref_gw, ref_gb = _sj_reference(x, weight, bias, grad)
+    assert torch.equal(out, ref_out)
+    assert torch.equal(xg.grad, ref_gx)
+    assert_grads_close(wg.grad * mask, ref_gw * mask)
+    assert not wg.grad[mask == 0].any()  # outside the band the gradient is not computed (the mask zeroes it anyway)
+    assert_grads_close(bg.grad, ref_gb)
+
+
+@needs_compiler
+@pytest.mark.parametrize("neuron", ["masked_psn", "sliding_psn"])
+def test_causal_neurons_at_T32_match_spikingjelly_through_the_banded_kernel(neuron, monkeypatch):
+    calls = []
+    original = _native.NativeKernels.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(kwargs.get("band"))
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_native.NativeKernels, "forward", counted)
+    torch.manual_seed(3)
+    spec = {"name": neuron, "k": 2}
+    if neuron == "masked_psn":
+        spec = {"name": neuron, "T": 32, "k": 8, "lambda_": 1.0}
+    ours = make_neuron(spec)
+    x = torch.randn(32, 4, 300) * 1.5
+    grad = torch.randn_like(x)
+    out_o, gx_o, gp_o = forward_backward(ours, x, grad)
+    out_s, gx_s, gp_s = forward_backward(compat.to_spikingjelly(ours), x, grad)
+    assert calls == [spec["k"]]
+    assert torch.equal(out_o, out_s) and torch.equal(gx_o, gx_s)
+    for name, g in gp_o.items():
+        assert_grads_close(g, gp_s[name])
+
+
+@needs_compiler
+def test_native_kernel_with_alpha_and_partial_gradients():
+    torch.manual_seed(0)
+    T, N = 8, 777
+    x, weight, bias, grad = torch.randn(T, N), torch.randn(T, T) / 3, torch.randn(T) - 1, torch.randn(T, N)
+    sg = make_surrogate({"name": "atan", "alpha": 3.0})
+    xg = x.clone().requires_grad_(True)  # parameters frozen: only grad_x is asked for
+    _psn_kernels.DenseThreshold.apply(xg, weight, bias, sg).backward(grad)
+    assert torch.equal(xg.grad, _sj_reference(x, weight, bias, grad, alpha=3.0)[1])
+    wg = weight.clone().requires_grad_(True)  # input frozen: only grad_w
+    _psn_kernels.DenseThreshold.apply(x, wg, bias, sg).backward(grad)
+    assert_grads_close(wg.grad, _sj_reference(x, weight, bias, grad, alpha=3.0)[2])
+
+
+@needs_compiler
+def test_parameter_gradients_are_reproducible_bit_for_bit():
+    """The threads' partial sums are added in a fixed order (a resumed run must retrace an uninterrupted one)."""
+    torch.manual_seed(4)
+    x, weight, bias, grad = torch.randn(8, 20000), torch.randn(8, 8), torch.randn(8) - 1, torch.randn(8, 20000)
+    first = _native_run(x, weight, bias, grad)
+    for _ in range(20):
+        again = _native_run(x, weight, bias, grad)
+        assert all(torch.equal(a, b) for a, b in zip(first, again, strict=True))
+
+
+@needs_compiler
+def test_results_do_not_depend_on_the_thread_count():
+    torch.manual_seed(1)
+    x, weight, bias, grad = torch.randn(4, 5000), torch.randn(4, 4), torch.randn(4) - 1, torch.randn(4, 5000)
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = _native_run(x, weight, bias, grad)
+    finally:
+        torch.set_num_threads(threads)
+    many = _native_run(x, weight, bias, grad)
+    assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
+    assert_grads_close(one[2], many[2])
+
+
+@needs_compiler
+def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
+    calls = []
+    original = _native.NativeKernels.forward
+
+    def counted(self, *args, **kwargs):
+        calls.append(1)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(_native.NativeKernels, "forward", counted)
+    PSN(4)(torch.randn(4, 2, 3, 50))
+    SlidingPSN(2)(torch.randn(8, 2, 3, 50))  # the banded matrix through the dense kernel
+    assert len(calls) == 2
+    T = _native.MAX_T + 1
+    PSN(T)(torch.randn(T, 2, 3, 50))  # above MAX_T: MKL's GEMMs
+    PSN(4).double()(torch.randn(4, 2, 3, 50, dtype=torch.float64))  # the kernel is float32 only
+    PSN(4, surrogate="sigmoid")(torch.randn(4, 2, 3, 50))  # the kernel implements ATan only
+    PSN(4)(torch.randn(4, 600)[:, ::2])  # a non-contiguous [T, N] view
+    PSN(4)(torch.randn(4, _native.MIN_COLUMNS - 1))  # too thin: BLAS may use another kernel (gemv at N = 1)
+    monkeypatch.setenv("PSN_ZOO_NATIVE", "0")
+    PSN(4)(torch.randn(4, 2, 3, 50))
+    assert len(calls) == 2
+
+
+@needs_compiler
+def test_the_build_is_cached_and_written_atomically(fresh_load, monkeypatch):
+    kernels = _native.load()
+    assert kernels is not None and kernels.path.parent == fresh_load
+    assert [p.name for p in fresh_load.iterdir()] == [kernels.path.name]  # no temporary file left behind
+
+    def no_build(*args):
+        raise AssertionError("the cached library should have been reused")
+
+    _native.load.cache_clear()
+    monkeypatch.setattr(_native, "build", no_build)
+    assert _native.load().path == kernels.path
+
+
+@needs_compiler
+def test_a_damaged_cache_entry_is_rebuilt(fresh_load, caplog):
+    path = _native.library_path(_native.find_compiler())  # not loaded yet (dlopen would reuse a loaded library)
+    path.parent.mkdir(parents=True)
+    path.write_bytes(b"not a shared library")
+    with caplog.at_level(logging.WARNING, logger=_native.__name__):
+        kernels = _native.load()
+    assert kernels is not None and "rebuilding" in caplog.text
+    assert path.read_bytes()[:4] == b"\x7fELF"
+
+
+def test_no_compiler_or_failed_build_falls_back_with_one_warning(fresh_load, monkeypatch, caplog):
+    monkeypatch.setenv("CC", "false")  # a "compiler" that always fails
+    torch.manual_seed(2)
+    x, grad = torch.randn(4, 300), torch.randn(4, 300)
+    neuron = PSN(4)
+    with caplog.at_level(logging.WARNING, logger=_native.__name__):
+        assert _native.load() is None
+        assert _native.dense_kernels(x, neuron.weight, neuron.bias, ATAN) is None
+        xg = x.clone().requires_grad_(True)
+        out = neuron(xg)
+        out.backward(grad)
+    assert caplog.text.count("not available") == 1 and "PSN_ZOO_NATIVE=0" in caplog.text
+    ref = _sj_reference(x, neuron.weight.detach(), neuron.bias.detach(), grad)
+    assert torch.equal(out, ref[0])  # the PyTorch path: same spikes
+    assert_grads_close(xg.grad, ref[1])
+    assert not list(fresh_load.glob("*.part"))  # the failed build left nothing in the cache
+
+
+@needs_compiler
+def test_a_blas_that_rounds_differently_turns_the_kernel_off(fresh_load, monkeypatch, caplog):
+    monkeypatch.setattr(_native, "reference_membrane", lambda w, x: torch.mm(w, x).nextafter(torch.tensor(math.inf)))
+    kernels = _native.load()
+    x = torch.randn(4, 100)
+    with caplog.at_level(logging.WARNING, logger=_native.__name__):
+        assert not kernels.verified(4)
+        assert _native.dense_kernels(x, torch.randn(4, 4), torch.randn(4), ATAN) is None
+    assert "rounds W·x differently" in caplog.text
