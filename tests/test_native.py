@@ -62,8 +62,11 @@ def test_native_kernel_equals_spikingjelly_arithmetic(T, N):
 
 
 @needs_compiler
-@pytest.mark.parametrize(("T", "k"), [(4, 1), (8, 2), (16, 3), (32, 2), (32, 8), (64, 5), (13, 4)])
-@pytest.mark.parametrize("N", [_native.MIN_COLUMNS, 1000])
+@pytest.mark.parametrize(
+    ("T", "k", "N"),
+    [(T, k, N) for T, k in [(4, 1), (8, 2), (16, 3), (32, 2), (32, 8), (13, 4)] for N in (_native.MIN_COLUMNS, 1000)]
+    + [(64, 5, _native.WIDE_T_MIN_COLUMNS + 7)],
+)
 def test_banded_kernel_skips_zeros_without_changing_a_bit(T, k, N):
     """A band of order k (masked PSN at λ = 1, sliding PSN): k multiply-adds per output, the bits of SJ's dense GEMM
     over the masked matrix; entries outside the band are never read."""
@@ -169,9 +172,13 @@ def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
     PSN(4, surrogate="sigmoid")(torch.randn(4, 2, 3, 50))  # the kernel implements ATan only
     PSN(4)(torch.randn(4, 600)[:, ::2])  # a non-contiguous [T, N] view
     PSN(4)(torch.randn(4, _native.MIN_COLUMNS - 1))  # too thin: BLAS may use another kernel (gemv at N = 1)
+    PSN(64)(torch.randn(64, 4096))  # wide T on a thin input: the kernel's fixed costs would dominate
+    assert len(calls) == 2
+    PSN(64)(torch.randn(64, _native.WIDE_T_MIN_COLUMNS))
+    assert len(calls) == 3
     monkeypatch.setenv("PSN_ZOO_NATIVE", "0")
     PSN(4)(torch.randn(4, 2, 3, 50))
-    assert len(calls) == 2
+    assert len(calls) == 3
 
 
 @needs_compiler

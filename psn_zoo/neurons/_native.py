@@ -6,8 +6,8 @@ pass is a memory round trip, and on a small CPU they cost more than the arithmet
 forward in one pass and the whole backward in another, block by block in L1, and skips the zeros outside a band
 (masked PSN at λ = 1, sliding PSN: order k, so k multiply-adds per output instead of T). It is used when:
 
-- the tensors are float32 on the CPU, contiguous, ``[T, N]`` with ``2 <= T <= MAX_T`` and ``N >= MIN_COLUMNS``,
-  and the surrogate is ATan;
+- the tensors are float32 on the CPU, contiguous, ``[T, N]`` with ``2 <= T <= MAX_T`` and ``N >= MIN_COLUMNS``
+  (``N >= WIDE_T_MIN_COLUMNS`` above ``T = WIDE_T``), and the surrogate is ATan;
 - a C compiler with OpenMP is found (``$CC``, else ``cc``, ``gcc``, ``clang``), the build succeeded, and
 - a probe on this machine shows its membrane ``W·x`` equals ``torch.mm``'s bit for bit, so its spikes are
   SpikingJelly's (checked once per T; a BLAS with another summation order turns the kernel off for that T). MKL
@@ -42,6 +42,11 @@ log = logging.getLogger(__name__)
 #: Largest T the fused kernel takes. Measured on the 2-core CPU (PSN fwd+bwd, dense W): 1.2-1.65x faster than the
 #: MKL path from T = 24 to 64 at N = 2^16 and 2^20; its per-thread buffers grow as T² (256 KiB each at T = 64).
 MAX_T = 64
+#: Above this T the fused kernel needs at least WIDE_T_MIN_COLUMNS columns: at T = 64 its per-call buffers (about
+#: 1 MiB per thread) cost more than the arithmetic on thin inputs (N = 2^8-2^14: 1.4x slower than the MKL path in
+#: the speed benchmark; N >= 2^16: 1.2-1.4x faster).
+WIDE_T = 32
+WIDE_T_MIN_COLUMNS = 1 << 16
 SOURCE = Path(__file__).with_name("csrc") / "psn_cpu.c"
 ABI_VERSION = 3
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")
@@ -226,10 +231,10 @@ def dense_kernels(
 ) -> NativeKernels | None:
     """The native kernels if they take this call (see the module docstring), else None. ``weight`` and ``bias``
     are only checked for their dtype."""
-    T, N = x2d.shape
+    T, columns = x2d.shape
     if not (
         2 <= T <= MAX_T
-        and N >= MIN_COLUMNS
+        and columns >= (MIN_COLUMNS if T <= WIDE_T else WIDE_T_MIN_COLUMNS)
         and type(surrogate) is ATan
         and x2d.device.type == "cpu"
         and x2d.dtype == weight.dtype == bias.dtype == torch.float32
