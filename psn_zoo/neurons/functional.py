@@ -25,16 +25,11 @@ def _tracing() -> bool:
 
 
 # --------------------------------------------------------------------------------------- PSN family
-def psn_multi_step(
-    x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, band: int | None = None
-) -> torch.Tensor:
-    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``.
-
-    ``band=k`` declares ``weight`` zero outside the causal band of order k (masked PSN at λ = 1, sliding PSN), so
-    the fused CPU kernel can skip those zeros; the result is the same."""
+def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``."""
     if _tracing():
         return surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x_seq))).view(x_seq.shape)
-    return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate, band).view(x_seq.shape)
+    return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate).view(x_seq.shape)
 
 
 def masked_psn_multi_step(
