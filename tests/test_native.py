@@ -87,6 +87,29 @@ def test_banded_kernel_skips_zeros_without_changing_a_bit(T, k, N):
     assert_grads_close(bg.grad, ref_gb)
 
 
+@pytest.mark.parametrize(("T", "k", "N"), [(8, 2, 1000), (13, 4, 300), (40, 3, 100)])
+def test_the_pytorch_path_honours_the_band_too(T, k, N, monkeypatch):
+    """With the fused kernel off (or not taking the call) ``band=k`` still means ``W ⊙ M_k``: the raw weight of a
+    masked PSN gives the same outputs as the masked matrix (whose SJ parity test_sj_parity checks on this path), and
+    the weight gradient is zero outside the band."""
+    monkeypatch.setenv("PSN_ZOO_NATIVE", "0")
+    torch.manual_seed(T + k)
+    mask = torch.tril(torch.ones(T, T)) * torch.triu(torch.ones(T, T), -(k - 1))
+    weight, bias = torch.randn(T, T) * mask, torch.randn(T) * 0.1 - 1
+    x, grad = torch.randn(T, N) * 2, torch.randn(T, N)
+    assert _native.dense_kernels(x, weight, bias, ATAN, band=k) is None
+    unmasked = weight + torch.randn(T, T) * (1 - mask)
+    xg, wg, bg = (t.clone().requires_grad_(True) for t in (x, unmasked, bias))
+    out = _psn_kernels.DenseThreshold.apply(xg, wg, bg, ATAN, k)
+    out.backward(grad)
+    ref_out, ref_gx, ref_gw, ref_gb = _native_run(x, weight, bias, grad)  # the masked matrix, no band
+    assert torch.equal(out, ref_out)
+    assert torch.equal(xg.grad, ref_gx)
+    assert torch.equal(wg.grad, ref_gw * mask)
+    assert not wg.grad[mask == 0].any()
+    assert torch.equal(bg.grad, ref_gb)
+
+
 @needs_compiler
 @pytest.mark.parametrize("neuron", ["masked_psn", "sliding_psn"])
 def test_causal_neurons_at_T32_match_spikingjelly_through_the_banded_kernel(neuron, monkeypatch):
@@ -151,6 +174,29 @@ def test_results_do_not_depend_on_the_thread_count():
     many = _native_run(x, weight, bias, grad)
     assert torch.equal(one[0], many[0]) and torch.equal(one[1], many[1])
     assert_grads_close(one[2], many[2])
+
+
+@needs_compiler
+def test_the_portable_loops_give_the_same_bits_as_the_vector_registers(tmp_path, monkeypatch):
+    """psn_cpu.c has AVX-512 register code and portable loops for other CPUs: built without AVX-512 it must give
+    every output bit for bit as the default build (same fma chains, same partial-sum order), dense and banded, with
+    rows left over by the register blocks (T % 4) and ragged column blocks."""
+    default = _native.load()
+    monkeypatch.setattr(_native, "FLAGS", (*_native.FLAGS, "-mno-avx512f"))
+    portable = _native.NativeKernels(_native.build(_native.find_compiler(), tmp_path / "portable.so"))
+    torch.manual_seed(7)
+    for T, band, N in [(4, None, 300), (7, None, 1000), (16, None, 777), (13, 4, 1000), (32, 2, 513), (6, 1, 260)]:
+        x, grad = torch.randn(T, N) * 2, torch.randn(T, N)
+        weight, bias = torch.randn(T, T) / T**0.5, torch.randn(T) * 0.1 - 1
+        results = []
+        for kernels in (default, portable):
+            spikes, membrane = torch.empty(T, N), torch.empty(T, N)
+            kernels.forward(x, weight, bias, spikes, membrane, band=band)
+            grads = torch.empty(T, N), torch.empty(T, T), torch.empty(T)
+            kernels.backward(x, weight, bias, grad, 2.0, *grads, band=band)
+            results.append((spikes, membrane, *grads))
+        for name, a, b in zip(("spikes", "membrane", "grad_x", "grad_w", "grad_b"), *results, strict=True):
+            assert torch.equal(a, b), f"T={T} band={band} N={N}: {name} differs between the builds"
 
 
 @needs_compiler

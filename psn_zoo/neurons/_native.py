@@ -48,7 +48,7 @@ MAX_T = 64
 WIDE_T = 32
 WIDE_T_MIN_COLUMNS = 1 << 16
 SOURCE = Path(__file__).with_name("csrc") / "psn_cpu.c"
-ABI_VERSION = 3
+ABI_VERSION = 4
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")
 #: Narrowest input the fused kernel takes (BLAS libraries switch to other kernels for very thin matrices).
 MIN_COLUMNS = 256
@@ -133,7 +133,7 @@ class NativeKernels:
         p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
         lib.psn_forward.argtypes = [p, i, i, p, p, p, p, i, i64, i]
         lib.psn_forward.restype = None
-        lib.psn_backward.argtypes = [p, p, i, i, p, p, p, p, p, p, i, i64, f, f, i]
+        lib.psn_backward.argtypes = [p, i, i, p, p, p, p, p, p, i, i64, f, f, i]
         lib.psn_backward.restype = None
         self.path = path
         self._lib = lib
@@ -145,9 +145,9 @@ class NativeKernels:
     ) -> torch.Tensor:  # fmt: skip
         """``out = Θ(W·x + b)`` (1.0/0.0); ``membrane`` (optional) receives ``W·x`` without the bias."""
         T, N = x2d.shape
-        weight, neg_bias = weight.contiguous(), bias.neg().contiguous()
+        weight, bias = weight.contiguous(), bias.contiguous()
         self._lib.psn_forward(
-            weight.data_ptr(), *_band_limits(T, band), neg_bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
+            weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
             None if membrane is None else membrane.data_ptr(), T, N, torch.get_num_threads(),
         )  # fmt: skip
         return out
@@ -159,12 +159,10 @@ class NativeKernels:
         """Fill the requested gradients (None: not needed) through the ATan surrogate with ``alpha``; ``grad_w`` is
         zero outside the band."""
         T, N = x2d.shape
-        weight = weight.contiguous()
-        weight_t = weight.t().contiguous()
-        bias, grad_spike = bias.contiguous(), grad_spike.contiguous()
+        weight, bias, grad_spike = weight.contiguous(), bias.contiguous(), grad_spike.contiguous()
         a = alpha / 2  # SpikingJelly's constants, rounded to float32 as its elementwise kernels do
         self._lib.psn_backward(
-            weight.data_ptr(), weight_t.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
+            weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
             grad_spike.data_ptr(),
             *(None if g is None else g.data_ptr() for g in (grad_x, grad_w, grad_b)),
             T, N, a, math.pi * a, torch.get_num_threads(),
@@ -174,10 +172,12 @@ class NativeKernels:
         """Whether this kernel's membrane equals ``torch.mm`` bit for bit at this T, for a dense and a banded W
         (probed once per T)."""
         if T not in self._verified:
+            from ._psn_kernels import band_mask  # (that module imports this one)
+
             gen = torch.Generator().manual_seed(T)
             dense = torch.randn(T, T, generator=gen)
             band = min(2, T)
-            banded = dense * torch.tril(torch.ones(T, T)) * torch.triu(torch.ones(T, T), -(band - 1))
+            banded = dense * band_mask(T, band)
             ok = True
             for columns in _PROBE_COLUMNS:
                 for k, reference in ((None, dense), (band, banded)):  # the band read out of the dense W

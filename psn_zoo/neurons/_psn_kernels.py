@@ -57,13 +57,23 @@ def _chunks(x2d: torch.Tensor) -> list[slice]:
     return [slice(c, min(c + width, N)) for c in range(0, N, width)]
 
 
+def band_mask(T: int, k: int) -> torch.Tensor:
+    """``M_k[i, j] = 1`` if ``j <= i <= j + k - 1`` else 0: the causal band of order ``k``, ``[T, T]``."""
+    ones = torch.ones(T, T)
+    return torch.tril(ones) * torch.triu(ones, -(k - 1))
+
+
+@functools.cache
+def _cached_band_mask(T: int, k: int, device: torch.device, dtype: torch.dtype) -> torch.Tensor:
+    return band_mask(T, k).to(device=device, dtype=dtype)
+
+
 class DenseThreshold(torch.autograd.Function):
     """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, N]`` (PSN, masked PSN, and the
-    sliding PSN's banded matrix). ``band=k`` declares the causal band of order k: the fused C kernel reads only
-    that band of ``W`` (and returns a gradient masked to it); the PyTorch path reads all of ``W``, so pass a ``W``
-    that is zero outside the band unless :func:`._native.dense_kernels` takes the call. Small T (or a short band)
-    on the CPU runs the fused C kernel (:mod:`._native`), the rest the chunked PyTorch path below; both give the
-    same spikes."""
+    sliding PSN's banded matrix). ``band=k`` uses only the causal band of order k of ``W`` (``W ⊙ M_k``, entries
+    outside it are ignored) and masks the gradient of ``W`` to it: the masked PSN at λ = 1 passes its raw weight.
+    Small T (or a short band) on the CPU runs the fused C kernel (:mod:`._native`), which reads only the band; the
+    rest runs the chunked PyTorch path below on ``W ⊙ M_k``. Both give the same spikes."""
 
     @staticmethod
     def forward(
@@ -74,9 +84,11 @@ class DenseThreshold(torch.autograd.Function):
         surrogate: Surrogate,
         band: int | None = None,
     ) -> torch.Tensor:
-        ctx.save_for_backward(x2d, weight, bias)
         ctx.surrogate, ctx.band = surrogate, band
         ctx.native = _native.dense_kernels(x2d, weight, bias, surrogate, band)
+        if ctx.native is None and band is not None:  # the PyTorch path multiplies the band out
+            weight = weight * _cached_band_mask(weight.shape[0], band, weight.device, weight.dtype)
+        ctx.save_for_backward(x2d, weight, bias)
         out = fresh_like(x2d)
         if ctx.native is not None:
             return ctx.native.forward(x2d, weight, bias, out, band=band)
@@ -111,6 +123,8 @@ class DenseThreshold(torch.autograd.Function):
                 grad_w.addmm_(grad_h, x.t())
             if grad_b is not None:
                 grad_b.add_(grad_h.sum(1))
+        if grad_w is not None and ctx.band is not None:
+            grad_w.mul_(_cached_band_mask(weight.shape[0], ctx.band, weight.device, weight.dtype))
         return grad_x, grad_w, grad_b, None, None
 
 

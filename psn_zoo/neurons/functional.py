@@ -11,6 +11,7 @@ import torch
 from . import _native
 from ._lif_kernels import SerialNeuron
 from ._psn_kernels import DenseThreshold, ShiftedThreshold, ToeplitzThreshold
+from ._psn_kernels import band_mask as band_mask  # public here, with the other pure functions
 from .surrogate import Surrogate
 
 
@@ -43,16 +44,11 @@ def masked_psn_multi_step(
 ) -> torch.Tensor:
     """Masked PSN of order ``k``: :func:`psn_multi_step` with ``W ⊙ (λ·M_k + (1 − λ)·J)``. ``x_seq: [T, *]``.
 
-    At λ = 1 on the CPU the fused kernel reads the band of ``W`` directly (``W ⊙ M_k`` is exactly that band), so
-    the masked matrix and its autograd graph are never built; the spikes and gradients are the same."""
-    x2d = _as_2d(x_seq)
-    if (
-        not _tracing()
-        and x2d.device.type == "cpu"
-        and float(lambda_) == 1.0
-        and _native.dense_kernels(x2d, weight, bias, surrogate, band=k) is not None
-    ):
-        return DenseThreshold.apply(x2d, weight, bias, surrogate, k).view(x_seq.shape)
+    At λ = 1 on the CPU ``W ⊙ M_k`` is exactly the band of ``W``: :class:`DenseThreshold` takes the raw ``W`` and
+    the band (the fused kernel reads only the band), so no masked matrix or autograd graph is built for it; the
+    spikes and gradients are the same."""
+    if not _tracing() and x_seq.device.type == "cpu" and float(lambda_) == 1.0:
+        return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate, k).view(x_seq.shape)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -60,12 +56,6 @@ def masked_weight(weight: torch.Tensor, mask: torch.Tensor, lambda_: torch.Tenso
     """``W ⊙ (λ·M_k + (1 − λ)·J)``; at λ = 1 this is exactly ``W ⊙ M_k`` (no data-dependent branch, so it
     traces for export), and it is the same arithmetic as SpikingJelly's."""
     return (lambda_ * mask + (1.0 - lambda_)) * weight
-
-
-def band_mask(T: int, k: int) -> torch.Tensor:
-    """``M_k[i, j] = 1`` if ``j <= i <= j + k - 1`` else 0: the causal band of order ``k``, ``[T, T]``."""
-    ones = torch.ones(T, T)
-    return torch.tril(ones) * torch.triu(ones, -(k - 1))
 
 
 def sliding_weight_matrix(weight: torch.Tensor, T: int) -> torch.Tensor:

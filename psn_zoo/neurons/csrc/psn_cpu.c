@@ -7,7 +7,8 @@
  *
  * One pass over the columns does what the PyTorch path does in eight: every block of BLK columns is loaded once,
  * the membrane, threshold, surrogate and the three gradients are computed while it sits in L1, and only the outputs
- * are written back. The arithmetic mirrors SpikingJelly 2.0.0 operation by operation, so the results are the same:
+ * are written back. The membrane's threshold (forward) and surrogate (backward) are applied to each register block
+ * as it is finished, before it is ever stored, and W is packed once per call so the inner loop has no branch. The arithmetic mirrors SpikingJelly 2.0.0 operation by operation, so the results are the same:
  *   - the membrane W·x is a fused multiply-add chain over k in ascending order, starting from 0: the order of
  *     MKL's GEMM kernels (the loader checks it against torch.mm on this machine before using the kernels);
  *   - SJ's h = addmm(b, W, x) adds the bias after the product, so h = fl(W·x + b) and Θ(h) = [W·x ≥ −b];
@@ -27,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 3
+#define ABI_VERSION 4
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
@@ -38,19 +39,81 @@ int psn_abi_version(void) { return ABI_VERSION; }
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int imin(int a, int b) { return a < b ? a : b; }
 
-/* A[r, k] inside row r's band, else 0 (entries outside the band are ignored, whatever they hold). */
-static inline float band_entry(const float *A, int T, int lo, int hi, int r, int k) {
-    return k >= r - lo && k <= r + hi ? A[r * T + k] : 0.f;
+
+/* A [T, T] matrix, A[r, k] = data[r·rs + k·cs] (W: rs = T, cs = 1; Wᵀ read out of W: rs = 1, cs = T), used inside
+ * its band k ∈ [r − lo, r + hi] only: entries outside it count as zero, whatever they hold. The full row blocks are
+ * also packed: P[(rb·T + k)·RB + i] = A[rb·RB + i, k] inside the band, else 0, so the hot loop broadcasts RB
+ * consecutive floats per k without a branch. */
+typedef struct {
+    const float *data;
+    int rs, cs;
+    float *P;
+    int T, lo, hi;
+} Matrix;
+
+static inline float band_entry(const Matrix *m, int r, int k) {
+    return k >= r - m->lo && k <= r + m->hi ? m->data[r * m->rs + k * m->cs] : 0.f;
 }
 
-/* out[r, j] = Σ_k A[r, k]·in[k, j] for r < T, j < BLK, over the band k ∈ [r − lo, r + hi]: ascending-k fma chains
- * from 0, RB rows at a time (a row block runs over the union of its rows' bands, adding exact zeros). */
-static void mat_block(const float *restrict A, int T, int lo, int hi, const float *restrict in, int64_t ldi,
-                      float *restrict out, int64_t ldo) {
+static Matrix make_matrix(const float *data, int T, int lo, int hi, int transposed) {
+    const int full = T - T % RB;
+    Matrix m = {data, transposed ? 1 : T, transposed ? T : 1, malloc(sizeof(float) * (full > 0 ? full : 1) * T), T, lo,
+                hi};
+    for (int r = 0; r < full; r += RB)
+        for (int k = 0; k < T; ++k)
+            for (int i = 0; i < RB; ++i) m.P[(r * T / RB + k) * RB + i] = band_entry(&m, r + i, k);
+    return m;
+}
+
+/* What mat_block does with each finished membrane row block, while it is still in registers. */
+typedef struct {
+    enum { STORE, THRESHOLD, SURROGATE } kind;
+    float *out;            /* STORE: the membrane; THRESHOLD: the spikes; SURROGATE: grad_h */
+    int64_t ldo;
+    const float *bias;     /* THRESHOLD: −b (spike where membrane ≥ −b); SURROGATE: b */
+    const float *grad;     /* SURROGATE: the incoming gradient, leading dimension ldg */
+    int64_t ldg;
+    float a, c;            /* SURROGATE: SJ's ATan constants */
+    float *lanes;          /* SURROGATE: grad_b's partial sums, LANES per row */
+} Epilogue;
+
+/* SJ's ATan backward, one rounding per operation: a / (1 + (c·(h + b))²) · g. */
+static inline float atan_grad(float h, float b, float g, float a, float c) {
+    float u = c * (h + b);
+    u = u * u;
+    u = 1.f + u;
+    u = 1.f / u;
+    u = u * a;
+    return u * g;
+}
+
+/* Row t, columns [j, j + width) of a finished membrane block: apply the epilogue (portable form). */
+static inline void finish_row(const Epilogue *e, int t, int64_t j, const float *h, int width) {
+    switch (e->kind) {
+    case STORE: memcpy(e->out + t * e->ldo + j, h, width * sizeof(float)); break;
+    case THRESHOLD:
+        for (int l = 0; l < width; ++l) e->out[t * e->ldo + j + l] = h[l] >= e->bias[t] ? 1.f : 0.f;
+        break;
+    case SURROGATE:
+        for (int l = 0; l < width; ++l) {
+            const float gh = atan_grad(h[l], e->bias[t], e->grad[t * e->ldg + j + l], e->a, e->c);
+            e->out[t * e->ldo + j + l] = gh;
+            e->lanes[t * LANES + (j + l) % LANES] += gh;
+        }
+        break;
+    }
+}
+
+/* For r < T and the BLK columns starting at column j of the epilogue's tensors: h[r, :] = Σ_k A[r, k]·in[k, :] over
+ * the band k ∈ [r − lo, r + hi] (ascending-k fma chains from 0, RB rows at a time; a row block runs over the union of
+ * its rows' bands, adding exact zeros), then the epilogue on h. */
+static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, const Epilogue *e, int64_t j) {
+    const int T = m->T, lo = m->lo, hi = m->hi;
     int r = 0;
     for (; r + RB <= T; r += RB) {
         const int k0 = imax(0, r - lo), k1 = imin(T - 1, r + RB - 1 + hi);
-#if defined(__AVX512F__) && BLK == 64
+        const float *restrict P = m->P + r * T;
+#if defined(__AVX512F__) && BLK == 64 && LANES == 16
         __m512 acc[RB][4];
         for (int i = 0; i < RB; ++i)
             for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_setzero_ps();
@@ -59,38 +122,58 @@ static void mat_block(const float *restrict A, int T, int lo, int hi, const floa
             const __m512 v0 = _mm512_loadu_ps(ik), v1 = _mm512_loadu_ps(ik + 16);
             const __m512 v2 = _mm512_loadu_ps(ik + 32), v3 = _mm512_loadu_ps(ik + 48);
             for (int i = 0; i < RB; ++i) {
-                const __m512 a = _mm512_set1_ps(band_entry(A, T, lo, hi, r + i, k));
+                const __m512 a = _mm512_set1_ps(P[k * RB + i]);
                 acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
                 acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
                 acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
                 acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
             }
         }
-        for (int i = 0; i < RB; ++i)
-            for (int q = 0; q < 4; ++q) _mm512_storeu_ps(out + (r + i) * ldo + 16 * q, acc[i][q]);
+        for (int i = 0; i < RB; ++i) {
+            const int t = r + i;
+            float *dst = e->out + t * e->ldo + j;
+            if (e->kind == STORE) {
+                for (int q = 0; q < 4; ++q) _mm512_storeu_ps(dst + 16 * q, acc[i][q]);
+            } else if (e->kind == THRESHOLD) {
+                const __m512 thr = _mm512_set1_ps(e->bias[t]), one = _mm512_set1_ps(1.f);
+                for (int q = 0; q < 4; ++q)
+                    _mm512_storeu_ps(dst + 16 * q, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(acc[i][q], thr, _CMP_GE_OQ), one));
+            } else {
+                const __m512 bt = _mm512_set1_ps(e->bias[t]), a = _mm512_set1_ps(e->a), c = _mm512_set1_ps(e->c);
+                const __m512 one = _mm512_set1_ps(1.f);
+                const float *g = e->grad + t * e->ldg + j;
+                __m512 lanes = _mm512_loadu_ps(e->lanes + t * LANES);
+                for (int q = 0; q < 4; ++q) {
+                    __m512 u = _mm512_mul_ps(c, _mm512_add_ps(acc[i][q], bt));
+                    u = _mm512_div_ps(one, _mm512_add_ps(one, _mm512_mul_ps(u, u)));
+                    const __m512 gh = _mm512_mul_ps(_mm512_mul_ps(u, a), _mm512_loadu_ps(g + 16 * q));
+                    _mm512_storeu_ps(dst + 16 * q, gh);
+                    lanes = _mm512_add_ps(lanes, gh);
+                }
+                _mm512_storeu_ps(e->lanes + t * LANES, lanes);
+            }
+        }
 #else
         float acc[RB][BLK];
         for (int i = 0; i < RB; ++i)
-            for (int j = 0; j < BLK; ++j) acc[i][j] = 0.f;
+            for (int l = 0; l < BLK; ++l) acc[i][l] = 0.f;
         for (int k = k0; k <= k1; ++k) {
             const float *ik = in + k * ldi;
-            float a[RB];
-            for (int i = 0; i < RB; ++i) a[i] = band_entry(A, T, lo, hi, r + i, k);
-            for (int j = 0; j < BLK; ++j)
-                for (int i = 0; i < RB; ++i) acc[i][j] = fmaf(a[i], ik[j], acc[i][j]);
+            for (int l = 0; l < BLK; ++l)
+                for (int i = 0; i < RB; ++i) acc[i][l] = fmaf(P[k * RB + i], ik[l], acc[i][l]);
         }
-        for (int i = 0; i < RB; ++i) memcpy(out + (r + i) * ldo, acc[i], sizeof(acc[i]));
+        for (int i = 0; i < RB; ++i) finish_row(e, r + i, j, acc[i], BLK);
 #endif
     }
     for (; r < T; ++r) {
         float acc[BLK];
-        for (int j = 0; j < BLK; ++j) acc[j] = 0.f;
+        for (int l = 0; l < BLK; ++l) acc[l] = 0.f;
         for (int k = imax(0, r - lo); k <= imin(T - 1, r + hi); ++k) {
-            const float a = A[r * T + k];
+            const float a = m->data[r * m->rs + k * m->cs];
             const float *ik = in + k * ldi;
-            for (int j = 0; j < BLK; ++j) acc[j] = fmaf(a, ik[j], acc[j]);
+            for (int l = 0; l < BLK; ++l) acc[l] = fmaf(a, ik[l], acc[l]);
         }
-        memcpy(out + r * ldo, acc, sizeof(acc));
+        finish_row(e, r, j, acc, BLK);
     }
 }
 
@@ -147,21 +230,30 @@ static void load_block(const float *src, int T, int64_t N, int64_t j0, int64_t n
     }
 }
 
-/* Forward: s = [W·x ≥ neg_bias] (1.0 / 0.0); membrane (optional) = W·x without the bias. */
-void psn_forward(const float *W, int lo, int hi, const float *neg_bias, const float *x, float *s, float *membrane,
-                 int T, int64_t N, int threads) {
+/* Forward: s = Θ(W·x + b) = [W·x ≥ −b] (1.0 / 0.0); membrane (optional) = W·x without the bias. */
+void psn_forward(const float *W, int lo, int hi, const float *bias, const float *x, float *s, float *membrane, int T,
+                 int64_t N, int threads) {
     const int64_t blocks = (N + BLK - 1) / BLK;
+    const Matrix w = make_matrix(W, T, lo, hi, 0);
+    float *neg_bias = malloc(sizeof(float) * T); /* Θ(W·x + b) = [W·x ≥ −b]: negation is exact */
+    for (int t = 0; t < T; ++t) neg_bias[t] = -bias[t];
 #pragma omp parallel num_threads(threads)
     {
         float *h = malloc(sizeof(float) * T * BLK * 2), *xb = h + T * BLK;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t j0 = b * BLK, n = N - j0 < BLK ? N - j0 : BLK;
+            if (n == BLK && !membrane) { /* the common case: threshold straight from the registers */
+                const Epilogue spikes = {.kind = THRESHOLD, .out = s, .ldo = N, .bias = neg_bias};
+                mat_block(&w, x + j0, N, &spikes, j0);
+                continue;
+            }
+            const Epilogue keep = {.kind = STORE, .out = h, .ldo = BLK};
             if (n < BLK) {
                 load_block(x, T, N, j0, n, BLK, xb);
-                mat_block(W, T, lo, hi, xb, BLK, h, BLK);
+                mat_block(&w, xb, BLK, &keep, 0);
             } else {
-                mat_block(W, T, lo, hi, x + j0, N, h, BLK);
+                mat_block(&w, x + j0, N, &keep, 0);
             }
             for (int t = 0; t < T; ++t) {
                 const float thr = neg_bias[t];
@@ -173,11 +265,13 @@ void psn_forward(const float *W, int lo, int hi, const float *neg_bias, const fl
         }
         free(h);
     }
+    free(w.P);
+    free(neg_bias);
 }
 
-/* Backward through the ATan surrogate, a = α/2 and c = π·a as float32 (SJ's constants). Wt = Wᵀ, contiguous.
+/* Backward through the ATan surrogate, a = α/2 and c = π·a as float32 (SJ's constants); Wᵀ is read out of W.
  * Any output pointer may be NULL (that gradient is not needed). */
-void psn_backward(const float *W, const float *Wt, int lo, int hi, const float *bias, const float *x,
+void psn_backward(const float *W, int lo, int hi, const float *bias, const float *x,
                   const float *grad, float *grad_x, float *grad_w, float *grad_b, int T, int64_t N, float a, float c,
                   int threads) {
     const int64_t spans = (N + SPAN - 1) / SPAN;
@@ -185,6 +279,7 @@ void psn_backward(const float *W, const float *Wt, int lo, int hi, const float *
     if (grad_b) memset(grad_b, 0, sizeof(float) * T);
     if (threads < 1) threads = 1;
     float *part_w = calloc((size_t)threads * T * T, sizeof(float)), *part_b = calloc((size_t)threads * T, sizeof(float));
+    const Matrix w = make_matrix(W, T, lo, hi, 0), wt = make_matrix(W, T, hi, lo, 1); /* Wᵀ's band: lo, hi swap */
 #pragma omp parallel num_threads(threads)
     {
         float *buf = malloc(sizeof(float) * T * SPAN * 4); /* [T, SPAN] each: membrane, grad_h, padded x, grad */
@@ -203,30 +298,15 @@ void psn_backward(const float *W, const float *Wt, int lo, int hi, const float *
                 g = gb;
                 ld = SPAN;
             }
-            for (int64_t q = 0; q < SPAN; q += BLK) mat_block(W, T, lo, hi, in + q, ld, h + q, SPAN);
-            for (int t = 0; t < T; ++t) {
-                const float bt = bias[t];
-                const float *ht = h + t * SPAN, *gt = g + t * ld;
-                float *ght = gh + t * SPAN;
-                for (int j = 0; j < SPAN; ++j) { /* SJ's ATan backward, one rounding per operation */
-                    float u = c * (ht[j] + bt);
-                    u = u * u;
-                    u = 1.f + u;
-                    u = 1.f / u;
-                    u = u * a;
-                    ght[j] = u * gt[j];
-                }
-                float *lbt = lb + t * LANES;
-                for (int j = 0; j < SPAN; j += LANES)
-                    for (int l = 0; l < LANES; ++l) lbt[l] += ght[j + l];
-            }
-            if (grad_x) { /* Wᵀ's band is W's mirrored: lo and hi swap */
-                if (n == SPAN) {
-                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(Wt, T, hi, lo, gh + q, SPAN, grad_x + j0 + q, N);
-                } else {
-                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(Wt, T, hi, lo, gh + q, SPAN, h + q, SPAN);
+            const Epilogue surrogate = {.kind = SURROGATE, .out = gh, .ldo = SPAN, .bias = bias, .grad = g, .ldg = ld,
+                                        .a = a, .c = c, .lanes = lb};
+            for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&w, in + q, ld, &surrogate, q);
+            if (grad_x) {
+                const Epilogue direct = {.kind = STORE, .out = grad_x + j0, .ldo = N};
+                const Epilogue padded = {.kind = STORE, .out = h, .ldo = SPAN};
+                for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&wt, gh + q, SPAN, n == SPAN ? &direct : &padded, q);
+                if (n < SPAN)
                     for (int t = 0; t < T; ++t) memcpy(grad_x + t * N + j0, h + t * SPAN, n * sizeof(float));
-                }
             }
             if (lw) outer_block(gh, in, ld, T, lo, hi, lw);
         }
@@ -257,4 +337,6 @@ void psn_backward(const float *W, const float *Wt, int lo, int hi, const float *
     }
     free(part_w);
     free(part_b);
+    free(w.P);
+    free(wt.P);
 }
