@@ -182,6 +182,37 @@ def test_streaming_equals_multi_step(name, neuron, kwargs):
     torch.testing.assert_close(model.forward_steps(x), expected, rtol=0, atol=0)
 
 
+def test_dropout_mask_is_shared_over_time_and_kept_while_streaming():
+    from psn_zoo.models.layers import Dropout
+
+    drop = Dropout(0.5).train()
+    x_seq = torch.ones(6, 3, 40)
+    out = drop(x_seq)
+    assert set(out.unique().tolist()) == {0.0, 2.0}
+    assert all(torch.equal(out[t], out[0]) for t in range(6))  # one mask for every step of a sample
+    assert not torch.equal(out[0, 0], out[0, 1])  # but its own mask per sample
+    torch.manual_seed(3)
+    multi = drop(x_seq)
+    torch.manual_seed(3)
+    streamed = torch.stack([drop(x_seq[t]) for t in range(6)])  # one draw, kept until reset
+    assert torch.equal(streamed, multi)
+    drop.reset()
+    assert drop.mask is None
+    assert torch.equal(drop.eval()(x_seq), x_seq)
+    with pytest.raises(ValueError, match=r"\[0, 1\)"):
+        Dropout(1.0)
+
+
+def test_reset_states_forgets_streaming_dropout_masks():
+    model = create_model("spiking_vgg11_bn", neuron="lif", T=2, num_classes=3, head="compact")
+    model.set_step_mode("s")
+    model.step(torch.rand(2, 3, 32, 32))  # training mode: the head's dropout draws its stream mask
+    dropout = model.classifier[0]
+    assert dropout.mask is not None
+    model.reset_states()
+    assert dropout.mask is None
+
+
 def test_streaming_needs_causal_neurons_and_mode():
     model = create_model("sew_resnet18", neuron="psn", T=2, num_classes=2)
     with pytest.raises(ValueError, match="PSN is not causal"):

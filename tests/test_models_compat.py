@@ -90,6 +90,29 @@ def test_spikingjelly_weights_give_identical_logits(name, neuron, cnf):
     assert torch.equal(got, expected), (got - expected).abs().max()
 
 
+def test_spiking_vgg_trains_like_spikingjelly_dropout_included():
+    """In training mode (batch statistics, dropout) the same seed gives SJ's logits bit for bit: our dropout draws
+    one mask per sample for all time steps, in SJ's order and arithmetic (``layer.Dropout``)."""
+    T, classes = 3, 5
+    torch.manual_seed(0)
+    theirs = sj_vgg.spiking_vgg11_bn(num_classes=classes, **NEURONS["psn"][1](T))
+    sjf.set_step_mode(theirs, "m")
+    for m in theirs.classifier:  # wider than the N(0, 0.01) init, so the classifier's neurons fire
+        if isinstance(m, nn.Linear):
+            m.weight.data.normal_(0, 0.05)
+    ours = create_model("spiking_vgg11_bn", neuron="psn", T=T, num_classes=classes)
+    ours.load_state_dict(from_spikingjelly(theirs.state_dict(), ours))
+    x_seq = torch.rand(T, 2, 3, 32, 32) * 3
+    torch.manual_seed(1)
+    expected = theirs(x_seq)
+    torch.manual_seed(1)
+    got = ours.forward_steps(x_seq, time_first=True)
+    assert expected.abs().sum() > 0, "no spike reached the logits: the test would compare zeros"
+    assert torch.equal(got, expected), (got - expected).abs().max()
+    torch.manual_seed(2)  # another draw of the masks changes the logits: dropout is really on
+    assert not torch.equal(ours.forward_steps(x_seq, time_first=True), expected)
+
+
 def test_state_dict_round_trip_to_spikingjelly():
     ours = create_model("sew_resnet18", neuron="psn", T=4, num_classes=3)
     theirs = sj_sew.sew_resnet18(num_classes=3, cnf="ADD", spiking_neuron=sjn.PSN, T=4)

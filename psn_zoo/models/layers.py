@@ -1,4 +1,5 @@
-"""Stateless layers that accept time-first sequences ``[T, B, C, ...]`` as well as single steps ``[B, C, ...]``.
+"""Layers that accept time-first sequences ``[T, B, C, ...]`` as well as single steps ``[B, C, ...]`` (stateless, but
+for the time-shared dropout mask of a stream).
 
 A multi-step input has ``T`` and ``B`` merged for the wrapped ANN layer and split again afterwards, so
 batch norm statistics are taken over ``T·B`` (as in SpikingJelly's multi-step layers). Parameter names are
@@ -57,6 +58,45 @@ class BatchNorm1d(_TimeMerged, nn.BatchNorm1d):
 
 class AvgPool1d(_TimeMerged, nn.AvgPool1d):
     spatial_dims = 1
+
+
+class Dropout(nn.Module):
+    """Dropout with one mask for all time steps of a sample (SpikingJelly's ``layer.Dropout``; Lee et al. 2020):
+    a unit dropped at one step stays dropped for the whole sequence, so dropout does not average out over T.
+
+    ``[T, B, *feature]`` (multi-step) draws the mask for ``[B, *feature]`` once per call; a single step ``[B,
+    *feature]`` (streaming) keeps its mask until :meth:`reset` (``SpikingModel.reset_states`` calls it), so streamed
+    steps see the mask the multi-step pass would. ``feature_dims`` is the number of dims of one sample's features
+    (1 for a classifier's ``[F]``). In eval mode it is the identity.
+    """
+
+    def __init__(self, p: float = 0.5, feature_dims: int = 1) -> None:
+        super().__init__()
+        if not 0.0 <= p < 1.0:
+            raise ValueError(f"Dropout probability must be in [0, 1), got {p}")
+        self.p = p
+        self.feature_dims = feature_dims
+        self.mask: torch.Tensor | None = None
+
+    def _new_mask(self, like: torch.Tensor) -> torch.Tensor:
+        # SJ's arithmetic: 0 or 1/(1 - p), drawn like F.dropout (so the same seed gives SJ's mask)
+        return nn.functional.dropout(torch.ones_like(like), self.p, training=True)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0.0:
+            return x
+        if x.dim() == self.feature_dims + 2:  # [T, B, *feature]
+            return x * self._new_mask(x[0])
+        if self.mask is None or self.mask.shape != x.shape:
+            self.mask = self._new_mask(x)
+        return x * self.mask
+
+    def reset(self) -> None:
+        """Forget the streaming mask (the next step draws a new one)."""
+        self.mask = None
+
+    def extra_repr(self) -> str:
+        return f"p={self.p}, mask shared over time"
 
 
 class FlattenFeatures(nn.Module):

@@ -2,8 +2,9 @@
 
 ``features`` (3×3 conv [→ BN] → neuron, max pools), ``avgpool`` to 7×7, and the three-layer classifier
 ``Linear(25088, 4096) → neuron → Dropout → Linear(4096, 4096) → neuron → Dropout → Linear(4096, classes)``,
-named as in SpikingJelly 2.0.0 so their state dicts map one to one. ``head="compact"`` swaps the 120 M-parameter
-classifier for global average pooling and one linear layer, the sensible choice for small event frames.
+named as in SpikingJelly 2.0.0 so their state dicts map one to one; as there, each dropout mask is shared by all
+time steps of a sample. ``head="compact"`` swaps the 120 M-parameter classifier for global average pooling and one
+linear layer, the sensible choice for small event frames.
 """
 
 from __future__ import annotations
@@ -57,15 +58,15 @@ class SpikingVGG(SpikingModel):
             self.classifier = nn.Sequential(
                 nn.Linear(512 * 7 * 7, 4096),
                 self.make_neuron(),
-                nn.Dropout(dropout),
+                L.Dropout(dropout),
                 nn.Linear(4096, 4096),
                 self.make_neuron(),
-                nn.Dropout(dropout),
+                L.Dropout(dropout),
                 nn.Linear(4096, self.num_classes),
             )
         elif head == "compact":
             self.avgpool = L.AdaptiveAvgPool2d((1, 1))
-            self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(512, self.num_classes))
+            self.classifier = nn.Sequential(L.Dropout(dropout), nn.Linear(512, self.num_classes))
             self.classifier_path = "classifier.1"
         else:
             raise ValueError(f"head must be 'torchvision' or 'compact', got {head!r}")
