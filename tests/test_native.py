@@ -114,13 +114,18 @@ def test_the_pytorch_path_honours_the_band_too(T, k, N, monkeypatch):
 @pytest.mark.parametrize("neuron", ["masked_psn", "sliding_psn"])
 def test_causal_neurons_at_T32_match_spikingjelly_through_the_banded_kernel(neuron, monkeypatch):
     calls = []
-    original = _native.NativeKernels.forward
+    original, original_sliding = _native.NativeKernels.forward, _native.NativeKernels.forward_sliding
 
     def counted(self, *args, **kwargs):
         calls.append(kwargs.get("band"))
         return original(self, *args, **kwargs)
 
+    def counted_sliding(self, x2d, taps, *args):
+        calls.append(taps.shape[0])  # the kernel builds the band of order k from the taps
+        return original_sliding(self, x2d, taps, *args)
+
     monkeypatch.setattr(_native.NativeKernels, "forward", counted)
+    monkeypatch.setattr(_native.NativeKernels, "forward_sliding", counted_sliding)
     torch.manual_seed(3)
     spec = {"name": neuron, "k": 2}
     if neuron == "masked_psn":
@@ -209,8 +214,9 @@ def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
         return original(self, *args, **kwargs)
 
     monkeypatch.setattr(_native.NativeKernels, "forward", counted)
+    monkeypatch.setattr(_native.NativeKernels, "forward_sliding", counted)
     PSN(4)(torch.randn(4, 2, 3, 50))
-    SlidingPSN(2)(torch.randn(8, 2, 3, 50))  # the banded matrix through the dense kernel
+    SlidingPSN(2)(torch.randn(8, 2, 3, 50))  # the band of its taps through the kernel
     assert len(calls) == 2
     T = _native.MAX_T + 1
     PSN(T)(torch.randn(T, 2, 3, 50))  # above MAX_T: MKL's GEMMs

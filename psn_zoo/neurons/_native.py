@@ -48,7 +48,7 @@ MAX_T = 64
 WIDE_T = 32
 WIDE_T_MIN_COLUMNS = 1 << 16
 SOURCE = Path(__file__).with_name("csrc") / "psn_cpu.c"
-ABI_VERSION = 4
+ABI_VERSION = 5
 FLAGS = ("-O3", "-march=native", "-mprefer-vector-width=512", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")
 #: Narrowest input the fused kernel takes (BLAS libraries switch to other kernels for very thin matrices).
 MIN_COLUMNS = 256
@@ -135,6 +135,10 @@ class NativeKernels:
         lib.psn_forward.restype = None
         lib.psn_backward.argtypes = [p, i, i, p, p, p, p, p, p, i, i64, f, f, i]
         lib.psn_backward.restype = None
+        lib.psn_forward_sliding.argtypes = [p, i, p, p, p, i, i64, i]
+        lib.psn_forward_sliding.restype = None
+        lib.psn_backward_sliding.argtypes = [p, i, p, p, p, p, p, p, i, i64, f, f, i]
+        lib.psn_backward_sliding.restype = None
         self.path = path
         self._lib = lib
         self._verified: dict[int, bool] = {}
@@ -165,6 +169,34 @@ class NativeKernels:
             weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
             grad_spike.data_ptr(),
             *(None if g is None else g.data_ptr() for g in (grad_x, grad_w, grad_b)),
+            T, N, a, math.pi * a, torch.get_num_threads(),
+        )  # fmt: skip
+
+    def forward_sliding(
+        self, x2d: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, out: torch.Tensor
+    ) -> torch.Tensor:
+        """The sliding PSN: :meth:`forward` with the banded Toeplitz matrix of ``taps: [k]`` (built in C, band k) and
+        the scalar ``bias`` at every step."""
+        T, N = x2d.shape
+        taps, bias = taps.contiguous(), bias.contiguous()
+        self._lib.psn_forward_sliding(
+            taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), out.data_ptr(), T, N,
+            torch.get_num_threads(),
+        )  # fmt: skip
+        return out
+
+    def backward_sliding(
+        self, x2d: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, grad_spike: torch.Tensor, alpha: float,
+        grad_x: torch.Tensor | None, grad_taps: torch.Tensor | None, grad_bias: torch.Tensor | None,
+    ) -> None:  # fmt: skip
+        """:meth:`backward` of :meth:`forward_sliding`: the matrix gradient is summed onto the taps (diagonal by
+        diagonal, rows in order) and the bias gradient over the steps, in C."""
+        T, N = x2d.shape
+        taps, bias, grad_spike = taps.contiguous(), bias.contiguous(), grad_spike.contiguous()
+        a = alpha / 2
+        self._lib.psn_backward_sliding(
+            taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), grad_spike.data_ptr(),
+            *(None if g is None else g.data_ptr() for g in (grad_x, grad_taps, grad_bias)),
             T, N, a, math.pi * a, torch.get_num_threads(),
         )  # fmt: skip
 

@@ -128,46 +128,30 @@ class DenseThreshold(torch.autograd.Function):
         return grad_x, grad_w, grad_b, None, None
 
 
-@functools.cache
-def _toeplitz_index(T: int, k: int, device: torch.device) -> torch.Tensor:
-    """``[T, T]`` indices into ``cat(w, 0)``: row t holds tap ``k-1-(t-j)`` at column j inside the band, else k."""
-    lag = torch.arange(T, device=device).unsqueeze(1) - torch.arange(T, device=device)
-    return torch.where((lag >= 0) & (lag < k), k - 1 - lag, k)
-
-
 class ToeplitzThreshold(torch.autograd.Function):
     """Sliding PSN through the fused C kernel: ``w: [k]`` and scalar ``b``, ``x: [T, N]`` (CPU, float32).
 
-    The banded Toeplitz ``[T, T]`` matrix is gathered from ``w`` without autograd (exact copies, one op) and its
-    gradient folded back onto the k taps with one ``index_add``; the same values as the dense route with
-    :func:`~psn_zoo.neurons.functional.sliding_weight_matrix`, without its autograd graph of small ops.
+    The kernel builds the banded Toeplitz ``[T, T]`` matrix from the taps itself and sums its gradient back onto
+    them, so no matrix, index or autograd graph of small ops is made here; the values are those of the dense route
+    with :func:`~psn_zoo.neurons.functional.sliding_weight_matrix`.
     """
 
     @staticmethod
     def forward(
         ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, kernels: Any
     ) -> torch.Tensor:
-        T, k = x2d.shape[0], weight.shape[0]
-        index = _toeplitz_index(T, k, x2d.device)
-        matrix = torch.cat([weight, weight.new_zeros(1)])[index]
-        bias_t = bias.expand(T).contiguous()
-        ctx.save_for_backward(x2d, matrix, bias_t)
-        ctx.surrogate, ctx.kernels, ctx.index, ctx.k = surrogate, kernels, index, k
-        return kernels.forward(x2d, matrix, bias_t, fresh_like(x2d), band=k)
+        ctx.save_for_backward(x2d, weight, bias)
+        ctx.surrogate, ctx.kernels = surrogate, kernels
+        return kernels.forward_sliding(x2d, weight, bias, fresh_like(x2d))
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2d, matrix, bias_t = ctx.saved_tensors
+        x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        k = ctx.k
         grad_x = fresh_like(x2d) if need_x else None
-        grad_m = torch.empty_like(matrix) if need_w else None
-        grad_bt = torch.empty_like(bias_t) if need_b else None
-        ctx.kernels.backward(x2d, matrix, bias_t, grad_spike, ctx.surrogate.alpha, grad_x, grad_m, grad_bt, k)
-        grad_w = None
-        if grad_m is not None:
-            grad_w = matrix.new_zeros(k + 1).index_add_(0, ctx.index.view(-1), grad_m.view(-1))[:k]
-        grad_b = grad_bt.sum() if grad_bt is not None else None
+        grad_w = torch.empty_like(weight) if need_w else None
+        grad_b = torch.empty_like(bias) if need_b else None
+        ctx.kernels.backward_sliding(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b)
         return grad_x, grad_w, grad_b, None, None
 
 

@@ -28,7 +28,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 4
+#define ABI_VERSION 5
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
@@ -339,4 +339,52 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
     free(part_b);
     free(w.P);
     free(wt.P);
+}
+
+/* The sliding PSN: W is the banded Toeplitz matrix of its k taps, W[t, j] = taps[k − 1 − (t − j)] for
+ * 0 ≤ t − j < k (else 0), and its bias is one scalar for every t. Built here per call (T² floats) so the caller
+ * passes the taps as they are. */
+static float *toeplitz(const float *taps, int k, int T) {
+    float *W = calloc((size_t)T * T, sizeof(float));
+    for (int t = 0; t < T; ++t)
+        for (int j = imax(0, t - k + 1); j <= t; ++j) W[t * T + j] = taps[k - 1 - (t - j)];
+    return W;
+}
+
+static float *repeated(float value, int T) {
+    float *v = malloc(sizeof(float) * T);
+    for (int t = 0; t < T; ++t) v[t] = value;
+    return v;
+}
+
+void psn_forward_sliding(const float *taps, int k, const float *bias, const float *x, float *s, int T, int64_t N,
+                         int threads) {
+    float *W = toeplitz(taps, k, T), *b = repeated(*bias, T);
+    psn_forward(W, k - 1, 0, b, x, s, NULL, T, N, threads);
+    free(W);
+    free(b);
+}
+
+/* grad_taps[i] sums grad_W over the i-th diagonal of the band, rows in ascending order; grad_bias sums grad_b over
+ * t in ascending order. Any output pointer may be NULL. */
+void psn_backward_sliding(const float *taps, int k, const float *bias, const float *x, const float *grad,
+                          float *grad_x, float *grad_taps, float *grad_bias, int T, int64_t N, float a, float c,
+                          int threads) {
+    float *W = toeplitz(taps, k, T), *b = repeated(*bias, T);
+    float *gw = grad_taps ? malloc(sizeof(float) * T * T) : NULL, *gb = grad_bias ? malloc(sizeof(float) * T) : NULL;
+    psn_backward(W, k - 1, 0, b, x, grad, grad_x, gw, gb, T, N, a, c, threads);
+    if (grad_taps) {
+        for (int i = 0; i < k; ++i) grad_taps[i] = 0.f;
+        for (int t = 0; t < T; ++t)
+            for (int j = imax(0, t - k + 1); j <= t; ++j) grad_taps[k - 1 - (t - j)] += gw[t * T + j];
+    }
+    if (grad_bias) {
+        float sum = 0.f;
+        for (int t = 0; t < T; ++t) sum += gb[t];
+        *grad_bias = sum;
+    }
+    free(W);
+    free(b);
+    free(gw);
+    free(gb);
 }
