@@ -124,3 +124,31 @@ def test_inference_path_equals_training_path(spec):
     assert spikes_train.requires_grad
     assert torch.equal(spikes_inf, spikes_train.detach())
     assert torch.equal(v_inf, neuron.v.detach())
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"name": "psn", "T": 4}, {"name": "masked_psn", "T": 4, "k": 2, "lambda_": 1.0}, {"name": "sliding_psn", "k": 2}],
+)
+@pytest.mark.parametrize("native", ["1", "0"], ids=["fused-C-where-it-applies", "pytorch-path"])
+def test_neurons_take_any_layout_with_one_autograd_node(spec, native, monkeypatch):
+    """``[T, B, C, H, W]`` goes through the kernels without reshape/view nodes around them; a permuted
+    (channels-last) input and an expanded incoming gradient give the values of the contiguous case."""
+    from psn_zoo.neurons import make_neuron
+
+    monkeypatch.setenv("PSN_ZOO_NATIVE", native)
+    torch.manual_seed(0)
+    neuron = make_neuron(spec)
+    x = (torch.randn(4, 2, 8, 6, 6) * 2).requires_grad_(True)
+    out = neuron(x)
+    assert out.shape == x.shape and out.is_contiguous()
+    assert type(out.grad_fn).__name__.endswith("ThresholdBackward")
+    assert "AccumulateGrad" in type(out.grad_fn.next_functions[0][0]).__name__  # straight to x: no view node
+    out.sum().backward()  # an expanded (stride 0) gradient
+    grad_contiguous = x.grad.clone()
+    x_cl = x.detach().permute(0, 1, 3, 4, 2).contiguous().permute(0, 1, 4, 2, 3).requires_grad_(True)
+    assert not x_cl.is_contiguous()
+    out_cl = neuron(x_cl)
+    assert torch.equal(out_cl, out)
+    out_cl.sum().backward()
+    assert torch.equal(x_cl.grad, grad_contiguous)

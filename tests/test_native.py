@@ -142,6 +142,24 @@ def test_causal_neurons_at_T32_match_spikingjelly_through_the_banded_kernel(neur
 
 
 @needs_compiler
+@pytest.mark.parametrize(("T", "k"), [(4, 6), (5, 5), (7, 3)])
+def test_sliding_psn_taps_through_the_kernel_match_spikingjelly(T, k):
+    """The kernel builds the Toeplitz band from the taps and sums the gradient back onto them, also for taps older
+    than the sequence (k > T: they get no gradient)."""
+    torch.manual_seed(T * 10 + k)
+    ours = make_neuron({"name": "sliding_psn", "k": k})
+    x = torch.randn(T, 2, 300) * 1.5
+    grad = torch.randn_like(x)
+    assert _native.dense_kernels(x.reshape(T, -1), ours.weight, ours.bias, ATAN, band=k) is not None
+    out_o, gx_o, gp_o = forward_backward(ours, x, grad)
+    out_s, gx_s, gp_s = forward_backward(compat.to_spikingjelly(ours), x, grad)
+    assert torch.equal(out_o, out_s) and torch.equal(gx_o, gx_s)
+    for name, g in gp_o.items():
+        assert_grads_close(g, gp_s[name])
+    assert not gp_o["weight"][: max(0, k - T)].any()
+
+
+@needs_compiler
 def test_native_kernel_with_alpha_and_partial_gradients():
     torch.manual_seed(0)
     T, N = 8, 777

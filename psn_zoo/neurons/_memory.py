@@ -72,8 +72,8 @@ def advise_huge_pages(t: torch.Tensor) -> bool:
     return end > start and madvise(start, end - start, MADV_HUGEPAGE) == 0
 
 
-def fresh_like(t: torch.Tensor) -> torch.Tensor:
-    """``torch.empty_like(t)``, on huge pages when that helps (see the module docstring)."""
-    out = torch.empty_like(t)
+def fresh_like(t: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
+    """``torch.empty_like(t, memory_format=...)``, on huge pages when that helps (see the module docstring)."""
+    out = torch.empty_like(t, memory_format=memory_format)
     advise_huge_pages(out)
     return out

@@ -259,18 +259,19 @@ def _band_limits(T: int, band: int | None) -> tuple[int, int]:
 
 
 def dense_kernels(
-    x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, band: int | None = None
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, band: int | None = None
 ) -> NativeKernels | None:
-    """The native kernels if they take this call (see the module docstring), else None. ``weight`` and ``bias``
-    are only checked for their dtype."""
-    T, columns = x2d.shape
+    """The native kernels if they take this call on ``x: [T, *]`` (as ``[T, N]``; see the module docstring), else
+    None. ``weight`` and ``bias`` are only checked for their dtype."""
+    T = x.shape[0]
+    columns = x.numel() // T if T else 0
     if not (
         2 <= T <= MAX_T
         and columns >= (MIN_COLUMNS if T <= WIDE_T else WIDE_T_MIN_COLUMNS)
         and type(surrogate) is ATan
-        and x2d.device.type == "cpu"
-        and x2d.dtype == weight.dtype == bias.dtype == torch.float32
-        and x2d.is_contiguous()
+        and x.device.type == "cpu"
+        and x.dtype == weight.dtype == bias.dtype == torch.float32
+        and x.is_contiguous()
         and enabled()
     ):
         return None

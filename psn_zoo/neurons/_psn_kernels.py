@@ -68,8 +68,14 @@ def _cached_band_mask(T: int, k: int, device: torch.device, dtype: torch.dtype) 
     return band_mask(T, k).to(device=device, dtype=dtype)
 
 
+def _flat(x_seq: torch.Tensor) -> torch.Tensor:
+    """``[T, *] -> [T, N]`` inside the Functions below (a view when contiguous): the caller's shape is kept, so no
+    reshape or view node enters the autograd graph around a neuron."""
+    return x_seq.reshape(x_seq.shape[0], -1)
+
+
 class DenseThreshold(torch.autograd.Function):
-    """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, N]`` (PSN, masked PSN, and the
+    """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, *]`` (PSN, masked PSN, and the
     sliding PSN's banded matrix). ``band=k`` uses only the causal band of order k of ``W`` (``W ⊙ M_k``, entries
     outside it are ignored) and masks the gradient of ``W`` to it: the masked PSN at λ = 1 passes its raw weight.
     Small T (or a short band) on the CPU runs the fused C kernel (:mod:`._native`), which reads only the band; the
@@ -78,23 +84,26 @@ class DenseThreshold(torch.autograd.Function):
     @staticmethod
     def forward(
         ctx: Any,
-        x2d: torch.Tensor,
+        x_seq: torch.Tensor,
         weight: torch.Tensor,
         bias: torch.Tensor,
         surrogate: Surrogate,
         band: int | None = None,
     ) -> torch.Tensor:
+        x2d = _flat(x_seq)
         ctx.surrogate, ctx.band = surrogate, band
         ctx.native = _native.dense_kernels(x2d, weight, bias, surrogate, band)
         if ctx.native is None and band is not None:  # the PyTorch path multiplies the band out
             weight = weight * _cached_band_mask(weight.shape[0], band, weight.device, weight.dtype)
         ctx.save_for_backward(x2d, weight, bias)
-        out = fresh_like(x2d)
+        out = fresh_like(x_seq, torch.contiguous_format)
+        out2d = out.view(x2d.shape)
         if ctx.native is not None:
-            return ctx.native.forward(x2d, weight, bias, out, band=band)
+            ctx.native.forward(x2d, weight, bias, out2d, band=band)
+            return out
         neg_bias = bias.neg().unsqueeze(1)
         for cols in _chunks(x2d):
-            block = out[:, cols]
+            block = out2d[:, cols]
             torch.mm(weight, x2d[:, cols], out=block)
             block.ge_(neg_bias)
         return out
@@ -103,12 +112,14 @@ class DenseThreshold(torch.autograd.Function):
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = fresh_like(x2d) if need_x else None
+        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
+        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
+        grad_spike = grad_spike.reshape(x2d.shape)
         if ctx.native is not None:
             grad_w = torch.empty_like(weight) if need_w else None
             grad_b = torch.empty_like(bias) if need_b else None
             ctx.native.backward(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band)
-            return grad_x, grad_w, grad_b, None, None
+            return grad_seq, grad_w, grad_b, None, None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         bias_col = bias.unsqueeze(1)
@@ -125,11 +136,11 @@ class DenseThreshold(torch.autograd.Function):
                 grad_b.add_(grad_h.sum(1))
         if grad_w is not None and ctx.band is not None:
             grad_w.mul_(_cached_band_mask(weight.shape[0], ctx.band, weight.device, weight.dtype))
-        return grad_x, grad_w, grad_b, None, None
+        return grad_seq, grad_w, grad_b, None, None
 
 
 class ToeplitzThreshold(torch.autograd.Function):
-    """Sliding PSN through the fused C kernel: ``w: [k]`` and scalar ``b``, ``x: [T, N]`` (CPU, float32).
+    """Sliding PSN through the fused C kernel: ``w: [k]`` and scalar ``b``, ``x: [T, *]`` (CPU, float32).
 
     The kernel builds the banded Toeplitz ``[T, T]`` matrix from the taps itself and sums its gradient back onto
     them, so no matrix, index or autograd graph of small ops is made here; the values are those of the dense route
@@ -138,21 +149,27 @@ class ToeplitzThreshold(torch.autograd.Function):
 
     @staticmethod
     def forward(
-        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, kernels: Any
+        ctx: Any, x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate, kernels: Any
     ) -> torch.Tensor:
+        x2d = _flat(x_seq)
         ctx.save_for_backward(x2d, weight, bias)
         ctx.surrogate, ctx.kernels = surrogate, kernels
-        return kernels.forward_sliding(x2d, weight, bias, fresh_like(x2d))
+        out = fresh_like(x_seq, torch.contiguous_format)
+        kernels.forward_sliding(x2d, weight, bias, out.view(x2d.shape))
+        return out
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = fresh_like(x2d) if need_x else None
+        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
+        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
         grad_w = torch.empty_like(weight) if need_w else None
         grad_b = torch.empty_like(bias) if need_b else None
-        ctx.kernels.backward_sliding(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b)
-        return grad_x, grad_w, grad_b, None, None
+        ctx.kernels.backward_sliding(
+            x2d, weight, bias, grad_spike.reshape(x2d.shape), ctx.surrogate.alpha, grad_x, grad_w, grad_b
+        )
+        return grad_seq, grad_w, grad_b, None, None
 
 
 def _shifted_membrane(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
@@ -173,16 +190,18 @@ def _shifted_membrane(x: torch.Tensor, weight: torch.Tensor, out: torch.Tensor) 
 
 
 class ShiftedThreshold(torch.autograd.Function):
-    """Sliding PSN ``S[t] = Θ(Σ_i w_i·x[t-k+1+i] + b)`` with ``w: [k]``, scalar ``b``, ``x: [T, N]``."""
+    """Sliding PSN ``S[t] = Θ(Σ_i w_i·x[t-k+1+i] + b)`` with ``w: [k]``, scalar ``b``, ``x: [T, *]``."""
 
     @staticmethod
     def forward(
-        ctx: Any, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
+        ctx: Any, x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
     ) -> torch.Tensor:
-        out = fresh_like(x2d)
+        x2d = _flat(x_seq)
+        out = fresh_like(x_seq, torch.contiguous_format)
+        out2d = out.view(x2d.shape)
         neg_bias = bias.neg()
         for cols in _chunks(x2d):
-            _shifted_membrane(x2d[:, cols], weight, out[:, cols]).ge_(neg_bias)
+            _shifted_membrane(x2d[:, cols], weight, out2d[:, cols]).ge_(neg_bias)
         ctx.save_for_backward(x2d, weight, bias)
         ctx.surrogate = surrogate
         return out
@@ -192,7 +211,9 @@ class ShiftedThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         k, T = weight.shape[0], x2d.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_x = fresh_like(x2d) if need_x else None
+        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
+        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
+        grad_spike = grad_spike.reshape(x2d.shape)
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         taps = [(i, k - 1 - i) for i in range(max(0, k - T), k)]  # (tap, time shift), newest last
@@ -209,4 +230,4 @@ class ShiftedThreshold(torch.autograd.Function):
                     grad_w[i] += torch.vdot(grad_h[shift:].reshape(-1), x[: T - shift].reshape(-1))
             if grad_b is not None:
                 grad_b += grad_h.sum()
-        return grad_x, grad_w, grad_b, None
+        return grad_seq, grad_w, grad_b, None

@@ -30,7 +30,7 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``."""
     if _tracing():
         return surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x_seq))).view(x_seq.shape)
-    return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate).view(x_seq.shape)
+    return DenseThreshold.apply(x_seq, weight, bias, surrogate)
 
 
 def masked_psn_multi_step(
@@ -48,7 +48,7 @@ def masked_psn_multi_step(
     the band (the fused kernel reads only the band), so no masked matrix or autograd graph is built for it; the
     spikes and gradients are the same."""
     if not _tracing() and x_seq.device.type == "cpu" and float(lambda_) == 1.0:
-        return DenseThreshold.apply(_as_2d(x_seq), weight, bias, surrogate, k).view(x_seq.shape)
+        return DenseThreshold.apply(x_seq, weight, bias, surrogate, k)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -83,16 +83,13 @@ def sliding_psn_multi_step(
 ) -> torch.Tensor:
     """Sliding PSN ``S[t] = Θ(Σ_i w_i·X[t-k+1+i] + b)``; any ``T``. ``weight: [k]``, ``bias: []``."""
     T, k = x_seq.shape[0], weight.shape[0]
-    x2d = _as_2d(x_seq)
     if _tracing():
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
-    if (kernels := _native.dense_kernels(x2d, weight, bias, surrogate, band=k)) is not None:
-        out = ToeplitzThreshold.apply(x2d, weight, bias, surrogate, kernels)
-    elif use_shifted_kernel(T, k):
-        out = ShiftedThreshold.apply(x2d, weight, bias, surrogate)
-    else:
-        out = DenseThreshold.apply(x2d, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
-    return out.view(x_seq.shape)
+    if (kernels := _native.dense_kernels(x_seq, weight, bias, surrogate, band=k)) is not None:
+        return ToeplitzThreshold.apply(x_seq, weight, bias, surrogate, kernels)
+    if use_shifted_kernel(T, k):
+        return ShiftedThreshold.apply(x_seq, weight, bias, surrogate)
+    return DenseThreshold.apply(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
 
 
 def _fma_chain(queue: list[torch.Tensor], taps: torch.Tensor) -> torch.Tensor:
