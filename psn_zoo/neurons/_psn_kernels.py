@@ -74,6 +74,22 @@ def _flat(x_seq: torch.Tensor) -> torch.Tensor:
     return x_seq.reshape(x_seq.shape[0], -1)
 
 
+def _fresh_with_flat(like: torch.Tensor, flat_shape: torch.Size) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh contiguous tensor shaped like ``like`` (what a Function returns) and its ``[T, N]`` view (what the
+    kernels write)."""
+    full = fresh_like(like, torch.contiguous_format)
+    return full, full.view(flat_shape)
+
+
+def _grad_buffers(
+    grad_spike: torch.Tensor, x2d: torch.Tensor, need_x: bool
+) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
+    """Backward's ``(grad_x in the caller's shape, its [T, N] view, grad_spike as [T, N])``; no buffer if the
+    input needs no gradient."""
+    grad_seq, grad_x = _fresh_with_flat(grad_spike, x2d.shape) if need_x else (None, None)
+    return grad_seq, grad_x, grad_spike.reshape(x2d.shape)
+
+
 class DenseThreshold(torch.autograd.Function):
     """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, *]`` (PSN, masked PSN, and the
     sliding PSN's banded matrix). ``band=k`` uses only the causal band of order k of ``W`` (``W ⊙ M_k``, entries
@@ -96,8 +112,7 @@ class DenseThreshold(torch.autograd.Function):
         if ctx.native is None and band is not None:  # the PyTorch path multiplies the band out
             weight = weight * _cached_band_mask(weight.shape[0], band, weight.device, weight.dtype)
         ctx.save_for_backward(x2d, weight, bias)
-        out = fresh_like(x_seq, torch.contiguous_format)
-        out2d = out.view(x2d.shape)
+        out, out2d = _fresh_with_flat(x_seq, x2d.shape)
         if ctx.native is not None:
             ctx.native.forward(x2d, weight, bias, out2d, band=band)
             return out
@@ -112,9 +127,7 @@ class DenseThreshold(torch.autograd.Function):
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
-        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
-        grad_spike = grad_spike.reshape(x2d.shape)
+        grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         if ctx.native is not None:
             grad_w = torch.empty_like(weight) if need_w else None
             grad_b = torch.empty_like(bias) if need_b else None
@@ -154,21 +167,18 @@ class ToeplitzThreshold(torch.autograd.Function):
         x2d = _flat(x_seq)
         ctx.save_for_backward(x2d, weight, bias)
         ctx.surrogate, ctx.kernels = surrogate, kernels
-        out = fresh_like(x_seq, torch.contiguous_format)
-        kernels.forward_sliding(x2d, weight, bias, out.view(x2d.shape))
+        out, out2d = _fresh_with_flat(x_seq, x2d.shape)
+        kernels.forward_sliding(x2d, weight, bias, out2d)
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
-        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
+        grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         grad_w = torch.empty_like(weight) if need_w else None
         grad_b = torch.empty_like(bias) if need_b else None
-        ctx.kernels.backward_sliding(
-            x2d, weight, bias, grad_spike.reshape(x2d.shape), ctx.surrogate.alpha, grad_x, grad_w, grad_b
-        )
+        ctx.kernels.backward_sliding(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b)
         return grad_seq, grad_w, grad_b, None, None
 
 
@@ -197,8 +207,7 @@ class ShiftedThreshold(torch.autograd.Function):
         ctx: Any, x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
     ) -> torch.Tensor:
         x2d = _flat(x_seq)
-        out = fresh_like(x_seq, torch.contiguous_format)
-        out2d = out.view(x2d.shape)
+        out, out2d = _fresh_with_flat(x_seq, x2d.shape)
         neg_bias = bias.neg()
         for cols in _chunks(x2d):
             _shifted_membrane(x2d[:, cols], weight, out2d[:, cols]).ge_(neg_bias)
@@ -211,9 +220,7 @@ class ShiftedThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         k, T = weight.shape[0], x2d.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
-        grad_seq = fresh_like(grad_spike, torch.contiguous_format) if need_x else None
-        grad_x = grad_seq.view(x2d.shape) if grad_seq is not None else None
-        grad_spike = grad_spike.reshape(x2d.shape)
+        grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         taps = [(i, k - 1 - i) for i in range(max(0, k - T), k)]  # (tap, time shift), newest last
