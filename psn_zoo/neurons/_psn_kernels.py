@@ -1,4 +1,4 @@
-"""Fused autograd kernels for the PSN family on time-first 2-D inputs ``x2d: [T, N]``.
+"""Fused autograd kernels for the PSN family on time-first inputs ``x: [T, *]`` (computed as ``[T, N]``).
 
 SpikingJelly computes ``h = addmm(b, W, x)`` then ``Θ(h)`` with autograd, so it keeps both ``x`` and
 ``h`` ([T, N] each) for backward and runs about ten full passes over [T, N] tensors, each one
