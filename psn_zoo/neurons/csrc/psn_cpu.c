@@ -129,6 +129,7 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
                 acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
             }
         }
+#pragma GCC unroll 4 /* unrolled, the accumulators stay in registers (rolled, gcc spilled all 16 to the stack) */
         for (int i = 0; i < RB; ++i) {
             const int t = r + i;
             float *dst = e->out + t * e->ldo + j;
