@@ -4,6 +4,10 @@ Each scikit-learn digit, upscaled MNIST-style to 28×28, is read one column per 
 ``[T=28, C=1, L=28]`` (the intensities of one column), so a classifier must integrate over 28 steps, as the
 paper's sequential CIFAR (32 columns of 3×32 pixels) does. Train/test split by image, stratified and seeded —
 the same split as N-Digits.
+
+``permute_pixels=True`` is the harder, permuted variant (the permuted sequential MNIST protocol): the 784 pixels
+are read in one fixed random order, 28 per step, so no single step shows a recognisable part of the digit and a
+classifier must relate steps far apart — and know which step it is at — to recognise it.
 """
 
 from __future__ import annotations
@@ -17,16 +21,28 @@ from .ndigits import mnist_style_digits
 from .transforms import MapDataset, RandomTranslateFrames
 
 
-class _ColumnsAsTime:
-    """``[28, 28]`` image -> ``[T=28 columns, C=1, L=28 rows]`` sequence (with an optional random shift)."""
+def pixel_permutation(seed: int, size: int = 28) -> torch.Tensor:
+    """The fixed reading order of the permuted variant: a permutation of the ``size²`` pixel indices (row-major)."""
+    return torch.randperm(size * size, generator=torch.Generator().manual_seed(seed))
 
-    def __init__(self, translate: int) -> None:
+
+class _ColumnsAsTime:
+    """``[28, 28]`` image -> ``[T=28, C=1, L=28]`` sequence (with an optional random shift of the image first).
+
+    Step t holds column t of the image or, with ``order`` (a permutation of the 784 row-major pixel indices), the
+    pixels ``order[28·t : 28·t + 28]``.
+    """
+
+    def __init__(self, translate: int, order: torch.Tensor | None = None) -> None:
         self.shift = RandomTranslateFrames(translate) if translate else None
         self.random = self.shift is not None
+        self.order = order
 
     def __call__(self, image: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         if self.shift is not None:
             image = self.shift(image, generator)
+        if self.order is not None:
+            return image.reshape(-1)[self.order].view(image.shape[1], 1, image.shape[0])
         return image.t().unsqueeze(1)
 
 
@@ -42,6 +58,8 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         seed: seed of the splits.
         images_per_class: use only the first n images of each digit (quick tests); None: all 1797.
         val_split: ``validate`` on the ``"holdout"`` part of the training images or on the ``"test"`` split.
+        permute_pixels: read the pixels in one fixed random order (:func:`pixel_permutation`) instead of by columns.
+        permutation_seed: seed of that order; the same for every split and every ``seed``.
     """
 
     name = "SequentialDigits"
@@ -58,6 +76,8 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         seed: int = 0,
         images_per_class: int | None = None,
         val_split: ValSplit = "holdout",
+        permute_pixels: bool = False,
+        permutation_seed: int = 0,
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -69,6 +89,8 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         self.seed = seed
         self.images_per_class = images_per_class
         self.val_split = val_split
+        self.permute_pixels = permute_pixels
+        self.permutation_seed = permutation_seed
         self.datasets: dict[str, Dataset] = {}
 
     @property
@@ -86,9 +108,10 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         train_ids, test_ids = stratified_split(labels.tolist(), self.test_fraction, self.seed)
         keep, held = stratified_split(labels[train_ids].tolist(), self.val_fraction, self.seed)
         x, y = torch.from_numpy(images), torch.from_numpy(labels)
+        order = pixel_permutation(self.permutation_seed, x.shape[-1]) if self.permute_pixels else None
 
         def part(ids: list[int], translate: int) -> Dataset:
-            return MapDataset(TensorDataset(x[ids], y[ids]), _ColumnsAsTime(translate), self.seed)
+            return MapDataset(TensorDataset(x[ids], y[ids]), _ColumnsAsTime(translate, order), self.seed)
 
         self.datasets = {
             "train": part([train_ids[i] for i in keep], self.random_translate),

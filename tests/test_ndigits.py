@@ -125,6 +125,29 @@ def test_sequential_digits():
     assert torch.equal(dm.datasets["test"][0][0][:, 0, :], image.t())
 
 
+def test_permuted_sequential_digits_read_every_pixel_once_in_one_fixed_order():
+    from datamodules.seqdigits import pixel_permutation
+
+    plain = SequentialDigitsDataModule(batch_size=16, images_per_class=20)
+    permuted = SequentialDigitsDataModule(batch_size=16, images_per_class=20, permute_pixels=True)
+    other_split = SequentialDigitsDataModule(batch_size=16, images_per_class=20, permute_pixels=True, seed=1)
+    for dm in (plain, permuted, other_split):
+        dm.setup()
+    order = pixel_permutation(0)
+    assert sorted(order.tolist()) == list(range(784)) and not torch.equal(order, torch.arange(784))
+    assert torch.equal(order, pixel_permutation(0)) and not torch.equal(order, pixel_permutation(1))
+    for dm in (permuted, other_split):  # the same order for every split and every data seed
+        for split in ("val", "test"):  # not shifted: step t holds pixels order[28t : 28t + 28]
+            image = dm.datasets[split].dataset.tensors[0][3]
+            assert torch.equal(dm.datasets[split][3][0].reshape(-1), image.reshape(-1)[order])
+        assert dm.datasets["train"][3][0].shape == (28, 1, 28) == dm.input_shape
+    x_plain, y_plain = next(iter(plain.test_dataloader()))
+    x_perm, y_perm = next(iter(permuted.test_dataloader()))
+    assert torch.equal(y_plain, y_perm)  # same images, same split: only the reading order differs
+    assert torch.equal(x_plain.flatten(1).sort(1).values, x_perm.flatten(1).sort(1).values)
+    assert not torch.equal(x_plain, x_perm)
+
+
 def test_disk_cache_keys_differ_between_configurations(tmp_path):
     """Two N-Digits configurations under one data_dir never share cached frames."""
     small = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=2, T=4, cache="disk")
