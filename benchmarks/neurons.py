@@ -33,7 +33,7 @@ from benchmarks._common import (
     time_one,
     time_pair,
 )
-from psn_zoo.neurons import _native, functional, make_neuron
+from psn_zoo.neurons import _native, make_neuron
 from psn_zoo.neurons._memory import fresh_like
 from psn_zoo.neurons.compat import to_spikingjelly
 
@@ -52,17 +52,21 @@ def _pair(name: str, T: int, device: str = "cpu") -> tuple[torch.nn.Module, torc
 
 
 def our_kernel(neuron: torch.nn.Module, T: int, N: int, device: str = "cpu") -> str:
-    """Which implementation our neuron runs on a ``[T, N]`` input: ``fused C`` (psn_zoo/neurons/csrc), ``GEMM``
-    (the chunked PyTorch path), ``shifted`` (sliding PSN with k ≪ T) or ``serial`` (LIF)."""
-    name = type(neuron).__name__
-    if name not in ("PSN", "MaskedPSN", "SlidingPSN"):
-        return "serial"
-    band = None if name == "PSN" or (name == "MaskedPSN" and float(neuron.lambda_) < 1) else neuron.k
-    x = torch.empty(T, N, device=device)
-    weight, bias = torch.empty(T, T, device=device), torch.empty(T, device=device)
-    if _native.dense_kernels(x, weight, bias, neuron.surrogate, band) is not None:
-        return "fused C" if band is None else f"fused C, band {band}"
-    return "shifted" if name == "SlidingPSN" and functional.use_shifted_kernel(T, neuron.k) else "GEMM"
+    """Which implementation our neuron ran on a ``[T, N]`` input, read off the autograd node it made (so this
+    report never restates the dispatch rules): ``fused C`` (psn_zoo/neurons/csrc), ``GEMM`` (the chunked PyTorch
+    path), ``shifted`` (sliding PSN with k ≪ T) or ``serial`` (LIF)."""
+    x = torch.zeros(T, N, device=device, requires_grad=True)
+    _reset(neuron)
+    node = neuron(x).grad_fn
+    _reset(neuron)
+    kind = type(node).__name__.removesuffix("Backward")
+    if kind == "ToeplitzThreshold":
+        return f"fused C, band {neuron.k}"
+    if kind == "DenseThreshold":
+        if node.native is None:
+            return "GEMM"
+        return "fused C" if node.band is None else f"fused C, band {node.band}"
+    return "shifted" if kind == "ShiftedThreshold" else "serial"
 
 
 def _forward(neuron: torch.nn.Module, x: torch.Tensor):

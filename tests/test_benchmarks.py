@@ -105,6 +105,26 @@ def test_neuron_table(suite):
     assert payload["headline"]["psn_family_fwdbwd_speedup"]["cells"] == 1
 
 
+@pytest.mark.parametrize("native", ["1", "0"])
+def test_kernel_column_names_what_ran(native, monkeypatch):
+    """The table's 'ours runs' column is read off the autograd node the neuron made, for every dispatch route."""
+    from psn_zoo.neurons import make_neuron
+
+    monkeypatch.setenv("PSN_ZOO_NATIVE", native)
+    fused = native == "1"
+    cases = [
+        ({"name": "psn", "T": 4}, 4, "fused C" if fused else "GEMM"),
+        ({"name": "psn", "T": 128}, 128, "GEMM"),  # beyond the kernel's T
+        ({"name": "masked_psn", "T": 8, "k": 3, "lambda_": 1.0}, 8, "fused C, band 3" if fused else "GEMM"),
+        ({"name": "masked_psn", "T": 8, "k": 3, "lambda_": 0.5}, 8, "fused C" if fused else "GEMM"),
+        ({"name": "sliding_psn", "k": 2}, 8, "fused C, band 2" if fused else "GEMM"),
+        ({"name": "sliding_psn", "k": 2}, 128, "shifted"),
+        ({"name": "lif"}, 4, "serial"),
+    ]
+    for spec, T, expected in cases:
+        assert neurons.our_kernel(make_neuron(spec), T, 1024) == expected, (spec, T)
+
+
 def test_model_table(suite):
     out, _ = suite
     [(headers, rows)] = tables((out / "models.md").read_text())

@@ -150,5 +150,6 @@ def test_neurons_take_any_layout_with_one_autograd_node(spec, native, monkeypatc
     assert not x_cl.is_contiguous()
     out_cl = neuron(x_cl)
     assert torch.equal(out_cl, out)
+    assert type(out_cl.grad_fn) is type(out.grad_fn)  # the same kernel as the contiguous case, after one copy
     out_cl.sum().backward()
     assert torch.equal(x_cl.grad, grad_contiguous)

@@ -211,6 +211,15 @@ def test_reset_states_forgets_streaming_dropout_masks():
     assert dropout.mask is not None
     model.reset_states()
     assert dropout.mask is None
+    # the model-free helper too: the dropout is a StatefulModule, like the neurons, in any container
+    from psn_zoo.models.layers import Dropout
+    from psn_zoo.neurons import StatefulModule, make_neuron, reset_states
+
+    net = torch.nn.Sequential(make_neuron("lif", step_mode="s"), Dropout(0.5)).train()
+    net(torch.rand(4, 8) * 3)
+    assert isinstance(net[1], StatefulModule) and net[1].mask is not None and net[0].v is not None
+    reset_states(net)
+    assert net[1].mask is None and net[0].v is None
 
 
 def test_streaming_needs_causal_neurons_and_mode():

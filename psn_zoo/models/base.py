@@ -21,7 +21,6 @@ import torch
 from torch import nn
 
 from ..neurons import NeuronSpec, neuron_factory, neurons_of, reset_states, set_step_mode
-from .layers import Dropout
 
 InputKind = Literal["image", "sequence"]
 
@@ -164,9 +163,6 @@ class SpikingModel(nn.Module):
         """Reset every neuron (membrane potentials, input histories), the streaming dropout masks and the stream
         position."""
         reset_states(self)
-        for module in self.modules():
-            if isinstance(module, Dropout):
-                module.reset()
         self._t = 0
 
     def get_classifier(self) -> nn.Module:

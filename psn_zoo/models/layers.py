@@ -11,6 +11,8 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from ..neurons import StatefulModule
+
 
 class _TimeMerged:
     """Mixin: run the wrapped layer on ``x.flatten(0, 1)`` when ``x`` carries a leading time axis."""
@@ -60,12 +62,12 @@ class AvgPool1d(_TimeMerged, nn.AvgPool1d):
     spatial_dims = 1
 
 
-class Dropout(nn.Module):
+class Dropout(StatefulModule):
     """Dropout with one mask for all time steps of a sample (SpikingJelly's ``layer.Dropout``; Lee et al. 2020):
     a unit dropped at one step stays dropped for the whole sequence, so dropout does not average out over T.
 
     ``[T, B, *feature]`` (multi-step) draws the mask for ``[B, *feature]`` once per call; a single step ``[B,
-    *feature]`` (streaming) keeps its mask until :meth:`reset` (``SpikingModel.reset_states`` calls it), so streamed
+    *feature]`` (streaming) keeps its mask until :meth:`reset` (``psn_zoo.neurons.reset_states`` calls it), so streamed
     steps see the mask the multi-step pass would. ``feature_dims`` is the number of dims of one sample's features
     (1 for a classifier's ``[F]``). In eval mode it is the identity.
     """

@@ -5,7 +5,7 @@ Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B
 """
 
 from . import functional
-from .base import SpikingNeuron, StepMode, neurons_of, reset_states, set_step_mode
+from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .lif import IFNode, LIFNode, NoResetLIFNode, ParametricLIFNode
 from .psn import PSN, MaskedPSN, SlidingPSN
 from .registry import NEURONS, NeuronSpec, list_neurons, make_neuron, neuron_factory, neuron_info
@@ -24,6 +24,7 @@ __all__ = [
     "Sigmoid",
     "SlidingPSN",
     "SpikingNeuron",
+    "StatefulModule",
     "StepMode",
     "Surrogate",
     "functional",

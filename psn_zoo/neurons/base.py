@@ -6,6 +6,9 @@ Step modes:
   processed at once;
 - ``"s"`` (single-step, streaming): the input is one time step ``[B, ...]``; state is kept between
   calls until :meth:`SpikingNeuron.reset` (or :func:`reset_states` on the whole model).
+
+Anything else that keeps state from one step of a sequence to the next (the models' streaming ``Dropout`` mask)
+subclasses :class:`StatefulModule` too, so :func:`reset_states` resets it with the neurons.
 """
 
 from __future__ import annotations
@@ -20,7 +23,15 @@ from .surrogate import SurrogateSpec, make_surrogate
 StepMode = Literal["m", "s"]
 
 
-class SpikingNeuron(nn.Module):
+class StatefulModule(nn.Module):
+    """A module that keeps state between the calls of one sequence; :func:`reset_states` calls :meth:`reset`
+    between independent sequences."""
+
+    def reset(self) -> None:
+        """Forget the state."""
+
+
+class SpikingNeuron(StatefulModule):
     """Base of all psn_zoo neurons; subclasses implement ``multi_step`` (and ``single_step`` if causal)."""
 
     #: Can the neuron run one time step at a time (its output at t depends only on inputs <= t)?
@@ -113,9 +124,11 @@ def neurons_of(model: nn.Module) -> list[SpikingNeuron]:
 
 
 def reset_states(model: nn.Module) -> None:
-    """Reset every neuron in ``model`` (call between independent sequences / batches)."""
-    for neuron in neurons_of(model):
-        neuron.reset()
+    """Reset every :class:`StatefulModule` in ``model`` — its neurons and any streaming layer (call between
+    independent sequences / batches)."""
+    for module in model.modules():
+        if isinstance(module, StatefulModule):
+            module.reset()
 
 
 def set_step_mode(model: nn.Module, mode: StepMode) -> None:

@@ -85,6 +85,8 @@ def sliding_psn_multi_step(
     T, k = x_seq.shape[0], weight.shape[0]
     if _tracing():
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
+    if x_seq.device.type == "cpu":  # the kernel reads [T, N] rows: copy a permuted (channels-last) input, as
+        x_seq = x_seq.contiguous()  # DenseThreshold does for PSN and masked PSN (no copy, no node when contiguous)
     if (kernels := _native.dense_kernels(x_seq, weight, bias, surrogate, band=k)) is not None:
         return ToeplitzThreshold.apply(x_seq, weight, bias, surrogate, kernels)
     if use_shifted_kernel(T, k):
