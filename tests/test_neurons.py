@@ -6,7 +6,7 @@ import math
 
 import pytest
 import torch
-from conftest import assert_grads_close, forward_backward
+from conftest import assert_neuron_outputs_match, forward_backward
 from torch import nn
 
 from psn_zoo.neurons import (
@@ -58,7 +58,8 @@ def test_multi_step_shapes_and_binary_output(spec, shape):
 
 @pytest.mark.parametrize("spec", CAUSAL_SPECS, ids=lambda s: "-".join(f"{v}" for v in s.values()))
 def test_streaming_equals_multi_step(spec):
-    """Frame-by-frame (single-step) spikes are identical to the whole-sequence ones; gradients agree."""
+    """Frame-by-frame (single-step) spikes are the whole-sequence ones (for the PSN family up to ties at the
+    threshold: the step sums its k taps itself, the sequence through a GEMM); gradients agree."""
     torch.manual_seed(1)
     x = torch.randn(6, 4, 3, 5) * 2
     grad = torch.randn_like(x)
@@ -71,10 +72,8 @@ def test_streaming_equals_multi_step(spec):
     xs = x.clone().requires_grad_(True)
     out_s = torch.stack([stream(xs[t]) for t in range(x.shape[0])])
     out_s.backward(grad)
-    assert torch.equal(out_s.detach(), out_m)
-    assert_grads_close(xs.grad, gx_m)
-    for name, p in stream.named_parameters():
-        assert_grads_close(p.grad, gp_m[name])
+    streamed = out_s.detach(), xs.grad, {n: p.grad for n, p in stream.named_parameters()}
+    assert_neuron_outputs_match(multi, x, streamed, (out_m, gx_m, gp_m))
 
 
 def test_state_persists_until_reset():

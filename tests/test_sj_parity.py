@@ -1,14 +1,22 @@
-"""SpikingJelly 2.0.0 is the numerical oracle: same parameters -> identical spikes, matching gradients.
+"""SpikingJelly 2.0.0 is the numerical oracle: same parameters -> the same spikes, matching gradients.
 
-Spikes are compared bit for bit. Gradients are compared to float32 round-off: our kernels sum
-parameter gradients chunk by chunk, so the last bits of a long sum can differ.
+Serial neurons' spikes are compared bit for bit (the same elementwise operations). The PSN family's are equal up to
+ties: SJ's membrane comes from the BLAS, whose summation order depends on the CPU, ours from our own fixed-order
+kernel where it runs (docs/numerics.md), so a spike may differ only where the exact membrane lies within float32
+round-off of the threshold (a rigorous bound, checked). Gradients are compared to float32 round-off.
 """
 
 from __future__ import annotations
 
 import pytest
 import torch
-from conftest import assert_grads_close, forward_backward
+from conftest import (
+    assert_grads_close,
+    assert_neuron_outputs_match,
+    assert_spikes_equal_up_to_ties,
+    forward_backward,
+    psn_membrane_matrix,
+)
 from spikingjelly.activation_based import functional as sj_functional
 from spikingjelly.activation_based import neuron as sj_neuron  # the test extra installs it; never skipped
 from spikingjelly.activation_based import surrogate as sj_surrogate
@@ -46,13 +54,7 @@ def _build(spec, T):
 
 
 def _compare(ours, theirs, x, grad):
-    out_o, gx_o, gp_o = forward_backward(ours, x, grad)
-    out_s, gx_s, gp_s = forward_backward(theirs, x, grad)
-    assert torch.equal(out_o, out_s), f"{int((out_o != out_s).sum())} spikes differ"
-    assert_grads_close(gx_o, gx_s)
-    assert set(gp_s) == set(gp_o)  # parameter names agree (weight, bias, w); only shapes may differ
-    for name, grad_o in gp_o.items():
-        assert_grads_close(grad_o, gp_s[name])
+    assert_neuron_outputs_match(ours, x, forward_backward(ours, x, grad), forward_backward(theirs, x, grad))
 
 
 MULTI_STEP_CASES = [
@@ -114,12 +116,7 @@ def test_single_step_matches_spikingjelly(spec, T):
         out = torch.stack([neuron(xs[t]) for t in range(T)])
         out.backward(grad)
         results.append((out.detach(), xs.grad, {n: p.grad for n, p in neuron.named_parameters()}))
-    (out_o, gx_o, gp_o), (out_s, gx_s, gp_s) = results
-    assert torch.equal(out_o, out_s)
-    assert_grads_close(gx_o, gx_s)
-    assert set(gp_s) == set(gp_o)
-    for name, grad_o in gp_o.items():
-        assert_grads_close(grad_o, gp_s[name])
+    assert_neuron_outputs_match(ours, x, *results)
 
 
 @pytest.mark.parametrize("name", ["lif", "if", "plif"])
@@ -135,7 +132,7 @@ def test_state_carries_over_between_calls_like_spikingjelly(name):
         out.backward(torch.ones_like(out))
         results.append((out.detach(), xs.grad))
     assert torch.equal(results[0][0], results[1][0])
-    assert_grads_close(results[0][1], results[1][1])
+    assert_grads_close(results[0][1], results[1][1], terms=2)
 
 
 @pytest.mark.parametrize(
@@ -252,7 +249,8 @@ def test_paper_checkpoint_keys_load_into_our_neurons(paper, ours):
     ours.load_state_dict(compat.state_from_paper(kind, paper.state_dict()))
     T = getattr(ours, "T", 16)
     x = torch.randn(T, 32, 3) * 1.5
-    assert torch.equal(ours(x), paper(x))
+    with torch.no_grad():
+        assert_spikes_equal_up_to_ties(ours(x), paper(x), *psn_membrane_matrix(ours, T), x)
 
 
 def test_surrogate_derivatives_match_spikingjelly():

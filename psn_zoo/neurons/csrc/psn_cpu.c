@@ -8,12 +8,16 @@
  * One pass over the columns does what the PyTorch path does in eight: every block of BLK columns is loaded once,
  * the membrane, threshold, surrogate and the three gradients are computed while it sits in L1, and only the outputs
  * are written back. The membrane's threshold (forward) and surrogate (backward) are applied to each register block
- * as it is finished, before it is ever stored, and W is packed once per call so the inner loop has no branch. The arithmetic mirrors SpikingJelly 2.0.0 operation by operation, so the results are the same:
- *   - the membrane W·x is a fused multiply-add chain over k in ascending order, starting from 0: the order of
- *     MKL's GEMM kernels (the loader checks it against torch.mm on this machine before using the kernels);
+ * as it is finished, before it is ever stored, and W is packed once per call so the inner loop has no branch.
+ *
+ * The arithmetic is fixed, so every CPU, build and thread count gives the same bits (docs/numerics.md); it follows
+ * SpikingJelly 2.0.0's operations one by one:
+ *   - the membrane W·x is a fused multiply-add chain over k in ascending order, starting from 0 (the order of MKL's
+ *     GEMM kernels on Intel CPUs; MKL on other CPUs, and other BLAS, may sum otherwise: then SJ's spikes differ
+ *     from ours only where W·x + b lies within float32 round-off of 0);
  *   - SJ's h = addmm(b, W, x) adds the bias after the product, so h = fl(W·x + b) and Θ(h) = [W·x ≥ −b];
  *   - SJ's ATan backward: u = fl(c·h), fl(u·u), fl(1 + ·), reciprocal, · a, · grad  (c = float32(π·a), a = α/2);
- *   - grad_x = Wᵀ·grad_h with the same ascending chain, as torch.mm(W.t(), grad_h).
+ *   - grad_x = Wᵀ·grad_h with the same ascending chain (torch.mm(W.t(), grad_h) on Intel's MKL).
  * grad_W and grad_b are sums over N in another order than MKL's: equal to float round-off, as any blocked GEMM.
  * grad_W is zero outside the band (the gradient of W masked to the band).
  *
@@ -28,13 +32,22 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 5
+#define ABI_VERSION 6
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
 #define RB 4            /* rows per register block */
 
 int psn_abi_version(void) { return ABI_VERSION; }
+
+/* 512 where the explicit AVX-512 register code is compiled in, else 0 (the portable loops; same results). */
+int psn_vector_bits(void) {
+#if defined(__AVX512F__)
+    return 512;
+#else
+    return 0;
+#endif
+}
 
 static inline int imax(int a, int b) { return a > b ? a : b; }
 static inline int imin(int a, int b) { return a < b ? a : b; }
