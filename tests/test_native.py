@@ -8,6 +8,8 @@ ours up to ties within float32 round-off of the threshold; parameter gradients a
 
 from __future__ import annotations
 
+import hashlib
+import json
 import logging
 import math
 import platform
@@ -308,14 +310,17 @@ def test_builds_for_other_cpus_give_the_same_bits(march, tmp_path, monkeypatch):
 @needs_compiler
 def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
     calls = []
-    original = _native.NativeKernels.forward
+    originals = {name: getattr(_native.NativeKernels, name) for name in ("forward", "forward_sliding")}
 
-    def counted(self, *args, **kwargs):
-        calls.append(1)
-        return original(self, *args, **kwargs)
+    def counting(name):
+        def counted(self, *args, **kwargs):
+            calls.append(1)
+            return originals[name](self, *args, **kwargs)
 
-    monkeypatch.setattr(_native.NativeKernels, "forward", counted)
-    monkeypatch.setattr(_native.NativeKernels, "forward_sliding", counted)
+        return counted
+
+    for name in originals:
+        monkeypatch.setattr(_native.NativeKernels, name, counting(name))
     PSN(4)(torch.randn(4, 2, 3, 50))
     SlidingPSN(2)(torch.randn(8, 2, 3, 50))  # the band of its taps through the kernel
     assert len(calls) == 2
@@ -338,7 +343,12 @@ def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
 def test_the_build_is_cached_and_written_atomically(fresh_load, monkeypatch):
     kernels = _native.load()
     assert kernels is not None and kernels.path.parent == fresh_load
-    assert [p.name for p in fresh_load.iterdir()] == [kernels.path.name]  # no temporary file left behind
+    record = _native.record_path(kernels.path)
+    assert sorted(p.name for p in fresh_load.iterdir()) == sorted([kernels.path.name, record.name])  # no temporaries
+    assert json.loads(record.read_text()) == {
+        "size": kernels.path.stat().st_size,
+        "sha256": hashlib.sha256(kernels.path.read_bytes()).hexdigest(),
+    }
 
     def no_build(*args):
         raise AssertionError("the cached library should have been reused")

@@ -235,3 +235,25 @@ def test_non_contiguous_and_double_inputs():
         neuron.double()
         reset_states(neuron)
         assert neuron(x.double()).dtype == torch.float64
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize(
+    "spec",
+    [{"name": "psn", "T": 4}, {"name": "masked_psn", "T": 4, "k": 2, "lambda_": 1.0},
+     {"name": "masked_psn", "T": 4, "k": 2, "lambda_": 0.5}, {"name": "sliding_psn", "k": 2}],
+    ids=lambda s: "-".join(f"{v}" for v in s.values()),
+)  # fmt: skip
+def test_half_precision_input_with_float32_parameters(spec, dtype):
+    """As under mixed precision: a bf16/fp16 input runs in the parameters' float32, the spikes come back in the
+    input's dtype (0 and 1 are exact) and the parameter gradients in float32, equal to the float32 run's."""
+    torch.manual_seed(3)
+    neuron = make_neuron(spec)
+    x = (torch.randn(4, 2, 300) * 2).to(dtype)
+    out, gx, gp = forward_backward(neuron, x, torch.ones_like(x))
+    ref, gx_ref, gp_ref = forward_backward(neuron, x.float(), torch.ones(x.shape))
+    assert out.dtype == dtype and gx.dtype == dtype
+    assert torch.equal(out.float(), ref)
+    assert torch.equal(gx, gx_ref.to(dtype))
+    for name, grad in gp.items():
+        assert grad.dtype == torch.float32 and torch.equal(grad, gp_ref[name])

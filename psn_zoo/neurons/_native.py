@@ -29,6 +29,7 @@ from __future__ import annotations
 import ctypes
 import functools
 import hashlib
+import json
 import logging
 import math
 import os
@@ -37,6 +38,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -113,23 +115,88 @@ def library_path(compiler: str) -> Path:
     return cache_dir() / f"psn_cpu-{key.hexdigest()[:20]}.so"
 
 
-def build(compiler: str, dest: Path) -> Path:
-    """Compile ``SOURCE`` into ``dest`` atomically (a temporary file in the same folder, then a rename)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=dest.stem + ".", suffix=".so.part", dir=dest.parent)
+def _digest(path: Path) -> dict[str, int | str]:
+    data = path.read_bytes()
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def record_path(library: Path) -> Path:
+    """The build record beside a cached library: its size and sha256 when it was built."""
+    return library.with_name(library.name + ".sha256.json")
+
+
+def verify(library: Path) -> None:
+    """Raise :class:`NativeBuildError` unless ``library`` is a regular file (not a link) whose size and sha256 are
+    those recorded at build time: a truncated or altered library would crash the process inside ``dlopen``."""
+    if library.is_symlink() or not library.is_file():
+        raise NativeBuildError(f"{library} is not a regular file")
+    try:
+        recorded = json.loads(record_path(library).read_text())
+    except (OSError, ValueError) as err:
+        raise NativeBuildError(f"{library} has no readable build record ({err})") from None
+    if _digest(library) != recorded:
+        raise NativeBuildError(f"{library} is damaged (its size or sha256 differs from its build record)")
+
+
+def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
+    """``write`` a temporary file in ``dest``'s folder, then rename it onto ``dest`` (never a half-written file)."""
+    fd, tmp = tempfile.mkstemp(prefix=dest.name + ".", suffix=".part", dir=dest.parent)
     os.close(fd)
     try:
-        start = time.perf_counter()
-        cmd = [compiler, *flags(), "-o", tmp, str(SOURCE), "-lm"]
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-        if done.returncode != 0:
-            raise NativeBuildError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}")
+        write(Path(tmp))
         os.replace(tmp, dest)
-        log.info("psn_zoo: compiled the fused CPU kernels into %s in %.1f s", dest, time.perf_counter() - start)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def build(compiler: str, dest: Path) -> Path:
+    """Compile ``SOURCE`` into ``dest`` atomically, then write its build record (:func:`verify`)."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    digest: dict[str, int | str] = {}
+
+    def compile_into(tmp: Path) -> None:
+        cmd = [compiler, *flags(), "-o", str(tmp), str(SOURCE), "-lm"]
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            raise NativeBuildError(f"`{' '.join(cmd)}` failed:\n{done.stderr.strip()[-2000:]}")
+        digest.update(_digest(tmp))
+
+    _write_atomically(dest, compile_into)
+    _write_atomically(record_path(dest), lambda tmp: tmp.write_text(json.dumps(digest)))
+    log.info("psn_zoo: compiled the fused CPU kernels into %s in %.1f s", dest, time.perf_counter() - start)
     return dest
+
+
+def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
+    """The C code trusts every pointer it gets: refuse anything but a contiguous float32 CPU tensor of ``shape``."""
+    if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() or tuple(t.shape) != shape:
+        layout = "" if t.is_contiguous() else ", not contiguous"
+        raise ValueError(
+            f"fused PSN kernel: {name} must be a contiguous float32 CPU tensor of shape {list(shape)}; got "
+            f"{list(t.shape)} {t.dtype} on {t.device}{layout}"
+        )
+
+
+def _check_columns(x2d: torch.Tensor) -> tuple[int, int]:
+    if x2d.dim() != 2 or x2d.shape[0] < 1 or x2d.shape[1] < 1:
+        raise ValueError(f"fused PSN kernel: x must be a non-empty [T, N] tensor; got {list(x2d.shape)}")
+    T, N = x2d.shape
+    _check("x", x2d, (T, N))
+    return T, N
+
+
+def _check_taps(taps: torch.Tensor) -> None:
+    if taps.dim() != 1 or taps.shape[0] < 1:
+        raise ValueError(f"fused PSN kernel: the sliding PSN's taps must be [k] with k >= 1; got {list(taps.shape)}")
+    _check("taps", taps, tuple(taps.shape))
+
+
+def _check_optional(named: dict[str, torch.Tensor | None], shape: tuple[int, ...]) -> None:
+    for name, t in named.items():
+        if t is not None:
+            _check(name, t, shape)
 
 
 class NativeKernels:
@@ -166,8 +233,13 @@ class NativeKernels:
         membrane: torch.Tensor | None = None, band: int | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """``out = Θ(W·x + b)`` (1.0/0.0); ``membrane`` (optional) receives ``W·x`` without the bias."""
-        T, N = x2d.shape
+        T, N = _check_columns(x2d)
         weight, bias = weight.contiguous(), bias.contiguous()
+        _check_optional({"weight": weight}, (T, T))
+        _check_optional({"bias": bias}, (T,))
+        _check_optional({"out": out, "membrane": membrane}, (T, N))
+        if band is not None and not 1 <= band <= T:
+            raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
         self._lib.psn_forward(
             weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
             None if membrane is None else membrane.data_ptr(), T, N, torch.get_num_threads(),
@@ -180,8 +252,13 @@ class NativeKernels:
     ) -> None:  # fmt: skip
         """Fill the requested gradients (None: not needed) through the ATan surrogate with ``alpha``; ``grad_w`` is
         zero outside the band."""
-        T, N = x2d.shape
+        T, N = _check_columns(x2d)
         weight, bias, grad_spike = weight.contiguous(), bias.contiguous(), grad_spike.contiguous()
+        _check_optional({"weight": weight, "grad_w": grad_w}, (T, T))
+        _check_optional({"bias": bias, "grad_b": grad_b}, (T,))
+        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x}, (T, N))
+        if band is not None and not 1 <= band <= T:
+            raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
         a = alpha / 2  # SpikingJelly's constants, rounded to float32 as its elementwise kernels do
         self._lib.psn_backward(
             weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
@@ -195,8 +272,11 @@ class NativeKernels:
     ) -> torch.Tensor:
         """The sliding PSN: :meth:`forward` with the banded Toeplitz matrix of ``taps: [k]`` (built in C, band k) and
         the scalar ``bias`` at every step."""
-        T, N = x2d.shape
-        taps, bias = taps.contiguous(), bias.contiguous()
+        T, N = _check_columns(x2d)
+        taps, bias = taps.contiguous(), bias.contiguous().reshape(1)
+        _check_taps(taps)
+        _check_optional({"bias": bias}, (1,))
+        _check_optional({"out": out}, (T, N))
         self._lib.psn_forward_sliding(
             taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), out.data_ptr(), T, N,
             torch.get_num_threads(),
@@ -209,8 +289,13 @@ class NativeKernels:
     ) -> None:  # fmt: skip
         """:meth:`backward` of :meth:`forward_sliding`: the matrix gradient is summed onto the taps (diagonal by
         diagonal, rows in order) and the bias gradient over the steps, in C."""
-        T, N = x2d.shape
-        taps, bias, grad_spike = taps.contiguous(), bias.contiguous(), grad_spike.contiguous()
+        T, N = _check_columns(x2d)
+        taps, bias, grad_spike = taps.contiguous(), bias.contiguous().reshape(1), grad_spike.contiguous()
+        _check_taps(taps)
+        _check_optional({"grad_taps": grad_taps}, tuple(taps.shape))
+        _check_optional({"bias": bias}, (1,))
+        _check_optional({"grad_bias": None if grad_bias is None else grad_bias.reshape(1)}, (1,))
+        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x}, (T, N))
         a = alpha / 2
         self._lib.psn_backward_sliding(
             taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), grad_spike.data_ptr(),
@@ -227,11 +312,13 @@ def load() -> NativeKernels | None:
         if compiler is None:
             raise NativeBuildError("no C compiler found ($CC, cc, gcc or clang)")
         path = library_path(compiler)
-        if path.exists():
+        if path.exists() or path.is_symlink():
             try:
+                verify(path)  # before dlopen: a damaged library would crash the process there
                 return NativeKernels(path)
-            except NativeBuildError as err:  # a damaged cache entry: rebuild it once
+            except NativeBuildError as err:  # a damaged cache entry: replace it
                 log.warning("psn_zoo: %s; rebuilding it", err)
+                path.unlink()
         return NativeKernels(build(compiler, path))
     except (NativeBuildError, OSError, subprocess.SubprocessError) as err:
         log.warning(

@@ -6,6 +6,8 @@ Shapes: multi-step functions take time-first ``x_seq: [T, *]``; single-step func
 
 from __future__ import annotations
 
+import functools
+
 import torch
 
 from . import _native
@@ -26,11 +28,46 @@ def _tracing() -> bool:
 
 
 # --------------------------------------------------------------------------------------- PSN family
+def _check_args(fn: str, x_seq: torch.Tensor, named: dict[str, tuple[torch.Tensor, tuple[int, ...]]]) -> None:
+    """Clear errors for what the kernels cannot take: a wrong shape, device or dtype names the argument and the fix
+    (the compiled kernel trusts the shapes it is given)."""
+    if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1 or x_seq.shape[0] < 1:
+        shape = list(x_seq.shape) if isinstance(x_seq, torch.Tensor) else type(x_seq).__name__
+        raise ValueError(f"{fn}: x_seq must be a time-first tensor [T, *] with T >= 1; got {shape}")
+    if not x_seq.is_floating_point():
+        raise TypeError(f"{fn}: x_seq must be a floating-point tensor; got {x_seq.dtype} (convert it with .float())")
+    for name, (t, shape) in named.items():
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{fn}: {name} must be a tensor of shape {list(shape)}; got {type(t).__name__}")
+        if tuple(t.shape) != shape:
+            raise ValueError(
+                f"{fn}: {name} must have shape {list(shape)} for x_seq of shape {list(x_seq.shape)} "
+                f"(T = {x_seq.shape[0]}); got {list(t.shape)}"
+            )
+        if t.device != x_seq.device:
+            raise ValueError(f"{fn}: {name} is on {t.device} but x_seq on {x_seq.device}: move both to one device")
+        if not t.is_floating_point():
+            raise TypeError(f"{fn}: {name} must be floating-point; got {t.dtype}")
+
+
+def _common_dtype(x_seq: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """Inputs and parameters in their promoted dtype (a half-precision input with float32 parameters, as under
+    mixed precision, runs in float32); the caller returns the spikes in ``x_seq``'s dtype (0 and 1 are exact)."""
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params), x_seq.dtype)
+    return x_seq.to(dtype), [p.to(dtype) for p in params]
+
+
 def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]``."""
+    """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]`` in
+    ``x_seq``'s dtype (computed in the promoted dtype of input and parameters)."""
+    T = x_seq.shape[0] if isinstance(x_seq, torch.Tensor) and x_seq.dim() else 0
+    _check_args("psn_multi_step", x_seq, {"weight": (weight, (T, T)), "bias": (bias, (T,))})
+    x, (weight, bias) = _common_dtype(x_seq, weight, bias)
     if _tracing():
-        return surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x_seq))).view(x_seq.shape)
-    return DenseThreshold.apply(x_seq, weight, bias, surrogate)
+        out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
+    else:
+        out = DenseThreshold.apply(x, weight, bias, surrogate)
+    return out.to(x_seq.dtype)
 
 
 def masked_psn_multi_step(
@@ -47,8 +84,14 @@ def masked_psn_multi_step(
     At λ = 1 on the CPU ``W ⊙ M_k`` is exactly the band of ``W``: :class:`DenseThreshold` takes the raw ``W`` and
     the band (the fused kernel reads only the band), so no masked matrix or autograd graph is built for it; the
     spikes and gradients are the same."""
+    T = x_seq.shape[0] if isinstance(x_seq, torch.Tensor) and x_seq.dim() else 0
+    named = {"weight": (weight, (T, T)), "mask": (mask, (T, T)), "bias": (bias, (T,))}
+    _check_args("masked_psn_multi_step", x_seq, named)
+    if not 1 <= k <= T:
+        raise ValueError(f"masked_psn_multi_step: the order k must be in 1..T = {T}; got {k}")
     if not _tracing() and x_seq.device.type == "cpu" and float(lambda_) == 1.0:
-        return DenseThreshold.apply(x_seq, weight, bias, surrogate, k)
+        x, (weight, bias) = _common_dtype(x_seq, weight, bias)
+        return DenseThreshold.apply(x, weight, bias, surrogate, k).to(x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -81,7 +124,18 @@ def use_shifted_kernel(T: int, k: int) -> bool:
 def sliding_psn_multi_step(
     x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
 ) -> torch.Tensor:
-    """Sliding PSN ``S[t] = Θ(Σ_i w_i·X[t-k+1+i] + b)``; any ``T``. ``weight: [k]``, ``bias: []``."""
+    """Sliding PSN ``S[t] = Θ(Σ_i w_i·X[t-k+1+i] + b)``; any ``T``. ``weight: [k]``, ``bias: []`` -> ``[T, *]`` in
+    ``x_seq``'s dtype."""
+    k = weight.shape[0] if isinstance(weight, torch.Tensor) and weight.dim() == 1 else 0
+    if k < 1:
+        shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
+        raise ValueError(f"sliding_psn_multi_step: weight must be the k >= 1 taps, shape [k]; got {shape}")
+    _check_args("sliding_psn_multi_step", x_seq, {"weight": (weight, (k,)), "bias": (bias, ())})
+    x, (weight, bias) = _common_dtype(x_seq, weight, bias)
+    return _sliding(x, weight, bias, surrogate).to(x_seq.dtype)
+
+
+def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
     T, k = x_seq.shape[0], weight.shape[0]
     if _tracing():
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)

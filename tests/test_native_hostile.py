@@ -1,0 +1,193 @@
+"""Hostile and clumsy inputs at the native boundary: a damaged or planted kernel cache, and tensors of any shape,
+dtype, layout or device through the public functional API. The C code trusts its pointers, so nothing a Python
+caller can build may reach it unchecked (each case asserts the exact safe outcome)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import pytest
+import torch
+
+from psn_zoo.neurons import _native, functional, make_surrogate
+
+ATAN = make_surrogate("atan")
+needs_compiler = pytest.mark.skipif(
+    _native.find_compiler() is None or not _native.enabled(), reason="no C compiler, or PSN_ZOO_NATIVE=0 set"
+)
+
+#: A fresh process that loads the kernel from $PSN_ZOO_CACHE and runs a PSN through it (prints the build state).
+LOAD_AND_RUN = textwrap.dedent(
+    """
+    import logging, torch
+    logging.basicConfig(level=logging.WARNING)
+    from psn_zoo.neurons import _native, PSN
+    kernels = _native.load()
+    x = torch.randn(4, 1000)
+    assert _native.dense_kernels(x, torch.empty(4, 4), torch.empty(4), PSN(4).surrogate) is kernels
+    PSN(4)(x.requires_grad_(True)).sum().backward()
+    print("LOADED", kernels.path)
+    """
+)
+
+
+def _run(cache, env_extra=None):
+    env = {**os.environ, "PSN_ZOO_CACHE": str(cache), **(env_extra or {})}
+    env.pop("PSN_ZOO_NATIVE", None)
+    return subprocess.run([sys.executable, "-c", LOAD_AND_RUN], env=env, capture_output=True, text=True, timeout=300)
+
+
+@needs_compiler
+@pytest.mark.parametrize("damage", ["truncate", "flip_a_byte", "delete_record", "garbage"])
+def test_a_damaged_cached_library_is_rebuilt_not_loaded(damage, tmp_path):
+    """Truncated to half its size, the library used to kill every later run with a bus error inside dlopen; now its
+    size and sha256 are checked against the build record first, and a mismatch is rebuilt with a warning naming
+    the file."""
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    library = next((tmp_path / "kernels").glob("*.so"))
+    data = library.read_bytes()
+    if damage == "truncate":
+        library.write_bytes(data[: len(data) // 2])
+    elif damage == "flip_a_byte":
+        library.write_bytes(data[:1000] + bytes([data[1000] ^ 0xFF]) + data[1001:])
+    elif damage == "delete_record":
+        _native.record_path(library).unlink()
+    else:
+        library.write_bytes(b"\x7fELF" + os.urandom(4000))
+    again = _run(tmp_path)
+    assert again.returncode == 0, f"the run died ({again.returncode}):\n{again.stderr[-2000:]}"
+    assert "rebuilding it" in again.stderr and str(library) in again.stderr
+    _native.verify(library)  # the rebuilt library matches its new record
+
+
+@needs_compiler
+def test_a_symlink_planted_in_the_kernel_cache_is_replaced_not_followed(tmp_path):
+    first = _run(tmp_path)
+    assert first.returncode == 0, first.stderr
+    library = next((tmp_path / "kernels").glob("*.so"))
+    victim = tmp_path / "victim.so"
+    original = library.read_bytes()
+    victim.write_bytes(original)  # even a valid library behind a link is not trusted
+    library.unlink()
+    library.symlink_to(victim)
+    again = _run(tmp_path)
+    assert again.returncode == 0, again.stderr
+    assert "not a regular file" in again.stderr
+    assert not library.is_symlink() and library.is_file()
+    assert victim.read_bytes() == original  # the link's target is left alone
+    _native.verify(library)
+
+
+# ------------------------------------------------------------------------------------------- the functional API
+def _case(rng: torch.Generator) -> tuple[str, tuple, dict]:
+    """A random call of one PSN function: mostly wrong shapes, sometimes right ones, various dtypes/layouts."""
+    T = int(torch.randint(1, 40, (), generator=rng))
+    N = int(torch.randint(1, 700, (), generator=rng))
+    dtypes = [torch.float32, torch.float64, torch.float16, torch.bfloat16, torch.int64]
+    dtype = dtypes[int(torch.randint(0, len(dtypes), (), generator=rng))]
+
+    def dim(n):  # right most of the time, else off by a random amount
+        return n if torch.rand((), generator=rng) < 0.6 else max(0, n + int(torch.randint(-3, 4, (), generator=rng)))
+
+    x = torch.randn(T, N, generator=rng).to(dtype)
+    if torch.rand((), generator=rng) < 0.3:
+        x = torch.randn(N, T, generator=rng).to(dtype).t()  # a transposed (non-contiguous) view
+    kind = ["psn", "masked", "sliding"][int(torch.randint(0, 3, (), generator=rng))]
+    if kind == "sliding":
+        k = dim(3)
+        return kind, (x, torch.randn(k, generator=rng), torch.randn(() if dim(1) == 1 else (2,), generator=rng)), {}
+    w, b = torch.randn(dim(T), dim(T), generator=rng), torch.randn(dim(T), generator=rng)
+    if kind == "psn":
+        return kind, (x, w, b), {}
+    mask = torch.ones(dim(T), dim(T))
+    return kind, (x, w, mask, 1.0, b), {"k": dim(min(T, 3))}
+
+
+def _call(kind, args, kwargs):
+    if kind == "psn":
+        return functional.psn_multi_step(*args, ATAN)
+    if kind == "sliding":
+        return functional.sliding_psn_multi_step(*args, ATAN)
+    x, w, mask, lam, b = args
+    return functional.masked_psn_multi_step(x, w, mask, lam, b, ATAN, kwargs["k"])
+
+
+def _valid(kind, args, kwargs) -> bool:
+    x = args[0]
+    T = x.shape[0]
+    if not x.is_floating_point():
+        return False
+    if kind == "sliding":
+        return args[1].dim() == 1 and args[1].shape[0] >= 1 and args[2].dim() == 0
+    w, b = args[1], args[-1]
+    ok = w.shape == (T, T) and b.shape == (T,)
+    if kind == "masked":
+        ok = ok and args[2].shape == (T, T) and 1 <= kwargs["k"] <= T
+    return ok
+
+
+def test_the_documented_crash_gets_a_clear_error():
+    """x [8, 4096] with weight [2, 2] and bias [2]: wrong spikes in forward and a heap abort in backward before."""
+    x = torch.randn(8, 4096, requires_grad=True)
+    with pytest.raises(ValueError, match=r"weight must have shape \[8, 8\].*got \[2, 2\]"):
+        functional.psn_multi_step(x, torch.randn(2, 2, requires_grad=True), torch.randn(2), ATAN)
+
+
+def test_the_native_boundary_checks_what_it_is_given():
+    """Even called directly (skipping the functional checks), the kernel object refuses bad tensors."""
+    kernels = _native.load()
+    if kernels is None:
+        pytest.skip("no native kernel here")
+    x = torch.randn(8, 300)
+    good = torch.randn(8, 8), torch.randn(8), torch.empty(8, 300)
+    for bad in [
+        (torch.randn(2, 2), torch.randn(8), torch.empty(8, 300)),
+        (torch.randn(8, 8), torch.randn(3), torch.empty(8, 300)),
+        (torch.randn(8, 8), torch.randn(8), torch.empty(8, 299)),
+        (torch.randn(8, 8).double(), torch.randn(8), torch.empty(8, 300)),
+    ]:
+        with pytest.raises(ValueError, match="fused PSN kernel"):
+            kernels.forward(x, *bad)
+    with pytest.raises(ValueError, match="not contiguous"):
+        kernels.forward(torch.randn(300, 8).t(), *good)
+    with pytest.raises(ValueError, match="band"):
+        kernels.forward(x, *good, band=9)
+    with pytest.raises(ValueError, match="grad_w"):
+        kernels.backward(x, good[0], good[1], torch.randn(8, 300), 2.0, None, torch.empty(4, 4), None)
+    with pytest.raises(ValueError, match="taps"):
+        kernels.forward_sliding(x, torch.randn(0), torch.tensor(-1.0), torch.empty(8, 300))
+    with pytest.raises(ValueError, match="grad_taps"):
+        kernels.backward_sliding(x, torch.randn(3), torch.tensor(-1.0), torch.randn(8, 300), 2.0, None,
+                                 torch.empty(5), None)  # fmt: skip
+
+
+def test_fuzz_the_functional_api_with_random_shapes_and_dtypes():
+    """400 random calls, forward and backward: every one either computes spikes of the input's shape and dtype
+    (equal to the float64 reference up to ties) or raises a clear ValueError/TypeError naming the function; never
+    a crash, a wrong result or an error from inside torch."""
+    rng = torch.Generator().manual_seed(2024)
+    outcomes = {"ran": 0, "refused": 0}
+    for _ in range(400):
+        kind, args, kwargs = _case(rng)
+        args = tuple(a.detach().requires_grad_(a.is_floating_point()) if isinstance(a, torch.Tensor) else a
+                     for a in args)  # fmt: skip
+        if not _valid(kind, args, kwargs):
+            with pytest.raises((ValueError, TypeError), match=r"psn_multi_step|sliding_psn_multi_step"):
+                _call(kind, args, kwargs)
+            outcomes["refused"] += 1
+            continue
+        out = _call(kind, args, kwargs)
+        x = args[0]
+        assert out.shape == x.shape and out.dtype == x.dtype
+        assert set(out.unique().tolist()) <= {0.0, 1.0}
+        out.float().sum().backward()
+        assert x.grad is not None and x.grad.shape == x.shape and torch.isfinite(x.grad.float()).all()
+        ref = _call(kind, tuple(a.detach().double() if isinstance(a, torch.Tensor) else a for a in args), kwargs)
+        if x.dtype == torch.float32:  # in float32 every spike away from a tie equals the float64 one
+            assert (out.double() != ref).float().mean() < 1e-3
+        outcomes["ran"] += 1
+    assert outcomes["ran"] > 50 and outcomes["refused"] > 50, outcomes
