@@ -32,7 +32,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Ratio, environment, environment_line, markdown_table, write_report
+from benchmarks._common import Ratio, environment, environment_line, machine_block, markdown_table, write_report
 
 PARTS = ("neurons", "models", "data", "speed", "efficiency", "reproduce")
 TITLES = {
@@ -235,6 +235,8 @@ def write_summary(out: Path, results: dict[str, Any], errors: dict[str, str], mo
     rows = [row for part in PARTS if part in results for row in headline_rows(part, results[part])]
     parts = [
         "# Benchmark summary",
+        "",
+        *machine_block(env),
         "",
         f"`python -m benchmarks --{mode}`: {sum(not r.get('earlier') for r in results.values())} part(s) in "
         f"{wall_s:.0f} s (parts marked 'an earlier run' come from an earlier `--only` run). Every ratio compares "

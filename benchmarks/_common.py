@@ -261,8 +261,12 @@ def environment() -> dict[str, Any]:
             cpu = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
     except (OSError, StopIteration):
         pass
+    from psn_zoo.machine import machine_info, machine_summary
+
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else None
     return {
+        "machine": machine_info(),
+        "machine_summary": machine_summary(),
         "gpu": gpu,
         "torch": torch.__version__,
         "spikingjelly": sj,
@@ -276,6 +280,7 @@ def environment() -> dict[str, Any]:
 
 
 def environment_line(env: dict[str, Any]) -> str:
+    """The report's environment paragraph (the machine's own lines head the report: :func:`machine_block`)."""
     where = f"{env['cpu']} ({env['cpus']} CPUs, torch {env['threads']} threads)"
     if env.get("device", "cpu") != "cpu":
         where = f"{env.get('gpu')} ({env['device']}; host {where})"
@@ -285,6 +290,12 @@ def environment_line(env: dict[str, Any]) -> str:
         f"start: {env['load_average_1m']} (anything near or above the CPU count means another job shared the "
         "machine and the absolute times are noisy; the ratios are measured in alternating blocks to resist that)."
     )
+
+
+def machine_block(env: dict[str, Any]) -> list[str]:
+    """The CPU, its SIMD features, the BLAS and the paths taken (:func:`psn_zoo.machine.machine_summary`), one
+    Markdown line each: results can depend on all of them (docs/numerics.md)."""
+    return [f"`{line}`  " for line in env.get("machine_summary", [])]
 
 
 def jsonable(obj: Any) -> Any:
@@ -311,6 +322,8 @@ def write_report(out: str | Path, name: str, title: str, result: dict[str, Any])
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     parts = [f"# {title}", ""]
+    if result.get("environment", {}).get("machine_summary"):
+        parts += [*machine_block(result["environment"]), ""]
     if result.get("description"):
         parts += [result["description"].strip(), ""]
     if result.get("environment"):

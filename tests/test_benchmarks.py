@@ -22,6 +22,7 @@ from benchmarks import __main__ as suite_cli  # noqa: E402
 from benchmarks import data, efficiency, models, neurons, reproduce, speed  # noqa: E402
 from benchmarks._common import Timing  # noqa: E402
 from benchmarks.plots import PNG_SIGNATURE  # noqa: E402
+from psn_zoo.machine import machine_summary  # noqa: E402
 
 TINY = Timing(rounds=1, min_reps=1, budget_s=0.0, warmup=1)
 RATIO = re.compile(r"^(\d+\.\d+) \((\d+\.\d+)-(\d+\.\d+)\)$")
@@ -78,14 +79,20 @@ def assert_png(path: Path) -> None:
 
 def test_every_report_is_written(suite):
     out, _ = suite
+    machine = machine_summary()
     for part in suite_cli.PARTS:
-        assert (out / f"{part}.md").read_text().startswith("# "), part
+        report = (out / f"{part}.md").read_text()
+        assert report.startswith("# "), part
+        head = report.split("\n\n", 3)[1]  # the paragraph under the title: CPU, SIMD features, BLAS, paths
+        assert [line.strip(" `") for line in head.splitlines()] == machine, part
         payload = json.loads((out / f"{part}.json").read_text())
         assert payload["records"], part
         assert payload["environment"]["spikingjelly"] == "2.0.0"
+        assert payload["environment"]["machine"]["cpu"] and "blas" in payload["environment"]["machine"]
     for png in ("neurons_speedup.png", "speed_lif_over_psn.png", "firing_rates.png"):
         assert_png(out / png)
     summary = (out / "summary.md").read_text()
+    assert machine[0] in summary.split("\n\n", 2)[1]
     headline = dict((row[0], row) for row in tables(summary)[0][1])
     assert set(headline) == set(suite_cli.PARTS)
     for part in suite_cli.PARTS:

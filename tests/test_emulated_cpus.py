@@ -56,3 +56,21 @@ def test_suite_passes_on_an_emulated_cpu(name, tmp_path):
     if "PSN_ZOO_NATIVE_MARCH" in EMULATIONS[name]:
         assert "portable loops" in header, header
 
+
+
+@pytest.mark.skipif(platform.machine() != "x86_64", reason="the emulated CPUs are x86-64 ones")
+def test_cpu_paths_report_shows_which_control_changed_a_path(monkeypatch):
+    """benchmarks.cpu_paths fingerprints each library under each control in a fresh process: here the reference,
+    our kernel built for a bare x86-64, and MKL's compatible mode. Our kernel's results are the same bits under
+    both; MKL_CBWR is seen to change MKL's GEMM only where it changes its order (reported, not assumed)."""
+    monkeypatch.syspath_prepend(str(ROOT))  # benchmarks/ is not installed, it runs from the repository
+    from benchmarks import cpu_paths
+
+    controls = [{}, {"PSN_ZOO_NATIVE_MARCH": "x86-64"}, {"MKL_CBWR": "COMPATIBLE"}]
+    rows = cpu_paths.run(controls)
+    fingerprint = [row["psn_kernel"].split()[0] for row in rows]
+    assert fingerprint[0] == fingerprint[1] == fingerprint[2]
+    assert "portable loops" in rows[1]["psn_kernel"] and "AVX-512" not in rows[1]["psn_kernel"]
+    assert rows[2]["onednn_conv"] == rows[0]["onednn_conv"]  # MKL's control leaves oneDNN's path alone
+    table = cpu_paths.report(rows)
+    assert "| `PSN_ZOO_NATIVE_MARCH=x86-64` |" in table and table.count("\n|") == 2 + len(controls)  # header, rule, rows
