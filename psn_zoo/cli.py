@@ -87,7 +87,10 @@ def _cmd_pretrained(args: argparse.Namespace) -> int:
 def _cmd_publish(args: argparse.Namespace) -> int:
     from .training.publish import publish_checkpoint
 
-    info = publish_checkpoint(args.ckpt, args.recipe, args.name, args.out, data_args=args.recipe_args, notes=args.notes)
+    info = publish_checkpoint(
+        args.ckpt, args.recipe, args.name, args.out, data_args=args.recipe_args, notes=args.notes,
+        overwrite=args.overwrite,
+    )  # fmt: skip
     print(
         f"published {info.name}: {info.weights.file} ({info.weights.dtype}), top-1 {100 * info.metrics['top1']:.2f} %"
     )
@@ -97,7 +100,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_import_paper(args: argparse.Namespace) -> int:
     from .hub.publish import import_paper_checkpoint
 
-    info = import_paper_checkpoint(args.file, args.tag, args.out)
+    info = import_paper_checkpoint(args.file, args.tag, args.out, overwrite=args.overwrite)
     print(f"imported {info.name}: {info.weights.file}; measure it with: psn-zoo validate --config {info.recipe} "
           f"--model.pretrained {info.name}")  # fmt: skip
     return 0
@@ -109,6 +112,7 @@ def _cmd_import_sj(args: argparse.Namespace) -> int:
     info = import_spikingjelly_state(
         args.file, args.arch, args.tag, args.out, neuron=args.neuron, T=args.T, num_classes=args.num_classes,
         in_channels=args.in_channels, model_kwargs=args.model_kwargs, image_size=args.image_size,
+        overwrite=args.overwrite,
     )  # fmt: skip
     print(f"imported {info.name}: {info.weights.file}")
     return 0
@@ -138,6 +142,9 @@ def _json_object(text: str) -> dict:
 
 def _spec(text: str) -> str | dict:
     return _json_object(text) if text.lstrip().startswith("{") else text
+
+
+_OVERWRITE_HELP = "replace an entry of the same name (and delete its weights file); without it, that is an error"
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -183,11 +190,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     default_out = "checkpoints"
     publish = sub.add_parser("publish", help="evaluate a Lightning .ckpt and publish it as a release entry")
-    publish.add_argument("ckpt", help="the Lightning checkpoint")
+    publish.add_argument("ckpt", help="the Lightning checkpoint (a path or an http(s) URL; read with weights_only)")
     publish.add_argument("--recipe", required=True, help="the config it was trained with (its data is evaluated)")
     publish.add_argument("--name", required=True, help="<architecture>.<tag>")
     publish.add_argument("--out", default=default_out, help="release folder (manifest.json, weights, cards)")
     publish.add_argument("--notes", default="", help="a sentence for the model card")
+    publish.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     publish.add_argument(
         "--recipe-args", nargs=argparse.REMAINDER, default=[], help="last: extra CLI args for the recipe (its data)"
     )
@@ -197,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("file")
     paper.add_argument("--tag", required=True, help="the entry is <architecture>.<tag>")
     paper.add_argument("--out", default=default_out)
+    paper.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     paper.set_defaults(func=_cmd_import_paper)
 
     sj = sub.add_parser("import-sj", help="turn a SpikingJelly 2.0.0 state dict into an entry")
@@ -210,6 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sj.add_argument("--model-kwargs", type=_json_object, default={}, help='builder arguments, e.g. \'{"cnf": "IAND"}\'')
     sj.add_argument("--image-size", type=int, default=224, help="input side length recorded in the metadata")
     sj.add_argument("--out", default=default_out)
+    sj.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
     sj.set_defaults(func=_cmd_import_sj)
 
     push = sub.add_parser("push", help="upload an entry to a Hugging Face Hub repository")

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
+import tempfile
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["load_torch_file"]
+__all__ = ["checked_checkpoint", "load_torch_file"]
 
 
 def load_torch_file(path: str | Path, allowed: tuple[type, ...] = ()):
@@ -33,3 +37,56 @@ def load_torch_file(path: str | Path, allowed: tuple[type, ...] = ()):
         if isinstance(err, FileNotFoundError):
             raise
         raise ValueError(f"{path} is not a readable torch file (truncated or corrupt?): {err}") from None
+
+
+def _is_url(source: str) -> bool:
+    return "://" in source
+
+
+def suffix_of(source: str | Path) -> str:
+    """The file suffix of a path or of a URL's path (``.ckpt``, ``.safetensors``...)."""
+    text = str(source)
+    return Path(urllib.parse.urlsplit(text).path if _is_url(text) else text).suffix
+
+
+@contextlib.contextmanager
+def local_copy(source: str | Path, *, what: str = "checkpoint", timeout: float = 60.0) -> Iterator[Path]:
+    """``source`` as a local file: a path, a ``file://`` URL, or an ``http(s)://`` URL downloaded into a private
+    temporary folder (never into a shared cache) that is removed when the context ends. Other schemes are refused."""
+    text = str(source)
+    scheme = urllib.parse.urlsplit(text).scheme.lower() if _is_url(text) else ""
+    if scheme in ("", "file"):
+        path = Path(urllib.parse.unquote(urllib.parse.urlsplit(text).path)) if scheme else Path(text).expanduser()
+        if not path.is_file():
+            raise FileNotFoundError(f"{what} {text} does not exist (or is not a file)")
+        yield path
+        return
+    if scheme not in ("http", "https"):
+        raise ValueError(
+            f"{what} {text}: psn_zoo reads files from local paths and http(s):// URLs only, not {scheme}://. Copy the "
+            "file to a local path first"
+        )
+    from .hub.sources import download_untrusted
+
+    with tempfile.TemporaryDirectory(prefix="psn_zoo-download-") as folder:
+        try:
+            path = download_untrusted(text, Path(folder), timeout=timeout)
+        except OSError as err:
+            raise ConnectionError(f"could not download the {what} {text}: {err}") from None
+        yield path
+
+
+@contextlib.contextmanager
+def checked_checkpoint(source: str | Path, *, timeout: float = 60.0) -> Iterator[Path]:
+    """:func:`local_copy` of the torch checkpoint ``source``, already read once with ``weights_only=True``.
+
+    A file that would unpickle anything but tensors and plain containers is refused with :func:`load_torch_file`'s
+    error (naming ``source``), so it never reaches a loader, Lightning's included, that might unpickle it with
+    ``weights_only=False`` (as Lightning does by default for http(s) URLs).
+    """
+    with local_copy(source, timeout=timeout) as path:
+        try:
+            load_torch_file(path)
+        except ValueError as err:
+            raise ValueError(str(err).replace(str(path), str(source), 1)) from None
+        yield path

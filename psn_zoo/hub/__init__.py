@@ -21,13 +21,15 @@ from typing import Any
 import torch
 
 from .metadata import CheckpointInfo, ManifestError, read_manifest
-from .sources import ChecksumError, OfflineError, bundled_dir, cache_dir, fetch
+from .sources import CacheError, ChecksumError, OfflineError, SizeError, bundled_dir, cache_dir, fetch
 
 __all__ = [
+    "CacheError",
     "CheckpointInfo",
     "ChecksumError",
     "ManifestError",
     "OfflineError",
+    "SizeError",
     "cache_dir",
     "get_pretrained_info",
     "list_pretrained",
@@ -86,7 +88,9 @@ def load_pretrained_weights(
         else:
             local = source
     release_dir = Path(manifest).parent if manifest is not None else None
-    path = fetch(info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir)
+    path = fetch(
+        info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir, size=info.weights.size
+    )
     return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
 
 

@@ -14,6 +14,33 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("float32", "float16", "bfloat16")
 _INPUT_RANK = {"event_frames": 4, "static_image": 3, "sequence": 3}  # [T, C, H, W], [C, H, W], [T, C, L]
 _SCHEMES = ("http://", "https://", "file://", "hf://")
+# The one pattern for entry names, ``<architecture>.<tag>``: every name and tag (manifest entries, ``--name``,
+# ``--tag``) is checked against it before anything is written, so a name is always a safe file-name stem.
+_ARCH = r"[A-Za-z0-9][A-Za-z0-9_]{0,63}"
+_TAG = r"[A-Za-z0-9][A-Za-z0-9_-]{0,99}"
+ENTRY_NAME = re.compile(rf"(?P<architecture>{_ARCH})\.(?P<tag>{_TAG})")  # always used with fullmatch
+NAME_RULE = (
+    "'<architecture>.<tag>': the architecture is letters, digits and '_', the tag letters, digits, '_' and '-' "
+    "(starting with a letter or digit, at most 100 characters); no '/', '..', spaces or other dots"
+)
+
+
+class InvalidNameError(ValueError):
+    """An entry name or tag that does not match :data:`ENTRY_NAME`."""
+
+
+def check_entry_name(name: object) -> str:
+    """``name`` if it is a valid ``<architecture>.<tag>``, else :class:`InvalidNameError` saying the rule."""
+    if not isinstance(name, str) or not ENTRY_NAME.fullmatch(name):
+        raise InvalidNameError(f"invalid checkpoint name {name!r}: a name is {NAME_RULE}")
+    return name
+
+
+def entry_name(architecture: str, tag: str) -> str:
+    """The entry name for ``architecture`` and ``tag``, both checked against the one pattern."""
+    if not isinstance(tag, str) or not re.fullmatch(_TAG, tag):
+        raise InvalidNameError(f"invalid tag {tag!r}: the entry name is {NAME_RULE}")
+    return check_entry_name(f"{architecture}.{tag}")
 
 
 def _positive_int(value: Any) -> bool:
@@ -113,10 +140,10 @@ class CheckpointInfo:
         for key in ("name", "architecture", "recipe", "library_version"):
             if not isinstance(raw[key], str) or not raw[key]:
                 raise fail(key, "must be a non-empty string")
-        arch, _, tag = raw["name"].partition(".")
-        if not tag:
-            raise fail("name", "must be '<architecture>.<tag>'")
-        if arch != raw["architecture"]:
+        match = ENTRY_NAME.fullmatch(raw["name"])
+        if not match:
+            raise fail("name", f"must be {NAME_RULE}")
+        if match["architecture"] != raw["architecture"]:
             raise fail("name", f"must start with its architecture {raw['architecture']!r}")
         for key in ("license", "created", "notes"):
             if key in raw and not isinstance(raw[key], str):

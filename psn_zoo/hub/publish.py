@@ -8,14 +8,18 @@ import hashlib
 import json
 import os
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from ..safe_load import load_torch_file
-from .metadata import CheckpointInfo, WeightsFile, read_manifest, write_manifest
+from .metadata import CheckpointInfo, WeightsFile, check_entry_name, entry_name, read_manifest, write_manifest
+
+
+class EntryExistsError(FileExistsError):
+    """Publishing or importing under a name the release folder already lists, without ``overwrite``."""
 
 
 def _sha256(data: bytes) -> str:
@@ -23,8 +27,14 @@ def _sha256(data: bytes) -> str:
 
 
 def save_weights(state: Mapping[str, torch.Tensor], out_dir: Path, stem: str, fp16: bool) -> WeightsFile:
-    """Write ``<stem>-<sha256[:8]>.safetensors`` atomically; float tensors in fp16 when asked."""
+    """Write ``<stem>-<sha256[:8]>.safetensors`` atomically; float tensors in fp16 when asked.
+
+    ``stem`` is an entry name (checked against the one pattern, so the file stays in ``out_dir``); a failed write
+    leaves no temporary file behind.
+    """
     from safetensors.torch import save
+
+    check_entry_name(stem)
 
     tensors = {
         k: (v.detach().to(torch.float16) if fp16 and v.is_floating_point() else v.detach()).contiguous().cpu()
@@ -34,25 +44,83 @@ def save_weights(state: Mapping[str, torch.Tensor], out_dir: Path, stem: str, fp
     digest = _sha256(data)
     out_dir.mkdir(parents=True, exist_ok=True)
     final = out_dir / f"{stem}-{digest[:8]}.safetensors"
-    with tempfile.NamedTemporaryFile(dir=out_dir, delete=False, prefix=".tmp-") as tmp:
-        tmp.write(data)
-    os.chmod(tmp.name, 0o644)
-    os.replace(tmp.name, final)
+    fd, tmp = tempfile.mkstemp(dir=out_dir, prefix=".tmp-")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, final)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
     return WeightsFile(file=final.name, sha256=digest, size=len(data), dtype="float16" if fp16 else "float32")
 
 
-def add_entry(out_dir: Path, info: CheckpointInfo) -> None:
-    """Add or replace ``info`` in ``out_dir/manifest.json`` and write its model card."""
+def ensure_new_entry(out_dir: Path, name: str, overwrite: bool = False) -> None:
+    """Refuse (:class:`EntryExistsError`) a ``name`` that ``out_dir``'s manifest already lists, unless ``overwrite``."""
+    check_entry_name(name)
+    manifest = Path(out_dir) / "manifest.json"
+    if overwrite or not manifest.exists():
+        return
+    old = read_manifest(manifest).get(name)
+    if old is not None:
+        raise EntryExistsError(
+            f"{manifest} already lists {name!r} (weights {old.weights.file}); nothing was written. Choose another "
+            "name, or pass --overwrite (overwrite=True) to replace the entry and delete its weights file"
+        )
+
+
+def add_entry(out_dir: Path, info: CheckpointInfo, *, overwrite: bool = False) -> None:
+    """Add ``info`` to ``out_dir/manifest.json`` and write its model card; an existing entry of that name is
+    replaced (its weights file deleted) only with ``overwrite``, else :class:`EntryExistsError`."""
     manifest = out_dir / "manifest.json"
+    ensure_new_entry(out_dir, info.name, overwrite)
     entries = read_manifest(manifest) if manifest.exists() else {}
     old = entries.get(info.name)
     entries[info.name] = info
-    write_manifest(manifest, entries)
+    card = out_dir / "cards" / f"{info.name}.md"
+    card_existed = card.exists()
+    card.parent.mkdir(exist_ok=True)
+    try:
+        card.write_text(model_card(info))
+        write_manifest(manifest, entries)  # the commit point: the entry exists from here on
+    except BaseException:
+        if not card_existed:
+            card.unlink(missing_ok=True)
+        raise
     if old is not None and old.weights.file != info.weights.file:
         (out_dir / old.weights.file).unlink(missing_ok=True)
-    cards = out_dir / "cards"
-    cards.mkdir(exist_ok=True)
-    (cards / f"{info.name}.md").write_text(model_card(info))
+
+
+def write_entry(
+    out_dir: str | Path,
+    name: str,
+    state: Mapping[str, torch.Tensor],
+    build: Callable[[WeightsFile], CheckpointInfo],
+    *,
+    fp16: bool = False,
+    overwrite: bool = False,
+) -> CheckpointInfo:
+    """Weights, manifest record and model card of entry ``name`` in ``out_dir``, all or nothing.
+
+    ``build`` turns the written weights into the entry's :class:`CheckpointInfo`. The name is checked and an existing
+    entry refused (unless ``overwrite``) before anything is written; on any failure the new weights file is removed.
+    """
+    out_dir = Path(out_dir)
+    ensure_new_entry(out_dir, name, overwrite)
+    manifest = out_dir / "manifest.json"
+    listed = {i.weights.file for i in read_manifest(manifest).values()} if manifest.exists() else set()
+    weights = save_weights(state, out_dir, name, fp16)
+    try:
+        info = build(weights)
+        if info.name != name:
+            raise ValueError(f"entry {info.name!r} was built for the name {name!r}")
+        add_entry(out_dir, info, overwrite=overwrite)
+    except BaseException:
+        if weights.file not in listed:
+            (out_dir / weights.file).unlink(missing_ok=True)
+        raise
+    return info
 
 
 def _pct(value: Any) -> str:
@@ -188,7 +256,10 @@ def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | 
     """
     from huggingface_hub import HfApi
 
-    entries = read_manifest(manifest_dir / "manifest.json")
+    manifest = Path(manifest_dir) / "manifest.json"
+    entries = read_manifest(manifest)
+    if name not in entries:
+        raise KeyError(f"{manifest} lists no entry {name!r}; it lists: {', '.join(sorted(entries)) or 'none'}")
     info = entries[name]
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, exist_ok=True)
@@ -213,77 +284,91 @@ _PAPER = {  # architecture -> (dataset, input kind, transform, recipe); the samp
 }  # fmt: skip
 
 
-def import_paper_checkpoint(path: str | Path, tag: str, out_dir: str | Path, notes: str = "") -> CheckpointInfo:
+def import_paper_checkpoint(
+    path: str | Path, tag: str, out_dir: str | Path, notes: str = "", *, overwrite: bool = False
+) -> CheckpointInfo:
     """A released ``.pth`` of the paper's code (read with ``weights_only=True``) -> a psn_zoo entry.
 
-    The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe.
+    The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe. An entry
+    already listed under the name is replaced only with ``overwrite``.
     """
     from ..models.convert import load_paper_checkpoint
 
+    entry_name("paper", tag)  # a bad tag fails before the file is read
     model = load_paper_checkpoint(path)
     arch = next(name for name in _PAPER if _matches(model, name))
+    name = entry_name(arch, tag)
+    ensure_new_entry(Path(out_dir), name, overwrite)
     dataset, kind, transform, recipe = _PAPER[arch]
     model_kwargs = _model_kwargs(model)
     side = model_kwargs.get("input_size", 224)
     shape = [model.in_channels, side, side] if kind == "static_image" else [model.T, model.in_channels, side, side]
     if kind == "event_frames":
         transform = {**transform, "size": side}
-    weights = save_weights(model.state_dict(), Path(out_dir), f"{arch}.{tag}", fp16=False)
-    info = make_info(
-        name=f"{arch}.{tag}",
-        model=model,
-        weights=weights,
-        classes=[str(i) for i in range(model.num_classes)],
-        input_spec={"kind": kind, "shape": shape, "sensor_size": None, "transform": transform},
-        dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
-        metrics={},
-        recipe=recipe,
-        model_kwargs=model_kwargs,
-        notes=notes or "Imported from the paper's released checkpoint.",
+    return write_entry(
+        out_dir,
+        name,
+        model.state_dict(),
+        lambda weights: make_info(
+            name=name,
+            model=model,
+            weights=weights,
+            classes=[str(i) for i in range(model.num_classes)],
+            input_spec={"kind": kind, "shape": shape, "sensor_size": None, "transform": transform},
+            dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
+            metrics={},
+            recipe=recipe,
+            model_kwargs=model_kwargs,
+            notes=notes or "Imported from the paper's released checkpoint.",
+        ),
+        overwrite=overwrite,
     )
-    add_entry(Path(out_dir), info)
-    return info
 
 
 def import_spikingjelly_state(
     path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str | Mapping[str, Any], T: int,
     num_classes: int, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None, image_size: int = 224,
-    notes: str = "",
+    notes: str = "", overwrite: bool = False,
 ) -> CheckpointInfo:  # fmt: skip
     """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry.
 
     ``neuron`` is a spec (``"lif"`` or ``{"name": "lif", "tau": 2.0}``); ``model_kwargs`` are the builder's other
     arguments as SpikingJelly's model was built (e.g. ``{"cnf": "IAND"}`` for a SEW-ResNet): they are not in the
-    state dict, so they must be given.
+    state dict, so they must be given. An entry already listed under the name is replaced only with ``overwrite``.
     """
     from ..models import create_model
     from ..models.convert import from_spikingjelly
 
+    name = entry_name(architecture, tag)
+    ensure_new_entry(Path(out_dir), name, overwrite)
     state = load_torch_file(path)
     state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
     extra = dict(model_kwargs or {})
     model = create_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels, **extra)
     model.load_state_dict(from_spikingjelly(state, model))
-    weights = save_weights(model.state_dict(), Path(out_dir), f"{architecture}.{tag}", fp16=False)
-    info = make_info(
-        name=f"{architecture}.{tag}",
-        model=model,
-        weights=weights,
-        classes=[str(i) for i in range(num_classes)],
-        input_spec={
-            "kind": "static_image",
-            "shape": [in_channels, image_size, image_size],
-            "sensor_size": None,
-            "transform": {},
-        },
-        dataset={"name": "unknown", "split": "n/a", "source": str(path)},
-        metrics={},
-        recipe="(imported from SpikingJelly)",
-        model_kwargs=extra,
-        notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
+    return write_entry(
+        out_dir,
+        name,
+        model.state_dict(),
+        lambda weights: make_info(
+            name=name,
+            model=model,
+            weights=weights,
+            classes=[str(i) for i in range(num_classes)],
+            input_spec={
+                "kind": "static_image",
+                "shape": [in_channels, image_size, image_size],
+                "sensor_size": None,
+                "transform": {},
+            },
+            dataset={"name": "unknown", "split": "n/a", "source": str(path)},
+            metrics={},
+            recipe="(imported from SpikingJelly)",
+            model_kwargs=extra,
+            notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
+        ),
+        overwrite=overwrite,
     )
-    add_entry(Path(out_dir), info)
-    return info
 
 
 def _matches(model: torch.nn.Module, arch: str) -> bool:

@@ -3,9 +3,12 @@
 A file is found, in order, in: an explicit local path (the file or its folder); the folder of the manifest that
 lists it (a release folder); the package's own ``checkpoints/`` folder; the cache
 (``$PSN_ZOO_CACHE``, else ``$TORCH_HOME/hub/checkpoints``, torch.hub's convention); or is downloaded from an
-``http(s)://`` or ``file://`` URL or a Hugging Face Hub repository (``hf://org/repo[@revision]``). Downloads are
-written to a temporary file in the cache directory, checked, then renamed into place, so the cache never holds a
-partial or unverified file (a short or wrong download is an error that leaves nothing behind). Sources are tried in
+``http(s)://`` or ``file://`` URL or a Hugging Face Hub repository (``hf://org/repo[@revision]``). Downloads (and
+``file://`` copies) are written to a fresh partial file in the cache directory, created with ``O_EXCL | O_NOFOLLOW``
+under an unguessable name (never through an existing file or link), read only up to the manifest's declared size
+(one byte more is an error, at once), checked, then renamed into place, so the cache holds only complete, verified,
+regular files (a short, long or wrong download is an error that leaves nothing behind). A symbolic link or anything
+but a regular file at a cache entry's path is an error, never followed. Sources are tried in
 order: one that cannot be reached, or lacks the file, passes to the next; wrong bytes stop the search at once.
 ``PSN_ZOO_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids the network: only the cache and local files are used, and a
 miss says so. ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE`` are read when a file is fetched (huggingface_hub
@@ -17,11 +20,14 @@ from __future__ import annotations
 import hashlib
 import http.client
 import os
-import shutil
+import secrets
+import stat
 import urllib.parse
 import urllib.request
+from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
+from typing import BinaryIO
 
 from tqdm.auto import tqdm
 
@@ -70,32 +76,139 @@ def verify(path: Path, sha256: str) -> Path:
     return path
 
 
-def _download(url: str, dest: Path, sha256: str, timeout: float) -> Path:
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    part = dest.with_name(f".{dest.name}.part-{os.getpid()}")
+class SizeError(ChecksumError):
+    """A source sent more bytes than the manifest declares for the file (reading stopped one byte past the size)."""
+
+
+class CacheError(RuntimeError):
+    """Something in the cache that psn_zoo did not write itself: a symbolic link, a folder, a planted partial file."""
+
+
+_BLOCK = 1 << 16
+
+
+def _part_path(dest: Path) -> Path:
+    """A fresh, unguessable name for a partial download next to ``dest`` (hidden, so never taken for an entry)."""
+    return dest.with_name(f".{dest.name}.part-{os.getpid()}-{secrets.token_hex(8)}")
+
+
+def _open_part(part: Path) -> BinaryIO:
+    """Create ``part`` for writing; never opens an existing file and never follows a symbolic link."""
+    flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | getattr(os, "O_CLOEXEC", 0)
     try:
-        request = urllib.request.Request(url, headers={"User-Agent": "psn-zoo"})
-        with urllib.request.urlopen(request, timeout=timeout) as response, open(part, "wb") as out:
-            total = int(response.headers.get("Content-Length") or 0) or None
-            got = 0
-            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {dest.name}", leave=False) as bar:
-                for block in iter(lambda: response.read(1 << 16), b""):
-                    out.write(block)
-                    got += len(block)
-                    bar.update(len(block))
-        if total is not None and got != total:  # urllib returns a short body silently when the server hangs up
-            raise ConnectionError(f"download truncated: got {got} of {total} bytes (the connection was closed early)")
-        actual = sha256_of(part)
-        if actual != sha256:
-            raise ChecksumError(
-                f"{url} sent {dest.name} with sha256 {actual}, expected {sha256}: the server's copy is corrupt or was "
-                f"modified. Nothing was saved in the cache {dest.parent}"
+        fd = os.open(part, flags, 0o644)
+    except FileExistsError:
+        raise CacheError(
+            f"{part} already exists (a file or a symbolic link that psn_zoo did not create): a download never writes "
+            "through an existing file in its cache. Delete it and retry"
+        ) from None
+    return os.fdopen(fd, "wb")
+
+
+def _regular_cache_file(path: Path) -> bool:
+    """True for a regular file, False when nothing is there; a link or anything else in the cache is an error."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return False
+    if stat.S_ISREG(mode):
+        return True
+    what = "a symbolic link" if stat.S_ISLNK(mode) else "not a regular file"
+    raise CacheError(
+        f"{path} is {what}: psn_zoo's cache holds only regular files it wrote itself and never follows links there. "
+        "Delete it (the file will be downloaded again)"
+    )
+
+
+def _copy_limited(read: Callable[[int], bytes], out: BinaryIO, size: int | None, origin: str, bar: tqdm) -> int:
+    """Copy ``read``'s bytes to ``out`` and return their count; past ``size`` bytes: :class:`SizeError`, at once."""
+    got = 0
+    limit = None if size is None else size + 1
+    while True:
+        block = read(_BLOCK if limit is None else min(_BLOCK, limit - got))
+        if not block:
+            return got
+        out.write(block)
+        got += len(block)
+        bar.update(len(block))
+        if size is not None and got > size:
+            raise SizeError(
+                f"{origin} sent more than the {size} bytes its manifest declares: reading stopped after {got} bytes. "
+                "The source is wrong or hostile; nothing was saved in the cache"
             )
-        part.replace(dest)  # atomic: the cache only ever holds complete, verified files
+
+
+def _check_declared_length(total: int | None, size: int | None, origin: str) -> None:
+    if total is not None and size is not None and total > size:
+        raise SizeError(
+            f"{origin} announces {total} bytes but its manifest declares {size}: refused before reading. The source "
+            "is wrong or hostile; nothing was saved in the cache"
+        )
+
+
+def _write_atomically(
+    dest: Path, fill: Callable[[BinaryIO], None], check: Callable[[Path], None] | None = None
+) -> Path:
+    """``fill`` a fresh partial file next to ``dest``, ``check`` it, then rename it into place. On any failure the
+    partial file is removed and ``dest`` is untouched; a rename never follows a link at ``dest``."""
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    part = _part_path(dest)
+    out = _open_part(part)
+    try:
+        with out:
+            fill(out)
+        if check is not None:
+            check(part)
+        part.replace(dest)
     except BaseException:
         part.unlink(missing_ok=True)
         raise
     return dest
+
+
+def _sha256_check(sha256: str, origin: str, dest: Path) -> Callable[[Path], None]:
+    def check(part: Path) -> None:
+        actual = sha256_of(part)
+        if actual != sha256:
+            raise ChecksumError(
+                f"{origin} sent {dest.name} with sha256 {actual}, expected {sha256}: the source's copy is corrupt or "
+                f"was modified. Nothing was saved in the cache {dest.parent}"
+            )
+
+    return check
+
+
+def _http_fill(url: str, label: str, size: int | None, timeout: float) -> Callable[[BinaryIO], None]:
+    def fill(out: BinaryIO) -> None:
+        request = urllib.request.Request(url, headers={"User-Agent": "psn-zoo"})
+        with urllib.request.urlopen(request, timeout=timeout) as response:
+            total = int(response.headers.get("Content-Length") or 0) or None
+            _check_declared_length(total, size, url)
+            with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}", leave=False) as bar:
+                got = _copy_limited(response.read, out, size, url, bar)
+        if total is not None and got != total:  # urllib returns a short body silently when the server hangs up
+            raise ConnectionError(f"download truncated: got {got} of {total} bytes (the connection was closed early)")
+
+    return fill
+
+
+def _download(url: str, dest: Path, sha256: str, timeout: float, size: int | None = None) -> Path:
+    return _write_atomically(dest, _http_fill(url, dest.name, size, timeout), _sha256_check(sha256, url, dest))
+
+
+def _copy_local(source: Path, dest: Path, sha256: str, size: int | None) -> Path:
+    def fill(out: BinaryIO) -> None:
+        with open(source, "rb") as f, tqdm(disable=True) as bar:
+            _copy_limited(f.read, out, size, f"file://{source}", bar)
+
+    return _write_atomically(dest, fill, _sha256_check(sha256, f"file://{source}", dest))
+
+
+def download_untrusted(url: str, folder: Path, *, timeout: float = 60.0) -> Path:
+    """Download ``url`` (http or https) into ``folder``, which the caller owns and removes, with no content check:
+    for a file that no manifest lists, such as a Lightning checkpoint given by URL (read it with weights_only)."""
+    name = Path(urllib.parse.unquote(urllib.parse.urlsplit(url).path)).name or "download"
+    return _write_atomically(folder / name, _http_fill(url, name, None, timeout))
 
 
 def _hf_cache_dir() -> str | None:
@@ -147,11 +260,13 @@ def fetch(
     release_dir: str | Path | None = None,
     timeout: float = 60.0,
     hf_endpoint: str | None = None,
+    size: int | None = None,
 ) -> Path:
     """A verified local copy of ``filename`` (see the module docstring for the search order).
 
     ``local``: the file itself, or a folder holding it. ``release_dir``: the folder of the manifest that lists the
     file (a release folder written by ``psn-zoo publish``/``import-*`` keeps the weights next to its manifest).
+    ``size``: the manifest's byte count; a download stops reading one byte past it (:class:`SizeError`).
     """
     if local is not None:
         path = Path(local).expanduser()
@@ -161,7 +276,7 @@ def fetch(
         if (folder / filename).exists():
             return verify(folder / filename, sha256)
     cached = cache_dir() / filename
-    if cached.exists():
+    if _regular_cache_file(cached):
         return verify(cached, sha256)
     if not sources:
         where = ", ".join(str(f) for f in folders)
@@ -183,18 +298,9 @@ def fetch(
             if not local_file.exists():
                 errors.append(f"{url}: no such file")
                 continue
-            verify(local_file, sha256)
-            cached.parent.mkdir(parents=True, exist_ok=True)
-            part = cached.with_name(f".{cached.name}.part-{os.getpid()}")
-            try:
-                shutil.copyfile(local_file, part)
-                part.replace(cached)
-            except BaseException:
-                part.unlink(missing_ok=True)
-                raise
-            return cached
+            return _copy_local(local_file, cached, sha256, size)
         try:
-            return _download(url, cached, sha256, timeout)
+            return _download(url, cached, sha256, timeout, size)
         except (OSError, http.client.HTTPException) as err:
             errors.append(f"{url}: {err}")
     kind = OfflineError if offline() else FileNotFoundError

@@ -1,12 +1,15 @@
 """``SpikingClassifier``: any registered model, any neuron, trained or fine-tuned with Lightning.
 
 Hyperparameters are plain strings and numbers (``save_hyperparameters`` stores only primitives), so a
-checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the same model from its hparams.
+checkpoint loads with ``torch.load(weights_only=True)`` and rebuilds the same model from its hparams. A checkpoint
+is self-contained: its weights include whatever ``pretrained`` gave, so ``pretrained`` is stored as ``None`` (the
+source is kept under the checkpoint's ``fine_tuned_from`` key) and never re-applied when the checkpoint is loaded.
 """
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from pathlib import Path
+from typing import IO, Any, Literal
 
 import lightning as L
 import torch
@@ -103,6 +106,34 @@ class SpikingClassifier(L.LightningModule):
         )
         self.firing = FiringRateMonitor(self.model)
         self._logged_inputs = False
+
+    # ------------------------------------------------------------------ checkpoints
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """The weights already hold what ``pretrained`` gave: loading must not need (or re-apply) that source."""
+        hparams = checkpoint.get(self.CHECKPOINT_HYPER_PARAMS_KEY)
+        if isinstance(hparams, dict) and hparams.get("pretrained"):
+            checkpoint["fine_tuned_from"] = str(hparams["pretrained"])
+            checkpoint[self.CHECKPOINT_HYPER_PARAMS_KEY] = {**hparams, "pretrained": None}
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls, checkpoint_path: str | Path | IO, *args: Any, **kwargs: Any
+    ) -> SpikingClassifier:
+        """Lightning's ``load_from_checkpoint``, always with ``weights_only=True`` (a path or an http(s) URL, read
+        once by :func:`psn_zoo.safe_load.checked_checkpoint` first) and never re-applying ``pretrained`` (older
+        checkpoints stored it)."""
+        from ..safe_load import checked_checkpoint
+
+        if kwargs.get("weights_only") is False:
+            raise ValueError(
+                "psn_zoo loads checkpoints with weights_only=True only (unpickling a checkpoint could run code); "
+                "drop weights_only=False"
+            )
+        kwargs |= {"weights_only": True, "pretrained": kwargs.get("pretrained")}
+        if not isinstance(checkpoint_path, str | Path):
+            return super().load_from_checkpoint(checkpoint_path, *args, **kwargs)
+        with checked_checkpoint(checkpoint_path) as path:
+            return super().load_from_checkpoint(path, *args, **kwargs)
 
     # ------------------------------------------------------------------ forward
     def forward(self, x: torch.Tensor) -> torch.Tensor:

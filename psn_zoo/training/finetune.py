@@ -12,30 +12,38 @@ import torch
 from torch import nn
 
 from ..models.base import SpikingModel
-from ..safe_load import load_torch_file
+from ..safe_load import load_torch_file, local_copy, suffix_of
 
 
 def read_weights(source: str) -> dict[str, torch.Tensor]:
-    """The backbone state dict in ``source``: a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict, a ``.safetensors``
-    file or a published entry name (keys as in the bare model)."""
-    path = Path(source).expanduser()
-    if path.suffix in (".ckpt", ".pt", ".pth"):
-        if not path.exists():
-            raise FileNotFoundError(f"checkpoint {path} does not exist")
-        ckpt = load_torch_file(path)  # weights_only: a file that would unpickle code is refused
-        state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
-        if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-            raise ValueError(f"{path} holds no state dict (a Lightning checkpoint or torch.save(model.state_dict()))")
-        return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
-    if path.suffix == ".safetensors":
+    """The backbone state dict in ``source``: a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict or a
+    ``.safetensors`` file (a path or an ``http(s)://`` URL), or a published entry name (keys as in the bare model).
+
+    Torch files are read with ``weights_only=True`` only: one that would unpickle code is refused.
+    """
+    suffix = suffix_of(source)
+    if suffix in (".ckpt", ".pt", ".pth"):
+        with local_copy(source) as path:
+            return _torch_file_state(path, str(source))
+    if suffix == ".safetensors":
         from safetensors.torch import load_file
 
-        if not path.exists():
-            raise FileNotFoundError(f"weights file {path} does not exist")
-        return load_file(str(path))
+        with local_copy(source, what="weights file") as path:
+            return load_file(str(path))
     from ..hub import load_pretrained_weights
 
     return load_pretrained_weights(source)
+
+
+def _torch_file_state(path: Path, shown: str) -> dict[str, torch.Tensor]:
+    try:
+        ckpt = load_torch_file(path)  # weights_only: a file that would unpickle code is refused
+    except ValueError as err:
+        raise ValueError(str(err).replace(str(path), shown, 1)) from None
+    state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(f"{shown} holds no state dict (a Lightning checkpoint or torch.save(model.state_dict()))")
+    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
 
 
 def load_backbone_weights(model: SpikingModel, source: str) -> list[str]:

@@ -12,7 +12,7 @@ from torchmetrics.classification import MulticlassAccuracy
 
 from ..efficiency import measure_efficiency
 from ..hub.metadata import CheckpointInfo
-from ..hub.publish import add_entry, make_info, save_weights
+from ..hub.publish import ensure_new_entry, make_info, write_entry
 from .classifier import SpikingClassifier
 from .cli import run_cli
 
@@ -60,12 +60,15 @@ def publish_checkpoint(
     data_args: list[str] | None = None,
     fp16: bool | None = None,
     notes: str = "",
+    overwrite: bool = False,
 ) -> CheckpointInfo:
     """Evaluate ``ckpt`` on the test split of ``recipe``'s data and publish it as ``name`` into ``out_dir``.
 
     ``fp16=None`` stores fp16 weights if they lose nothing: their top-1 is at least the fp32 weights'. The
-    manifest's numbers are always those of the weights as stored.
+    manifest's numbers are always those of the weights as stored. The checkpoint (a path or an http(s) URL) is read
+    with ``weights_only=True`` only; an entry already listed under ``name`` is replaced only with ``overwrite``.
     """
+    ensure_new_entry(Path(out_dir), name, overwrite)  # the name checked, before the (long) evaluation
     module = SpikingClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
     model = module.model.eval()
     if name.split(".", 1)[0] != module.hparams.model:
@@ -88,26 +91,30 @@ def publish_checkpoint(
     efficiency = measure_efficiency(model, loader).as_dict()
     metrics |= {k: v for k, v in efficiency.items() if k not in ("T", "samples")}
     metrics["samples"] = efficiency["samples"]
-    weights = save_weights(model.state_dict(), Path(out_dir), name, use_fp16)
     classes = [str(c) for c in getattr(dm, "classes", range(module.hparams.num_classes))]
     skip = ("data_dir", "num_workers", "batch_size", "pin_memory", "download_timeout_s", "cache")
     data_hp = {k: v for k, v in dict(dm.hparams).items() if k not in skip and not k.startswith("_")}
-    info = make_info(
-        name=name,
-        model=model,
-        weights=weights,
-        classes=classes,
-        input_spec=_input_spec(dm),
-        dataset={
-            "name": getattr(dm, "name", type(dm).__name__),
-            "datamodule": f"{type(dm).__module__.split('.')[0]}.{type(dm).__name__}",
-            "init_args": data_hp,
-            "split": "test",
-        },
-        metrics=metrics,
-        recipe=str(recipe),
-        model_kwargs=dict(module.hparams.model_kwargs or {}),
-        notes=notes,
+    return write_entry(
+        out_dir,
+        name,
+        model.state_dict(),
+        lambda weights: make_info(
+            name=name,
+            model=model,
+            weights=weights,
+            classes=classes,
+            input_spec=_input_spec(dm),
+            dataset={
+                "name": getattr(dm, "name", type(dm).__name__),
+                "datamodule": f"{type(dm).__module__.split('.')[0]}.{type(dm).__name__}",
+                "init_args": data_hp,
+                "split": "test",
+            },
+            metrics=metrics,
+            recipe=str(recipe),
+            model_kwargs=dict(module.hparams.model_kwargs or {}),
+            notes=notes,
+        ),
+        fp16=use_fp16,
+        overwrite=overwrite,
     )
-    add_entry(Path(out_dir), info)
-    return info

@@ -1,0 +1,480 @@
+"""Hostile inputs to the checkpoint hub, the checkpoint loaders and the publishing commands (issue 17, items 1, 4, 5
+and 8), in the style of safetensors' and torch's ``weights_only`` tests: each case builds a real attack (a pickle
+whose unpickling creates a marker file, served from 127.0.0.1; a symbolic link planted in the cache; a source that
+streams far more than the manifest declares; a traversing entry name) and asserts the exact safe outcome: a clear
+error that names the problem and the fix, no marker file, no file outside the cache or release folder touched,
+nothing left behind."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from hub_servers import FileServer
+from safetensors.torch import save_file
+
+from psn_zoo.cli import main
+from psn_zoo.hub import ChecksumError, ManifestError, load_pretrained, load_pretrained_weights
+from psn_zoo.hub import sources as hub_sources
+from psn_zoo.hub.metadata import CheckpointInfo, read_manifest, write_manifest
+from psn_zoo.hub.publish import add_entry, make_info, save_weights
+from psn_zoo.models import create_model
+from psn_zoo.training import SpikingClassifier
+from psn_zoo.training.finetune import read_weights
+from psn_zoo.training.publish import publish_checkpoint
+
+pytestmark = pytest.mark.timeout(600)
+
+TINY = "paper_cifar10dvs_vgg.hostile_t2"
+TINY_KWARGS = {"input_size": 16, "width_mult": 0.0625}
+SEQ_MODEL = {
+    "model": "paper_seq_cnn",
+    "neuron": "psn",
+    "T": 28,
+    "num_classes": 10,
+    "in_channels": 1,
+    "model_kwargs": {"channels": 8, "length": 28, "fc_hidden": 16},
+    "optimizer": "adamw",
+    "lr": 0.01,
+    "log_input_samples": 0,
+}
+DATA = {"class_path": "datamodules.SequentialDigitsDataModule", "init_args": {"batch_size": 16, "images_per_class": 12}}
+
+
+@pytest.fixture(autouse=True)
+def _isolated(tmp_path, monkeypatch):
+    """Own psn_zoo, torch.hub and Hugging Face caches, online, in an empty working folder."""
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for var in ("PSN_ZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_ENDPOINT"):
+        monkeypatch.delenv(var, raising=False)
+    work = tmp_path / "work"
+    work.mkdir()
+    monkeypatch.chdir(work)
+
+
+def tree(root: Path) -> dict[str, bytes | str]:
+    """Every entry under ``root``: files by content, links by target (a symlink is never followed)."""
+    out: dict[str, bytes | str] = {}
+    for path in sorted(root.rglob("*")):
+        key = str(path.relative_to(root))
+        if path.is_symlink():
+            out[key] = f"-> {os.readlink(path)}"
+        elif path.is_file():
+            out[key] = path.read_bytes()
+    return out
+
+
+def leftovers(root: Path) -> list[str]:
+    """Temporary or partial files anywhere under ``root``."""
+    return sorted(str(p.relative_to(root)) for p in root.rglob("*") if ".tmp" in p.name or ".part" in p.name)
+
+
+# ============================================================================================ malicious pickles
+class _TouchesMarker:
+    """Unpickling this creates ``marker`` (a stand-in for any code a checkpoint could run)."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (exec, (f"open({str(self.marker)!r}, 'w').write('pwned')",))
+
+
+def evil_checkpoint(path: Path, marker: Path) -> Path:
+    """A Lightning-shaped checkpoint whose unpickling runs code."""
+    state = SpikingClassifier(**SEQ_MODEL).state_dict()
+    torch.save({"state_dict": state, "hyper_parameters": dict(SEQ_MODEL), "payload": _TouchesMarker(marker)}, path)
+    return path
+
+
+@pytest.fixture
+def evil(tmp_path):
+    """``(marker, local evil.ckpt, its bytes)``: the marker must never exist."""
+    marker = tmp_path / "PWNED"
+    path = evil_checkpoint(tmp_path / "evil.ckpt", marker)
+    yield marker, path, path.read_bytes()
+    assert not marker.exists(), "unpickling ran the checkpoint's code"
+
+
+def cli_args(subcommand: str, ckpt: str, *extra: str) -> list[str]:
+    return [
+        subcommand, "--model.model", "paper_seq_cnn", "--model.T", "28", "--model.in_channels", "1",
+        "--model.model_kwargs", json.dumps(SEQ_MODEL["model_kwargs"]), "--data", DATA["class_path"],
+        "--trainer.logger", "false", "--trainer.accelerator", "cpu", "--ckpt_path", ckpt, *extra,
+    ]  # fmt: skip
+
+
+def assert_refused_pickle(err: pytest.ExceptionInfo, shown: str) -> None:
+    message = str(err.value)
+    assert isinstance(err.value, ValueError), repr(err.value)
+    assert f"{shown} is not a plain tensor file" in message and "psn_zoo never does" in message, message
+    assert "save the state dict alone" in message or "convert the file to safetensors" in message  # the fix
+    assert "weights_only=False" not in message
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "validate", "test", "predict"])
+def test_cli_ckpt_path_over_http_is_never_unpickled(subcommand, evil, tmp_path):
+    _, _, data = evil
+    with FileServer({"evil.ckpt": data}) as server:
+        url = server.url + "evil.ckpt"
+        with pytest.raises(ValueError) as err:
+            main(cli_args(subcommand, url))
+        assert server.gets("evil.ckpt") == 1
+    assert_refused_pickle(err, url)
+    assert not (tmp_path / "torch_home").exists(), "nothing may be downloaded into torch.hub's cache"
+    assert not (tmp_path / "work" / "runs").exists(), "the run must stop before it starts"
+
+
+@pytest.mark.parametrize("subcommand", ["fit", "test"])
+def test_cli_ckpt_path_local_evil_file_gets_a_clear_error(subcommand, evil):
+    _, path, _ = evil
+    with pytest.raises(ValueError) as err:
+        main(cli_args(subcommand, str(path)))
+    assert_refused_pickle(err, str(path))
+
+
+def test_cli_refuses_weights_only_false(evil):
+    _, path, _ = evil
+    with pytest.raises(ValueError, match=r"weights_only=True only .*drop --weights_only false"):
+        main(cli_args("test", str(path), "--weights_only", "false"))
+
+
+def test_load_from_checkpoint_and_publish_never_unpickle_a_url(evil, tmp_path):
+    _, path, data = evil
+    with FileServer({"evil.ckpt": data}) as server:
+        url = server.url + "evil.ckpt"
+        with pytest.raises(ValueError) as err:
+            SpikingClassifier.load_from_checkpoint(url)
+        assert_refused_pickle(err, url)
+        with pytest.raises(ValueError) as err:
+            publish_checkpoint(url, "unused.yaml", "paper_seq_cnn.evil", tmp_path / "release")
+        assert_refused_pickle(err, url)
+    with pytest.raises(ValueError, match="weights_only=True only"):
+        SpikingClassifier.load_from_checkpoint(str(path), weights_only=False)
+    assert not (tmp_path / "release").exists()
+    assert not (tmp_path / "torch_home").exists()
+
+
+def test_pretrained_url_is_read_with_weights_only(evil, tmp_path):
+    _, _, data = evil
+    good = SpikingClassifier(**SEQ_MODEL).model.state_dict()
+    save_file(good, str(tmp_path / "good.safetensors"))
+    files = {"evil.ckpt": data, "good.safetensors": (tmp_path / "good.safetensors").read_bytes()}
+    with FileServer(files) as server:
+        with pytest.raises(ValueError) as err:
+            SpikingClassifier(**SEQ_MODEL, pretrained=server.url + "evil.ckpt")
+        assert_refused_pickle(err, server.url + "evil.ckpt")
+        weights = read_weights(server.url + "good.safetensors")  # a remote safetensors file is fine
+    assert weights.keys() == good.keys() and all(torch.equal(weights[k], v) for k, v in good.items())
+    with pytest.raises(ValueError, match=r"local paths and http\(s\):// URLs only, not s3://.*Copy the file"):
+        read_weights("s3://bucket/model.ckpt")
+
+
+# ============================================================================================ the download cache
+@dataclasses.dataclass
+class Release:
+    manifest: Path
+    info: CheckpointInfo
+    data: bytes
+
+
+@pytest.fixture
+def release(tmp_path) -> Release:
+    """A tiny entry whose manifest sits in a folder without its weights (so they must come from a source)."""
+    model = create_model("paper_cifar10dvs_vgg", neuron="psn", T=2, num_classes=3, in_channels=2, **TINY_KWARGS)
+    folder = tmp_path / "published"
+    weights = save_weights(model.state_dict(), folder, TINY, fp16=False)
+    info = make_info(
+        name=TINY, model=model, weights=weights, classes=["a", "b", "c"],
+        input_spec={"kind": "event_frames", "shape": [2, 2, 16, 16], "sensor_size": [16, 16, 2], "transform": {}},
+        dataset={"name": "synthetic", "split": "test"}, metrics={}, recipe="none", model_kwargs=TINY_KWARGS,
+    )  # fmt: skip
+    data = (folder / weights.file).read_bytes()
+    (folder / weights.file).unlink()
+    return Release(tmp_path / "m" / "manifest.json", info, data)
+
+
+def with_sources(release: Release, *sources: str) -> Path:
+    release.manifest.parent.mkdir(exist_ok=True)
+    write_manifest(release.manifest, {TINY: dataclasses.replace(release.info, sources=sources)})
+    return release.manifest
+
+
+def old_part_path(name: str) -> Path:
+    """Where psn_zoo up to ea04119 wrote a partial download: predictable from the process id."""
+    return Path(os.environ["PSN_ZOO_CACHE"]) / f".{name}.part-{os.getpid()}"
+
+
+@pytest.fixture
+def victim(tmp_path) -> Path:
+    path = tmp_path / "outside" / "victim.txt"
+    path.parent.mkdir()
+    path.write_bytes(b"precious data outside the cache\n")
+    return path
+
+
+def mirror_of(release: Release, tmp_path: Path) -> str:
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / release.info.weights.file).write_bytes(release.data)
+    return f"file://{folder}/"
+
+
+@pytest.mark.parametrize("kind", ["http", "file"])
+def test_symlink_planted_at_the_partial_path_is_never_written_through(release, tmp_path, victim, kind):
+    name = release.info.weights.file
+    cache = Path(os.environ["PSN_ZOO_CACHE"])
+    cache.mkdir()
+    planted = old_part_path(name)
+    planted.symlink_to(victim)
+    with FileServer({name: release.data}) as server:
+        source = server.url if kind == "http" else mirror_of(release, tmp_path)
+        model = load_pretrained(TINY, manifest=with_sources(release, source))
+    assert victim.read_bytes() == b"precious data outside the cache\n", "the download wrote through the link"
+    entry = cache / name
+    assert not entry.is_symlink() and entry.is_file(), "the cache entry must be a regular file, never a link"
+    assert entry.read_bytes() == release.data
+    assert planted.is_symlink() and os.readlink(planted) == str(victim), "a planted file is left as it was"
+    assert sorted(p.name for p in cache.iterdir()) == sorted([name, planted.name])
+    assert model.T == 2
+
+
+def test_partial_path_taken_is_a_clear_error_that_touches_nothing(release, tmp_path, victim, monkeypatch):
+    name = release.info.weights.file
+    cache = Path(os.environ["PSN_ZOO_CACHE"])
+    cache.mkdir()
+    planted = cache / f".{name}.part-planted"
+    planted.symlink_to(victim)
+    monkeypatch.setattr(hub_sources, "_part_path", lambda dest: planted)  # as if the attacker guessed the name
+    for source in ("http", "file"):
+        (tmp_path / source).mkdir()
+        with FileServer({name: release.data}) as server:
+            url = server.url if source == "http" else mirror_of(release, tmp_path / source)
+            with pytest.raises(hub_sources.CacheError) as err:
+                load_pretrained_weights(TINY, manifest=with_sources(release, url))
+        message = str(err.value)
+        assert f"{planted} already exists" in message and "never writes through" in message, message
+        assert "Delete it and retry" in message
+        assert victim.read_bytes() == b"precious data outside the cache\n"
+        assert tree(cache) == {planted.name: f"-> {victim}"}
+
+
+def test_a_link_at_a_cache_entry_is_refused_not_followed(release, tmp_path, victim):
+    name = release.info.weights.file
+    cache = Path(os.environ["PSN_ZOO_CACHE"])
+    cache.mkdir()
+    outside = tmp_path / "outside" / name
+    outside.write_bytes(release.data)  # even the right bytes: the cache holds only files it wrote itself
+    (cache / name).symlink_to(outside)
+    with pytest.raises(hub_sources.CacheError) as err:
+        load_pretrained_weights(TINY, manifest=with_sources(release))
+    message = str(err.value)
+    assert f"{cache / name} is a symbolic link" in message and "never follows links" in message, message
+    assert "Delete it (the file will be downloaded again)" in message
+    assert tree(cache) == {name: f"-> {outside}"} and outside.read_bytes() == release.data
+
+
+class StreamingServer(FileServer):
+    """Sends the right file, then ``extra`` more bytes (with or without a ``Content-Length`` announcing them);
+    :attr:`sent` counts what the client accepted before it hung up."""
+
+    def __init__(self, files: dict[str, bytes], extra: int, announce: bool) -> None:
+        self.extra, self.announce, self.sent = extra, announce, 0
+        self.done = threading.Event()
+        super().__init__(files)
+
+    def handle(self, handler) -> None:
+        data = self.files[handler.path.lstrip("/")]
+        handler.send_response(200)
+        if self.announce:
+            handler.send_header("Content-Length", str(len(data) + self.extra))
+        handler.end_headers()
+        block = b"\0" * (1 << 20)
+        try:
+            handler.wfile.write(data)
+            self.sent = len(data)
+            while self.sent < len(data) + self.extra:
+                handler.wfile.write(block)
+                self.sent += len(block)
+        except OSError:
+            pass
+        finally:
+            self.done.set()
+
+
+@pytest.mark.parametrize("announce", [False, True], ids=["no-length", "length-400MB"])
+def test_an_oversized_download_stops_at_the_declared_size(release, tmp_path, announce):
+    name, size = release.info.weights.file, release.info.weights.size
+    extra = 400 * (1 << 20)
+    with StreamingServer({name: release.data}, extra, announce) as server:
+        start = time.perf_counter()
+        with pytest.raises(ChecksumError) as err:
+            load_pretrained_weights(TINY, manifest=with_sources(release, server.url))
+        elapsed = time.perf_counter() - start
+        assert server.done.wait(30)
+    message = str(err.value)
+    if announce:
+        assert f"announces {size + extra} bytes but its manifest declares {size}: refused before reading" in message
+    else:
+        assert f"more than the {size} bytes its manifest declares: reading stopped after {size + 1} bytes" in message
+    assert "nothing was saved in the cache" in message and server.url + name in message, message
+    assert server.sent < 64 * (1 << 20), f"the client read {server.sent} bytes"  # socket buffers, not 400 MB
+    assert elapsed < 20
+    assert tree(Path(os.environ["PSN_ZOO_CACHE"])) == {}
+
+
+def test_an_oversized_file_url_is_not_copied_in_full(release, tmp_path):
+    folder = tmp_path / "mirror"
+    folder.mkdir()
+    (folder / release.info.weights.file).write_bytes(release.data + b"\0" * (3 << 20))
+    with pytest.raises(ChecksumError, match=rf"reading stopped after {release.info.weights.size + 1} bytes"):
+        load_pretrained_weights(TINY, manifest=with_sources(release, f"file://{folder}/"))
+    assert tree(Path(os.environ["PSN_ZOO_CACHE"])) == {}
+
+
+# ============================================================================================ names and publishing
+@pytest.mark.parametrize(
+    "name",
+    ["paper_cifar10dvs_vgg.../../../x", "paper_cifar10dvs_vgg.a/../../x", "paper_cifar10dvs_vgg.a\\b",
+     "paper_cifar10dvs_vgg.", "paper_cifar10dvs_vgg.-x", "paper_cifar10dvs_vgg.a b", "paper_cifar10dvs_vgg.a.b",
+     "paper_cifar10dvs_vgg.ok\n"],
+)  # fmt: skip
+def test_manifest_names_outside_the_one_pattern_are_refused(release, name):
+    raw = dataclasses.replace(release.info, name=name).to_dict()
+    with pytest.raises(ManifestError) as err:
+        CheckpointInfo.from_dict(raw)
+    message = str(err.value)
+    assert f"checkpoint entry {name!r}: field 'name' must be '<architecture>.<tag>'" in message, message
+    assert "no '/', '..'" in message
+
+
+def paper_state_file(tmp_path: Path) -> Path:
+    """A tiny checkpoint laid out as the paper's CIFAR-10 ``checkpoint_max.pth``."""
+    from test_hub import _paper_cifar10_state
+
+    path = tmp_path / "checkpoint_max.pth"
+    torch.save({"net": _paper_cifar10_state(channels=8, T=4, hidden=16, side=16)}, path)
+    return path
+
+
+@pytest.mark.parametrize("tag", ["a/../../x", "../../x", "a/b", "x y", ".hidden", "a.b"])
+@pytest.mark.parametrize("command", ["import-paper", "import-sj"])
+def test_import_tag_cannot_leave_the_release_folder(tmp_path, tag, command):
+    source = paper_state_file(tmp_path)
+    out = tmp_path / "deep" / "release"
+    (out / "paper_cifar10_csnn.a").mkdir(parents=True)  # lets a/../../x resolve, as an existing folder would
+    (out / "sew_resnet18.a").mkdir()
+    before = tree(tmp_path)
+    argv = [command, str(source), "--tag", tag, "--out", str(out)]
+    if command == "import-sj":
+        argv += ["--arch", "sew_resnet18", "--neuron", "psn", "--T", "2", "--num-classes", "3"]
+    with pytest.raises(ValueError) as err:
+        main(argv)
+    message = str(err.value)
+    assert f"invalid tag {tag!r}" in message and "letters, digits, '_' and '-'" in message, message
+    assert tree(tmp_path) == before, "nothing may be written anywhere"
+
+
+def test_a_failed_import_leaves_nothing_behind(tmp_path, monkeypatch):
+    source = paper_state_file(tmp_path)
+    out = tmp_path / "release"
+    real_replace = os.replace
+
+    def disk_full(src, dst, *args, **kwargs):
+        if str(dst).endswith(".safetensors"):
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst, *args, **kwargs)
+
+    monkeypatch.setattr(os, "replace", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        main(["import-paper", str(source), "--tag", "t", "--out", str(out)])
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert leftovers(tmp_path) == [] and tree(out) == {}
+    # a manifest that cannot be read: refused before any weights are written
+    (out / "manifest.json").write_text("{not json")
+    with pytest.raises(ManifestError, match="cannot read checkpoint manifest"):
+        main(["import-paper", str(source), "--tag", "t", "--out", str(out)])
+    assert tree(out) == {"manifest.json": b"{not json"}
+
+
+def test_import_under_an_existing_name_needs_overwrite(tmp_path):
+    source = paper_state_file(tmp_path)
+    out = tmp_path / "release"
+    assert main(["import-paper", str(source), "--tag", "t", "--out", str(out)]) == 0
+    name = "paper_cifar10_csnn.t"
+    first = read_manifest(out / "manifest.json")[name]
+    before = tree(out)
+    other = torch.load(source, weights_only=True)
+    other["net"] = {k: v + 1 if v.is_floating_point() else v for k, v in other["net"].items()}
+    torch.save(other, source)
+    with pytest.raises(FileExistsError) as err:
+        main(["import-paper", str(source), "--tag", "t", "--out", str(out)])
+    message = str(err.value)
+    assert f"already lists {name!r} (weights {first.weights.file}); nothing was written" in message, message
+    assert "pass --overwrite" in message
+    assert tree(out) == before and leftovers(tmp_path) == []
+    assert main(["import-paper", str(source), "--tag", "t", "--out", str(out), "--overwrite"]) == 0
+    second = read_manifest(out / "manifest.json")[name]
+    assert second.weights.file != first.weights.file
+    assert sorted(p.name for p in out.glob("*.safetensors")) == [second.weights.file]
+    with pytest.raises(FileExistsError, match="pass --overwrite"):  # the library function refuses too
+        add_entry(out, dataclasses.replace(first))
+
+
+# ============================================================================================ self-contained ckpts
+def recipe(tmp_path: Path) -> Path:
+    path = tmp_path / "recipe.yaml"
+    config = {
+        "seed_everything": 0,
+        "trainer": {"max_epochs": 1, "limit_train_batches": 2, "limit_val_batches": 1, "accelerator": "cpu",
+                    "logger": False, "enable_progress_bar": False, "default_root_dir": str(tmp_path / "runs")},
+        "model": dict(SEQ_MODEL),
+        "data": DATA,
+    }  # fmt: skip
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def test_a_fine_tuned_checkpoint_does_not_need_its_pretrained_file(tmp_path):
+    pretrained = tmp_path / "start.safetensors"
+    torch.manual_seed(1)
+    save_file(SpikingClassifier(**SEQ_MODEL).model.state_dict(), str(pretrained))
+    config = recipe(tmp_path)
+    main(["fit", "--config", str(config), "--model.pretrained", str(pretrained)])
+    (ckpt,) = (tmp_path / "runs").rglob("*.ckpt")
+    pretrained.unlink()  # the checkpoint must carry everything
+
+    module = SpikingClassifier.load_from_checkpoint(str(ckpt))
+    main(["test", "--config", str(config), "--ckpt_path", str(ckpt)])
+    stored = torch.load(ckpt, weights_only=True)
+    trained = {k.removeprefix("model."): v for k, v in stored["state_dict"].items() if k.startswith("model.")}
+    assert all(torch.equal(module.model.state_dict()[k], v) for k, v in trained.items())
+    assert stored["hyper_parameters"]["pretrained"] is None  # stored self-contained ...
+    assert stored["fine_tuned_from"] == str(pretrained)  # ... with its origin recorded
+
+    # a checkpoint written before the fix (pretrained stored in its hparams) loads too
+    old = tmp_path / "old.ckpt"
+    torch.save({**stored, "hyper_parameters": {**stored["hyper_parameters"], "pretrained": str(pretrained)}}, old)
+    assert SpikingClassifier.load_from_checkpoint(str(old)).hparams.pretrained is None
+    main(["validate", "--config", str(config), "--ckpt_path", str(old)])
+
+    out = tmp_path / "release"
+    assert main(["publish", str(old), "--recipe", str(config), "--name", "paper_seq_cnn.tuned", "--out", str(out)]) == 0
+    published = read_manifest(out / "manifest.json")["paper_seq_cnn.tuned"]
+    before = tree(out)
+    with pytest.raises(FileExistsError, match=r"already lists 'paper_seq_cnn.tuned'.*pass --overwrite"):
+        publish_checkpoint(ckpt, config, "paper_seq_cnn.tuned", out)
+    assert tree(out) == before and (out / published.weights.file).is_file()
+    with pytest.raises(ValueError, match=r"invalid checkpoint name 'paper_seq_cnn.a/../x'"):
+        publish_checkpoint(ckpt, config, "paper_seq_cnn.a/../x", out)
+    assert tree(out) == before and leftovers(tmp_path) == []
