@@ -9,7 +9,7 @@ from .asldvs import ASLDVSDataModule
 from .base import EventDataModule, default_data_dir
 from .cifar10dvs import CIFAR10DVSDataModule
 from .dvsgesture import DVSGestureDataModule
-from .errors import CorruptSampleError, DatasetNotFoundError
+from .errors import CorruptSampleError, DatasetNotFoundError, MissingSampleError
 from .images import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -34,6 +34,7 @@ __all__ = [
     "DatasetNotFoundError",
     "EventDataModule",
     "ImageNetDataModule",
+    "MissingSampleError",
     "NCaltech101DataModule",
     "NDigitsDataModule",
     "NMNISTDataModule",

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tonic
 
-from .base import EventDataModule, Split, stratified_split
+from .base import EventDataModule, LocalCopy, Split, stratified_split
 
 
 class FlattenEvents:
@@ -27,6 +27,8 @@ class ASLDVSDataModule(EventDataModule):
     """
 
     name = "ASLDVS"
+    tonic_dataset = tonic.datasets.ASLDVS
+    widen_reader = True  # Tonic casts the .mat values (doubles possible) to int
     sensor_size = tonic.datasets.ASLDVS.sensor_size
     classes = tuple(tonic.datasets.ASLDVS.classes)
 
@@ -43,6 +45,10 @@ class ASLDVSDataModule(EventDataModule):
     def split_indices(self, split: str, dataset: Any) -> list[int]:
         train, test = stratified_split(self.labels_of(dataset), self.test_fraction, self.seed)
         return train if split == "train" else test
+
+    def local_copy(self, split: Split) -> LocalCopy:
+        location = self.tonic_root() / self.tonic_folder()
+        return LocalCopy(location, ".mat", 100_800, location / tonic.datasets.ASLDVS.filename)
 
     def download_help(self) -> str:
         cls = tonic.datasets.ASLDVS

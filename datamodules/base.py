@@ -3,7 +3,8 @@
 Pipeline per sample::
 
     Tonic dataset (native files, Tonic's reader)
-      -> preprocessing (Tonic transforms, deterministic: RequireEvents, Denoise, Downsample, ToFrame(n_time_bins=T))
+      -> preprocessing (deterministic: ValidEvents, the one check every recording passes, then Tonic's Denoise,
+         Downsample, ToFrame(n_time_bins=T))
       -> cache (Tonic's MemoryCachedDataset filled once, in parallel, before the first epoch; or its
          DiskCachedDataset in a folder keyed by a hash of every preprocessing parameter, so a changed transform
          never reads a stale cache)
@@ -11,12 +12,15 @@ Pipeline per sample::
 
 ``prepare_data`` downloads or verifies once (rank 0); ``setup`` opens the splits in every process. A missing
 dataset that cannot be downloaded raises :class:`DatasetNotFoundError` within seconds, saying which files to
-put where; an unreadable sample raises :class:`CorruptSampleError` naming the file.
+put where; an unreadable sample, or one whose events make no sense (outside the sensor, a polarity the format
+does not have, decreasing timestamps, no duration, NaN), raises :class:`CorruptSampleError` naming the file and
+the problem; a recording missing from the local copy raises :class:`MissingSampleError` (a subclass of both).
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import hashlib
 import json
 import os
@@ -34,8 +38,9 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from tqdm.auto import tqdm
 
-from .errors import DatasetNotFoundError, NamedErrors, RequireEvents
+from .errors import DatasetNotFoundError, MissingSampleError, NamedErrors
 from .transforms import Compose, MapDataset, RandomFlipFrames, RandomTranslateFrames, ToFloatFrames
+from .validation import ValidEvents, widened
 
 Split = Literal["train", "test"]
 CacheMode = Literal["none", "memory", "disk"]
@@ -157,6 +162,17 @@ class OnDemandMemoryCache(Dataset):
                 bar.update(len(batch))
 
 
+@dataclasses.dataclass(frozen=True)
+class LocalCopy:
+    """Where a split's extracted recordings live: ``count`` files ``*<extension>`` under ``folder`` at least
+    (Tonic's existence check), extracted from ``archive`` (a zip lists them by name)."""
+
+    folder: Path
+    extension: str
+    count: int
+    archive: Path
+
+
 class EventDataModule(L.LightningDataModule):
     """Base class. Subclasses set ``name``, ``sensor_size`` and ``num_classes`` and implement
     :meth:`open_split` (build the Tonic dataset of ``"train"`` or ``"test"``) and :meth:`download_help`.
@@ -186,6 +202,13 @@ class EventDataModule(L.LightningDataModule):
     name: ClassVar[str]
     sensor_size: ClassVar[tuple[int, int, int]]
     classes: ClassVar[tuple[str, ...]]
+    #: The Tonic dataset class read (its ``dtype`` is what :class:`ValidEvents` hands on).
+    tonic_dataset: ClassVar[type]
+    #: The polarity values the native format allows.
+    polarities: ClassVar[tuple[int, ...]] = (0, 1)
+    #: Tonic's reader casts stored values to a narrower ``dtype`` (bool polarity, int16 pixels, float times to
+    #: int): read float64 instead, so :class:`ValidEvents` sees what the file holds (then casts back).
+    widen_reader: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -248,6 +271,10 @@ class EventDataModule(L.LightningDataModule):
     def describe_sample(self, dataset: Any, index: int) -> str:
         return str(dataset.data[index])
 
+    def local_copy(self, split: Split) -> LocalCopy | None:
+        """Where ``split``'s recordings are extracted (None: no per-recording check before opening)."""
+        return None
+
     def split_indices(self, split: str, train_set: Any) -> list[int] | None:
         """Hook for datasets without an official split (see CIFAR10-DVS, N-Caltech101)."""
         return None
@@ -273,7 +300,7 @@ class EventDataModule(L.LightningDataModule):
     def preprocessing(self) -> Compose:
         """Deterministic event -> frame steps (cached). Our ``Compose``, not Tonic's: Tonic's silently skips
         every step for an empty recording and returns the raw events instead of frames."""
-        steps: list[Callable] = [*self.event_fixes(), RequireEvents()]
+        steps: list[Callable] = [*self.event_fixes(), self.event_check()]
         if self.denoise_us:
             steps.append(tonic.transforms.Denoise(filter_time=self.denoise_us))
         if self.spatial_factor != 1.0:
@@ -281,6 +308,11 @@ class EventDataModule(L.LightningDataModule):
         bins = {"n_time_bins": self.T} if self.slicing == "time" else {"n_event_bins": self.T}
         steps.append(tonic.transforms.ToFrame(sensor_size=self.frame_sensor_size, **bins))
         return Compose(steps)
+
+    def event_check(self) -> ValidEvents:
+        """The check of every recording's raw events (see :mod:`datamodules.validation`)."""
+        W, H, _ = self.sensor_size
+        return ValidEvents(W, H, self.polarities, time_bins=self.slicing == "time", dtype=self.tonic_dataset.dtype)
 
     def event_fixes(self) -> list[Callable]:
         """Per-dataset corrections applied to raw events before anything else (none by default)."""
@@ -384,12 +416,16 @@ class EventDataModule(L.LightningDataModule):
 
     def _open(self, split: Split, transform: Callable | None) -> Any:
         location = self.tonic_root() / self.tonic_folder()
+        self._check_local_copy(split, location)
         before = set(location.rglob("*")) if location.exists() else set()
         try:
             with network_timeout(self.download_timeout_s):
                 dataset = self.open_split(split, transform)
         except (OSError, RuntimeError, zipfile.BadZipFile, tarfile.TarError) as err:
             self._remove_partial_downloads(location, before)
+            incomplete = self._incomplete_copy(split, err)
+            if incomplete is not None:
+                raise incomplete from None
             raise DatasetNotFoundError(
                 f"{self.name} ({split} split) is not under {location} and could not be downloaded "
                 f"({type(err).__name__}: {err}).\n{self.download_help()}"
@@ -398,7 +434,47 @@ class EventDataModule(L.LightningDataModule):
             raise DatasetNotFoundError(
                 f"{self.name} ({split} split): no samples found under {location}.\n{self.download_help()}"
             )
+        if self.widen_reader and isinstance(getattr(dataset, "dtype", None), np.dtype) and dataset.dtype.names:
+            dataset.dtype = widened(dataset.dtype)  # the reader keeps every stored value for ValidEvents to see
         return dataset
+
+    def _check_local_copy(self, split: Split, location: Path) -> None:
+        """Before Tonic opens ``split``: a recording that its zip archive lists but the extracted copy lacks is
+        reported by name (Tonic would read the split without it, or try a download), never silently dropped."""
+        copy = self.local_copy(split)
+        if copy is None or not copy.folder.is_dir() or not zipfile.is_zipfile(copy.archive):
+            return
+        with zipfile.ZipFile(copy.archive) as archive:
+            listed = {n for n in archive.namelist() if n.endswith(copy.extension)}
+        present = {p.relative_to(location).as_posix() for p in copy.folder.glob(f"**/*{copy.extension}")}
+        missing = sorted(listed - present)
+        if not missing or not listed & present:  # complete, or extracted by hand into another layout
+            return
+        shown = ", ".join(str(location / name) for name in missing[:5])
+        more = f" and {len(missing) - 5} more" if len(missing) > 5 else ""
+        raise MissingSampleError(
+            f"{self.name} ({split} split): {len(missing)} recording(s) listed in {copy.archive} are missing from "
+            f"the local copy: {shown}{more}. Extract them from the archive again, or delete {location} and "
+            f"download {self.name} again."
+        )
+
+    def _incomplete_copy(self, split: Split, error: Exception) -> MissingSampleError | None:
+        """After Tonic's existence check failed and its download did too: if recordings are extracted, the local
+        copy is incomplete (a recording deleted), which is what the error must say, not "could not be
+        downloaded"."""
+        copy = self.local_copy(split)
+        if copy is None or not copy.folder.is_dir():
+            return None
+        counted = list(copy.folder.glob(f"**/*{copy.extension}"))  # what Tonic's check counts
+        if not any(path.is_file() for path in counted) or len(counted) >= copy.count:
+            return None  # nothing extracted yet (a plain missing dataset), or not the count that failed
+        return MissingSampleError(
+            f"{self.name} ({split} split): recordings are missing from the local copy: {copy.folder} holds "
+            f"{len(counted)} *{copy.extension} files where a complete copy holds at least {copy.count} (Tonic's "
+            f"check), so a recording was deleted or not extracted. Restore it, or delete "
+            f"{self.tonic_root() / self.tonic_folder()} and download {self.name} again (the download attempt "
+            f"failed: {type(error).__name__}: {error})."
+        )
 
     @staticmethod
     def _remove_partial_downloads(location: Path, before: set[Path]) -> None:

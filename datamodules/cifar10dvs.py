@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tonic
 
-from .base import EventDataModule, Split
+from .base import EventDataModule, LocalCopy, Split
 
 
 class CIFAR10DVSDataModule(EventDataModule):
@@ -25,6 +25,7 @@ class CIFAR10DVSDataModule(EventDataModule):
     """
 
     name = "CIFAR10DVS"
+    tonic_dataset = tonic.datasets.CIFAR10DVS
     sensor_size = tonic.datasets.CIFAR10DVS.sensor_size
     classes = tuple(sorted(tonic.datasets.CIFAR10DVS.classes, key=tonic.datasets.CIFAR10DVS.classes.get))
 
@@ -46,6 +47,10 @@ class CIFAR10DVSDataModule(EventDataModule):
             idx = np.flatnonzero(labels == cls)  # already in sorted-path order
             picked += (idx[: self.test_per_class] if split == "test" else idx[self.test_per_class :]).tolist()
         return sorted(picked)
+
+    def local_copy(self, split: Split) -> LocalCopy:
+        location = self.tonic_root() / self.tonic_folder()
+        return LocalCopy(location, ".aedat4", 1000, location / tonic.datasets.CIFAR10DVS.filename)
 
     def download_help(self) -> str:
         cls = tonic.datasets.CIFAR10DVS

@@ -8,7 +8,7 @@ from typing import Any
 import numpy as np
 import tonic
 
-from .base import EventDataModule, Split
+from .base import EventDataModule, LocalCopy, Split
 
 
 class DVSGestureDataModule(EventDataModule):
@@ -18,6 +18,8 @@ class DVSGestureDataModule(EventDataModule):
     """
 
     name = "DVSGesture"
+    tonic_dataset = tonic.datasets.DVSGesture
+    widen_reader = True  # Tonic casts bool polarity and int16 pixels
     sensor_size = tonic.datasets.DVSGesture.sensor_size
     classes = tuple(tonic.datasets.DVSGesture.classes)
 
@@ -29,6 +31,12 @@ class DVSGestureDataModule(EventDataModule):
         ds.users = [ds.users[i] for i in order]
         ds.lighting = [ds.lighting[i] for i in order]
         return ds
+
+    def local_copy(self, split: Split) -> LocalCopy:
+        cls, location = tonic.datasets.DVSGesture, self.tonic_root() / self.tonic_folder()
+        train = split == "train"
+        folder, archive = ("ibmGestureTrain", cls.train_filename) if train else ("ibmGestureTest", cls.test_filename)
+        return LocalCopy(location / folder, ".npy", 100, location / archive)
 
     def download_help(self) -> str:
         cls = tonic.datasets.DVSGesture

@@ -7,13 +7,22 @@ from typing import Any
 
 import numpy as np
 
+from .validation import InvalidEvents
+
 
 class DatasetNotFoundError(FileNotFoundError):
     """The dataset is not on disk and could not be downloaded; the message says which files to put where."""
 
 
 class CorruptSampleError(RuntimeError):
-    """A sample file could not be read (truncated, corrupt or empty); the message names the file."""
+    """A sample file could not be read, or holds events that make no sense (truncated, corrupt, empty, events
+    outside the sensor, bad polarities, decreasing timestamps...); the message names the file and the problem."""
+
+
+class MissingSampleError(CorruptSampleError, DatasetNotFoundError):
+    """A recording is missing from the local copy of a dataset (deleted, or never extracted). A
+    :class:`CorruptSampleError` (the copy is damaged) and a :class:`DatasetNotFoundError` (what callers that
+    handle a missing dataset catch); the message names the file, or says how many are missing and where."""
 
 
 class RequireEvents:
@@ -41,6 +50,17 @@ class NamedErrors:
     def __getitem__(self, index: int):
         try:
             return self.dataset[index]
+        except InvalidEvents as err:
+            raise CorruptSampleError(
+                f"{self.describe(index)} is corrupt (sample {index} of {type(self.dataset).__name__}): {err}. "
+                "Delete the file (or the dataset folder) and download the dataset again"
+            ) from err
+        except FileNotFoundError as err:
+            raise MissingSampleError(
+                f"{self.describe(index)} (sample {index} of {type(self.dataset).__name__}) is missing from the "
+                f"local copy: it was listed when the dataset was opened and is gone now ({err.strerror}). Restore "
+                "it, or delete the dataset folder and download the dataset again"
+            ) from err
         except Exception as err:
             raise CorruptSampleError(
                 f"cannot read sample {index} of {type(self.dataset).__name__} from {self.describe(index)}: "

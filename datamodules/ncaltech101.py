@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import tonic
 
-from .base import EventDataModule, Split
+from .base import EventDataModule, LocalCopy, Split
 
 
 class NCaltech101DataModule(EventDataModule):
@@ -26,6 +26,7 @@ class NCaltech101DataModule(EventDataModule):
     """
 
     name = "NCALTECH101"
+    tonic_dataset = tonic.datasets.NCALTECH101
     sensor_size = (240, 180, 2)
 
     def __init__(self, test_fraction: float = 0.2, **kwargs: Any) -> None:
@@ -57,6 +58,10 @@ class NCaltech101DataModule(EventDataModule):
             n_train = len(idx) - round(len(idx) * self.test_fraction)
             picked += (idx[:n_train] if split == "train" else idx[n_train:]).tolist()
         return sorted(picked)
+
+    def local_copy(self, split: Split) -> LocalCopy:
+        cls, location = tonic.datasets.NCALTECH101, self.tonic_root() / self.tonic_folder()
+        return LocalCopy(location / cls.folder_name, ".bin", 8709, location / cls.filename)
 
     def download_help(self) -> str:
         cls = tonic.datasets.NCALTECH101

@@ -7,7 +7,7 @@ from typing import Any
 
 import tonic
 
-from .base import EventDataModule, Split
+from .base import EventDataModule, LocalCopy, Split
 
 
 class NMNISTDataModule(EventDataModule):
@@ -19,6 +19,7 @@ class NMNISTDataModule(EventDataModule):
     """
 
     name = "NMNIST"
+    tonic_dataset = tonic.datasets.NMNIST
     sensor_size = tonic.datasets.NMNIST.sensor_size
     classes = tuple(str(i) for i in range(10))
 
@@ -33,6 +34,11 @@ class NMNISTDataModule(EventDataModule):
             first_saccade_only=self.first_saccade_only,
             transform=transform,
         )
+
+    def local_copy(self, split: Split) -> LocalCopy:
+        cls, location = tonic.datasets.NMNIST, self.tonic_root() / self.tonic_folder()
+        folder, archive = ("Train", cls.train_filename) if split == "train" else ("Test", cls.test_filename)
+        return LocalCopy(location / folder, ".bin", 10_000, location / archive)
 
     def download_help(self) -> str:
         cls = tonic.datasets.NMNIST

@@ -25,6 +25,9 @@ class SHDDataModule(EventDataModule):
     """
 
     name = "SHD"
+    tonic_dataset = tonic.datasets.SHD
+    widen_reader = True  # Tonic casts float seconds to int µs
+    polarities = (1,)  # Tonic gives every spike polarity 1
     sensor_size = tonic.datasets.SHD.sensor_size
     classes = tuple(str(i) for i in range(20))
 
