@@ -10,35 +10,75 @@ mismatch, saccade speed) plus uniform background activity.
 
 The recordings are written as ``NMNIST/{Train,Test}/<digit>/NNNNN.bin`` ATIS files, so the unmodified
 ``tonic.datasets.NMNIST`` reads them; the split is by source image (stratified, seeded), so no image's
-recordings straddle train and test. Generation is deterministic in the seed, shows a progress bar, writes into
-a temporary folder and renames it into place when complete, and records its parameters and event statistics
-in ``ndigits.json``.
+recordings straddle train and test. Generation shows a progress bar, writes into a temporary folder and
+renames it into place when complete, and records its parameters, event statistics and fingerprint in
+``ndigits.json``.
+
+**Determinism (generator version 2).** The recordings are a function of the configuration alone: the same bits
+on every x86-64 CPU (Intel or AMD, AVX2-only or AVX-512), whichever code paths NumPy, MKL, PyTorch or libm take
+there, for any ``batch`` and thread count. After the source images, no result depends on a rounding:
+
+- the images (scipy's bicubic zoom: compiled C without run-time CPU dispatch, the same under every emulated CPU)
+  are rounded to multiples of 2^-16, and the image's position on the sensor to multiples of 2^-16 px, so bilinear
+  sampling adds products of integers below 2^49: exact in float64, in any order, with or without FMA;
+- the log intensity comes from a table ``round(2^20 · ln(0.1 + 0.9·k/2^16))``, k = 0 … 2^16, built from IEEE-754
+  basic operations only (:func:`portable_log`); the tests check every entry against exact decimal arithmetic (no
+  exact value lies within 1e-9 of a rounding boundary). Contrast thresholds are multiples of 2^-20 too, so event
+  detection is integer arithmetic. A pixel whose log intensity returns exactly to a level it left (dark → bright
+  → dark: 9 % of the firing pixels) fires its last event, as ``|Δ log I| ≥ threshold`` says, so every pixel fires
+  as many ON as OFF events over the closed saccade;
+- every random draw of a recording comes from its own NumPy ``Generator``, seeded with ``(seed, sample id)``.
+  PCG64 streams are platform-independent; the normal and Poisson samplers use libm only inside comparisons, which
+  flip only for a libm result within an ulp of the other side (~1e-16 per draw; glibc's FMA and non-FMA libm gave
+  the same 1.2e8 draws).
+
+``tests/test_ndigits.py`` checks fingerprints (:func:`recordings_fingerprint`, the sha256 of the written files) in
+fresh processes on emulated CPUs: MKL's Intel AVX-512 and AVX2 paths (through a vendor shim), PyTorch's AVX2 and
+scalar kernels, NumPy without AVX-512 or without any SIMD dispatch, libm without FMA. Not covered: other
+architectures (the arithmetic is IEEE-754 basic operations, but the zoom's compiled code may differ) and other
+scipy builds.
+
+Version 1 computed the log intensity with ``torch.log`` in float32, which runs MKL's VML ``vsLn``: MKL picks its
+code path by CPU vendor and ISA (a generic one on AMD, its AVX-512 or AVX2 one on Intel: three roundings that
+differ in 8 % of floats), and ``grid_sample``'s vectorised kernel rounds differently from its scalar one. Those
+roundings decided the exact ties above, so Intel and AMD machines generated different splits (the published
+accuracies moved by 0.1–0.3 points); v1's ON share of 50.6 % was that rounding too (v2: 50.0 %, and 3.5 % more
+events). :data:`FINGERPRINTS` holds the default split's fingerprints, which :func:`generate_ndigits` checks.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
+import math
 import os
 import shutil
 import time
+import warnings
+from collections import deque
+from collections.abc import Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
 from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .base import stratified_split
-from .native_formats import satisfy_existence_check, write_atis_bin
+from .native_formats import encode_atis_bin, satisfy_existence_check, write_atis_bin
 from .nmnist import NMNISTDataModule
 
-GENERATOR_VERSION = 1
+GENERATOR_VERSION = 2
 #: Offsets of the image on the sensor at the corners of the three saccades (px), as in N-MNIST.
 SACCADE_PATH = ((0.0, 0.0), (3.5, 7.0), (7.0, 0.0), (0.0, 0.0))
 NMNIST_EXISTENCE_THRESHOLD = 10_000  # tonic.datasets.NMNIST._check_exists wants this many .bin per split
+#: Fixed-point resolutions (bits after the binary point) of the exact simulation.
+INTENSITY_BITS = 16  # canvas and sampled intensities: multiples of 2^-16 of full scale
+SUBPIXEL_BITS = 16  # the image's position on the sensor: multiples of 2^-16 px
+LOG_BITS = 20  # log intensities and contrast thresholds: multiples of 2^-20
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,6 +105,18 @@ class NDigitsConfig:
         return hashlib.sha256(payload.encode()).hexdigest()[:10]
 
 
+#: :func:`recordings_fingerprint` of the default split, ``NDigitsConfig()`` (4314 train / 1077 test recordings),
+#: by config digest: all recordings (``"all"``) and the test split alone (``"Test"``, what the published
+#: accuracies are measured on). Measured on an AMD EPYC host (AVX-512), natively and on emulated Intel AVX-512 and
+#: bare x86-64 CPUs; :func:`generate_ndigits` warns when a copy it writes differs.
+FINGERPRINTS: dict[str, dict[str, str]] = {
+    NDigitsConfig().digest(): {
+        "all": "e08ea9aafb6fc8c8cd366fa7833437afc7af88371da3f7ba6e3e1417a1fe7c81",
+        "Test": "cda4c9df8defe90d936b2e9d3aea0c2daf7cd7e4f4e1d7088308d55d7a4d2956",
+    },
+}
+
+
 def mnist_style_digits(images_per_class: int | None = None) -> tuple[np.ndarray, np.ndarray]:
     """scikit-learn digits as ``[N, 28, 28]`` floats in [0, 1] (20×20 ink box, 4 px border) and labels."""
     from sklearn.datasets import load_digits
@@ -80,77 +132,252 @@ def mnist_style_digits(images_per_class: int | None = None) -> tuple[np.ndarray,
     return out, labels
 
 
-def simulate_recordings(images: np.ndarray, config: NDigitsConfig, rng: np.random.Generator) -> list[np.ndarray]:
-    """Event recordings ``(N,)`` of structured arrays ``x, y, t, p`` (t in µs), one per image ``[N, 28, 28]``."""
-    n, size = len(images), config.sensor
-    canvas = torch.zeros(n, 1, size, size)
-    canvas[:, 0, :28, :28] = torch.from_numpy(images)
-    speed = torch.from_numpy(rng.uniform(1 - config.speed_jitter, 1 + config.speed_jitter, n)).float()
-    origin = torch.from_numpy(rng.uniform(-config.position_jitter_px, config.position_jitter_px, (n, 2))).float()
-    contrast = config.contrast * rng.uniform(1 - config.contrast_jitter, 1 + config.contrast_jitter, n)
-    threshold = (
-        torch.from_numpy(contrast[:, None, None] * (1 + config.pixel_mismatch * rng.standard_normal((n, size, size))))
-        .float()
-        .clamp_min(0.05)
-    )
-    path = torch.tensor(SACCADE_PATH)
-    legs = len(SACCADE_PATH) - 1
-    ys, xs = torch.meshgrid(
-        torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32), indexing="ij"
-    )
+_LN2 = 0.6931471805599453
+_SQRT_HALF = 0.7071067811865476
 
-    def log_intensity(t_us: float) -> torch.Tensor:
-        progress = (t_us / (config.saccade_us * speed)).clamp(max=legs)  # legs done, per recording
-        leg = progress.floor().long().clamp(max=legs - 1)
-        frac = (progress - leg).unsqueeze(1)
+
+def portable_log(x: np.ndarray) -> np.ndarray:
+    """Natural log of positive normal float64 values from IEEE-754 basic operations only (``frexp``, +, −, ×, ÷).
+
+    Each operation is correctly rounded by the standard, so the result is the same bits on every CPU and SIMD
+    path (``np.log``, ``torch.log`` and libm are not: they differ across AVX2/AVX-512/MKL code paths in the last
+    bit). Accuracy: a few ulp (``ln x = e·ln 2 + 2·atanh(s)``, ``s = (m−1)/(m+1)``, ``|s| ≤ 0.172``, 13 terms).
+    """
+    m, e = np.frexp(np.asarray(x, dtype=np.float64))  # x = m·2^e, m in [0.5, 1): exact
+    low = m < _SQRT_HALF
+    m = np.where(low, m * 2.0, m)  # m in [√½, √2): exact
+    s = (m - 1.0) / (m + 1.0)
+    z = s * s
+    series = np.full_like(s, 2.0 / 25.0)
+    for k in range(11, -1, -1):  # 2·atanh(s)/s = Σ 2·z^k/(2k+1), Horner, highest order first
+        series = series * z + 2.0 / (2 * k + 1)
+    return s * series + (e - low).astype(np.float64) * _LN2
+
+
+@functools.lru_cache(maxsize=8)
+def log_intensity_table(background: float) -> np.ndarray:
+    """``round(2^LOG_BITS · ln(background + (1 − background)·k/2^INTENSITY_BITS))`` for k = 0 … 2^INTENSITY_BITS.
+
+    int32, read-only; the log intensity of every fixed-point intensity the simulation can sample.
+    """
+    k = np.arange((1 << INTENSITY_BITS) + 1, dtype=np.float64)
+    x = background + (1.0 - background) * (k * 2.0**-INTENSITY_BITS)
+    table = np.rint(portable_log(x) * 2.0**LOG_BITS).astype(np.int32)
+    table.flags.writeable = False
+    return table
+
+
+def fixed_point_canvas(images: np.ndarray, config: NDigitsConfig) -> tuple[np.ndarray, int]:
+    """Images ``[n, h, w]`` in [0, 1] at the sensor's top-left corner on zero canvases, in units of
+    2^-INTENSITY_BITS (float64 holding integers), padded by ``pad`` px on every side so that each window the
+    saccades reach fits: ``([n, size + 2·pad, size + 2·pad], pad)``."""
+    pad = math.ceil(max(abs(c) for corner in SACCADE_PATH for c in corner) + config.position_jitter_px) + 2
+    side = config.sensor + 2 * pad
+    h, w = images.shape[1:]
+    canvas = np.zeros((len(images), side, side))
+    canvas[:, pad : pad + h, pad : pad + w] = np.rint(images.astype(np.float64) * 2.0**INTENSITY_BITS)
+    return canvas, pad
+
+
+def sample_log_intensity(canvas: np.ndarray, pad: int, offset: np.ndarray, config: NDigitsConfig) -> np.ndarray:
+    """Log intensity ``[n, size²]`` (int32, units of 2^-LOG_BITS) the sensor's pixels see when each image of
+    :func:`fixed_point_canvas` is shifted by ``offset[i] = (dx, dy)`` px.
+
+    Pixel ``(x, y)`` samples the image bilinearly at ``(x − dx, y − dy)`` with zero padding, as
+    ``grid_sample(align_corners=True)`` does, from a position rounded to 2^-SUBPIXEL_BITS px; the intensity is
+    rounded to 2^-INTENSITY_BITS and looked up in :func:`log_intensity_table`. Every product and sum is an
+    integer below 2^49, which float64 holds exactly, so the result is the same in any order, with or without FMA.
+    """
+    n, side, size = len(canvas), canvas.shape[1], config.sensor
+    sub = 1 << SUBPIXEL_BITS
+    source = np.rint(np.asarray(offset, dtype=np.float64) * -sub).astype(np.int64)  # (x, y) − offset, fixed point
+    cell, weight = source >> SUBPIXEL_BITS, (source & (sub - 1)).astype(np.float64)  # floor and fraction
+    if cell.min() < -pad or cell.max() > pad - 1:
+        raise ValueError(f"an offset in {offset.min():.2f} … {offset.max():.2f} px leaves the {pad} px padding")
+    rows = (np.arange(size + 1)[:, None] * side + np.arange(size)).reshape(-1)  # size + 1 rows of size pixels
+    at = (np.arange(n) * side * side + (pad + cell[:, 1]) * side + pad + cell[:, 0])[:, None] + rows
+    flat = canvas.reshape(-1)
+    left, right = np.take(flat, at), np.take(flat[1:], at)  # [n, (size + 1)·size], right = left's neighbour
+    right -= left
+    right *= weight[:, :1]
+    left *= sub
+    left += right  # interpolated along x: intensity · 2^(INTENSITY_BITS + SUBPIXEL_BITS)
+    along_x = left.reshape(n, size + 1, size)
+    value = along_x[:, 1:] - along_x[:, :-1]
+    value *= weight[:, 1:, None]
+    value += along_x[:, :-1] * sub  # and along y: intensity · 2^(INTENSITY_BITS + 2·SUBPIXEL_BITS)
+    value *= 2.0 ** -(2 * SUBPIXEL_BITS)
+    value += 0.5
+    index = np.floor(value, out=value).astype(np.intp).reshape(n, size * size)  # exact: round half up
+    return log_intensity_table(float(config.background))[index]
+
+
+def simulate_recordings(
+    images: np.ndarray, config: NDigitsConfig, rngs: Sequence[np.random.Generator]
+) -> list[np.ndarray]:
+    """Event recordings ``(N,)`` of structured arrays ``x, y, t, p`` (t in µs), one per image ``[N, 28, 28]``.
+
+    Recording ``i`` draws all its randomness from ``rngs[i]`` (jitter, thresholds, timestamps, noise), so it
+    does not depend on which other images share the call. Exact fixed-point arithmetic throughout (module
+    docstring): the result is the same bits on every CPU.
+    """
+    n, size = len(images), config.sensor
+    if len(rngs) != n:
+        raise ValueError(f"simulate_recordings needs one generator per image: {n} images, {len(rngs)} generators")
+    pixels = size * size
+    speed, origin, threshold = np.empty(n), np.empty((n, 2)), np.empty((n, size, size))
+    for i, rng in enumerate(rngs):
+        speed[i] = rng.uniform(1 - config.speed_jitter, 1 + config.speed_jitter)
+        origin[i] = rng.uniform(-config.position_jitter_px, config.position_jitter_px, 2)
+        contrast = config.contrast * rng.uniform(1 - config.contrast_jitter, 1 + config.contrast_jitter)
+        threshold[i] = contrast * (1 + config.pixel_mismatch * rng.standard_normal((size, size)))
+    threshold = np.rint(np.maximum(threshold, 0.05) * 2.0**LOG_BITS).astype(np.int32).reshape(-1)
+    canvas, pad = fixed_point_canvas(images, config)
+    path = np.asarray(SACCADE_PATH, dtype=np.float64)
+    legs = len(SACCADE_PATH) - 1
+
+    def log_intensity(t_us: float) -> np.ndarray:
+        progress = np.minimum(t_us / (config.saccade_us * speed), legs)  # legs done, per recording
+        leg = np.minimum(np.floor(progress).astype(np.int64), legs - 1)
+        frac = (progress - leg)[:, None]
         offset = path[leg] + frac * (path[leg + 1] - path[leg]) + origin  # [n, 2] (dx, dy)
-        gx = (xs - offset[:, 0, None, None]) * (2 / (size - 1)) - 1
-        gy = (ys - offset[:, 1, None, None]) * (2 / (size - 1)) - 1
-        sampled = torch.nn.functional.grid_sample(
-            canvas, torch.stack([gx, gy], -1), mode="bilinear", padding_mode="zeros", align_corners=True
-        )[:, 0]
-        return torch.log(config.background + (1 - config.background) * sampled)
+        return sample_log_intensity(canvas, pad, offset, config).reshape(-1)
 
     duration = int(np.ceil(config.saccade_us * legs * (1 + config.speed_jitter) / config.dt_us)) * config.dt_us
-    reference = log_intensity(0.0)
+    reference = log_intensity(0.0)  # the log intensity at each pixel's last event (fixed point, exact)
     chunks = []
     for t in range(config.dt_us, duration + 1, config.dt_us):
         delta = log_intensity(float(t)) - reference
-        count = torch.floor(delta.abs() / threshold).to(torch.int64)
-        hit = count.nonzero()
+        hit = np.flatnonzero(np.abs(delta) >= threshold)  # row-major: recording, y, x
         if len(hit):
-            k = count[hit[:, 0], hit[:, 1], hit[:, 2]]
-            on = (delta[hit[:, 0], hit[:, 1], hit[:, 2]] > 0).to(torch.int64)
-            reference += torch.sign(delta) * count * threshold
-            rows = torch.repeat_interleave(torch.cat([hit, on[:, None]], 1), k, dim=0).numpy()
-            stamps = t - config.dt_us + rng.integers(0, config.dt_us, len(rows))
-            chunks.append(np.column_stack([rows, stamps]))  # [recording, y, x, p, t]
+            d, th = delta[hit], threshold[hit]
+            count = np.abs(d) // th
+            reference[hit] += np.sign(d) * count * th
+            recording, pixel = np.divmod(hit, pixels)
+            y, x = np.divmod(pixel, size)
+            rows = np.column_stack([recording, y, x, d > 0, np.full(len(hit), t)])
+            chunks.append(np.repeat(rows, count, axis=0))  # [recording, y, x, p, end of step]
     events = np.concatenate(chunks) if chunks else np.zeros((0, 5), dtype=np.int64)
-    noise_counts = rng.poisson(config.noise_hz * size * size * duration * 1e-6, n)
-    noise = np.column_stack(
-        [
-            np.repeat(np.arange(n), noise_counts),
-            rng.integers(0, size, (noise_counts.sum(), 2)),
-            rng.integers(0, 2, noise_counts.sum()),
-            rng.integers(0, duration, noise_counts.sum()),
-        ]
-    )
-    events = np.concatenate([events, noise])
-    events = events[np.lexsort((events[:, 4], events[:, 0]))]
+    events = events[np.argsort(events[:, 0], kind="stable")]
     bounds = np.searchsorted(events[:, 0], np.arange(n + 1))
     out = []
-    for i in range(n):
+    for i, rng in enumerate(rngs):
         e = events[bounds[i] : bounds[i + 1]]
-        rec = np.zeros(len(e), dtype=[("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
-        rec["x"], rec["y"], rec["t"], rec["p"] = e[:, 2], e[:, 1], e[:, 4], e[:, 3]
+        stamps = e[:, 4] - config.dt_us + rng.integers(0, config.dt_us, len(e))  # uniform within the step
+        noise = rng.poisson(config.noise_hz * pixels * duration * 1e-6)
+        noise_yx = rng.integers(0, size, (noise, 2))
+        noise_p = rng.integers(0, 2, noise)
+        noise_t = rng.integers(0, duration, noise)
+        y = np.concatenate([e[:, 1], noise_yx[:, 0]])
+        x = np.concatenate([e[:, 2], noise_yx[:, 1]])
+        p = np.concatenate([e[:, 3], noise_p])
+        t = np.concatenate([stamps, noise_t])
+        order = np.argsort(t, kind="stable")
+        rec = np.zeros(len(t), dtype=[("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
+        rec["x"], rec["y"], rec["t"], rec["p"] = x[order], y[order], t[order], p[order]
         out.append(rec)
     return out
 
 
-def generate_ndigits(root: str | Path, config: NDigitsConfig = NDigitsConfig(), batch: int = 256) -> dict[str, Any]:
+def recording_generator(config: NDigitsConfig, sample_id: int) -> np.random.Generator:
+    """The random generator of one recording: seeded with ``(config.seed, sample_id)``."""
+    return np.random.default_rng([config.seed, sample_id])
+
+
+def _plan(config: NDigitsConfig) -> tuple[np.ndarray, list[tuple[str, int, int]]]:
+    """The source images and every recording to make, as ``(path, image index, sample id)``: train, then test."""
+    images, labels = mnist_style_digits(config.images_per_class)
+    train_images, test_images = stratified_split(labels.tolist(), config.test_fraction, config.seed)
+    jobs = []
+    for folder, image_ids in (("Train", train_images), ("Test", test_images)):
+        for i in image_ids:
+            for r in range(config.recordings):
+                sample_id = i * config.recordings + r
+                jobs.append((f"{folder}/{labels[i]}/{sample_id:05d}.bin", i, sample_id))
+    return images, jobs
+
+
+def _simulate_plan(
+    images: np.ndarray, jobs: list[tuple[str, int, int]], config: NDigitsConfig, batch: int, workers: int | None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """Simulate ``jobs`` ``batch`` at a time, ``workers`` batches in parallel threads (NumPy releases the GIL),
+    and yield ``(path, events)`` in order. Each recording has its own generator, so neither changes the events."""
+    parts = [jobs[first : first + batch] for first in range(0, len(jobs), batch)]
+
+    def simulate(part: list[tuple[str, int, int]]) -> list[np.ndarray]:
+        rngs = [recording_generator(config, sample_id) for _, _, sample_id in part]
+        return simulate_recordings(images[[i for _, i, _ in part]], config, rngs)
+
+    workers = max(1, min(workers or os.cpu_count() or 1, 4, len(parts)))
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[tuple[list[tuple[str, int, int]], Future[list[np.ndarray]]]] = deque()
+        for part in parts:
+            pending.append((part, pool.submit(simulate, part)))
+            while len(pending) > workers or (pending and part is parts[-1]):  # at most workers + 1 in memory
+                done, future = pending.popleft()
+                yield from zip([path for path, _, _ in done], future.result(), strict=True)
+
+
+def iter_recordings(
+    config: NDigitsConfig = NDigitsConfig(), batch: int = 256, workers: int | None = None
+) -> Iterator[tuple[str, np.ndarray]]:
+    """``(path, events)`` of every recording, ``path`` relative to the ``NMNIST`` folder (``Train/3/00042.bin``).
+
+    Train first, then test, by source image. ``batch`` recordings are simulated together, ``workers`` batches at
+    a time (default: one per CPU core, at most 4); they change the speed and memory, never the events.
+    """
+    images, jobs = _plan(config)
+    yield from _simulate_plan(images, jobs, config, batch, workers)
+
+
+def _fingerprint(digests: Mapping[str, str]) -> str:
+    listing = "".join(f"{digests[path]}  {path}\n" for path in sorted(digests))
+    return hashlib.sha256(listing.encode()).hexdigest()
+
+
+def recordings_fingerprint(
+    config: NDigitsConfig = NDigitsConfig(), split: str | None = None, batch: int = 256, workers: int | None = None
+) -> str:
+    """sha256 of the ``.bin`` files :func:`generate_ndigits` writes for ``config`` (only ``split``'s, ``"Train"``
+    or ``"Test"``, if given), computed in memory: nothing is written, and a split alone costs only its recordings.
+
+    The sha256 of the ``sha256sum`` listing (``<sha256>  <path>``, sorted by path, paths relative to ``NMNIST``):
+    ``cd <root>/NMNIST && find . -name '*.bin' -type f | cut -c3- | LC_ALL=C sort | xargs sha256sum | sha256sum``
+    gives the same, as does :func:`folder_fingerprint`.
+    """
+    if split not in (None, "Train", "Test"):
+        raise ValueError(f"split must be None, 'Train' or 'Test', got {split!r}")
+    images, jobs = _plan(config)
+    jobs = [job for job in jobs if split is None or job[0].startswith(f"{split}/")]
+    return _fingerprint(
+        {
+            path: hashlib.sha256(encode_atis_bin(e["x"], e["y"], e["t"], e["p"])).hexdigest()
+            for path, e in _simulate_plan(images, jobs, config, batch, workers)
+        }
+    )
+
+
+def folder_fingerprint(root: str | Path, split: str | None = None) -> str:
+    """The fingerprint of the ``.bin`` files under ``root/NMNIST`` (or ``root/NMNIST/<split>``), as
+    :func:`recordings_fingerprint` computes it."""
+    base = Path(root) / "NMNIST"
+    return _fingerprint(
+        {
+            p.relative_to(base).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+            for p in (base / split if split else base).rglob("*.bin")
+            if p.is_file()
+        }
+    )
+
+
+def generate_ndigits(
+    root: str | Path, config: NDigitsConfig = NDigitsConfig(), batch: int = 256, workers: int | None = None
+) -> dict[str, Any]:
     """Write N-Digits under ``root/NMNIST`` (unless a complete copy with the same config is there).
 
-    Returns the metadata (config, sample counts, event statistics) also stored in ``root/ndigits.json``.
+    Returns the metadata (config, sample counts, event statistics, fingerprint) also stored in
+    ``root/ndigits.json``. Warns when a configuration with a fingerprint in :data:`FINGERPRINTS` (the default
+    split) comes out different, which would make published accuracies irreproducible here.
     """
     root = Path(root)
     meta_path = root / "ndigits.json"
@@ -158,30 +385,22 @@ def generate_ndigits(root: str | Path, config: NDigitsConfig = NDigitsConfig(), 
         meta = json.loads(meta_path.read_text())
         if meta.get("config_digest") == config.digest() and meta.get("complete"):
             return meta
-    images, labels = mnist_style_digits(config.images_per_class)
-    train_images, test_images = stratified_split(labels.tolist(), config.test_fraction, config.seed)
-    splits = {"Train": train_images, "Test": test_images}
-    rng = np.random.default_rng(config.seed)
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
-    counts, n_events, n_on = {}, [], 0
-    total = len(labels) * config.recordings
+    counts: dict[str, int] = {"Train": 0, "Test": 0}
+    n_events, n_on, digests = [], 0, {}
+    images, jobs = _plan(config)
     try:
-        with tqdm(total=total, desc="simulating N-Digits recordings", unit="rec") as bar:
-            for folder, image_ids in splits.items():
-                jobs = [(i, r) for i in image_ids for r in range(config.recordings)]
-                for start_job in range(0, len(jobs), batch):
-                    part = jobs[start_job : start_job + batch]
-                    recs = simulate_recordings(images[[i for i, _ in part]], config, rng)
-                    for (image_id, rec_id), events in zip(part, recs, strict=True):
-                        sample_id = image_id * config.recordings + rec_id
-                        path = tmp / "NMNIST" / folder / str(labels[image_id]) / f"{sample_id:05d}.bin"
-                        write_atis_bin(path, events["x"], events["y"], events["t"], events["p"])
-                        n_events.append(len(events))
-                        n_on += int(events["p"].sum())
-                    bar.update(len(part))
-                counts[folder] = len(jobs)
+        with tqdm(total=len(jobs), desc="simulating N-Digits recordings", unit="rec") as bar:
+            for rel, events in _simulate_plan(images, jobs, config, batch, workers):
+                path = tmp / "NMNIST" / rel
+                write_atis_bin(path, events["x"], events["y"], events["t"], events["p"])
+                digests[rel] = hashlib.sha256(path.read_bytes()).hexdigest()
+                counts[rel.split("/", 1)[0]] += 1
+                n_events.append(len(events))
+                n_on += int(events["p"].sum())
+                bar.update(1)
         for folder, archive in (("Train", "train.zip"), ("Test", "test.zip")):
             satisfy_existence_check(
                 tmp / "NMNIST" / folder, tmp / "NMNIST" / archive, ".bin", NMNIST_EXISTENCE_THRESHOLD
@@ -190,6 +409,17 @@ def generate_ndigits(root: str | Path, config: NDigitsConfig = NDigitsConfig(), 
         shutil.rmtree(tmp, ignore_errors=True)  # never leave half a dataset behind
         raise
     n_events_arr = np.asarray(n_events)
+    fingerprint = _fingerprint(digests)
+    expected = FINGERPRINTS.get(config.digest(), {}).get("all")
+    if expected is not None and fingerprint != expected:
+        warnings.warn(
+            f"N-Digits generator v{GENERATOR_VERSION} produced fingerprint {fingerprint} for {config}, not the "
+            f"published {expected}: the published N-Digits accuracies will not reproduce exactly on this machine. "
+            "Please report it with `python -c 'import numpy, torch; numpy.show_runtime(); "
+            "print(torch.__config__.show())'`.",
+            RuntimeWarning,
+            stacklevel=2,
+        )
     meta = {
         "generator_version": GENERATOR_VERSION,
         "config": dataclasses.asdict(config),
@@ -201,6 +431,7 @@ def generate_ndigits(root: str | Path, config: NDigitsConfig = NDigitsConfig(), 
             "max": int(n_events_arr.max()),
         },
         "on_ratio": n_on / float(n_events_arr.sum()),
+        "fingerprint": fingerprint,
         "seconds": round(time.perf_counter() - start, 1),
         "complete": True,
     }

@@ -3,6 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+from decimal import Decimal, getcontext
 from pathlib import Path
 
 import numpy as np
@@ -13,7 +20,12 @@ import torch
 from datamodules import NDigitsDataModule, SequentialDigitsDataModule, generate_ndigits
 from datamodules import ndigits as nd
 
+ROOT = Path(__file__).resolve().parents[1]
 SMALL = nd.NDigitsConfig(images_per_class=4, recordings=2)
+#: recordings_fingerprint(SMALL): the 80 recordings of SMALL (60 train, 20 test), generator v2. Measured on an AMD
+#: EPYC (AVX-512) and on every emulated CPU below, where generator v1 gave 4 different event sets (native, torch's
+#: scalar kernels, MKL's Intel AVX-512 path, MKL's Intel AVX2 path).
+SMALL_FINGERPRINT = "e70887f9d1226f29bd243c4652fc3eece938df0c565ed6455dd2e9ff1046b1ca"
 
 
 def _digest(root: Path) -> str:
@@ -40,6 +52,214 @@ def test_unmodified_tonic_nmnist_reads_the_generated_files(small_ndigits):
     assert events["x"].max() < 34 and events["y"].max() < 34 and set(np.unique(events["p"])) == {0, 1}
     assert 300_000 < events["t"].max() < 2**23 and np.all(np.diff(events["t"]) >= 0)
     assert sorted(set(train.targets)) == list(range(10))
+
+
+def test_small_split_fingerprint(small_ndigits):
+    """The committed fingerprint: what the files hold, what the generator recorded and what it computes in memory."""
+    root, meta = small_ndigits
+    assert meta["generator_version"] == nd.GENERATOR_VERSION == 2
+    assert meta["fingerprint"] == nd.folder_fingerprint(root) == SMALL_FINGERPRINT
+    assert nd.recordings_fingerprint(SMALL, split="Test") == nd.folder_fingerprint(root, "Test") != SMALL_FINGERPRINT
+
+
+def test_recordings_do_not_depend_on_batching_or_threads():
+    """Each recording draws from its own generator, so batch size and worker threads change nothing."""
+    assert nd.recordings_fingerprint(SMALL, batch=7, workers=3) == SMALL_FINGERPRINT
+    assert nd.recordings_fingerprint(SMALL, batch=1000, workers=1) == SMALL_FINGERPRINT
+
+
+def test_default_test_split_fingerprint():
+    """The test split of the default N-Digits (1077 recordings, the published accuracies' split), computed in
+    memory: the split alone costs a fifth of the whole (the full split's fingerprint is checked by generate_ndigits
+    wherever it is generated, and was measured with it)."""
+    expected = nd.FINGERPRINTS[nd.NDigitsConfig().digest()]
+    assert nd.recordings_fingerprint(nd.NDigitsConfig(), split="Test") == expected["Test"]
+    assert len(expected["all"]) == 64 and expected["all"] != expected["Test"]
+
+
+def test_generation_warns_when_a_published_split_comes_out_different(tmp_path, monkeypatch):
+    tiny = nd.NDigitsConfig(images_per_class=1, recordings=1)
+    monkeypatch.setitem(nd.FINGERPRINTS, tiny.digest(), {"all": "0" * 64})
+    with pytest.warns(RuntimeWarning, match="will not reproduce exactly"):
+        meta = generate_ndigits(tmp_path / "nd", tiny)
+    assert meta["complete"] and meta["fingerprint"] == nd.folder_fingerprint(tmp_path / "nd")
+
+
+def test_log_table_is_the_exactly_rounded_log():
+    """Every entry of the log-intensity table is round(2^20 · ln(0.1 + 0.9·k/2^16)) computed in exact decimal
+    arithmetic, and no exact value lies within 1e-9 (units of 2^-20) of a rounding boundary, so any log
+    accurate to 1e-15 gives the same table (portable_log is within a few ulp of numpy's)."""
+    table = nd.log_intensity_table(0.1)
+    assert table.dtype == np.int32 and len(table) == 2**16 + 1 and not table.flags.writeable
+    getcontext().prec = 30
+    scale, low, span, steps = Decimal(2) ** 20, Decimal(1) / 10, Decimal(9) / 10, Decimal(2) ** 16
+    margin = Decimal(1)
+    for k, entry in enumerate(table.tolist()):
+        exact = (low + span * k / steps).ln() * scale
+        assert int(exact.to_integral_value()) == entry, k
+        margin = min(margin, abs(abs(exact - exact.to_integral_value()) - Decimal("0.5")))
+    assert margin > Decimal("1e-9")
+    x = np.random.default_rng(0).uniform(0.1, 1.0, 100_000)
+    assert np.all(np.abs(nd.portable_log(x) - np.log(x)) <= 4 * np.spacing(np.abs(np.log(x))))
+
+
+def test_fixed_point_sampling_matches_grid_sample():
+    """The exact fixed-point sampling sees what v1's float grid_sample saw: intensities within 2^-15 (canvas and
+    intensity rounded to 2^-16, the position to 2^-16 px, bilinear slopes at most 1 per px), so log intensities
+    within 9·2^-15 (the slope of log(0.1 + 0.9·I) is at most 9) plus the table's 2^-21."""
+    config = nd.NDigitsConfig()
+    images, _ = nd.mnist_style_digits(2)
+    canvas, pad = nd.fixed_point_canvas(images, config)
+    rng = np.random.default_rng(0)
+    size = config.sensor
+    ys, xs = torch.meshgrid(
+        torch.arange(size, dtype=torch.float64), torch.arange(size, dtype=torch.float64), indexing="ij"
+    )
+    for _ in range(5):
+        offset = rng.uniform(-1.0, 8.0, (len(images), 2))
+        ours = nd.sample_log_intensity(canvas, pad, offset, config).reshape(-1, size, size) * 2.0**-nd.LOG_BITS
+        frame = torch.zeros(len(images), 1, size, size, dtype=torch.float64)
+        frame[:, 0, :28, :28] = torch.from_numpy(images.astype(np.float64))
+        off = torch.from_numpy(offset)
+        grid = torch.stack(
+            [(xs - off[:, :1, None]) * (2 / (size - 1)) - 1, (ys - off[:, 1:, None]) * (2 / (size - 1)) - 1], -1
+        )
+        sampled = torch.nn.functional.grid_sample(
+            frame, grid, mode="bilinear", padding_mode="zeros", align_corners=True
+        )
+        v1 = torch.log(0.1 + 0.9 * sampled[:, 0]).numpy()
+        assert np.abs(ours - v1).max() <= 9 * 2.0**-15 + 2.0**-21
+
+
+def test_every_pixel_fires_as_many_on_as_off_events():
+    """The saccade path is closed, so each pixel ends at the log intensity it started at; with exact arithmetic it
+    has fired as many ON as OFF events (a return to a level it left is an exact tie, and it fires). Float
+    rounding decided those ties in v1 (50.6 % ON events over the default split; 9 % of the firing pixels tie)."""
+    config = nd.NDigitsConfig(images_per_class=1, recordings=1, noise_hz=0.0)
+    images, _ = nd.mnist_style_digits(1)
+    recordings = nd.simulate_recordings(images, config, [nd.recording_generator(config, i) for i in range(10)])
+    for events in recordings:
+        pixel = events["y"] * config.sensor + events["x"]
+        on = np.bincount(pixel[events["p"] == 1], minlength=config.sensor**2)
+        off = np.bincount(pixel[events["p"] == 0], minlength=config.sensor**2)
+        assert len(events) > 3000 and np.array_equal(on, off)
+
+
+# Emulated CPUs: controls that make a library take another CPU's code path, in a fresh process. Measured here (AMD
+# EPYC, AVX-512), one control at a time, on generator v1, which they all fed (see the module docstring):
+# - ATEN_CPU_CAPABILITY=default: torch's scalar kernels; grid_sample rounds differently, v1's events changed;
+#   =avx2: torch's AVX2 kernels (capability AVX2), v1's events unchanged;
+# - NPY_DISABLE_CPU_FEATURES (numpy's dispatch targets, X86_V4 ... in numpy 2.4; "AVX512F" is silently ignored):
+#   numpy's float64 log (X86_V4) and float32 log (X86_V3) change; v1 did not use them;
+# - MKL_CBWR / MKL_ENABLE_INSTRUCTIONS: no change here, MKL takes its generic path on AMD; once
+#   mkl_serv_intel_cpu_true() says Intel (the shim below) MKL takes its AVX-512 path, or its AVX2 path with
+#   MKL_ENABLE_INSTRUCTIONS=AVX2: torch.log (MKL's vsLn) differs in 8 % of floats, v1's events changed, and v1's
+#   default split generated that way scores exactly the published (Intel) accuracies;
+# - GLIBC_TUNABLES=glibc.cpu.hwcaps=-AVX2,-FMA: libm's exp and log change (numpy's normal and Poisson samplers
+#   compare against them; the same 1.2e8 draws came out).
+# The profiles below combine them into three other machines.
+_INTEL_SHIM = "int mkl_serv_intel_cpu_true(void) { return 1; }\nint mkl_serv_intel_cpu(void) { return 1; }\n"
+_NUMPY_CORE = getattr(np, "_core", None) or np.core
+_DISPATCH = list(getattr(_NUMPY_CORE._multiarray_umath, "__cpu_dispatch__", []))
+EMULATIONS: dict[str, dict[str, str]] = {
+    "intel-avx512": {"LD_PRELOAD": "<intel shim>"},  # a Xeon: MKL's Intel AVX-512 path, the rest as here
+    "intel-avx2": {
+        "LD_PRELOAD": "<intel shim>",
+        "MKL_ENABLE_INSTRUCTIONS": "AVX2",
+        "ATEN_CPU_CAPABILITY": "avx2",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(f for f in _DISPATCH if "512" in f or f == "X86_V4"),
+    },
+    "bare-x86-64": {
+        "ATEN_CPU_CAPABILITY": "default",
+        "MKL_CBWR": "COMPATIBLE",
+        "NPY_DISABLE_CPU_FEATURES": " ".join(_DISPATCH),
+        "GLIBC_TUNABLES": "glibc.cpu.hwcaps=-AVX2,-FMA",
+    },
+}
+_CHILD = f"""
+import hashlib, json, math, random, struct
+import numpy as np, torch
+from datamodules import ndigits as nd
+features = (getattr(np, "_core", None) or np.core)._multiarray_umath.__cpu_features__
+r = random.Random(0)
+xs = [r.uniform(-20.0, 5.0) for _ in range(20000)]
+libm = [math.exp(x) for x in xs] + [math.log(1.0 + abs(x)) for x in xs]
+print(json.dumps({{
+    "fingerprint": nd.recordings_fingerprint(nd.{SMALL!r}),
+    "torch": torch.backends.cpu.get_cpu_capability(),
+    "numpy_off": sorted(k for k, v in features.items() if not v),
+    "mkl_log": hashlib.sha256(torch.log(torch.linspace(0.1, 1.0, 100_003)).numpy().tobytes()).hexdigest(),
+    "libm": hashlib.sha256(struct.pack(f"{{len(libm)}}d", *libm)).hexdigest(),
+}}))
+"""
+
+
+def _glibc_at_least(major: int, minor: int) -> bool:
+    name, version = platform.libc_ver()
+    return name == "glibc" and tuple(int(v) for v in version.split(".")[:2]) >= (major, minor)
+
+
+def _cpu_vendor() -> str:
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    return next((line.split(":")[1].strip() for line in text.splitlines() if line.startswith("vendor_id")), "")
+
+
+@pytest.fixture(scope="module")
+def intel_shim(tmp_path_factory) -> Path | None:
+    """A library that tells MKL (linked into torch) the CPU is Intel's, so AMD machines take Intel's code paths."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return None
+    folder = tmp_path_factory.mktemp("shim")
+    (folder / "intel.c").write_text(_INTEL_SHIM)
+    built = subprocess.run([compiler, "-shared", "-fPIC", "-o", str(folder / "libintel.so"), str(folder / "intel.c")],
+                           capture_output=True, text=True, check=False)  # fmt: skip
+    return folder / "libintel.so" if built.returncode == 0 else None
+
+
+@pytest.fixture(scope="module")
+def children(intel_shim) -> dict[str, dict | None]:
+    """The child's report from this machine as it is (``native``) and from each emulated CPU, all run at once
+    (each costs a fresh interpreter's imports). None where the MKL shim could not be built."""
+    controls = {"native": {}, **EMULATIONS}
+    emulation_controls = {c for e in EMULATIONS.values() for c in e}
+    started = {}
+    for name, settings in controls.items():
+        if "LD_PRELOAD" in settings and intel_shim is None:
+            continue
+        env = {k: v for k, v in os.environ.items() if k not in emulation_controls}
+        env.update({k: str(intel_shim) if v == "<intel shim>" else v for k, v in settings.items()})
+        env["OMP_NUM_THREADS"] = "1"
+        started[name] = subprocess.Popen([sys.executable, "-c", _CHILD], cwd=ROOT, env=env, text=True,
+                                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)  # fmt: skip
+    reports: dict[str, dict | None] = dict.fromkeys(controls)
+    for name, proc in started.items():
+        out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, f"under {controls[name]}:\n{err[-3000:]}"
+        reports[name] = json.loads(out.strip().splitlines()[-1])
+    return reports
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="the emulated CPUs are x86-64 ones")
+@pytest.mark.parametrize("name", list(EMULATIONS))
+def test_emulated_cpus_generate_the_same_recordings(name, children):
+    """SMALL's 80 recordings, generated in a fresh process on each emulated CPU, have the committed fingerprint;
+    where this machine can show it, each control really changed its library's code path."""
+    controls, native, child = EMULATIONS[name], children["native"], children[name]
+    if child is None:
+        pytest.skip("no C compiler to build the MKL vendor shim")
+    assert native["fingerprint"] == child["fingerprint"] == SMALL_FINGERPRINT, (name, child)
+    torch_path = controls.get("ATEN_CPU_CAPABILITY", "").upper()
+    if torch_path == "DEFAULT" or (torch_path == "AVX2" and native["torch"] == "AVX512"):
+        assert child["torch"] == torch_path
+    assert set(controls.get("NPY_DISABLE_CPU_FEATURES", "").split()) <= set(child["numpy_off"])
+    if "LD_PRELOAD" in controls and _cpu_vendor() == "AuthenticAMD" and torch.backends.mkl.is_available():
+        assert child["mkl_log"] != native["mkl_log"]  # MKL's Intel path, not its generic AMD one
+    if "GLIBC_TUNABLES" in controls and _glibc_at_least(2, 33) and "fma" in Path("/proc/cpuinfo").read_text():
+        assert child["libm"] != native["libm"]  # libm's non-FMA exp and log (hwcaps names since 2.33)
 
 
 def test_event_statistics_resemble_nmnist(small_ndigits):
