@@ -48,7 +48,9 @@ events). :data:`FINGERPRINTS` holds the default split's fingerprints, which :fun
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
 import functools
 import hashlib
 import json
@@ -380,11 +382,31 @@ def generate_ndigits(
     split) comes out different, which would make published accuracies irreproducible here.
     """
     root = Path(root)
-    meta_path = root / "ndigits.json"
-    if meta_path.exists():
-        meta = json.loads(meta_path.read_text())
-        if meta.get("config_digest") == config.digest() and meta.get("complete"):
-            return meta
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(root.parent / f".{root.name}.lock"):  # DDP ranks and parallel jobs: one generates, the rest wait
+        meta_path = root / "ndigits.json"
+        if meta_path.exists():
+            meta = json.loads(meta_path.read_text())
+            if meta.get("config_digest") == config.digest() and meta.get("complete"):
+                return meta
+        for stale in root.parent.glob(f".{root.name}.tmp-*"):  # left by a killed run (we hold the lock)
+            shutil.rmtree(stale, ignore_errors=True)
+        return _generate(root, config, batch, workers)
+
+
+@contextlib.contextmanager
+def _exclusive(lock_path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``lock_path`` (created if needed), released on exit or when the process dies."""
+    with open(lock_path, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _generate(root: Path, config: NDigitsConfig, batch: int, workers: int | None) -> dict[str, Any]:
+    """Simulate into a temporary folder beside ``root``, then rename it into place (the caller holds the lock)."""
     tmp = root.parent / f".{root.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     start = time.perf_counter()
@@ -438,7 +460,6 @@ def generate_ndigits(
     (tmp / "ndigits.json").write_text(json.dumps(meta, indent=2))
     if root.exists():  # an incomplete or outdated copy: replace it
         shutil.rmtree(root)
-    root.parent.mkdir(parents=True, exist_ok=True)
     os.replace(tmp, root)
     return meta
 

@@ -33,7 +33,9 @@ def test_demo_evaluates_finetunes_logs_and_saves(tmp_path):
 
     # the saved checkpoint is a plain Lightning checkpoint (loads with weights_only=True) and was fine-tuned
     module = SpikingClassifier.load_from_checkpoint(ckpt_path, map_location="cpu", weights_only=True)
-    assert module.hparams.pretrained == DEFAULT_ENTRY
+    # self-contained: the origin is recorded, never re-applied on load (SECURITY.md)
+    assert module.hparams.pretrained is None
+    assert torch.load(ckpt_path, map_location="cpu", weights_only=True)["fine_tuned_from"] == DEFAULT_ENTRY
     published = load_pretrained_weights(DEFAULT_ENTRY)
     changed = [k for k, v in module.model.state_dict().items() if not torch.equal(v.float(), published[k].float())]
     assert changed, "fine-tuning left every weight unchanged"

@@ -9,6 +9,7 @@ import platform
 import shutil
 import subprocess
 import sys
+import time
 from decimal import Decimal, getcontext
 from pathlib import Path
 
@@ -374,3 +375,58 @@ def test_disk_cache_keys_differ_between_configurations(tmp_path):
     large = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=3, T=4, cache="disk")
     assert small.tonic_root() != large.tonic_root()
     assert small.cache_key("test") != large.cache_key("test")
+
+
+_PREPARE = """
+import sys
+from datamodules import NDigitsDataModule
+dm = NDigitsDataModule(images_per_class=4, recordings=2, data_dir=sys.argv[1], batch_size=8)
+dm.prepare_data()
+dm.setup("fit")
+print("SAMPLES", len(dm.train_dataloader().dataset))
+"""
+
+
+def test_concurrent_prepare_into_one_fresh_folder(tmp_path):
+    """Two processes (DDP ranks, parallel jobs) preparing N-Digits into the same fresh folder: one generates under
+    a file lock, the other waits and reads the finished copy (one of them used to fail with DatasetNotFoundError)."""
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    procs = [
+        subprocess.Popen([sys.executable, "-c", _PREPARE, str(tmp_path)], cwd=ROOT, env=env, text=True,
+                         stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        for _ in range(2)
+    ]  # fmt: skip
+    outs = [p.communicate(timeout=600) for p in procs]
+    for p, (out, err) in zip(procs, outs, strict=True):
+        assert p.returncode == 0, err[-3000:]
+        assert "SAMPLES" in out
+    assert len({out.split("SAMPLES")[1].strip() for out, _ in outs}) == 1
+    roots = [p for p in tmp_path.iterdir() if p.name.startswith("ndigits-")]
+    assert len(roots) == 1 and nd.folder_fingerprint(roots[0]) == SMALL_FINGERPRINT
+    assert not list(tmp_path.glob(".*.tmp-*"))
+
+
+def test_a_killed_generation_leaves_nothing_once_the_next_run_is_done(tmp_path):
+    """``kill -9`` mid-generation cannot clean up; the next run (holding the lock) removes the stale temporary
+    folder and generates the complete copy."""
+    root = tmp_path / "ndigits"
+    code = (
+        "import sys; from datamodules import ndigits as nd; "
+        "nd.generate_ndigits(sys.argv[1], nd.NDigitsConfig(images_per_class=40, recordings=3), batch=8, workers=1)"
+    )
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-c", code, str(root)], cwd=ROOT, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)  # fmt: skip
+    stale: list[Path] = []
+    deadline = time.monotonic() + 300
+    while time.monotonic() < deadline and proc.poll() is None:  # until recordings are in its temporary folder
+        stale = list(tmp_path.glob(".ndigits.tmp-*"))
+        if stale and any(stale[0].rglob("*.bin")):
+            break
+        time.sleep(0.05)
+    proc.kill()
+    proc.wait()
+    assert stale and stale[0].exists() and not root.exists()
+    meta = generate_ndigits(root, SMALL)
+    assert meta["complete"] and nd.folder_fingerprint(root) == SMALL_FINGERPRINT
+    assert not list(tmp_path.glob(".ndigits.tmp-*"))
