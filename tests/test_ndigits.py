@@ -313,7 +313,9 @@ def test_interrupted_generation_leaves_nothing_behind(tmp_path, monkeypatch):
     monkeypatch.setattr(nd, "write_atis_bin", flaky)
     with pytest.raises(KeyboardInterrupt):
         generate_ndigits(tmp_path / "nd", SMALL)
-    assert list(tmp_path.iterdir()) == []
+    # no recording, temporary folder or metadata; only the empty lock file stays (unlinking a lock file lets a
+    # waiting process lock the removed file while a third locks a new one)
+    assert [p.name for p in tmp_path.iterdir()] == [".nd.lock"] and (tmp_path / ".nd.lock").stat().st_size == 0
 
 
 def test_ndigits_datamodule(tmp_path):
