@@ -95,8 +95,11 @@ def probe() -> dict[str, Any]:
 
 def run(controls: list[dict[str, str]] = CONTROLS) -> list[dict[str, Any]]:
     """:func:`probe` in a fresh process per control (the libraries read them once, at load)."""
+    from psn_zoo.machine import PATH_CONTROLS
+
     rows = []
-    base = {k: v for k, v in os.environ.items() if k not in {c for ctl in controls for c in ctl}}
+    unset = set(PATH_CONTROLS) | {name for control in controls for name in control}
+    base = {k: v for k, v in os.environ.items() if k not in unset}  # each control alone, none inherited
     root = Path(__file__).resolve().parents[1]
     for control in controls:
         done = subprocess.run(

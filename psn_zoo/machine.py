@@ -20,7 +20,7 @@ SIMD_FEATURES = (
 #: Environment variables that steer those paths (the CPU emulations the test suite runs under).
 PATH_CONTROLS = (
     "PSN_ZOO_NATIVE", "PSN_ZOO_NATIVE_MARCH", "ATEN_CPU_CAPABILITY", "MKL_CBWR", "MKL_ENABLE_INSTRUCTIONS",
-    "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES", "OMP_NUM_THREADS",
+    "ONEDNN_MAX_CPU_ISA", "NPY_DISABLE_CPU_FEATURES",
 )  # fmt: skip
 
 
