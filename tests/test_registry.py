@@ -119,3 +119,19 @@ def test_neuron_info():
     info = neuron_info("psn")
     assert info["class"] == "PSN" and info["needs_T"] and not info["causal"] and info["aliases"] == ["if5"]
     assert "T" in info["kwargs"] and "step_mode" not in info["kwargs"]
+
+
+@pytest.mark.parametrize(("spec", "missing"), [("sliding_psn", "'k'"), ("masked_psn", "'T', 'k'"), ("psn", "'T'")])
+def test_a_neuron_built_without_a_required_argument_names_it(spec, missing):
+    """``sliding_psn`` without ``k`` used to raise the constructor's bare TypeError."""
+    from psn_zoo.neurons import make_neuron
+
+    with pytest.raises(ValueError, match=rf"neuron '{spec}' needs argument\(s\) \[{missing}\].*--model.neuron_kwargs"):
+        make_neuron(spec)
+
+
+def test_a_model_supplies_T_but_not_the_order_k():
+    from psn_zoo.models import create_model
+
+    with pytest.raises(ValueError, match=r"'masked_psn' needs argument\(s\) \['k'\]"):
+        create_model("paper_seq_cnn", neuron="masked_psn", T=28)

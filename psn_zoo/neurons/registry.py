@@ -12,6 +12,7 @@ checkpoint's metadata. Unknown names and bad arguments fail with the list of val
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,6 +64,7 @@ class NeuronSpec:
     def build(self, **kwargs: Any) -> nn.Module:
         merged = {**self.kwargs, **kwargs}
         _check_kwargs(NEURONS.get(self.name), merged)
+        _check_required(NEURONS.get(self.name), merged)
         return NEURONS.get(self.name).obj(**merged)
 
     def to_dict(self) -> dict[str, Any]:
@@ -83,6 +85,19 @@ def _check_kwargs(entry: Entry[type[nn.Module]], kwargs: Mapping[str, Any]) -> N
     unknown = sorted(set(kwargs) - set(valid))
     if unknown:
         raise ValueError(f"neuron {entry.name!r} got unexpected argument(s) {unknown}; it accepts: {', '.join(valid)}")
+
+
+def _check_required(entry: Entry[type[nn.Module]], kwargs: Mapping[str, Any]) -> None:
+    """Name the arguments a neuron cannot be built without (instead of the constructor's TypeError)."""
+    params = inspect.signature(entry.obj).parameters.values()
+    missing = [p.name for p in params if p.default is p.empty and p.kind is not p.VAR_KEYWORD and p.name not in kwargs]
+    if missing:
+        example = ", ".join(f"{m!r}: <value>" for m in missing)
+        cli = ", ".join(f'"{m}": <value>' for m in missing)
+        raise ValueError(
+            f"neuron {entry.name!r} needs argument(s) {missing}: give them in the spec, e.g. "
+            f"{{'name': {entry.name!r}, {example}}} (CLI: --model.neuron_kwargs '{{{cli}}}')"
+        )
 
 
 def make_neuron(spec: str | Mapping[str, Any] | NeuronSpec, **kwargs: Any) -> nn.Module:
