@@ -10,7 +10,7 @@ import functools
 
 import torch
 
-from . import _native
+from . import _backend, _native
 from ._lif_kernels import SerialNeuron
 from ._psn_kernels import DenseThreshold, ShiftedThreshold, ToeplitzThreshold
 from ._psn_kernels import band_mask as band_mask  # public here, with the other pure functions
@@ -57,11 +57,22 @@ def _common_dtype(x_seq: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Ten
     return x_seq.to(dtype), [p.to(dtype) for p in params]
 
 
+def _triton_psn(x_seq: torch.Tensor, surrogate: Surrogate, *params: torch.Tensor):
+    """The Triton kernel module when it takes this call (the dispatch rules live in :mod:`._backend`), else None."""
+    if _tracing() or not _backend.use_triton(x_seq, surrogate):
+        return None
+    module = _backend.triton_psn()
+    fits = module.supports(x_seq.shape[0]) and all(p.dtype in _backend.KERNEL_DTYPES for p in params)
+    return module if fits else None
+
+
 def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
     """PSN: ``S = Θ(W·X + b)`` over time. ``x_seq: [T, *]``, ``weight: [T, T]``, ``bias: [T]`` -> ``[T, *]`` in
     ``x_seq``'s dtype (computed in the promoted dtype of input and parameters)."""
     T = x_seq.shape[0] if isinstance(x_seq, torch.Tensor) and x_seq.dim() else 0
     _check_args("psn_multi_step", x_seq, {"weight": (weight, (T, T)), "bias": (bias, (T,))})
+    if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:
+        return triton.threshold(x_seq, weight, bias, surrogate)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
     if _tracing():
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
@@ -89,7 +100,8 @@ def masked_psn_multi_step(
     _check_args("masked_psn_multi_step", x_seq, named)
     if not 1 <= k <= T:
         raise ValueError(f"masked_psn_multi_step: the order k must be in 1..T = {T}; got {k}")
-    if not _tracing() and x_seq.device.type == "cpu" and float(lambda_) == 1.0:
+    on_cpu_kernel = x_seq.device.type == "cpu" and _triton_psn(x_seq, surrogate, weight, bias) is None
+    if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
         return DenseThreshold.apply(x, weight, bias, surrogate, k).to(x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
@@ -131,6 +143,9 @@ def sliding_psn_multi_step(
         shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"sliding_psn_multi_step: weight must be the k >= 1 taps, shape [k]; got {shape}")
     _check_args("sliding_psn_multi_step", x_seq, {"weight": (weight, (k,)), "bias": (bias, ())})
+    if _triton_psn(x_seq, surrogate, weight, bias) is not None:  # the Toeplitz band, its gradient onto the taps
+        T = x_seq.shape[0]
+        return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
     return _sliding(x, weight, bias, surrogate).to(x_seq.dtype)
 
@@ -206,7 +221,16 @@ def serial_multi_step(
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
     if _tracing():
         return _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset)
-    return SerialNeuron.apply(x_seq, v, w, tau, decay_input, v_threshold, v_reset, mode, detach_reset, surrogate)
+    if _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES):
+        r = 0.0 if v_reset is None or mode != "hard" else v_reset
+        q = None if w is None else w.float().sigmoid()
+        return _backend.triton_serial().serial(x_seq, v, q, tau, decay_input, v_threshold, r, mode, detach_reset,
+                                               surrogate)  # fmt: skip
+    # the membrane is accumulated in fp32 when the input is half precision (mixed precision); spikes in its dtype
+    state = torch.promote_types(x_seq.dtype, torch.float32)
+    x, v0 = x_seq.to(state), v.to(state)
+    spikes, v_last = SerialNeuron.apply(x, v0, w, tau, decay_input, v_threshold, v_reset, mode, detach_reset, surrogate)
+    return spikes.to(x_seq.dtype), v_last
 
 
 def _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset):

@@ -1,0 +1,89 @@
+"""Which implementation a neuron call runs on: the one place that picks between Triton, the fused C kernel and
+PyTorch.
+
+- A CUDA tensor goes to the Triton kernels (:mod:`._triton_psn`, :mod:`._triton_serial`) when Triton imports and
+  ``PSN_ZOO_TRITON`` is not ``0``; otherwise the PyTorch path runs, after one warning that says why.
+- A CPU tensor goes to the fused C kernel where :mod:`._native` takes it, else to PyTorch. With
+  ``PSN_ZOO_TRITON=1`` and ``TRITON_INTERPRET=1`` (set before Triton is first imported) CPU tensors run the Triton
+  kernels in Triton's interpreter instead: how the GPU kernels are tested on machines without a GPU.
+- Under ``torch.compile``/``torch.export`` the plain differentiable ops run (the functional layer decides that).
+
+Only the ATan and Sigmoid surrogates are fused into the kernels; another surrogate runs the PyTorch path.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import warnings
+from types import ModuleType
+
+import torch
+
+from .surrogate import ATan, Sigmoid, Surrogate
+
+ENV = "PSN_ZOO_TRITON"
+#: Surrogate classes the kernels compute in registers, with the integer the kernels take for them.
+FUSED_SURROGATES: dict[type[Surrogate], int] = {ATan: 0, Sigmoid: 1}
+#: Input and parameter dtypes the kernels read (they compute in fp32).
+KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+@functools.cache
+def _triton_problem() -> str | None:
+    """Why Triton cannot run here (None when it can)."""
+    try:
+        import triton  # noqa: F401
+    except ImportError as error:  # pragma: no cover - the test extras bring Triton
+        return f"Triton is not installed ({error}); `pip install triton` (it ships with CUDA builds of torch)"
+    return None
+
+
+def interpreting() -> bool:
+    """Whether Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``)."""
+    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+
+
+def _setting() -> str:
+    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    if value not in ("0", "1", "auto"):
+        raise ValueError(f"{ENV} must be 0 (PyTorch path on GPUs), 1 or auto (Triton on GPUs); got {value!r}")
+    return value
+
+
+@functools.cache
+def _warn_once(message: str) -> None:
+    warnings.warn(message, RuntimeWarning, stacklevel=4)
+
+
+def use_triton(x: torch.Tensor, surrogate: Surrogate) -> bool:
+    """Whether ``x`` (a neuron's input) runs the Triton kernels."""
+    setting = _setting()
+    if x.device.type == "cuda":
+        if setting == "0":
+            _warn_once(f"psn_zoo: {ENV}=0, so the neurons run their PyTorch path on the GPU (slower)")
+            return False
+        if (problem := _triton_problem()) is not None:
+            _warn_once(f"psn_zoo: the neurons run their PyTorch path on the GPU (slower): {problem}")
+            return False
+    elif not (x.device.type == "cpu" and setting == "1" and interpreting()):
+        return False
+    if type(surrogate) not in FUSED_SURROGATES:
+        _warn_once(
+            f"psn_zoo: the Triton kernels fuse only the {', '.join(c.__name__ for c in FUSED_SURROGATES)} "
+            f"surrogates; {type(surrogate).__name__} runs the PyTorch path"
+        )
+        return False
+    return x.dtype in KERNEL_DTYPES
+
+
+def triton_psn() -> ModuleType:
+    from . import _triton_psn
+
+    return _triton_psn
+
+
+def triton_serial() -> ModuleType:
+    from . import _triton_serial
+
+    return _triton_serial

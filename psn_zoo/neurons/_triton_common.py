@@ -1,0 +1,86 @@
+"""What the Triton kernels share: the fused surrogate derivatives, ``[T, N]`` column views of any ``[T, *]`` layout,
+and launch sizes.
+
+Every kernel reads its inputs in their dtype (fp32, fp16 or bf16), computes in fp32 and writes spikes and input
+gradients in the input's dtype. A kernel's program owns a block of columns (neurons) over all T steps.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import triton
+import triton.language as tl
+
+from ._backend import FUSED_SURROGATES, interpreting
+from .surrogate import Surrogate
+
+PI = math.pi
+
+
+@triton.jit
+def surrogate_grad(h, alpha, KIND: tl.constexpr):
+    """``g'(h)`` in fp32: ATan (``KIND = 0``) ``(α/2) / (1 + (π α h / 2)²)``; Sigmoid (``KIND = 1``)
+    ``α·σ(αh)·(1 − σ(αh))``."""
+    if KIND == 0:
+        a = alpha * 0.5
+        ax = h * (a * 3.141592653589793)
+        return tl.math.div_rn(a, 1.0 + ax * ax)
+    else:
+        s = tl.sigmoid(h * alpha)
+        return (1.0 - s) * s * alpha
+
+
+def surrogate_kind(surrogate: Surrogate) -> int:
+    return FUSED_SURROGATES[type(surrogate)]
+
+
+def _order(t: torch.Tensor) -> list[int]:
+    """Dimensions ``1..`` of ``t`` from the slowest to the fastest in memory (size-1 dimensions kept in place)."""
+    dims = list(range(1, t.dim()))
+    return sorted(dims, key=lambda d: -t.stride(d) if t.shape[d] > 1 else 0, reverse=False)
+
+
+def column_order(x: torch.Tensor) -> list[int] | None:
+    """The permutation ``[0, *dims]`` that makes each step of ``x: [T, *]`` contiguous, or None if its steps are not
+    dense (then the caller copies ``x`` to a contiguous tensor)."""
+    perm = [0, *_order(x)]
+    step = x.permute(perm)[0]
+    return perm if step.is_contiguous() else None
+
+
+def as_columns(t: torch.Tensor, perm: list[int]) -> torch.Tensor:
+    """``t: [T, *]`` as ``[T, N]`` with unit column stride, columns in the memory order ``perm`` gives (a view when
+    ``t`` is laid out that way, else a copy in that order)."""
+    p = t.permute(perm)
+    if not p[0].is_contiguous() or (p.shape[0] > 1 and p.stride(0) < p[0].numel()):
+        p = p.contiguous()
+    if p.is_contiguous():
+        return p.reshape(p.shape[0], -1)
+    return p.as_strided((p.shape[0], p[0].numel()), (p.stride(0), 1))
+
+
+def new_columns(like: torch.Tensor, perm: list[int], dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    """A fresh tensor shaped like ``like`` whose steps are laid out in the order ``perm`` (as the input's), and its
+    ``[T, N]`` view."""
+    shape = [like.shape[d] for d in perm]
+    flat = torch.empty(shape, dtype=dtype, device=like.device)
+    inverse = [perm.index(d) for d in range(len(perm))]
+    return flat.permute(inverse), flat.view(shape[0], -1)
+
+
+def column_block(T: int) -> int:
+    """Columns per program: a ``[T_pad, block]`` fp32 tile of 4096 elements (larger under the interpreter, which
+    runs programs one after another)."""
+    t_pad = triton.next_power_of_2(T)
+    elements = 1 << 16 if interpreting() else 4096
+    return max(16, min(1024, elements // t_pad))
+
+
+def programs_for_reduction(blocks: int, device: torch.device) -> int:
+    """Programs of a kernel that reduces parameter gradients: each walks blocks ``pid, pid + G, ...`` and keeps its
+    own partial sum, which are added in a fixed order afterwards (deterministic, no float atomics)."""
+    if device.type != "cuda":
+        return min(blocks, 4)
+    return min(blocks, 4 * torch.cuda.get_device_properties(device).multi_processor_count)

@@ -1,0 +1,152 @@
+"""Triton kernels for the PSN family: ``S = Θ(W·x + b)`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, *]``.
+
+PSN passes its weight, the masked PSN ``W ⊙ (λ·M_k + (1 − λ)·J)`` (a banded matrix at λ = 1), the sliding PSN the
+Toeplitz band built from its ``k`` taps: the small ``[T, T]`` matrix is made by autograd-tracked PyTorch ops, so its
+gradient flows back onto ``W``, λ or the taps by themselves.
+
+- Forward: one program per block of columns reads ``x`` once, keeps the ``[T, block]`` membrane in registers (T
+  fused multiply-adds per element), thresholds it and writes the spikes. No membrane is stored.
+- Backward recomputes the membrane from ``x`` (cheaper than storing and reading it back), applies the surrogate in
+  registers, writes ``grad_x = Wᵀ·grad_h`` and accumulates ``grad_W = grad_h·xᵀ`` and ``grad_b = Σ grad_h`` in a
+  per-program fp32 partial; the partials are summed in a fixed order (deterministic: a resumed run reproduces).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_common import (
+    as_columns,
+    column_block,
+    column_order,
+    new_columns,
+    programs_for_reduction,
+    surrogate_grad,
+    surrogate_kind,
+)
+from .surrogate import Surrogate
+
+#: Largest T the register-tile kernels take; longer sequences run the PyTorch path.
+MAX_T = 128
+
+
+@triton.jit
+def _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T: tl.constexpr, T_PAD: tl.constexpr,
+              BLOCK: tl.constexpr):  # fmt: skip
+    """``h = W·x + b`` for one ``[T_PAD, BLOCK]`` tile, in fp32, summed over inputs oldest first."""
+    acc = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
+    for j in range(T):
+        xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+        wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+        acc += wj[:, None] * xj[None, :]
+    b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    return acc + b[:, None]
+
+
+@triton.jit
+def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl.constexpr, T_PAD: tl.constexpr,
+                    BLOCK: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    cmask = cols < N
+    rows = tl.arange(0, T_PAD)
+    rmask = rows < T
+    h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+    spikes = tl.where(h >= 0.0, 1.0, 0.0).to(out_ptr.dtype.element_ty)
+    tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], spikes, mask=rmask[:, None] & cmask[None, :])
+
+
+@triton.jit
+def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, N, blocks, stride_xt, stride_gt,
+                     stride_gxt, T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
+                     NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    rows = tl.arange(0, T_PAD)
+    rmask = rows < T
+    gb = tl.zeros([T_PAD], dtype=tl.float32)
+    if NEED_W:  # this program's partial grad_W starts at 0
+        for j in range(T):
+            tl.store(gw_ptr + pid * T * T + rows * T + j, tl.zeros([T_PAD], dtype=tl.float32), mask=rmask)
+    for blk in range(pid, blocks, programs):
+        cols = blk * BLOCK + tl.arange(0, BLOCK)
+        cmask = cols < N
+        tile = rmask[:, None] & cmask[None, :]
+        h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+        g = tl.load(g_ptr + rows[:, None] * stride_gt + cols[None, :], mask=tile, other=0.0).to(tl.float32)
+        gh = tl.where(tile, g * surrogate_grad(h, alpha, KIND), 0.0)
+        if NEED_X:  # grad_x[j] = Σ_t W[t, j]·grad_h[t]
+            for j in range(T):
+                wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+                gxj = tl.sum(wj[:, None] * gh, axis=0)
+                tl.store(gx_ptr + j * stride_gxt + cols, gxj.to(gx_ptr.dtype.element_ty), mask=cmask)
+        if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
+            for j in range(T):
+                xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+                part = gw_ptr + pid * T * T + rows * T + j
+                tl.store(part, tl.load(part, mask=rmask, other=0.0) + tl.sum(gh * xj[None, :], axis=1), mask=rmask)
+        if NEED_B:
+            gb += tl.sum(gh, axis=1)
+    if NEED_B:
+        tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
+
+
+def supports(T: int) -> bool:
+    return T <= MAX_T
+
+
+class TritonThreshold(torch.autograd.Function):
+    """``S = Θ(W @ x + b[:, None])`` on any ``[T, *]`` layout of ``x`` (fp32/fp16/bf16); spikes and ``grad_x`` in
+    ``x``'s dtype and layout, ``grad_W``/``grad_b`` in the parameters' dtypes, accumulated in fp32."""
+
+    @staticmethod
+    def forward(ctx: Any, x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate):
+        perm = column_order(x_seq) or list(range(x_seq.dim()))
+        x2d = as_columns(x_seq, perm)
+        T, N = x2d.shape
+        weight_c, bias_c = weight.detach().contiguous(), bias.detach().contiguous()
+        out, out2d = new_columns(x_seq, perm, x_seq.dtype)
+        block = column_block(T)
+        if N:
+            _forward_kernel[(triton.cdiv(N, block),)](
+                x2d, weight_c, bias_c, out2d, N, x2d.stride(0), out2d.stride(0),
+                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block,
+            )  # fmt: skip
+        ctx.save_for_backward(x2d, weight_c, bias_c)
+        ctx.perm, ctx.shape, ctx.surrogate = perm, x_seq.shape, surrogate
+        ctx.param_dtypes = weight.dtype, bias.dtype
+        return out
+
+    @staticmethod
+    def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x2d, weight, bias = ctx.saved_tensors
+        T, N = x2d.shape
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        g2d = as_columns(grad_spike, ctx.perm)
+        grad_seq, gx2d = new_columns(grad_spike, ctx.perm, x2d.dtype) if need_x else (None, g2d)
+        block = column_block(T)
+        blocks = triton.cdiv(N, block)
+        programs = max(1, programs_for_reduction(blocks, x2d.device))
+        gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if need_w else x2d
+        gb = torch.empty(programs, T, dtype=torch.float32, device=x2d.device) if need_b else x2d
+        if N:
+            _backward_kernel[(programs,)](
+                x2d, weight, bias, g2d, gx2d, gw, gb, ctx.surrogate.alpha, N, blocks,
+                x2d.stride(0), g2d.stride(0), gx2d.stride(0),
+                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, KIND=surrogate_kind(ctx.surrogate),
+                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b,
+            )  # fmt: skip
+        elif need_w or need_b:
+            gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_b else gb
+        grad_w = gw.sum(0).to(ctx.param_dtypes[0]) if need_w else None
+        grad_b = gb.sum(0).to(ctx.param_dtypes[1]) if need_b else None
+        return grad_seq, grad_w, grad_b, None
+
+
+def threshold(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
+    """Spikes ``Θ(W·x + b)`` of ``x_seq: [T, *]`` through the Triton kernels."""
+    return TritonThreshold.apply(x_seq, weight, bias, surrogate)

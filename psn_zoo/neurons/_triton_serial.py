@@ -1,0 +1,205 @@
+"""Triton kernels for the serial neurons: IF, LIF, PLIF and LIF without reset (hard, soft or no reset).
+
+One program owns a block of columns and walks T with the membrane in registers, doing the same operations in the
+same order as :mod:`._lif_kernels` (IEEE division for ``1/τ``), in fp32.
+
+- Forward reads ``x`` and ``v0`` once and writes the spikes and ``v_last``. It stores no membrane.
+- Backward recomputes the membrane sequence from ``x`` (into the ``grad_x`` buffer when that is fp32, so no extra
+  memory), then runs the reverse scan: surrogate and reset derivative in registers, ``grad_x``, ``grad_v0`` and,
+  for PLIF, a per-program fp32 partial of ``∂L/∂q`` summed afterwards in a fixed order.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import triton
+import triton.language as tl
+
+from ._triton_common import as_columns, column_block, column_order, new_columns, surrogate_grad, surrogate_kind
+from .surrogate import Surrogate
+
+_KINDS = {"if": 0, "lif": 1, "plif": 2}
+_RESETS = {"hard": 0, "soft": 1, "none": 2}
+
+
+@triton.jit
+def _charge(v, x, tau, q, r, KIND: tl.constexpr, DECAY_INPUT: tl.constexpr):
+    """``H[t]`` from ``V[t-1]`` and ``X[t]`` (IF: ``KIND = 0``; LIF: 1, divides by τ; PLIF: 2, multiplies by q)."""
+    if KIND == 0:
+        h = v + x
+    else:
+        leak = v - r
+        if DECAY_INPUT:
+            d = tl.math.div_rn(x - leak, tau) if KIND == 1 else (x - leak) * q
+            h = d + v
+        else:
+            d = tl.math.div_rn(leak, tau) if KIND == 1 else leak * q
+            h = (v - d) + x
+    return h
+
+
+@triton.jit
+def _after_fire(h, v_threshold, r, RESET: tl.constexpr):
+    """``V[t]`` from ``H[t]``: hard reset to ``r``, soft reset (subtract the threshold) or none."""
+    if RESET == 0:
+        v = tl.where(h < v_threshold, h, r)
+    elif RESET == 1:
+        v = tl.where(h >= v_threshold, h - v_threshold, h)
+    else:
+        v = h
+    return v
+
+
+@triton.jit
+def _forward_kernel(x_ptr, v0_ptr, q_ptr, out_ptr, v_ptr, N, stride_xt, stride_ot, tau, v_threshold, r,
+                    T: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr, DECAY_INPUT: tl.constexpr,
+                    RESET: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    cmask = cols < N
+    v = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    q = tl.load(q_ptr).to(tl.float32) if KIND == 2 else 0.0
+    for t in range(T):
+        x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+        h = _charge(v, x, tau, q, r, KIND, DECAY_INPUT)
+        spike = tl.where(h >= v_threshold, 1.0, 0.0)
+        tl.store(out_ptr + t * stride_ot + cols, spike.to(out_ptr.dtype.element_ty), mask=cmask)
+        v = _after_fire(h, v_threshold, r, RESET)
+    tl.store(v_ptr + cols, v.to(v_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _backward_kernel(x_ptr, v0_ptr, q_ptr, g_ptr, gv_ptr, gx_ptr, h_ptr, gv0_ptr, gq_ptr, N, stride_xt, stride_gt,
+                     stride_gxt, stride_ht, tau, v_threshold, r, alpha, T: tl.constexpr, BLOCK: tl.constexpr,
+                     KIND: tl.constexpr, DECAY_INPUT: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
+                     SURROGATE: tl.constexpr, HAS_GV: tl.constexpr):  # fmt: skip
+    pid = tl.program_id(0)
+    cols = pid * BLOCK + tl.arange(0, BLOCK)
+    cmask = cols < N
+    v0 = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    q = tl.load(q_ptr).to(tl.float32) if KIND == 2 else 0.0
+    v = v0
+    for t in range(T):  # the forward again, keeping H[t] (fp32) for the reverse scan
+        x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+        h = _charge(v, x, tau, q, r, KIND, DECAY_INPUT)
+        tl.store(h_ptr + t * stride_ht + cols, h, mask=cmask)
+        v = _after_fire(h, v_threshold, r, RESET)
+    if HAS_GV:
+        carry = tl.load(gv_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        carry = tl.zeros([BLOCK], dtype=tl.float32)
+    gq = tl.zeros([BLOCK], dtype=tl.float32)
+    for i in range(T):
+        t = T - 1 - i
+        h = tl.load(h_ptr + t * stride_ht + cols, mask=cmask, other=0.0)
+        gs = tl.load(g_ptr + t * stride_gt + cols, mask=cmask, other=0.0).to(tl.float32)
+        sg = surrogate_grad(h - v_threshold, alpha, SURROGATE)
+        if RESET == 2:  # dV/dH = 1
+            gh = carry + gs * sg
+        elif RESET == 1:  # dV/dH = 1 - V_th·sg unless detached
+            gh = carry + gs * sg if DETACH else carry + sg * (gs - v_threshold * carry)
+        else:  # hard: dV/dH = 1 - Θ(H) (+ (r - H)·sg unless detached)
+            kept = tl.where(h >= v_threshold, 0.0, carry)
+            gh = kept + gs * sg if DETACH else kept + sg * (gs + carry * (r - h))
+        if KIND == 0:
+            gx = gh
+            carry = gh
+        else:
+            decay = tl.math.div_rn(gh, tau) if KIND == 1 else gh * q
+            gx = decay if DECAY_INPUT else gh
+            carry = gh - decay
+            if KIND == 2:  # ∂H/∂q = X - (V[t-1] - r) (decay_input) or -(V[t-1] - r)
+                h_prev = tl.load(h_ptr + (t - 1) * stride_ht + cols, mask=cmask & (t > 0), other=0.0)
+                v_prev = tl.where(t > 0, _after_fire(h_prev, v_threshold, r, RESET), v0)
+                leak = v_prev - r
+                if DECAY_INPUT:
+                    x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+                    gq += gh * (x - leak)
+                else:
+                    gq -= gh * leak
+        tl.store(gx_ptr + t * stride_gxt + cols, gx.to(gx_ptr.dtype.element_ty), mask=cmask)
+    tl.store(gv0_ptr + cols, carry.to(gv0_ptr.dtype.element_ty), mask=cmask)
+    if KIND == 2:
+        tl.store(gq_ptr + pid, tl.sum(tl.where(cmask, gq, 0.0), axis=0))
+
+
+class TritonSerial(torch.autograd.Function):
+    """``(spikes [T, *], v_last [*]) = f(x_seq [T, *], v0 [*], q)``; ``q = sigmoid(w)`` for PLIF (a 0-d tensor) or
+    None. ``v_last`` and ``grad_v0`` are fp32 (the membrane state), spikes and ``grad_x`` in ``x``'s dtype."""
+
+    @staticmethod
+    def forward(
+        ctx: Any,
+        x_seq: torch.Tensor,
+        v0: torch.Tensor,
+        q: torch.Tensor | None,
+        tau: float | None,
+        decay_input: bool,
+        v_threshold: float,
+        r: float,
+        reset_mode: str,
+        detach_reset: bool,
+        surrogate: Surrogate,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        perm = column_order(x_seq) or list(range(x_seq.dim()))
+        x2d = as_columns(x_seq, perm)
+        T, N = x2d.shape
+        v0_1d = as_columns(v0.unsqueeze(0), perm)[0].to(torch.float32)
+        kind = "if" if tau is None and q is None else ("lif" if q is None else "plif")
+        q_arg = q.detach().to(torch.float32).reshape(()) if q is not None else v0_1d
+        out, out2d = new_columns(x_seq, perm, x_seq.dtype)
+        v_last, v_last1d = new_columns(v0.unsqueeze(0), perm, torch.float32)
+        if N:
+            _forward_kernel[(triton.cdiv(N, block := column_block(1)),)](
+                x2d, v0_1d, q_arg, out2d, v_last1d, N, x2d.stride(0), out2d.stride(0),
+                float(tau or 1.0), float(v_threshold), float(r),
+                T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
+            )  # fmt: skip
+        ctx.save_for_backward(x2d, v0_1d, q_arg if q is not None else None)
+        ctx.config = (kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate)
+        ctx.perm, ctx.v0_dtype = perm, v0.dtype
+        return out, v_last[0]
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes: torch.Tensor, grad_v: torch.Tensor | None) -> tuple[Any, ...]:
+        x2d, v0_1d, q = ctx.saved_tensors
+        kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate = ctx.config
+        T, N = x2d.shape
+        g2d = as_columns(grad_spikes, ctx.perm)
+        grad_seq, gx2d = new_columns(grad_spikes, ctx.perm, x2d.dtype)
+        scratch = gx2d if gx2d.dtype == torch.float32 else torch.empty(T, N, dtype=torch.float32, device=x2d.device)
+        gv = as_columns(grad_v.unsqueeze(0), ctx.perm)[0] if grad_v is not None else v0_1d
+        grad_v0, gv0_1d = new_columns(grad_spikes[:1], ctx.perm, torch.float32)
+        block = column_block(1)
+        blocks = triton.cdiv(N, block)
+        gq = torch.zeros(max(blocks, 1), dtype=torch.float32, device=x2d.device)
+        if N:
+            _backward_kernel[(blocks,)](
+                x2d, v0_1d, q if q is not None else v0_1d, g2d, gv, gx2d, scratch, gv0_1d, gq, N,
+                x2d.stride(0), g2d.stride(0), gx2d.stride(0), scratch.stride(0),
+                float(tau or 1.0), float(v_threshold), float(r), surrogate.alpha,
+                T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
+                DETACH=bool(detach_reset), SURROGATE=surrogate_kind(surrogate), HAS_GV=grad_v is not None,
+            )  # fmt: skip
+        grad_q = gq.sum() if q is not None and ctx.needs_input_grad[2] else None
+        grad_v0 = grad_v0[0].to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
+        return grad_seq, grad_v0, grad_q, None, None, None, None, None, None, None
+
+
+def serial(
+    x_seq: torch.Tensor,
+    v0: torch.Tensor,
+    q: torch.Tensor | None,
+    tau: float | None,
+    decay_input: bool,
+    v_threshold: float,
+    r: float,
+    reset_mode: str,
+    detach_reset: bool,
+    surrogate: Surrogate,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Serial neuron over ``x_seq: [T, *]`` from ``v0: [*]`` through the Triton kernels; ``q = sigmoid(w)`` (PLIF)
+    is differentiable, and its gradient reaches ``w`` through autograd."""
+    return TritonSerial.apply(x_seq, v0, q, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate)
