@@ -38,7 +38,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
 from tqdm.auto import tqdm
 
-from .errors import DatasetNotFoundError, MissingSampleError, NamedErrors
+from .errors import DatasetNotFoundError, MissingSampleError, NamedErrors, require_samples
 from .transforms import Compose, MapDataset, RandomFlipFrames, RandomTranslateFrames, ToFloatFrames
 from .validation import ValidEvents, widened
 
@@ -285,6 +285,11 @@ class EventDataModule(L.LightningDataModule):
         return len(self.classes)
 
     @property
+    def in_channels(self) -> int:
+        """Channels of a frame (the polarities; 1 for SHD's channel rows)."""
+        return self.input_shape[1]
+
+    @property
     def frame_sensor_size(self) -> tuple[int, int, int]:
         """``(W, H, P)`` after downsampling."""
         W, H, P = self.sensor_size
@@ -503,6 +508,7 @@ class EventDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
+        require_samples(self, split, self.datasets[split])
         source, members = self._fill_plan[split]
         if isinstance(source, OnDemandMemoryCache):
             source.fill(members)  # only what this loader reads: a test run never frames the training set

@@ -9,6 +9,7 @@ import numpy as np
 import tonic
 
 from .base import EventDataModule, LocalCopy, Split
+from .errors import EmptySplitError
 
 
 class CIFAR10DVSDataModule(EventDataModule):
@@ -42,11 +43,33 @@ class CIFAR10DVSDataModule(EventDataModule):
 
     def split_indices(self, split: str, dataset: Any) -> list[int]:
         labels = np.asarray(dataset.targets)
+        self._check_split_fits(labels)
         picked = []
         for cls in np.unique(labels):
             idx = np.flatnonzero(labels == cls)  # already in sorted-path order
             picked += (idx[: self.test_per_class] if split == "test" else idx[self.test_per_class :]).tolist()
         return sorted(picked)
+
+    def _check_split_fits(self, labels: np.ndarray) -> None:
+        """The paper's split needs more than ``test_per_class`` recordings in every class (a complete copy has
+        1000): a smaller copy would leave a class, or the whole training split, empty."""
+        counts = {self.classes[int(c)]: int((labels == c).sum()) for c in range(len(self.classes))}
+        short = {name: n for name, n in counts.items() if n <= self.test_per_class}
+        if not short:
+            return
+        fewest = min(counts.values())
+        shown = ", ".join(f"{name}: {n}" for name, n in list(short.items())[:5]) + (" ..." if len(short) > 5 else "")
+        lower = f" or lower --data.init_args.test_per_class below {fewest} (e.g. {max(fewest // 10, 1)})"
+        lower = lower if fewest > 1 else ""
+        raise EmptySplitError(
+            f"{self.name} under {self.tonic_root() / self.tonic_folder()} is too small for the paper's split: it "
+            f"puts the first test_per_class={self.test_per_class} recordings of every class in the test set and "
+            f"the rest in the training set, but these classes have only {shown} recordings (a complete copy has "
+            f"1000 per class), leaving nothing to train on. Use the complete dataset{lower}."
+        )
+
+    def empty_split_help(self, split: str) -> str:
+        return f"test_per_class={self.test_per_class} leaves it empty: use the complete dataset (1000 per class)"
 
     def local_copy(self, split: Split) -> LocalCopy:
         location = self.tonic_root() / self.tonic_folder()

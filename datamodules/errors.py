@@ -25,6 +25,35 @@ class MissingSampleError(CorruptSampleError, DatasetNotFoundError):
     handle a missing dataset catch); the message names the file, or says how many are missing and where."""
 
 
+class EmptySplitError(ValueError):
+    """A split (train, val or test) holds no sample: a dataset copy too small for the split protocol, or split
+    arguments that leave nothing on one side; the message names the argument or the files to change."""
+
+
+def require_samples(owner: Any, split: str, dataset: Any) -> Any:
+    """``dataset``, unless ``split`` of the DataModule ``owner`` is empty: then an :class:`EmptySplitError` naming
+    the fix (a DataModule may add its own advice with ``empty_split_help(split)``)."""
+    if len(dataset):
+        return dataset
+    name = getattr(owner, "name", type(owner).__name__)
+    fraction = getattr(owner, "val_fraction", None)
+    has_val_split = hasattr(owner, "val_split")
+    if split == "val" and not fraction:
+        fix = (
+            "val_fraction is 0, so no training sample is held out for validation: set --data.init_args.val_fraction "
+            "(e.g. 0.1)" + (" or --data.init_args.val_split test (validate on the test split)" if has_val_split else "")
+        )
+    elif split == "val":
+        fix = (
+            f"val_fraction={fraction} rounds to no held-out sample in any class: raise val_fraction"
+            + (" or set --data.init_args.val_split test" if has_val_split else "")
+        )
+    else:
+        fix = "check that data_dir holds the whole dataset"
+    extra = owner.empty_split_help(split) if hasattr(owner, "empty_split_help") else ""
+    raise EmptySplitError(f"{name}: the {split} split holds no sample. {extra or fix}")
+
+
 class RequireEvents:
     """First step of every pipeline: an empty recording means a truncated or corrupt file, not a sample."""
 

@@ -3,7 +3,8 @@
 CIFAR is read from its *binary* release (fixed-size records, no pickle): ``<data_dir>/cifar-10-batches-bin/
 {data_batch_1..5,test_batch}.bin`` or ``<data_dir>/cifar-100-binary/{train,test}.bin``, downloaded from
 cs.toronto.edu with an md5 check when absent. Images are ``[B, 3, 32, 32]`` floats normalised with the paper's
-mean/std; a model built for T steps repeats them over time (direct encoding). ``SequentialCIFAR*`` turns each
+mean/std; the model repeats them over ``T`` steps (direct encoding), ``T`` being the DataModule's (the CLI gives the
+model the data's T, class count and channels). ``SequentialCIFAR*`` turns each
 image into 32 column steps ``[B, T=32, 3, 32]``, the paper's sequential-CIFAR protocol.
 
 Augmentation ``"paper"`` is the paper's CIFAR recipe: random horizontal flip, TrivialAugmentWide, random
@@ -23,7 +24,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .base import default_data_dir, network_timeout, seeded_loader, stratified_split
-from .errors import DatasetNotFoundError
+from .errors import DatasetNotFoundError, require_samples
 from .transforms import MapDataset
 
 Augment = Literal["none", "flip", "paper"]
@@ -83,7 +84,7 @@ class _SplitLoaders:
     def _loader(self, stage: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
-        dataset = self.datasets[self._split(stage)]
+        dataset = require_samples(self, self._split(stage), self.datasets[self._split(stage)])
         return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, torch.cuda.is_available())
 
     def train_dataloader(self) -> DataLoader:
@@ -111,6 +112,7 @@ class CIFAR10DataModule(_SplitLoaders, L.LightningDataModule):
         augment: ``"none"``, ``"flip"`` or ``"paper"`` (flip + TrivialAugmentWide + RandomErasing, torchvision).
         seed: seed of the validation split and of the epoch shuffles.
         download_timeout_s: socket timeout of the download.
+        T: time steps the model shows each image for (it repeats the image: direct encoding; the paper's 4).
     """
 
     name: ClassVar[str] = "CIFAR10"
@@ -135,19 +137,27 @@ class CIFAR10DataModule(_SplitLoaders, L.LightningDataModule):
         augment: Augment = "flip",
         seed: int = 0,
         download_timeout_s: float = 60.0,
+        T: int = 4,
     ) -> None:
         super().__init__()
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive integer (time steps per image), got {T!r}")
         if augment not in ("none", "flip", "paper"):
             raise ValueError(f"augment must be 'none', 'flip' or 'paper', got {augment!r}")
         self.save_hyperparameters()
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir()
         self.batch_size, self.num_workers, self.val_fraction = batch_size, num_workers, val_fraction
         self.augment, self.seed, self.download_timeout_s = augment, seed, download_timeout_s
+        self.T = T
         self.datasets: dict[str, Dataset] = {}
 
     @property
     def num_classes(self) -> int:
         return self.n_classes
+
+    @property
+    def in_channels(self) -> int:
+        return 3
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -234,9 +244,20 @@ class CIFAR100DataModule(CIFAR10DataModule):
 
 
 class _ColumnSequences:
-    """Mixin: each image as 32 column steps ``[B, T=32, 3, 32]`` (the paper's sequential-CIFAR protocol)."""
+    """Mixin: each image as 32 column steps ``[B, T=32, 3, 32]`` (the paper's sequential-CIFAR protocol): T is the
+    image width, not an argument."""
 
-    T = 32
+    def __init__(
+        self,
+        data_dir: str | None = None,
+        batch_size: int = 128,
+        num_workers: int = 0,
+        val_fraction: float = 0.0,
+        augment: Augment = "flip",
+        seed: int = 0,
+        download_timeout_s: float = 60.0,
+    ) -> None:
+        super().__init__(data_dir, batch_size, num_workers, val_fraction, augment, seed, download_timeout_s, T=32)
 
     @property
     def input_shape(self) -> tuple[int, ...]:
@@ -268,15 +289,21 @@ class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
         batch_size: samples per batch (per process under DDP; the paper used 64 × 8 GPUs for SEW-ResNet-18).
         num_workers: DataLoader workers.
         seed: seed of the epoch shuffles.
+        T: time steps the model shows each image for (it repeats the image: direct encoding; the paper's 4).
     """
 
     name = "ImageNet"
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
 
-    def __init__(self, data_dir: str | None = None, batch_size: int = 64, num_workers: int = 8, seed: int = 0) -> None:
+    def __init__(
+        self, data_dir: str | None = None, batch_size: int = 64, num_workers: int = 8, seed: int = 0, T: int = 4
+    ) -> None:
         super().__init__()
+        if isinstance(T, bool) or not isinstance(T, int) or T < 1:
+            raise ValueError(f"T must be a positive integer (time steps per image), got {T!r}")
         self.save_hyperparameters()
+        self.T = T
         self.data_dir = Path(data_dir).expanduser() if data_dir is not None else default_data_dir() / "imagenet"
         self.batch_size, self.num_workers, self.seed = batch_size, num_workers, seed
         self.datasets: dict[str, Any] = {}
@@ -284,6 +311,10 @@ class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
     @property
     def num_classes(self) -> int:
         return 1000
+
+    @property
+    def in_channels(self) -> int:
+        return 3
 
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:

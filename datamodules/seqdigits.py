@@ -17,6 +17,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 from .base import ValSplit, seeded_loader, stratified_split
+from .errors import require_samples
 from .ndigits import mnist_style_digits
 from .transforms import MapDataset, RandomTranslateFrames
 
@@ -98,6 +99,10 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         return 10
 
     @property
+    def in_channels(self) -> int:
+        return 1
+
+    @property
     def input_shape(self) -> tuple[int, int, int]:
         return self.T, 1, 28
 
@@ -126,6 +131,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
     def _loader(self, split: str, shuffle: bool) -> DataLoader:
         if not self.datasets:
             self.setup()
+        require_samples(self, split, self.datasets[split])
         return seeded_loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.seed)
 
     def train_dataloader(self) -> DataLoader:

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import difflib
+import fnmatch
 import sys
 from collections.abc import Sequence
 
@@ -18,7 +20,10 @@ def _cmd_demo(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_bench(args: argparse.Namespace) -> int:
+def run_bench(bench_args: Sequence[str]) -> int:
+    """``psn-zoo bench ARGS`` = ``python -m benchmarks ARGS`` in the source checkout (every argument, ``--help``
+    included, is the benchmarks'); relative ``--out`` / ``--data-dir`` folders are the caller's."""
+    import os
     import subprocess
     from pathlib import Path
 
@@ -26,11 +31,34 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     if not (root / "benchmarks" / "__main__.py").exists():
         print(
             "psn-zoo bench: the benchmarks ship with the source checkout, not with an installed wheel; clone the "
-            "repository, `pip install -e '.[test]'` there and run `python -m benchmarks`",
+            "repository, `pip install -e '.[test]'` there and run `psn-zoo bench` (or `python -m benchmarks` in it)",
             file=sys.stderr,
         )
         return 2
-    return subprocess.call([sys.executable, "-m", "benchmarks", *args.bench_args], cwd=root)
+    args, i = list(bench_args), 0
+    while i < len(args):  # the benchmarks run from the checkout: make the caller's relative folders absolute
+        flag, eq, value = args[i].partition("=")
+        if flag in ("--out", "--data-dir"):
+            if eq:
+                args[i] = f"{flag}={Path(value).expanduser().absolute()}"
+            elif i + 1 < len(args):
+                args[i + 1] = str(Path(args[i + 1]).expanduser().absolute())
+        i += 1
+    return subprocess.call([sys.executable, "-m", "benchmarks", *args], cwd=root, env=os.environ.copy())
+
+
+def _cmd_recipes(args: argparse.Namespace) -> int:
+    from .training.recipes import list_recipes, recipe_path, recipe_summary
+
+    names = [n for n in list_recipes() if args.pattern is None or fnmatch.fnmatch(n, args.pattern)]
+    if not names:
+        print(f"no recipe matches {args.pattern!r}; `psn-zoo recipes` lists them all")
+        return 1
+    width = max(len(n) for n in names)
+    for name in names:
+        print(f"{name:<{width}}  {recipe_summary(name)}")
+    print(f"\nrun one with: psn-zoo fit --config {names[0]}   (files in {recipe_path(names[0]).parent})")
+    return 0
 
 
 def _cmd_neurons(args: argparse.Namespace) -> int:
@@ -144,6 +172,10 @@ def _spec(text: str) -> str | dict:
     return _json_object(text) if text.lstrip().startswith("{") else text
 
 
+LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
+COMMANDS = ("demo", *LIGHTNING_COMMANDS, "bench", "recipes", "neurons", "models", "pretrained", "publish",
+            "import-paper", "import-sj", "push")  # fmt: skip
+
 _OVERWRITE_HELP = "replace an entry of the same name (and delete its weights file); without it, that is an error"
 
 
@@ -155,9 +187,12 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(
         dest="command",
         required=True,
-        metavar="{demo,fit,validate,test,predict,bench,neurons,models,pretrained,publish,import-paper,import-sj,push}",
-        help="fit/validate/test/predict run LightningCLI (psn-zoo fit --help); the others are listed below",
+        metavar="{" + ",".join(COMMANDS) + "}",
+        help="fit/validate/test/predict run LightningCLI (psn-zoo fit --help); bench runs python -m benchmarks "
+        "(psn-zoo bench --help)",
     )
+    for name in LIGHTNING_COMMANDS:  # parsed by LightningCLI (main routes them there); listed here for --help
+        sub.add_parser(name, help=f"LightningCLI {name}: psn-zoo {name} --config <recipe> [--help]", add_help=False)
     demo = sub.add_parser(
         "demo", help="the main job: evaluate a pretrained PSN on N-Digits, fine-tune it 1 epoch, log to W&B"
     )
@@ -172,11 +207,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--limit-train-batches", type=float, default=1.0, help="fraction (or count if > 1)")
     demo.add_argument("--no-wandb", action="store_true", help="skip W&B logging")
     demo.set_defaults(func=_cmd_demo)
-    bench = sub.add_parser(
+    sub.add_parser(  # main routes it to python -m benchmarks with every argument (listed here for --help)
         "bench", help="benchmarks against SpikingJelly 2.0.0 (python -m benchmarks; --quick, --full)", add_help=False
     )
-    bench.add_argument("bench_args", nargs=argparse.REMAINDER, help="passed to python -m benchmarks")
-    bench.set_defaults(func=_cmd_bench)
+    recipes = sub.add_parser("recipes", help="list the shipped training recipes (psn-zoo fit --config <name>)")
+    recipes.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'ndigits*'")
+    recipes.set_defaults(func=_cmd_recipes)
     neurons = sub.add_parser("neurons", help="list the registered neurons and their arguments")
     neurons.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*psn*'")
     neurons.set_defaults(func=_cmd_neurons)
@@ -232,9 +268,6 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-LIGHTNING_COMMANDS = ("fit", "validate", "test", "predict")
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     args_list = sys.argv[1:] if argv is None else list(argv)
     if args_list and args_list[0] in (*LIGHTNING_COMMANDS, "demo"):
@@ -246,6 +279,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         run_cli(None if argv is None else args_list)
         return 0
+    if args_list and args_list[0] == "bench":
+        return run_bench(args_list[1:])
+    if args_list and not args_list[0].startswith("-") and args_list[0] not in COMMANDS:
+        close = difflib.get_close_matches(args_list[0], COMMANDS, n=1, cutoff=0.5)
+        hint = f" Did you mean `psn-zoo {close[0]}`?" if close else ""
+        print(f"psn-zoo: error: unknown command {args_list[0]!r}.{hint} The commands are: {', '.join(COMMANDS)} "
+              "(psn-zoo --help describes them)", file=sys.stderr)  # fmt: skip
+        return 2
     args = build_parser().parse_args(args_list)
     return int(args.func(args))
 

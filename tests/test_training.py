@@ -14,8 +14,9 @@ from psn_zoo.neurons import MaskedPSN
 from psn_zoo.training import MaskedPSNSchedule, SpikingClassifier, load_backbone_weights, paper_lambda
 from psn_zoo.training.cli import run_cli
 from psn_zoo.training.losses import mix_batch, tet_loss
+from psn_zoo.training.recipes import recipes_dir
 
-CONFIGS = sorted((Path(__file__).resolve().parents[1] / "configs").glob("*.yaml"))
+CONFIGS = sorted(recipes_dir().glob("*.yaml"))
 
 
 def tiny_classifier(**kwargs) -> SpikingClassifier:

@@ -1,6 +1,6 @@
 """Training and fine-tuning with Lightning: the classifier module, losses, callbacks, W&B logging."""
 
-from .callbacks import MaskedPSNSchedule, RandomStateCheckpoint, paper_lambda
+from .callbacks import LearningRateMonitor, MaskedPSNSchedule, RandomStateCheckpoint, paper_lambda
 from .classifier import SpikingClassifier
 from .finetune import load_backbone_weights, read_weights
 from .firing import FiringRateMonitor
@@ -8,6 +8,7 @@ from .wandb import ZooWandbLogger, has_wandb_credentials
 
 __all__ = [
     "FiringRateMonitor",
+    "LearningRateMonitor",
     "MaskedPSNSchedule",
     "RandomStateCheckpoint",
     "SpikingClassifier",

@@ -1,4 +1,5 @@
-"""Training callbacks: the masked PSN's λ schedule and random-state checkpointing for exact resumes."""
+"""Training callbacks: the masked PSN's λ schedule, random-state checkpointing for exact resumes, and a learning-rate
+monitor that a run without a logger skips."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ from typing import Any
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
+from lightning.pytorch.utilities import rank_zero_info
 
 from ..neurons import MaskedPSN
 
@@ -116,3 +119,26 @@ class RandomStateCheckpoint(L.Callback):
 def _tuple(value: Any) -> Any:
     """Checkpoints store tuples as lists; random.setstate wants the nested tuples back."""
     return tuple(_tuple(v) for v in value) if isinstance(value, list) else value
+
+
+class LearningRateMonitor(_LightningLearningRateMonitor):
+    """Lightning's ``LearningRateMonitor``, except that a run without a logger (``--trainer.logger false``) skips it
+    instead of failing with "Cannot use LearningRateMonitor callback with Trainer that has no logger": the recipes
+    list it, and turning W&B off must not need a recipe edit."""
+
+    _off = False
+
+    def on_train_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        self._off = not trainer.loggers
+        if self._off:
+            rank_zero_info("LearningRateMonitor: no logger (trainer.logger is false); the learning rate is not logged")
+            return
+        super().on_train_start(trainer, *args, **kwargs)
+
+    def on_train_batch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not self._off:
+            super().on_train_batch_start(trainer, *args, **kwargs)
+
+    def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
+        if not self._off:
+            super().on_train_epoch_start(trainer, *args, **kwargs)

@@ -91,7 +91,7 @@ class SpikingClassifier(L.LightningModule):
         if pretrained:
             from .finetune import load_backbone_weights
 
-            load_backbone_weights(self.model, pretrained)
+            load_backbone_weights(self.model, pretrained, architecture=model)
         if freeze_backbone:
             head = set(self.model.get_classifier().parameters())
             for p in self.model.parameters():
@@ -216,7 +216,9 @@ class SpikingClassifier(L.LightningModule):
         images, captions = [], []
         for sample, label in zip(x[:n].cpu(), y[:n].cpu(), strict=False):
             frames = sample if sample.dim() >= 3 and sample.shape[0] == self.hparams.T else sample.unsqueeze(0)
-            images.append(frames_to_image(frames.abs()))
+            image = frames_to_image(frames.abs())  # uint8, ON red, OFF blue, each frame scaled to its maximum
+            pixel = max(1, 96 // image.shape[0])  # small inputs (34 x 34 event frames) drawn 2 x 2 or bigger
+            images.append(image.repeat(pixel, axis=0).repeat(pixel, axis=1))
             captions.append(f"label {int(label)}")
         self.logger.log_image(key="inputs", images=images, caption=captions)
         self._logged_inputs = True
@@ -251,13 +253,15 @@ class SpikingClassifier(L.LightningModule):
             problems.append(
                 f"T: data gives {data_T} frames, the model's {self.hparams.neuron} neurons need {self.hparams.T}"
             )
+        channels = getattr(dm, "in_channels", None)
         shape = getattr(dm, "input_shape", None)  # (T, C, ...) for sequences and frames, (C, H, W) for images
-        if shape is not None:
-            channels = shape[1] if isinstance(data_T, int) else shape[0]
-            if channels != self.hparams.in_channels:
-                problems.append(f"in_channels: data has {channels}, model {self.hparams.in_channels}")
+        if channels is None and shape is not None:
+            channels = shape[1] if isinstance(data_T, int) and shape[0] == data_T else shape[0]
+        if channels is not None and channels != self.hparams.in_channels:
+            problems.append(f"in_channels: data has {channels}, model {self.hparams.in_channels}")
         if problems:
             raise ValueError(
-                "the model and the data disagree: " + "; ".join(problems) + ". Set the model's values to the data's "
-                "(e.g. --model.num_classes / --model.T / --model.in_channels)"
+                "the model and the data disagree: " + "; ".join(problems) + ". Build the model with the data's values "
+                "(SpikingClassifier(T=..., num_classes=..., in_channels=...)); psn-zoo fit/validate/test take them "
+                "from the data"
             )
