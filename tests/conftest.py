@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import math
+import os
 
 import pytest
 import torch
 
 from psn_zoo.machine import machine_summary
+
+if not torch.cuda.is_available():  # the Triton kernels run in Triton's CPU interpreter (set before Triton is imported)
+    os.environ.setdefault("TRITON_INTERPRET", "1")
 
 #: float32's unit round-off u = 2^-24 (half of torch.finfo(torch.float32).eps).
 U32 = torch.finfo(torch.float32).eps / 2

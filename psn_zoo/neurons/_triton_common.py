@@ -32,6 +32,17 @@ def surrogate_grad(h, alpha, KIND: tl.constexpr):
         return (1.0 - s) * s * alpha
 
 
+@triton.jit
+def rounded_to(value, dtype: tl.constexpr):
+    """fp32 ``value`` rounded to nearest-even in ``dtype``: the bf16 rounding is spelled out in integer arithmetic
+    because Triton's CPU interpreter truncates fp32 -> bf16 (the GPU rounds; both now give the same bits)."""
+    if dtype == tl.bfloat16:
+        bits = value.to(tl.uint32, bitcast=True)
+        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        value = bits.to(tl.float32, bitcast=True)
+    return value.to(dtype)
+
+
 def surrogate_kind(surrogate: Surrogate) -> int:
     return FUSED_SURROGATES[type(surrogate)]
 

@@ -25,6 +25,7 @@ from ._triton_common import (
     column_order,
     new_columns,
     programs_for_reduction,
+    rounded_to,
     surrogate_grad,
     surrogate_kind,
 )
@@ -83,7 +84,7 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
             for j in range(T):
                 wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
                 gxj = tl.sum(wj[:, None] * gh, axis=0)
-                tl.store(gx_ptr + j * stride_gxt + cols, gxj.to(gx_ptr.dtype.element_ty), mask=cmask)
+                tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
         if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
             for j in range(T):
                 xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)

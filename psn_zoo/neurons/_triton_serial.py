@@ -1,7 +1,8 @@
 """Triton kernels for the serial neurons: IF, LIF, PLIF and LIF without reset (hard, soft or no reset).
 
 One program owns a block of columns and walks T with the membrane in registers, doing the same operations in the
-same order as :mod:`._lif_kernels` (IEEE division for ``1/τ``), in fp32.
+same order as :mod:`._lif_kernels` (IEEE division for ``1/τ``, no fused multiply-adds: the kernels are launched with
+``enable_fp_fusion=False``), in fp32: the spikes and membranes are those of the PyTorch path, bit for bit.
 
 - Forward reads ``x`` and ``v0`` once and writes the spikes and ``v_last``. It stores no membrane.
 - Backward recomputes the membrane sequence from ``x`` (into the ``grad_x`` buffer when that is fp32, so no extra
@@ -17,7 +18,15 @@ import torch
 import triton
 import triton.language as tl
 
-from ._triton_common import as_columns, column_block, column_order, new_columns, surrogate_grad, surrogate_kind
+from ._triton_common import (
+    as_columns,
+    column_block,
+    column_order,
+    new_columns,
+    rounded_to,
+    surrogate_grad,
+    surrogate_kind,
+)
 from .surrogate import Surrogate
 
 _KINDS = {"if": 0, "lif": 1, "plif": 2}
@@ -119,7 +128,7 @@ def _backward_kernel(x_ptr, v0_ptr, q_ptr, g_ptr, gv_ptr, gx_ptr, h_ptr, gv0_ptr
                     gq += gh * (x - leak)
                 else:
                     gq -= gh * leak
-        tl.store(gx_ptr + t * stride_gxt + cols, gx.to(gx_ptr.dtype.element_ty), mask=cmask)
+        tl.store(gx_ptr + t * stride_gxt + cols, rounded_to(gx, gx_ptr.dtype.element_ty), mask=cmask)
     tl.store(gv0_ptr + cols, carry.to(gv0_ptr.dtype.element_ty), mask=cmask)
     if KIND == 2:
         tl.store(gq_ptr + pid, tl.sum(tl.where(cmask, gq, 0.0), axis=0))
@@ -156,6 +165,7 @@ class TritonSerial(torch.autograd.Function):
                 x2d, v0_1d, q_arg, out2d, v_last1d, N, x2d.stride(0), out2d.stride(0),
                 float(tau or 1.0), float(v_threshold), float(r),
                 T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
+                enable_fp_fusion=False,
             )  # fmt: skip
         ctx.save_for_backward(x2d, v0_1d, q_arg if q is not None else None)
         ctx.config = (kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate)
@@ -182,6 +192,7 @@ class TritonSerial(torch.autograd.Function):
                 float(tau or 1.0), float(v_threshold), float(r), surrogate.alpha,
                 T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
                 DETACH=bool(detach_reset), SURROGATE=surrogate_kind(surrogate), HAS_GV=grad_v is not None,
+                enable_fp_fusion=False,
             )  # fmt: skip
         grad_q = gq.sum() if q is not None and ctx.needs_input_grad[2] else None
         grad_v0 = grad_v0[0].to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
