@@ -11,12 +11,16 @@ rest of the step (convolutions, batch norm, pooling, optimizer) runs the same ke
 
     python -m benchmarks.models            # 2×64×64 frames, 3 rounds
     python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
-    python -m benchmarks.models --device cuda --batch 32 --size 128   # on a GPU
+    python -m benchmarks.models --device cuda --batch 32 --size 128   # on a GPU: fp32 and bf16-mixed
+
+``--precisions 32 bf16-mixed`` (the default on a GPU) also times both libraries under ``torch.autocast`` to bf16,
+as Lightning's ``bf16-mixed`` runs a step.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import copy
 import json
 import sys
@@ -49,7 +53,8 @@ GRIDS = {
     "full": {"models": list(MODELS), "neurons": list(NEURONS), "batch": BATCH, "size": SIZE,
              "timing": Timing(rounds=3, min_reps=3, budget_s=3.0, warmup=2)},
 }  # fmt: skip
-HEADERS = ["model", "neuron", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
+PRECISIONS = ("32", "bf16-mixed")
+HEADERS = ["model", "neuron", "precision", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
            "ceiling: free neurons (min-max)", "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
 
 
@@ -86,20 +91,34 @@ def without_neurons(model: nn.Module) -> nn.Module:
     return model
 
 
-def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ours: bool):
+def _label(model: str, neuron: str, precision: str) -> str:
+    return f"{model} {neuron}" + ("" if precision == "32" else f" {precision}")
+
+
+def _autocast(precision: str, device: str):
+    if precision == "32":
+        return contextlib.nullcontext()
+    if precision != "bf16-mixed":
+        raise ValueError(f"precision must be one of {PRECISIONS}; got {precision!r}")
+    return torch.autocast(torch.device(device).type, dtype=torch.bfloat16)
+
+
+def train_step(model: nn.Module, x: torch.Tensor, y: torch.Tensor, *, ours: bool, precision: str = "32"):
     optimizer = torch.optim.SGD(model.parameters(), lr=1e-3, momentum=0.9)
     loss_fn = nn.CrossEntropyLoss()
 
     def step() -> None:
         optimizer.zero_grad(set_to_none=True)
-        if ours:
-            logits = model(x)
-        else:
-            from spikingjelly.activation_based import functional
+        with _autocast(precision, str(x.device)):
+            if ours:
+                logits = model(x)
+            else:
+                from spikingjelly.activation_based import functional
 
-            logits = model(x.transpose(0, 1)).mean(0)  # SJ takes time-first input
-            functional.reset_net(model)
-        loss_fn(logits, y).backward()
+                logits = model(x.transpose(0, 1)).mean(0)  # SJ takes time-first input
+                functional.reset_net(model)
+            loss = loss_fn(logits.float(), y)
+        loss.backward()
         optimizer.step()
 
     return step
@@ -121,7 +140,7 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
         ours, theirs = build_pair(case["model"], case["neuron"], device)
         row = dict(case)
         for label, model, is_ours in (("ours", ours, True), ("sj", theirs, False)):
-            step = train_step(model, x, y, ours=is_ours)
+            step = train_step(model, x, y, ours=is_ours, precision=case.get("precision", "32"))
             step()
             step()  # optimizer state exists from here on
             row[label] = peak_memory_delta(step, device)
@@ -139,30 +158,37 @@ def run(
     memory: bool = True,
     show_progress: bool = True,
     device: str = "cpu",
+    precisions: list[str] | None = None,
 ) -> dict:
-    """One training step of every (model, neuron), ours and SpikingJelly's; throughput ratio ours / SJ."""
+    """One training step of every (model, neuron, precision), ours and SpikingJelly's; throughput ratio ours / SJ."""
     timing = timing or Timing(rounds=3, min_reps=3, budget_s=3.0)
     env = {**environment(), "device": device}
     cases = [
-        {"model": m, "neuron": n, "batch": batch, "size": size} for m in models or MODELS for n in neurons or NEURONS
+        {"model": m, "neuron": n, "batch": batch, "size": size, "precision": p}
+        for p in precisions or ["32"]
+        for m in models or MODELS
+        for n in neurons or NEURONS
     ]
     mem_rows = memory_rows("benchmarks.models", cases, device, measure_memory, memory)
-    mem_by_case = {(r["model"], r["neuron"]): r for r in mem_rows}
+    mem_by_case = {(r["model"], r["neuron"], r["precision"]): r for r in mem_rows}
     x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []
-    ceilings: dict[tuple[str, str], Ratio] = {}
+    ceilings: dict[tuple[str, str, str], Ratio] = {}
     for case in progress(cases, "models", disable=not show_progress):
         ours, theirs = build_pair(case["model"], case["neuron"], device)
+        p = case["precision"]
         t_ours, t_sj, ratio = time_pair(
-            train_step(ours, x, y, ours=True), train_step(theirs, x, y, ours=False), **timing.kwargs(), device=device
-        )
+            train_step(ours, x, y, ours=True, precision=p), train_step(theirs, x, y, ours=False, precision=p),
+            **timing.kwargs(), device=device,
+        )  # fmt: skip
         # against this case's SJ model (its neurons set SJ's time), our model without neurons
-        ceiling = ceilings[(case["model"], case["neuron"])] = time_pair(
-            train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True),
-            train_step(theirs, x, y, ours=False),
+        ceiling = ceilings[(case["model"], case["neuron"], p)] = time_pair(
+            train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True, precision=p),
+            train_step(theirs, x, y, ours=False, precision=p),
             **timing.kwargs(), device=device,
         )[2]  # fmt: skip
-        mem = mem_by_case.get((case["model"], case["neuron"]), {"ours": float("nan"), "sj": float("nan")})
+        key = (case["model"], case["neuron"], p)
+        mem = mem_by_case.get(key, {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
             "samples_per_s": {"ours": batch / t_ours, "sj": batch / t_sj},
@@ -173,21 +199,26 @@ def run(
         records.append(record)
         mem_ratio = f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-"
         rows.append([
-            case["model"], case["neuron"], f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio), str(ceiling),
+            case["model"], case["neuron"], p, f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio), str(ceiling),
             f"{mem['ours'] / 2**20:.0f}", f"{mem['sj'] / 2**20:.0f}", mem_ratio,
         ])  # fmt: skip
-    table = markdown_table(HEADERS, rows, left=(0, 1))
+    table = markdown_table(HEADERS, rows, left=(0, 1, 2))
     ratios = [r["speedup"]["median"] for r in records]
     mem_ratios = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in records if r["peak_mb"]["sj"] > 1]
     headline = {
         "throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)},
-        "ceiling": {f"{model} {neuron}": c.median for (model, neuron), c in ceilings.items()},
+        "ceiling": {_label(*key): c.median for key, c in ceilings.items()},
+        "throughput_ratio_by_precision": {
+            p: {"median": median(v), "min": min(v)}
+            for p in dict.fromkeys(r["precision"] for r in records)
+            if (v := [r["speedup"]["median"] for r in records if r["precision"] == p])
+        },
     }
     summary = [
         f"training-step throughput ours / SJ: median {median(ratios):.2f}x, min {min(ratios):.2f}x, "
         f"max {max(ratios):.2f}x over {len(ratios)} model/neuron pairs",
         "ceiling (our model with neurons that cost nothing, against SJ): "
-        + ", ".join(f"{model} {neuron} {c.median:.2f}x" for (model, neuron), c in ceilings.items()),
+        + ", ".join(f"{_label(*key)} {c.median:.2f}x" for key, c in ceilings.items()),
     ]
     if mem_ratios:
         headline["peak_memory_ours_over_sj"] = {"median": median(mem_ratios), "max": max(mem_ratios)}
@@ -218,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--batch", type=int, help=f"samples per step (default {BATCH})")
     parser.add_argument("--size", type=int, help=f"frame height and width (default {SIZE}; 32 with --quick)")
+    parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
+                        help="default: 32 on the CPU, 32 and bf16-mixed on a GPU")  # fmt: skip
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     parser.add_argument("--out", help="also write models.md/.json to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -228,7 +261,8 @@ def main(argv: list[str] | None = None) -> int:
     device = check_device(args.device)
     grid = dict(GRIDS["quick" if args.quick else "full"])
     grid.update({key: value for key, value in (("batch", args.batch), ("size", args.size)) if value})
-    result = run(**grid, device=device)
+    precisions = args.precisions or (["32"] if device == "cpu" else list(PRECISIONS))
+    result = run(**grid, device=device, precisions=precisions)
     emit(result, name="models", title=f"Models: one training step ({device})", out=args.out, json_path=args.json)
     return 0
 

@@ -7,13 +7,20 @@ forward + backward (peak RSS growth, measured in a worker process). Every ratio 
 
     python -m benchmarks.neurons            # full grid (about 10 minutes on 2 cores)
     python -m benchmarks.neurons --quick    # T ∈ {4, 16}, N ∈ {2^16, 2^20}
-    python -m benchmarks.neurons --device cuda   # on a GPU (memory: peak of the CUDA allocator)
+    python -m benchmarks.neurons --device cuda   # on a GPU, fp32 and bf16 (memory: peak of the CUDA allocator)
+
+On a GPU each neuron meets SpikingJelly's fastest backend for it: its Triton kernels for IF/LIF/PLIF
+(``SJ_{IF,LIF,PLIF}_CUDA_IMPLEMENTATION=triton``, set here unless given), ``addmm``/``conv1d`` for the PSN family
+(it has no kernel for them). bf16 cells run both libraries under ``torch.autocast`` on a bf16 input, as a
+``bf16-mixed`` training step feeds them.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -42,7 +49,11 @@ NEURONS = {
     "masked_psn": lambda T: {"name": "masked_psn", "T": T, "k": max(2, T // 4), "lambda_": 1.0},
     "sliding_psn": lambda T: {"name": "sliding_psn", "k": 2},
     "lif": lambda T: {"name": "lif", "tau": 2.0},
+    "if": lambda T: {"name": "if"},
+    "plif": lambda T: {"name": "plif", "init_tau": 2.0},
 }
+CPU_NEURONS = ["psn", "masked_psn", "sliding_psn", "lif"]  # the CPU grids' default (IF/PLIF: the LIF kernel)
+SERIAL = ("if", "lif", "plif")
 PSN_FAMILY = ("psn", "masked_psn", "sliding_psn")
 
 
@@ -60,6 +71,8 @@ def our_kernel(neuron: torch.nn.Module, T: int, N: int, device: str = "cpu") -> 
     node = neuron(x).grad_fn
     _reset(neuron)
     kind = type(node).__name__.removesuffix("Backward")
+    if kind in ("TritonThreshold", "TritonSerial"):
+        return "Triton"
     if kind == "ToeplitzThreshold":
         return f"fused C, band {neuron.k}"
     if kind == "DenseThreshold":
@@ -69,10 +82,17 @@ def our_kernel(neuron: torch.nn.Module, T: int, N: int, device: str = "cpu") -> 
     return "shifted" if kind == "ShiftedThreshold" else "serial"
 
 
+def _precision(x: torch.Tensor):
+    """Autocast to ``x``'s dtype when it is half precision (fp32 parameters, as in mixed-precision training)."""
+    if x.dtype == torch.float32:
+        return contextlib.nullcontext()
+    return torch.autocast(x.device.type, dtype=x.dtype)
+
+
 def _forward(neuron: torch.nn.Module, x: torch.Tensor):
     def run() -> None:
         _reset(neuron)
-        with torch.no_grad():
+        with torch.no_grad(), _precision(x):
             neuron(x)
 
     return run
@@ -84,9 +104,20 @@ def _forward_backward(neuron: torch.nn.Module, x: torch.Tensor, grad: torch.Tens
         x.grad = None
         for p in neuron.parameters():
             p.grad = None
-        neuron(x).backward(grad)
+        with _precision(x):
+            out = neuron(x)
+        out.backward(grad.to(out.dtype))
 
     return run
+
+
+def prefer_sj_triton() -> dict[str, str]:
+    """Ask SpikingJelly for its Triton kernels for IF/LIF/PLIF on CUDA (before it is imported); returns the
+    settings in force."""
+    names = [f"SJ_{n}_CUDA_IMPLEMENTATION" for n in ("IF", "LIF", "PLIF")]
+    for name in names:
+        os.environ.setdefault(name, "triton")
+    return {name: os.environ[name] for name in names}
 
 
 def _reset(neuron: torch.nn.Module) -> None:
@@ -100,8 +131,9 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
     results = []
     for case in cases:
         ours, theirs = _pair(case["neuron"], case["T"], device)
-        x = torch.randn(case["T"], case["N"], device=device, requires_grad=True)
-        grad = torch.randn(case["T"], case["N"], device=device)
+        dtype = getattr(torch, case.get("dtype", "float32"))
+        x = torch.randn(case["T"], case["N"], device=device).to(dtype).requires_grad_(True)
+        grad = torch.randn(case["T"], case["N"], device=device).to(dtype)
         row = dict(case)
         for label, neuron in (("ours", ours), ("sj", theirs)):
             run = _forward_backward(neuron, x, grad)
@@ -114,6 +146,8 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
 GRIDS = {
     "quick": {"Ts": [4, 16], "Ns": [2**16, 2**20], "timing": Timing(rounds=2, min_reps=3, budget_s=0.15, warmup=1)},
     "full": {"Ts": [4, 8, 16, 32], "Ns": [2**16, 2**20, 2**22], "timing": Timing()},
+    # one device call on a lent GPU (benchmarks/cuda_suite.py): launch-bound sizes left out, short timing blocks
+    "cuda": {"Ts": [4, 8, 16, 32], "Ns": [2**20, 2**22], "timing": Timing(rounds=3, min_reps=5, budget_s=0.05)},
     # every T the paper's range holds, at the narrowest N the 3x target covers (the fused kernel's hardest cells)
     "every_t": {
         "Ts": list(range(2, 33)),
@@ -126,6 +160,7 @@ HEADERS = [
     "neuron",
     "T",
     "N",
+    "dtype",
     "ours runs",
     "copy ms",
     "copy THP ms",
@@ -162,31 +197,36 @@ def run(
     memory: bool = True,
     show_progress: bool = True,
     device: str = "cpu",
+    dtypes: list[str] | None = None,
 ) -> dict:
-    """Time every (neuron, T, N) cell; returns records, the Markdown table, summary lines and headline numbers."""
-    neurons = list(neurons or NEURONS)
+    """Time every (neuron, T, N, dtype) cell; returns records, the Markdown table, summary lines and headline
+    numbers."""
+    neurons = list(neurons or (CPU_NEURONS if device == "cpu" else NEURONS))
     timing = timing or Timing()
+    dtypes = list(dtypes or ["float32"])
     kernels = _native.load() if device == "cpu" else None
     env = {**environment(), "device": device, "fused C kernel": str(kernels.path) if kernels else "not used"}
+    if device != "cpu":
+        env |= {"SpikingJelly backends": ", ".join(f"{k}={v}" for k, v in prefer_sj_triton().items())}
     torch.manual_seed(0)
-    cases = [{"neuron": n, "T": T, "N": N} for n in neurons for T in Ts for N in Ns]
+    cases = [{"neuron": n, "T": T, "N": N, "dtype": d} for d in dtypes for n in neurons for T in Ts for N in Ns]
     mem_rows = memory_rows("benchmarks.neurons", cases, device, measure_memory, memory)
-    mem_by_case = {(r["neuron"], r["T"], r["N"]): r for r in mem_rows}
+    mem_by_case = {(r["neuron"], r["T"], r["N"], r["dtype"]): r for r in mem_rows}
     rows, records = [], []
     for case in progress(cases, "neurons", disable=not show_progress):
-        name, T, N = case["neuron"], case["T"], case["N"]
+        name, T, N, dtype = case["neuron"], case["T"], case["N"], case["dtype"]
         ours, theirs = _pair(name, T, device)
-        x = torch.randn(T, N, device=device)
+        x = torch.randn(T, N, device=device).to(getattr(torch, dtype))
         copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
         copy_thp_s = time_one(
             lambda x=x: fresh_like(x).copy_(x), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device
         )
         f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
-        xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device)
+        xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device).to(x.dtype)
         fb_ours, fb_sj, fb_ratio = time_pair(
             _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs(), device=device
         )
-        mem = mem_by_case.get((name, T, N), {"ours": float("nan"), "sj": float("nan")})
+        mem = mem_by_case.get((name, T, N, dtype), {"ours": float("nan"), "sj": float("nan")})
         record = {
             **case,
             "kernel": our_kernel(ours, T, N, device),
@@ -206,6 +246,7 @@ def run(
                 name,
                 T,
                 pow2(N),
+                dtype,
                 record["kernel"],
                 f"{copy_s * 1e3:.2f}",
                 f"{copy_thp_s * 1e3:.2f}",
@@ -222,11 +263,14 @@ def run(
             ]
         )
     table = markdown_table(HEADERS, rows, left=(0,))
-    summary, headline = _summary(records, max(Ns), device)
+    summary, headline = _summary([r for r in records if r["dtype"] == dtypes[0]], max(Ns), device)
+    for dtype in dtypes[1:]:  # the first dtype's numbers at the top level, each other's under its name
+        lines, headline[dtype] = _summary([r for r in records if r["dtype"] == dtype], max(Ns), device)
+        summary += [f"{dtype}: {line}" for line in lines]
     return {
         "description": DESCRIPTION,
         "environment": env,
-        "grid": {"Ts": Ts, "Ns": Ns, "neurons": neurons, "timing": vars(timing)},
+        "grid": {"Ts": Ts, "Ns": Ns, "neurons": neurons, "dtypes": dtypes, "timing": vars(timing)},
         "records": records,
         "table": table,
         "tables": [(None, table)],
@@ -278,20 +322,22 @@ def _summary(records: list[dict], n_max: int, device: str = "cpu") -> tuple[list
         if mem:
             headline["psn_family_peak_memory_ours_over_sj"] = {"median": median(mem), "max": max(mem)}
             lines.append(f"PSN family peak memory of fwd+bwd, ours / SJ: median {median(mem):.2f}, max {max(mem):.2f}")
-    lif = [r for r in records if r["neuron"] == "lif"]
-    if lif:
-        s = [r["fwdbwd_speedup"]["median"] for r in lif]
-        f = [r["fwd_speedup"]["median"] for r in lif]
-        headline["lif_fwdbwd_speedup"] = {"median": median(s), "min": min(s)}
-        headline["lif_fwd_speedup"] = {"median": median(f), "min": min(f)}
+    for serial in SERIAL:
+        cells = [r for r in records if r["neuron"] == serial]
+        if not cells:
+            continue
+        s = [r["fwdbwd_speedup"]["median"] for r in cells]
+        f = [r["fwd_speedup"]["median"] for r in cells]
+        headline[f"{serial}_fwdbwd_speedup"] = {"median": median(s), "min": min(s)}
+        headline[f"{serial}_fwd_speedup"] = {"median": median(f), "min": min(f)}
         lines.append(
-            f"LIF speedup over SJ: fwd+bwd median {median(s):.2f}x (min {min(s):.2f}x), "
+            f"{serial.upper()} speedup over SJ: fwd+bwd median {median(s):.2f}x (min {min(s):.2f}x), "
             f"fwd median {median(f):.2f}x (min {min(f):.2f}x)"
         )
-        mem = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in lif if r["peak_mb"]["sj"] > 1]
+        mem = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in cells if r["peak_mb"]["sj"] > 1]
         if mem:
-            headline["lif_peak_memory_ours_over_sj"] = {"min": min(mem), "max": max(mem)}
-            lines.append(f"LIF peak memory of fwd+bwd, ours / SJ: {min(mem):.2f}-{max(mem):.2f}")
+            headline[f"{serial}_peak_memory_ours_over_sj"] = {"min": min(mem), "max": max(mem)}
+            lines.append(f"{serial.upper()} peak memory of fwd+bwd, ours / SJ: {min(mem):.2f}-{max(mem):.2f}")
     return lines, headline
 
 
@@ -308,7 +354,8 @@ def plot(result: dict, out: str | Path) -> list[Path]:
             lines: dict = {}
             for rec in records:
                 if rec["neuron"] == name:
-                    lines.setdefault(f"N = {pow2(rec['N'])}", []).append((rec["T"], rec[key]["median"]))
+                    dtype = "" if rec.get("dtype", "float32") == "float32" else f", {rec['dtype']}"
+                    lines.setdefault(f"N = {pow2(rec['N'])}{dtype}", []).append((rec["T"], rec[key]["median"]))
             panels[(r, c)] = lines
     path = ratio_grid(
         panels,
@@ -324,11 +371,15 @@ def plot(result: dict, out: str | Path) -> list[Path]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small grid (T in {4, 16}, N in {2^16, 2^20})")
+    parser.add_argument("--cuda-grid", action="store_true", help="T in {4, 8, 16, 32}, N in {2^20, 2^22}, short blocks")
     parser.add_argument(
         "--every-t", action="store_true", help="the PSN family at every T = 2..32, N = 2^16 (neurons_every_t.md)"
     )
-    parser.add_argument("--neurons", nargs="+", choices=list(NEURONS), help="default: the grid's (all for --quick)")
+    parser.add_argument("--neurons", nargs="+", choices=list(NEURONS),
+                        help=f"default: the grid's ({', '.join(CPU_NEURONS)} on the CPU, all on a GPU)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
+    parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"],
+                        help="input dtypes (default: float32 on the CPU, float32 and bfloat16 on a GPU)")  # fmt: skip
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     parser.add_argument("--out", help="also write neurons.md/.json and the figure to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -337,9 +388,13 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
     device = check_device(args.device)
-    mode = "every_t" if args.every_t else "quick" if args.quick else "full"
+    mode = "every_t" if args.every_t else "quick" if args.quick else "cuda" if args.cuda_grid else "full"
     grid = GRIDS[mode]
-    result = run(grid["Ts"], grid["Ns"], args.neurons or grid.get("neurons"), grid["timing"], device=device)
+    dtypes = args.dtypes or (["float32"] if device == "cpu" else ["float32", "bfloat16"])
+    if device != "cpu":
+        prefer_sj_triton()
+    result = run(grid["Ts"], grid["Ns"], args.neurons or grid.get("neurons"), grid["timing"], device=device,
+                 dtypes=dtypes)  # fmt: skip
     name = "neurons_every_t" if args.every_t else "neurons"
     emit(result, name=name, title=f"Neurons ({device}{', every T' if args.every_t else ''})", out=args.out,
          json_path=args.json, plot=None if args.every_t else plot)  # fmt: skip

@@ -12,6 +12,9 @@ from psn_zoo.machine import machine_summary
 
 if not torch.cuda.is_available():  # the Triton kernels run in Triton's CPU interpreter (set before Triton is imported)
     os.environ.setdefault("TRITON_INTERPRET", "1")
+else:  # SpikingJelly's oracle on a GPU is its torch backend: the IEEE operations of its CPU path, no fused FMAs
+    for _name in ("IF", "LIF", "PLIF"):
+        os.environ.setdefault(f"SJ_{_name}_CUDA_IMPLEMENTATION", "torch")
 
 #: float32's unit round-off u = 2^-24 (half of torch.finfo(torch.float32).eps).
 U32 = torch.finfo(torch.float32).eps / 2

@@ -1,7 +1,11 @@
 """The same parity with SpikingJelly 2.0.0 on a CUDA GPU (skipped where torch sees none, as in CI).
 
-The fused kernels take a different path on a GPU (one block, no CPU chunking or scratch buffers), and cuBLAS and
-cuDNN choose their own algorithms, so these run the CPU parity checks again there.
+On a GPU the neurons run the Triton kernels (psn_zoo/neurons/_triton_*.py; tests/test_triton.py runs its checks on
+CUDA tensors there), and cuBLAS and cuDNN choose their own algorithms, so these run the CPU parity checks again, a
+Lightning fit in fp32, and mixed-precision fits (bf16-mixed, 16-mixed) that must run the Triton kernels on half
+inputs. SpikingJelly's oracle is its torch backend (tests/conftest.py sets ``SJ_*_CUDA_IMPLEMENTATION=torch``).
+
+    python -m benchmarks.cuda_suite      # these tests and the GPU benchmarks in one device call
 """
 
 from __future__ import annotations
@@ -151,3 +155,40 @@ def test_published_checkpoint_runs_on_cuda_like_on_cpu():
     x = (torch.rand(8, 4, 2, 34, 34) < 0.05).float()
     with torch.no_grad():
         torch.testing.assert_close(gpu(x.cuda()).cpu(), cpu(x), rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("precision", ["bf16-mixed", "16-mixed"])
+@pytest.mark.parametrize("neuron", ["psn", "sliding_psn", "plif"])
+def test_lightning_fit_in_mixed_precision_runs_the_triton_kernels(tmp_path, neuron, precision, monkeypatch):
+    """A mixed-precision fit on one GPU: the neurons get half-precision inputs, run the Triton kernels (counted),
+    and the model learns."""
+    import lightning as L
+
+    from psn_zoo.neurons import _triton_psn, _triton_serial
+    from psn_zoo.training import SpikingClassifier
+
+    calls = {"n": 0}
+    for module, name in ((_triton_psn, "TritonThreshold"), (_triton_serial, "TritonSerial")):
+        cls = getattr(module, name)
+        original = cls.forward
+
+        def counted(ctx, x_seq, *args, _original=original):
+            calls["n"] += 1
+            calls.setdefault("dtypes", set()).add(x_seq.dtype)
+            return _original(ctx, x_seq, *args)
+
+        monkeypatch.setattr(cls, "forward", staticmethod(counted))
+    kwargs = {"k": 2} if neuron == "sliding_psn" else None
+    module = SpikingClassifier(
+        model="paper_cifar10dvs_vgg", neuron=neuron, neuron_kwargs=kwargs, T=4, num_classes=4, in_channels=2,
+        model_kwargs={"input_size": 34, "width_mult": 0.25}, loss="tet", optimizer="adamw", lr=3e-3,
+        log_input_samples=0,
+    )  # fmt: skip
+    trainer = L.Trainer(
+        accelerator="gpu", devices=1, max_epochs=6, precision=precision, default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False,
+    )  # fmt: skip
+    trainer.fit(module, _frames_loader(128, 4, 4, 0), _frames_loader(64, 4, 4, 1))
+    metrics = {k: float(v) for k, v in trainer.callback_metrics.items()}
+    assert calls["n"] > 0 and calls["dtypes"] & {torch.bfloat16, torch.float16}, calls
+    assert metrics["val/acc"] > 0.5, metrics

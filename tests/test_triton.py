@@ -277,3 +277,36 @@ def test_every_kernel_variant_compiles_for_hopper_without_spilling():
     spilled = [r["kernel"] for r in rows if r["local"] or r["stack"]]
     assert not spilled, f"register spills in {spilled}"
     assert max(r["reg"] for r in rows) <= 255
+
+
+def test_a_bf16_mixed_lightning_fit_runs_the_kernels(tmp_path, monkeypatch):
+    """Lightning's bf16-mixed precision with the Triton kernels (interpreted here): the neurons receive bf16
+    inputs, the kernels run forward and backward, and the loss stays finite."""
+    import lightning as L
+
+    from psn_zoo.neurons import _triton_psn
+    from psn_zoo.training import SpikingClassifier
+
+    seen: list[torch.dtype] = []
+    original = _triton_psn.TritonThreshold.forward
+
+    def counted(ctx, x_seq, *args):
+        seen.append(x_seq.dtype)
+        return original(ctx, x_seq, *args)
+
+    monkeypatch.setattr(_triton_psn.TritonThreshold, "forward", staticmethod(counted))
+    monkeypatch.setenv("PSN_ZOO_TRITON", "1")
+    module = SpikingClassifier(
+        model="paper_cifar10dvs_vgg", neuron="psn", T=4, num_classes=4, in_channels=2,
+        model_kwargs={"input_size": 34, "width_mult": 0.125}, loss="tet", optimizer="adamw", lr=3e-3,
+        log_input_samples=0,
+    )  # fmt: skip
+    x = (torch.rand(8, 4, 2, 34, 34) < 0.1).float()
+    data = torch.utils.data.DataLoader(torch.utils.data.TensorDataset(x, torch.arange(8) % 4), batch_size=4)
+    trainer = L.Trainer(
+        accelerator="cpu", max_epochs=1, precision="bf16-mixed", default_root_dir=tmp_path, logger=False,
+        enable_progress_bar=False, enable_model_summary=False, enable_checkpointing=False,
+    )  # fmt: skip
+    trainer.fit(module, data)
+    assert torch.bfloat16 in seen, seen
+    assert torch.isfinite(trainer.callback_metrics["train/loss"]), trainer.callback_metrics

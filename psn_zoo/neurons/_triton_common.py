@@ -85,8 +85,8 @@ def column_block(T: int) -> int:
     """Columns per program: a ``[T_pad, block]`` fp32 tile of 4096 elements (larger under the interpreter, which
     runs programs one after another)."""
     t_pad = triton.next_power_of_2(T)
-    elements = 1 << 16 if interpreting() else 4096
-    return max(16, min(1024, elements // t_pad))
+    elements, widest = (1 << 16, 1 << 14) if interpreting() else (4096, 1024)
+    return max(16, min(widest, elements // t_pad))
 
 
 def programs_for_reduction(blocks: int, device: torch.device) -> int:
