@@ -1,0 +1,158 @@
+"""The GPU checks of the Triton path in one device call (about 6 minutes on an H200): tests, benchmarks, tables.
+
+1. the machine: GPU, driver, torch/Triton versions, the copy bandwidth it reaches (the memory floor);
+2. ``pytest tests/test_cuda.py tests/test_triton.py`` on CUDA tensors (parity with SpikingJelly, mixed-precision
+   Lightning fits that must run the kernels);
+3. ``benchmarks.neurons --device cuda --cuda-grid``: every neuron against SpikingJelly's fastest backend, fp32 and
+   bf16, with the copy floor and peak memory;
+4. ``benchmarks.models --device cuda --batch 32 --size 128``: training steps in fp32 and bf16-mixed;
+5. ``benchmarks.kernel_resources``: registers and spills of every kernel variant as compiled there.
+
+Everything lands in ``--out`` (``neurons.md``, ``models.md``, ``kernels.md``, ``tests.txt``, ``machine.md``, the
+JSON beside them), ready to copy into ``docs/benchmarks/cuda``.
+
+Preparing, on this (CPU) machine, once: the device image has torch, Triton, Lightning, torchmetrics, h5py, scipy,
+matplotlib, safetensors and huggingface_hub, but not SpikingJelly, Tonic, W&B or jsonargparse.
+``python -m benchmarks.cuda_suite --prepare`` downloads their wheels (Python 3.12, x86-64) into ``.whl/`` (add
+``/.whl/`` to ``.git/info/exclude``); the device call then carries ``.whl`` and runs::
+
+    python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
+    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.cuda_suite --out $OUT/cuda
+
+Step 0 lists any module the image still lacks, so a first call shows what to add to :data:`WHEELS`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Packages the device image lacks, pinned to what this project is tested with (pure-Python or manylinux wheels).
+WHEELS = [
+    "spikingjelly==2.0.0", "loguru==0.7.3", "SciencePlots==2.2.2",
+    "tonic==1.7.0", "importRosbag==1.0.4",
+    "librosa==0.11.0", "audioread==3.1.0", "soundfile==0.14.0", "soxr==1.1.0", "pooch==1.9.0", "decorator==5.2.1",
+    "lazy-loader==0.6", "platformdirs==4.14.9",
+    "jsonargparse==4.53.0", "docstring-parser==0.18.0", "typeshed-client==2.15.0", "aedat==2.3.0",
+]  # fmt: skip
+NEEDED_MODULES = ["torch", "triton", "lightning", "spikingjelly", "tonic", "jsonargparse", "torchmetrics", "psn_zoo"]
+
+
+def prepare(folder: Path) -> int:
+    """Download :data:`WHEELS` for the device's Python (3.12, manylinux x86-64) into ``folder``, one by one; says
+    which have no such wheel on the package index (their modules then show as missing in step 0 there)."""
+    platforms = [f"--platform=manylinux_2_{n}_x86_64" for n in (17, 27, 28, 31, 34)] + [
+        "--platform=manylinux2014_x86_64", "--platform=any",
+    ]  # fmt: skip
+    failed = []
+    for wheel in WHEELS:
+        cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:",
+               "--python-version=3.12", "--implementation=cp", *platforms, "-d", str(folder), wheel]  # fmt: skip
+        if subprocess.call(cmd, stderr=subprocess.DEVNULL) != 0:
+            failed.append(wheel)
+    print(f"{len(WHEELS) - len(failed)} of {len(WHEELS)} wheels in {folder}; no Python 3.12 wheel: {failed or 'none'}")
+    return 1 if failed else 0
+
+
+def _missing() -> list[str]:
+    out = []
+    for name in NEEDED_MODULES:
+        try:
+            importlib.import_module(name)
+        except Exception as error:  # report whatever stops the import
+            out.append(f"{name}: {type(error).__name__}: {error}")
+    return out
+
+
+def machine(out: Path) -> None:
+    import torch
+    import triton
+
+    smi = subprocess.run(["nvidia-smi", "--query-gpu=name,driver_version,memory.total,clocks.sm",
+                          "--format=csv,noheader"], capture_output=True, text=True)  # fmt: skip
+    x = torch.empty(1 << 28, device="cuda")  # 1 GiB: far past the L2
+    y = torch.empty_like(x)
+    for _ in range(3):
+        y.copy_(x)
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    times = []
+    for _ in range(10):
+        start.record()
+        y.copy_(x)
+        end.record()
+        end.synchronize()
+        times.append(start.elapsed_time(end) / 1e3)
+    gbps = 2 * x.numel() * 4 / sorted(times)[len(times) // 2] / 1e9
+    lines = [f"- GPU: {smi.stdout.strip() or smi.stderr.strip()}",
+             f"- torch {torch.__version__} (CUDA {torch.version.cuda}), Triton {triton.__version__}",
+             f"- device-to-device copy of 1 GiB: {gbps:.0f} GB/s (bytes read + written; median of 10)"]  # fmt: skip
+    (out / "machine.md").write_text("\n".join(lines) + "\n")
+    print("\n".join(lines), flush=True)
+
+
+def _step(name: str, cmd: list[str], out: Path, timeout: int) -> dict:
+    print(f"== {name}: {' '.join(cmd)}", flush=True)
+    start = time.perf_counter()
+    try:
+        done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+        code, text = done.returncode, done.stdout + done.stderr
+    except subprocess.TimeoutExpired as error:
+        code, text = 124, f"{error.stdout or ''}{error.stderr or ''}\nTIMEOUT after {timeout} s"
+    seconds = time.perf_counter() - start
+    (out / f"{name}.txt").write_text(text if isinstance(text, str) else text.decode())
+    print(f"   exit {code} in {seconds:.0f} s; last lines:\n" + "\n".join(str(text).splitlines()[-6:]), flush=True)
+    return {"step": name, "exit": code, "seconds": round(seconds, 1)}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
+    parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
+    parser.add_argument("--skip", nargs="*", default=[], choices=["tests", "neurons", "models", "kernels"])
+    args = parser.parse_args(argv)
+    if args.prepare:
+        return prepare(ROOT / ".whl")
+    args.out.mkdir(parents=True, exist_ok=True)
+    if missing := _missing():
+        print("missing on this machine (add wheels to benchmarks/cuda_suite.py WHEELS):\n  " + "\n  ".join(missing))
+    import torch
+
+    if not torch.cuda.is_available():
+        raise SystemExit("cuda_suite: torch sees no CUDA GPU; run it on the device machine")
+    machine(args.out)
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    os.environ.clear()
+    os.environ.update(env)
+    py, steps = sys.executable, []
+    if "tests" not in args.skip:
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", "tests/test_triton.py"]
+        steps.append(_step("tests", cmd, args.out, 240))
+    if "neurons" not in args.skip:
+        cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--out", str(args.out)]
+        steps.append(_step("neurons", cmd, args.out, 200))
+    if "models" not in args.skip:
+        cmd = [py, "-m", "benchmarks.models", "--device", "cuda", "--batch", "32", "--size", "128",
+               "--out", str(args.out)]  # fmt: skip
+        steps.append(_step("models", cmd, args.out, 200))
+    if "kernels" not in args.skip:
+        cmd = [py, "-m", "benchmarks.kernel_resources", "--json", str(args.out / "kernels.json")]
+        step = _step("kernels", cmd, args.out, 120)
+        (args.out / "kernels.md").write_text((args.out / "kernels.txt").read_text())
+        steps.append(step)
+    (args.out / "suite.json").write_text(json.dumps(steps, indent=1))
+    print("\n| step | exit | seconds |\n|---|---:|---:|")
+    for s in steps:
+        print(f"| {s['step']} | {s['exit']} | {s['seconds']} |")
+    return max((s["exit"] for s in steps), default=0)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
