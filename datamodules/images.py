@@ -8,7 +8,7 @@ model the data's T, class count and channels). ``SequentialCIFAR*`` turns each
 image into 32 column steps ``[B, T=32, 3, 32]``, the paper's sequential-CIFAR protocol.
 
 Augmentation ``"paper"`` is the paper's CIFAR recipe: random horizontal flip, TrivialAugmentWide, random
-erasing (p = 0.1); it uses torchvision (``pip install torchvision==0.29.1``), imported only when asked for.
+erasing (p = 0.1); it uses torchvision (``pip install "psn-zoo[vision]"``), imported only when asked for.
 Mixup / CutMix are batch-level and live in the training module.
 """
 
@@ -35,7 +35,8 @@ def _vision_transforms():
         from torchvision.transforms import v2
     except ImportError as err:  # pragma: no cover - depends on the environment
         raise ImportError(
-            "augment='paper' (TrivialAugmentWide, RandomErasing) needs torchvision: pip install torchvision==0.29.1"
+            "augment='paper' (TrivialAugmentWide, RandomErasing) and ImageNet need torchvision: "
+            'pip install "psn-zoo[vision]" (in a checkout: pip install -e ".[vision]")'
         ) from err
     return v2
 

@@ -8,6 +8,7 @@
 
 from __future__ import annotations
 
+import shlex
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +37,8 @@ class DemoResult:
     wandb_dir: Path | None
     seconds: float
     data_dir: Path
+    #: the data arguments the demo changed from the recipe's (``--data.init_args.<name> <value>``)
+    data_overrides: tuple[str, ...] = ()
 
 
 def run_demo(
@@ -104,6 +107,8 @@ def run_demo(
     )
     _say(f"[1/3] evaluating {entry} (published top-1 {100 * info.metrics['top1']:.2f} %) on the N-Digits test split")
     before = trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"]
+    if not len(dm.datasets["val"]):  # a shrunken run (images_per_class) may hold out no image: fine-tune unvalidated
+        trainer.limit_val_batches = 0
     _say(f"[2/3] fine-tuning for {epochs} epoch(s) with Lightning's Trainer (SGD, lr {lr}, cosine)")
     trainer.fit(module, datamodule=dm)
     _say("[3/3] evaluating the fine-tuned model")
@@ -121,6 +126,7 @@ def run_demo(
         wandb_dir=wandb_dir.resolve() if wandb_dir else None,
         seconds=time.perf_counter() - start,
         data_dir=dm.data_dir.resolve(),
+        data_overrides=() if images_per_class is None else ("--data.init_args.images_per_class", str(images_per_class)),
     )
     _say(report(result, info.recipe))
     return result
@@ -138,14 +144,17 @@ def report(result: DemoResult, recipe: str) -> str:
     ]
     if result.wandb_dir is not None:
         lines += [f"  W&B run:    {result.wandb_dir}", f"              upload it with: wandb sync {result.wandb_dir}"]
+    name = Path(recipe).stem  # a shipped recipe, by name: the commands work from any directory
+    data = shlex.join(("--data.init_args.data_dir", str(result.data_dir), *result.data_overrides))
     lines += [
         "",
         "next steps:",
-        f"  psn-zoo test --config {recipe} --ckpt_path {result.checkpoint} --data.init_args.data_dir {result.data_dir}",
+        f"  psn-zoo test --config {name} --ckpt_path {shlex.quote(str(result.checkpoint))} {data}",
         "  psn-zoo pretrained                      # every published checkpoint and its numbers",
         "  python -c \"import psn_zoo; m = psn_zoo.load_pretrained('" + result.entry + "')\"",
-        "  psn-zoo fit --config configs/seqdigits_sliding_psn.yaml   # long dependencies: sliding PSN vs LIF",
-        "  psn-zoo fit --config configs/ndigits_psn_vgg.yaml --trainer.devices 2 --trainer.strategy ddp",
+        "  psn-zoo recipes                         # the training recipes that ship with psn-zoo",
+        "  psn-zoo fit --config seqdigits_sliding_psn   # long dependencies: sliding PSN vs LIF",
+        f"  psn-zoo fit --config {name} --trainer.devices 2 --trainer.strategy ddp",
     ]
     return "\n".join(lines)
 
