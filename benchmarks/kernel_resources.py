@@ -31,13 +31,14 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
 
     from psn_zoo.neurons import _triton_psn as psn
     from psn_zoo.neurons import _triton_serial as serial
+    from psn_zoo.neurons._triton_common import column_block
 
     rows = []
     ts = (1, 3, 4, 16, 32) if quick else (1, 2, 3, 4, 5, 8, 16, 32, 64, psn.MAX_T)
     for dtype, short in DTYPES.items():
         for T in ts:
             t_pad = triton.next_power_of_2(T)
-            block = max(16, min(1024, 4096 // t_pad))
+            block, backward_block = column_block(T), column_block(T, backward=True)
             io = {"x_ptr": f"*{short}", "w_ptr": "*fp32", "b_ptr": "*fp32"}
             ints = {"N": "i32"}
             fwd = {**io, "out_ptr": f"*{short}", **ints, "stride_xt": "i32", "stride_ot": "i32"}
@@ -48,12 +49,12 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
                    "alpha": "fp32", **ints, "blocks": "i32", "stride_xt": "i32", "stride_gt": "i32",
                    "stride_gxt": "i32"}  # fmt: skip
             for kind in (0, 1):
-                const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "KIND": kind, "NEED_X": True, "NEED_W": True,
-                         "NEED_B": True}  # fmt: skip
+                const = {"T": T, "T_PAD": t_pad, "BLOCK": backward_block, "KIND": kind, "NEED_X": True,
+                         "NEED_W": True, "NEED_B": True}  # fmt: skip
                 rows.append((f"psn backward T={T} {dtype} surrogate={kind}", psn._backward_kernel, bwd, const))
         for kind, name in enumerate(("if", "lif", "plif")):
             for reset in (0, 1, 2):
-                const = {"T": 8, "BLOCK": 1024, "KIND": kind, "DECAY_INPUT": True, "RESET": reset}
+                const = {"T": 8, "BLOCK": column_block(1), "KIND": kind, "DECAY_INPUT": True, "RESET": reset}
                 fwd = {"x_ptr": f"*{short}", "v0_ptr": "*fp32", "q_ptr": "*fp32", "out_ptr": f"*{short}",
                        "v_ptr": "*fp32", "N": "i32", "stride_xt": "i32", "stride_ot": "i32", "tau": "fp32",
                        "v_threshold": "fp32", "r": "fp32"}  # fmt: skip

@@ -81,11 +81,12 @@ def new_columns(like: torch.Tensor, perm: list[int], dtype: torch.dtype) -> tupl
     return flat.permute(inverse), flat.view(shape[0], -1)
 
 
-def column_block(T: int) -> int:
-    """Columns per program: a ``[T_pad, block]`` fp32 tile of 4096 elements (larger under the interpreter, which
-    runs programs one after another)."""
+def column_block(T: int, backward: bool = False) -> int:
+    """Columns per program: a ``[T_pad, block]`` fp32 tile of 4096 elements, 2048 for a backward pass (it holds
+    the membrane and its gradient: no register spills, checked by ``benchmarks.kernel_resources``); larger under
+    the interpreter, which runs programs one after another."""
     t_pad = triton.next_power_of_2(T)
-    elements, widest = (1 << 16, 1 << 14) if interpreting() else (4096, 1024)
+    elements, widest = (1 << 16, 1 << 14) if interpreting() else (2048 if backward else 4096, 1024)
     return max(16, min(widest, elements // t_pad))
 
 

@@ -8,7 +8,8 @@ gradient flows back onto ``W``, λ or the taps by themselves.
   fused multiply-adds per element), thresholds it and writes the spikes. No membrane is stored.
 - Backward recomputes the membrane from ``x`` (cheaper than storing and reading it back), applies the surrogate in
   registers, writes ``grad_x = Wᵀ·grad_h`` and accumulates ``grad_W = grad_h·xᵀ`` and ``grad_b = Σ grad_h`` in a
-  per-program fp32 partial; the partials are summed in a fixed order (deterministic: a resumed run reproduces).
+  per-program fp32 partial (in registers up to T = 32); a fixed number of programs walks the column blocks, and
+  their partials are summed in a fixed order (deterministic, no atomics: a resumed run reproduces).
 """
 
 from __future__ import annotations
@@ -70,9 +71,11 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
     rows = tl.arange(0, T_PAD)
     rmask = rows < T
     gb = tl.zeros([T_PAD], dtype=tl.float32)
-    if NEED_W:  # this program's partial grad_W starts at 0
-        for j in range(T):
-            tl.store(gw_ptr + pid * T * T + rows * T + j, tl.zeros([T_PAD], dtype=tl.float32), mask=rmask)
+    gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)  # this program's partial grad_W, in registers (T <= 32)
+    gw_tile = gw_ptr + pid * T * T + rows[:, None] * T + rows[None, :]
+    gw_mask = rmask[:, None] & rmask[None, :]
+    if NEED_W and T_PAD > 32:  # longer sequences accumulate in global memory (one program reads what it wrote)
+        tl.store(gw_tile, gw, mask=gw_mask)
     for blk in range(pid, blocks, programs):
         cols = blk * BLOCK + tl.arange(0, BLOCK)
         cmask = cols < N
@@ -86,12 +89,21 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
                 gxj = tl.sum(wj[:, None] * gh, axis=0)
                 tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
         if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
+            block_gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)
             for j in range(T):
                 xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-                part = gw_ptr + pid * T * T + rows * T + j
-                tl.store(part, tl.load(part, mask=rmask, other=0.0) + tl.sum(gh * xj[None, :], axis=1), mask=rmask)
+                column = tl.sum(gh * xj[None, :], axis=1)
+                block_gw += tl.where(rows[None, :] == j, column[:, None], 0.0)
+            if T_PAD > 32:
+                tl.debug_barrier()  # every thread's earlier store of the partial is visible before it is read
+                tl.store(gw_tile, tl.load(gw_tile, mask=gw_mask, other=0.0) + block_gw, mask=gw_mask)
+                tl.debug_barrier()
+            else:
+                gw += block_gw
         if NEED_B:
             gb += tl.sum(gh, axis=1)
+    if NEED_W and T_PAD <= 32:
+        tl.store(gw_tile, gw, mask=gw_mask)
     if NEED_B:
         tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
 
@@ -129,7 +141,7 @@ class TritonThreshold(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g2d = as_columns(grad_spike, ctx.perm)
         grad_seq, gx2d = new_columns(grad_spike, ctx.perm, x2d.dtype) if need_x else (None, g2d)
-        block = column_block(T)
+        block = column_block(T, backward=True)
         blocks = triton.cdiv(N, block)
         programs = max(1, programs_for_reduction(blocks, x2d.device))
         gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if need_w else x2d
