@@ -1,21 +1,41 @@
-"""psn_zoo: a model zoo of Parallel Spiking Neuron networks (Fang et al., NeurIPS 2023)."""
+"""psn_zoo: a model zoo of Parallel Spiking Neuron networks (Fang et al., NeurIPS 2023).
 
-from .hub import get_pretrained_info, list_pretrained, load_pretrained
-from .models import create_model, list_models, model_info
-from .neurons import list_neurons, make_neuron, reset_states, set_step_mode
+The names below are imported on first use (PEP 562), so ``import psn_zoo.hub`` loads the checkpoint store alone,
+without the models (the hub never imports them; ``tests/test_import_graph.py``).
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "__version__",
-    "create_model",
-    "get_pretrained_info",
-    "list_models",
-    "list_neurons",
-    "list_pretrained",
-    "load_pretrained",
-    "make_neuron",
-    "model_info",
-    "reset_states",
-    "set_step_mode",
-]
+_EXPORTS = {
+    "create_model": "psn_zoo.models",
+    "freeze_backbone": "psn_zoo.models",
+    "list_models": "psn_zoo.models",
+    "load_pretrained": "psn_zoo.models",
+    "model_info": "psn_zoo.models",
+    "unfreeze": "psn_zoo.models",
+    "get_pretrained_info": "psn_zoo.hub",
+    "list_pretrained": "psn_zoo.hub",
+    "list_neurons": "psn_zoo.neurons",
+    "make_neuron": "psn_zoo.neurons",
+    "reset_states": "psn_zoo.neurons",
+    "set_step_mode": "psn_zoo.neurons",
+}
+
+__all__ = ["__version__", *sorted(_EXPORTS)]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups skip this function
+        return value
+    raise AttributeError(f"module 'psn_zoo' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})

@@ -21,11 +21,12 @@ from hub_servers import FileServer
 from safetensors.torch import save_file
 
 from psn_zoo.cli import main
-from psn_zoo.hub import ChecksumError, ManifestError, load_pretrained, load_pretrained_weights
+from psn_zoo.hub import ChecksumError, ManifestError, load_pretrained_weights
 from psn_zoo.hub import sources as hub_sources
 from psn_zoo.hub.metadata import CheckpointInfo, read_manifest, write_manifest
 from psn_zoo.hub.publish import add_entry, make_info, save_weights
-from psn_zoo.models import create_model
+from psn_zoo.models import create_model, load_pretrained
+from psn_zoo.models import read_weights as models_read_weights
 from psn_zoo.training import SpikingClassifier
 from psn_zoo.training.finetune import read_weights
 from psn_zoo.training.publish import publish_checkpoint
@@ -174,10 +175,17 @@ def test_pretrained_url_is_read_with_weights_only(evil, tmp_path):
         with pytest.raises(ValueError) as err:
             SpikingClassifier(**SEQ_MODEL, pretrained=server.url + "evil.ckpt")
         assert_refused_pickle(err, server.url + "evil.ckpt")
+        # the one build path: create_model(pretrained=<url>) and psn_zoo.models.read_weights, the same refusals
+        with pytest.raises(ValueError) as err:
+            build = {k: SEQ_MODEL[k] for k in ("neuron", "T", "num_classes", "in_channels")}
+            create_model("paper_seq_cnn", pretrained=server.url + "evil.ckpt", **build, **SEQ_MODEL["model_kwargs"])
+        assert_refused_pickle(err, server.url + "evil.ckpt")
         weights = read_weights(server.url + "good.safetensors")  # a remote safetensors file is fine
+        assert all(torch.equal(models_read_weights(server.url + "good.safetensors")[k], v) for k, v in good.items())
     assert weights.keys() == good.keys() and all(torch.equal(weights[k], v) for k, v in good.items())
-    with pytest.raises(ValueError, match=r"local paths and http\(s\):// URLs only, not s3://.*Copy the file"):
-        read_weights("s3://bucket/model.ckpt")
+    for reader in (read_weights, models_read_weights):
+        with pytest.raises(ValueError, match=r"local paths and http\(s\):// URLs only, not s3://.*Copy the file"):
+            reader("s3://bucket/model.ckpt")
 
 
 # ============================================================================================ the download cache

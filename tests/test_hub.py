@@ -27,16 +27,16 @@ from psn_zoo.hub import (
     ChecksumError,
     ManifestError,
     OfflineError,
+    SizeError,
     get_pretrained_info,
     list_pretrained,
-    load_pretrained,
     load_pretrained_weights,
     manifest_path,
 )
 from psn_zoo.hub.metadata import read_manifest, write_manifest
 from psn_zoo.hub.publish import add_entry, make_info, model_card, push_to_hub, save_weights
 from psn_zoo.hub.sources import bundled_dir, sha256_of
-from psn_zoo.models import create_model
+from psn_zoo.models import create_model, load_pretrained
 from psn_zoo.models.convert import from_spikingjelly, load_paper_checkpoint
 from psn_zoo.neurons import neurons_of
 from psn_zoo.safe_load import load_torch_file
@@ -347,7 +347,7 @@ def test_arguments_that_contradict_the_checkpoint_are_errors(name):
     cases = {
         "T": (info.T + 4, f"T={info.T + 4} (checkpoint: {info.T})"),
         "neuron": (wrong_neuron, f"neuron={wrong_neuron!r} (checkpoint: {info.neuron['name']!r})"),
-        "num_classes": (info.num_classes + 1, f"num_classes={info.num_classes + 1} (checkpoint: {info.num_classes})"),
+        # num_classes is not among them: another class count re-initialises the classifier (test_pretrained_api.py)
         "in_channels": (info.in_channels + 1, f"in_channels={info.in_channels + 1}"),
         "num_clases": (11, "num_clases=11 (not an argument of"),  # a typo is not silently ignored
     }
@@ -567,12 +567,78 @@ def test_push_to_hub_then_download_through_hf_source(release, tmp_path, monkeypa
         count = len(hub.requests)
         assert_is_tiny_model(load_pretrained(TINY, manifest=manifest), release)
         assert len(hub.requests) == count, "a pinned, cached revision needs no request"
+
+        # the repository alone is enough: hf-hub:org/repo, through create_model and load_pretrained
+        for model in (create_model(f"hf-hub:{repo}"), load_pretrained(f"hf-hub:{repo}@{commit}")):
+            assert_is_tiny_model(model, release)
+            assert model.pretrained_cfg.sources == (f"hf://{repo}@{commit}",)  # weights pinned to the config's commit
+            assert dataclasses.replace(model.pretrained_cfg, sources=release.info.sources) == release.info
+        assert create_model("paper_cifar10dvs_vgg", pretrained=f"hf-hub:{repo}").pretrained_cfg.name == TINY
+        untrained = create_model(f"hf-hub:{repo}", pretrained=False)
+        assert untrained.pretrained_cfg is None and untrained.T == release.info.T
+        assert not all(torch.equal(v, release.state[k]) for k, v in untrained.state_dict().items())
+        with pytest.raises(ValueError, match="is a paper_cifar10dvs_vgg, not a sew_resnet18"):
+            create_model("sew_resnet18", pretrained=f"hf-hub:{repo}")
+        # the model card is huggingface_hub's, with a model-index holding the measured numbers
+        from huggingface_hub import ModelCard
+
+        card_file = tmp_path / "README.md"
+        card_file.write_bytes(hub.file_bytes(repo, "README.md"))
+        card = ModelCard.load(card_file)
+        assert card.data.library_name == "psn_zoo" and card.data.model_name == TINY
+        results = {r.metric_type: r for r in card.data.eval_results}
+        assert results["accuracy"].metric_value == round(100 * release.info.metrics["top1"], 2)
+        assert results["top_5_accuracy"].metric_value == round(100 * release.info.metrics["top5"], 2)
+        assert results["accuracy"].dataset_name == release.info.dataset["name"]
+        assert results["accuracy"].dataset_split == release.info.dataset["split"]
     # offline, with the Hub gone: the Hugging Face cache serves it; a file it never had is an OfflineError
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_is_tiny_model(load_pretrained(TINY, manifest=manifest), release)
     other = release.manifest_elsewhere(tmp_path / "m2", sources=("hf://psn-org/never-downloaded",))
     with pytest.raises(OfflineError, match=r"offline mode.*never-downloaded"):
         load_pretrained(TINY, manifest=other)
+
+
+def test_hf_hub_repositories_are_verified_and_validated(release, tmp_path, monkeypatch, hf_stale):
+    """``hf-hub:`` loads check the weights against the repository's config.json, validate that record like a
+    manifest entry, refuse an oversized one, and work offline from the Hugging Face cache."""
+    from huggingface_hub import HfApi, constants
+
+    monkeypatch.setattr(constants, "HF_HUB_DISABLE_XET", True)
+    with FakeHub() as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        api = HfApi(endpoint=hub.url, token="t")
+        push_to_hub(TINY, "psn-org/good", manifest_dir=release.dir, endpoint=hub.url, token="t")
+        push_to_hub(TINY, "psn-org/swapped", manifest_dir=release.dir, endpoint=hub.url, token="t")
+        other = bytearray(release.data)
+        other[len(other) // 2] ^= 0x01
+        api.upload_file(path_or_fileobj=bytes(other), path_in_repo=release.info.weights.file, repo_id="psn-org/swapped")
+        with pytest.raises(ChecksumError, match=f"expected {release.info.weights.sha256}"):
+            create_model("hf-hub:psn-org/swapped")
+        bad = {
+            "psn-org/not-json": b"{not json",
+            "psn-org/no-sha": json.dumps({k: v for k, v in release.info.to_dict().items() if k != "weights"}).encode(),
+            "psn-org/huge": b" " * (1 << 20) + b"{}",
+        }
+        for repo, config in bad.items():
+            hub.add_repo(repo)
+            api.upload_file(path_or_fileobj=config, path_in_repo="config.json", repo_id=repo)
+        with pytest.raises(ManifestError, match=r"config\.json of hf-hub:psn-org/not-json is not JSON"):
+            create_model("hf-hub:psn-org/not-json")
+        with pytest.raises(ManifestError, match=f"checkpoint entry {TINY!r}: field 'weights' is missing"):
+            load_pretrained("hf-hub:psn-org/no-sha")
+        with pytest.raises(SizeError, match="not a psn_zoo metadata file"):
+            create_model("hf-hub:psn-org/huge")
+        hub.add_repo("psn-org/empty")
+        with pytest.raises(OSError, match=r"config\.json"):
+            create_model("hf-hub:psn-org/empty")
+        with pytest.raises(ValueError, match="is not a Hugging Face Hub repository"):
+            create_model("hf-hub:no-slash")
+        assert_is_tiny_model(create_model("hf-hub:psn-org/good"), release)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")  # the Hub is gone: the Hugging Face cache serves config and weights
+    assert_is_tiny_model(create_model("hf-hub:psn-org/good"), release)
+    with pytest.raises(OfflineError, match=r"offline mode: config\.json of psn-org/never"):
+        create_model("hf-hub:psn-org/never")
 
 
 def test_hf_source_errors_and_fallback(release, tmp_path, monkeypatch, hf_stale):

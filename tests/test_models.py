@@ -116,19 +116,80 @@ def test_input_layouts_and_errors():
 
 def test_common_method_surface():
     model = create_model("spiking_vgg11_bn", neuron="psn", T=2, num_classes=7, head="compact")
-    x = torch.rand(2, 3, 32, 32)
-    features = model.forward_features(model.to_time_first(x))
-    assert features.shape == (2, 2, model.num_features) and model.num_features == 512
-    assert model.forward_head(features).shape == (2, 2, 7)
-    assert model.forward_head(features, pre_logits=True).shape == (2, 2, 512)
+    x = torch.rand(3, 3, 32, 32)
+    features = model.forward_features(x)  # batch-first in, batch-first out
+    assert features.shape == (3, 2, model.num_features) and model.num_features == 512
+    assert model.forward_head(features).shape == (3, 7)
+    assert model.forward_head(features, pre_logits=True).shape == (3, 512)  # averaged over time
     assert model.num_params == sum(p.numel() for p in model.parameters())
     model.reset_classifier(11)
-    assert model(x).shape == (2, 11) and model.num_classes == 11
+    assert model(x).shape == (3, 11) and model.num_classes == 11
     model.reset_classifier(0)
-    assert model(x).shape == (2, 512)
+    assert model(x).shape == (3, 512)
     for name in list_models():
         m = create_model(name, T=2, num_classes=4)
         assert isinstance(m.get_classifier(), torch.nn.Linear) and m.get_classifier().out_features == 4
+
+
+# a membrane that carries state from one call to the next unless reset, and a threshold low enough that every layer
+# fires at initialisation (with the default threshold the deep layers are silent and any output would match)
+SURFACE_NEURON = {"name": "lif", "tau": 2.0, "v_threshold": 0.05}
+
+
+@pytest.mark.parametrize("name", list_models())
+def test_forward_features_and_head_are_batch_first_pure_and_compose_to_forward(name):
+    T = 3
+    model = create_model(name, neuron=SURFACE_NEURON, T=T, num_classes=4, **_sweep_kwargs(name)).eval()
+    x = tiny_input(name, T, batch=2) * 3
+    with torch.no_grad():
+        logits = model(x)
+        assert not torch.equal(logits[0], logits[1]), "the network must respond to its input"
+        features = model.forward_features(x)
+        assert features.shape[:2] == (2, T) and features.dim() == 3
+        assert torch.equal(model.forward_features(x), features)  # pure: no membrane kept between calls
+        head = model.forward_head(features)
+        assert torch.equal(model.forward_head(features), head)
+        assert torch.equal(head, logits)  # forward == forward_head(forward_features(...)), bit for bit
+        assert model.forward_head(features, pre_logits=True).shape == (2, model.num_features)  # classifier input
+        # the explicit time-first variants give the same numbers
+        x_seq = x.transpose(0, 1)
+        assert torch.equal(model(x_seq, time_first=True), logits)
+        assert torch.equal(model.forward_features(x_seq, time_first=True), features.transpose(0, 1))
+        assert torch.equal(model.forward_head(features.transpose(0, 1), time_first=True), head)
+    assert all(getattr(n, "v", None) is None for n in model.neuron_layers())
+
+
+def test_layout_is_never_guessed_when_batch_equals_t():
+    T = 4
+    model = create_model("sew_resnet18", neuron=SURFACE_NEURON, T=T, num_classes=3, in_channels=2).eval()
+    x = torch.rand(T, T, 2, 32, 32) * 3  # B == T: the shape cannot tell the layouts apart
+    with torch.no_grad():
+        batch_first = model(x)
+        time_first = model(x, time_first=True)
+        assert torch.equal(batch_first, model(x.transpose(0, 1).contiguous(), time_first=True))
+        assert torch.equal(time_first, model(x.transpose(0, 1).contiguous()))
+    assert not torch.equal(batch_first, time_first)  # read as the argument says, not guessed
+    model = create_model("sew_resnet18", neuron="psn", T=T, num_classes=3, in_channels=2)  # tied to T = 4
+    with pytest.raises(ValueError, match=r"time_first=True expects \[T, B, C, H, W\]"):
+        model(torch.rand(2, 2, 32, 32), time_first=True)
+    with pytest.raises(ValueError, match=r"built for T=4 but the input has 6 time steps on dim 0.*time_first=True"):
+        model(torch.rand(6, 2, 2, 32, 32), time_first=True)
+    features = model.forward_features(torch.rand(2, T, 2, 32, 32))
+    with pytest.raises(ValueError, match=r"built for T=4 but the input has 2 time steps on dim 1"):
+        model.forward_head(features.transpose(0, 1))  # [T, B, F] given where [B, T, F] is expected
+    with pytest.raises(ValueError, match=r"forward_head expects features \[B, T, F\]"):
+        model.forward_head(features[:, 0])
+
+
+def test_streaming_mode_refuses_every_multi_step_pass():
+    model = create_model("sew_resnet18", neuron="lif", T=2, num_classes=2)
+    model.set_step_mode("s")
+    x = torch.rand(1, 2, 3, 32, 32)
+    for call in (model, model.forward_steps, model.forward_features):
+        with pytest.raises(RuntimeError, match="streaming mode"):
+            call(x)
+    with pytest.raises(RuntimeError, match="streaming mode"):
+        model.forward_head(torch.rand(1, 2, 512))
 
 
 def test_states_are_reset_around_every_forward():

@@ -15,7 +15,8 @@ from safetensors.torch import load_file
 from torchmetrics.classification import MulticlassAccuracy
 
 from datamodules import SequentialDigitsDataModule
-from psn_zoo.hub import get_pretrained_info, list_pretrained, load_pretrained
+from psn_zoo.hub import get_pretrained_info, list_pretrained
+from psn_zoo.models import load_pretrained
 from psn_zoo.training import SpikingClassifier
 
 pytestmark = pytest.mark.timeout(900)

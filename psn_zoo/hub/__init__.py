@@ -1,13 +1,15 @@
-"""Published checkpoints: ``list_pretrained``, ``load_pretrained`` and their metadata.
+"""Published checkpoints as files and metadata: the catalog (manifests, ``hf-hub:`` repos), sources, cache and sha256.
 
 ::
 
     import psn_zoo
     psn_zoo.list_pretrained("*ndigits*")
-    model = psn_zoo.load_pretrained("paper_cifar10dvs_vgg.ndigits_psn_t4")   # ready: right neuron, T, classes
-    model.pretrained_info.metrics["top1"], model.pretrained_info.input.transform
+    info = psn_zoo.get_pretrained_info("paper_cifar10dvs_vgg.ndigits_psn_t4")   # typed metadata
+    state = psn_zoo.hub.load_pretrained_weights("paper_cifar10dvs_vgg.ndigits_psn_t4")  # sha256-verified tensors
 
-Weights are safetensors (never pickle) named with their sha256 prefix; the sha256 is checked on every load.
+Weights are safetensors (never pickle) named with their sha256 prefix; the sha256 is checked on every load. This
+package knows nothing of models: building a network with these weights is :func:`psn_zoo.create_model` /
+:func:`psn_zoo.load_pretrained` (:mod:`psn_zoo.models._builder`).
 """
 
 from __future__ import annotations
@@ -15,15 +17,27 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import hashlib
+import json
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .metadata import CheckpointInfo, ManifestError, read_manifest
-from .sources import CacheError, ChecksumError, OfflineError, SizeError, bundled_dir, cache_dir, fetch
+from .sources import (
+    CacheError,
+    ChecksumError,
+    OfflineError,
+    SizeError,
+    bundled_dir,
+    cache_dir,
+    fetch,
+    hf_metadata_file,
+)
 
 __all__ = [
+    "HF_HUB_PREFIX",
     "CacheError",
     "CheckpointInfo",
     "ChecksumError",
@@ -31,12 +45,17 @@ __all__ = [
     "OfflineError",
     "SizeError",
     "cache_dir",
+    "default_pretrained",
     "get_pretrained_info",
+    "hf_hub_info",
     "list_pretrained",
-    "load_pretrained",
+    "load_entry_weights",
     "load_pretrained_weights",
     "manifest_path",
 ]
+
+#: The prefix of a Hugging Face Hub repository written by ``psn-zoo push``: ``hf-hub:org/repo[@revision]`` (timm's).
+HF_HUB_PREFIX = "hf-hub:"
 
 
 def manifest_path() -> Path:
@@ -72,13 +91,64 @@ def get_pretrained_info(name: str, *, manifest: str | Path | None = None) -> Che
     raise KeyError(f"no published checkpoint {name!r}.{hint} Available: {', '.join(sorted(entries)) or 'none'}")
 
 
-def load_pretrained_weights(
-    name: str, *, source: str | Path | None = None, manifest: str | Path | None = None
+def default_pretrained(architecture: str, *, manifest: str | Path | None = None) -> str:
+    """The entry ``pretrained=True`` picks for ``architecture``: its best measured top-1 (on the entry's own split);
+    ties, and entries without a top-1, go by name. :class:`KeyError` when the architecture has no entry."""
+    entries = [info for info in _entries(manifest).values() if info.architecture == architecture]
+    if not entries:
+        listed = sorted({info.architecture for info in _entries(manifest).values()})
+        raise KeyError(
+            f"no published checkpoint for {architecture!r}, so pretrained=True has nothing to load. Architectures "
+            f"with checkpoints: {', '.join(listed) or 'none'}; or pass a path or 'hf-hub:org/repo' as pretrained"
+        )
+
+    def rank(info: CheckpointInfo) -> tuple[float, str]:
+        top1 = info.metrics.get("top1")
+        return (-float(top1) if isinstance(top1, int | float) else 1.0, info.name)
+
+    return min(entries, key=rank).name
+
+
+def _hf_repo(spec: str) -> str:
+    """``hf-hub:org/repo[@rev]`` (or ``org/repo[@rev]``) -> ``hf://org/repo[@rev]``, the manifest's source form."""
+    repo = spec.removeprefix(HF_HUB_PREFIX)
+    name = repo.partition("@")[0]
+    if name.count("/") != 1 or not all(name.split("/")):
+        raise ValueError(
+            f"{spec!r} is not a Hugging Face Hub repository: write 'hf-hub:org/repo' or 'hf-hub:org/repo@rev'"
+        )
+    return f"hf://{repo}"
+
+
+def hf_hub_info(spec: str, *, endpoint: str | None = None) -> CheckpointInfo:
+    """The metadata of a repository written by ``psn-zoo push`` (``hf-hub:org/repo[@revision]``), validated as a
+    manifest entry, with ``sources`` pinned to the commit it was read at (so the weights come from the same one).
+
+    Its ``weights.sha256`` is the repository's own: a download is checked against it, so a corrupt or swapped file
+    is refused, but trust in the repository is yours (pin ``@revision``, or list the entry in a manifest).
+    """
+    source = _hf_repo(spec)
+    data, commit = hf_metadata_file(source, "config.json", endpoint=endpoint)
+    try:
+        raw = json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as err:
+        raise ManifestError(f"config.json of {spec} is not JSON ({err}); is it a psn_zoo repository?") from None
+    if not isinstance(raw, dict):
+        raise ManifestError(f"config.json of {spec} is not a psn_zoo checkpoint record (a JSON object)")
+    raw = {**raw, "sources": [f"{source.partition('@')[0]}@{commit}"]}
+    return CheckpointInfo.from_dict(raw)
+
+
+def load_entry_weights(
+    info: CheckpointInfo, *, source: str | Path | None = None, release_dir: str | Path | None = None
 ) -> dict[str, torch.Tensor]:
-    """The float32 state dict of a published checkpoint (file located and sha256-verified)."""
+    """The float32 state dict of ``info``'s weights file, located (see :mod:`.sources`) and sha256-verified.
+
+    ``source``: a local file or folder, or a URL (``http(s)://``, ``file://``, ``hf://``) used instead of the entry's
+    own sources. ``release_dir``: the folder of the manifest that lists the entry.
+    """
     from safetensors.torch import load_file
 
-    info = get_pretrained_info(name, manifest=manifest)
     local = None
     sources = info.sources
     if source is not None:
@@ -87,62 +157,37 @@ def load_pretrained_weights(
             sources = (text,)
         else:
             local = source
-    release_dir = Path(manifest).parent if manifest is not None else None
     path = fetch(
         info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir, size=info.weights.size
     )
     return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
 
 
-def load_pretrained(
-    name: str, *, source: str | Path | None = None, manifest: str | Path | None = None, **expected: Any
-) -> torch.nn.Module:
-    """A ready model for a published checkpoint, with its metadata as ``model.pretrained_info``.
-
-    ``expected`` (e.g. ``T=4``, ``num_classes=10``, ``neuron="psn"``, ``in_channels=2``) must match the
-    checkpoint: a mismatch is an error (re-head a loaded model with ``reset_classifier``, or fine-tune with
-    ``SpikingClassifier(pretrained=...)``).
-    """
-    from ..models import create_model, model_info
-    from ..neurons import NeuronSpec
-
+def load_pretrained_weights(
+    name: str, *, source: str | Path | None = None, manifest: str | Path | None = None
+) -> dict[str, torch.Tensor]:
+    """The float32 state dict of a published checkpoint (a manifest entry or ``hf-hub:org/repo``), sha256-verified."""
+    if name.startswith(HF_HUB_PREFIX):
+        return load_entry_weights(hf_hub_info(name), source=source)
     info = get_pretrained_info(name, manifest=manifest)
-    build = info.build_kwargs()
-    defaults = model_info(info.architecture)["defaults"]
-    wrong = []
-    for key, value in expected.items():
-        if value is None:
-            continue
-        if key == "neuron":
-            spec = NeuronSpec.parse(value).to_dict()  # canonical name (aliases resolved); unknown names raise
-            want = spec["name"]
-            if want != info.neuron["name"] and want not in _aliases(info.neuron["name"]):
-                wrong.append(f"neuron={want!r} (checkpoint: {info.neuron['name']!r})")
-            for arg, given in spec.items():
-                if arg != "name" and info.neuron.get(arg) != given:
-                    wrong.append(f"neuron {arg}={given!r} (checkpoint: {info.neuron.get(arg)!r})")
-        elif key in build or key in defaults:
-            have = build[key] if key in build else defaults[key]
-            if have != value:
-                wrong.append(f"{key}={value!r} (checkpoint: {have!r})")
-        elif key in info.neuron:
-            if info.neuron[key] != value:
-                wrong.append(f"{key}={value!r} (checkpoint's neuron: {info.neuron[key]!r})")
-        else:
-            wrong.append(f"{key}={value!r} (not an argument of {info.architecture} or of its neuron)")
-    if wrong:
-        raise ValueError(
-            f"pretrained checkpoint {name!r} does not match the request: {', '.join(wrong)}. A checkpoint fixes "
-            "its architecture, T, neuron and classes; drop those arguments, then re-head with "
-            "model.reset_classifier(n) or fine-tune with SpikingClassifier(pretrained=...)"
+    release_dir = Path(manifest).parent if manifest is not None else None
+    return load_entry_weights(info, source=source, release_dir=release_dir)
+
+
+def __getattr__(name: str) -> Any:
+    """``psn_zoo.hub.load_pretrained``: moved to :func:`psn_zoo.load_pretrained` (models are built outside the hub).
+
+    Kept, with a ``DeprecationWarning``, until ``benchmarks/efficiency.py`` imports it from ``psn_zoo``; then delete
+    this function (and its allowance in ``tests/test_import_graph.py``).
+    """
+    if name == "load_pretrained":
+        warnings.warn(
+            "psn_zoo.hub.load_pretrained moved: use psn_zoo.load_pretrained (or psn_zoo.create_model(name, "
+            "pretrained=True)); the hub only stores and verifies files",
+            DeprecationWarning,
+            stacklevel=2,
         )
-    model = create_model(info.architecture, **build)
-    model.load_state_dict(load_pretrained_weights(name, source=source, manifest=manifest))
-    model.pretrained_info = info
-    return model.eval()
+        from ..models._builder import load_pretrained  # deprecated forwarder, the hub's one reference to models
 
-
-def _aliases(neuron: str) -> list[str]:
-    from ..neurons import NEURONS
-
-    return NEURONS.aliases(neuron)
+        return load_pretrained
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,5 +1,7 @@
-"""Writing release entries: safetensors named by sha256, the manifest record, the model card; pushing to the
-Hugging Face Hub; importing the paper's and SpikingJelly's checkpoints."""
+"""Writing release entries: safetensors named by sha256, the manifest record, the model card; pushing an entry to a
+Hugging Face Hub repository (``hf-hub:org/repo``). Like the rest of :mod:`psn_zoo.hub`, nothing here imports the
+models: a model is read through its attributes only (``neuron_spec``, ``T``, ``num_classes``...). Importing the
+paper's and SpikingJelly's checkpoints builds models, so it lives in :mod:`psn_zoo.models.convert`."""
 
 from __future__ import annotations
 
@@ -14,8 +16,7 @@ from typing import Any
 
 import torch
 
-from ..safe_load import load_torch_file
-from .metadata import CheckpointInfo, WeightsFile, check_entry_name, entry_name, read_manifest, write_manifest
+from .metadata import CheckpointInfo, WeightsFile, check_entry_name, read_manifest, write_manifest
 
 
 class EntryExistsError(FileExistsError):
@@ -132,21 +133,48 @@ def _num(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
 
+def card_data(info: CheckpointInfo) -> Any:
+    """The card's metadata as ``huggingface_hub.ModelCardData``: library, licence, tags, dataset and a ``model-index``
+    with the measured top-1/top-5 (percent, on the entry's split)."""
+    from huggingface_hub import EvalResult, ModelCardData
+
+    dataset = str(info.dataset.get("name") or "unknown")
+    metrics = (("top1", "accuracy", "top-1 accuracy (%)"), ("top5", "top_5_accuracy", "top-5 accuracy (%)"))
+    results = [
+        EvalResult(
+            task_type="image-classification",
+            dataset_type=dataset.lower(),
+            dataset_name=dataset,
+            dataset_split=str(info.dataset.get("split") or "test"),
+            metric_type=metric_type,
+            metric_value=round(100 * float(info.metrics[key]), 2),
+            metric_name=label,
+        )
+        for key, metric_type, label in metrics
+        if isinstance(info.metrics.get(key), int | float)
+    ]
+    return ModelCardData(
+        library_name="psn_zoo",
+        license=info.license.lower(),
+        tags=["spiking-neural-network", "parallel-spiking-neuron", info.neuron["name"], info.architecture],
+        datasets=[dataset],
+        metrics=["accuracy"],
+        model_name=info.name,
+        eval_results=results or None,
+    )
+
+
 def model_card(info: CheckpointInfo) -> str:
-    """A Hugging Face style model card: YAML front matter, then what it is, how it was trained, its numbers."""
+    """A Hugging Face model card (``huggingface_hub.ModelCard``): :func:`card_data` as YAML front matter, then what
+    the checkpoint is, how to load it, its numbers and how it was trained."""
+    from huggingface_hub import ModelCard
+
     m = info.metrics
     rates = m.get("firing_rate", {})
     rate_rows = "\n".join(f"| `{k}` | {v:.4f} |" for k, v in rates.items()) or "| (not measured) | |"
     dataset = info.dataset
-    return f"""---
-library_name: psn_zoo
-tags: [spiking-neural-network, parallel-spiking-neuron, {info.neuron["name"]}, {info.architecture}]
-datasets: [{dataset.get("name", "unknown")}]
-license: {info.license.lower()}
-metrics: [accuracy]
----
-
-# {info.name}
+    sample = ", ".join(map(str, info.input.shape))
+    body = f"""# {info.name}
 
 **{info.architecture}** with **{info.neuron["name"]}** neurons (`{json.dumps(dict(info.neuron))}`),
 T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, trained on **{dataset.get("name")}**
@@ -158,8 +186,9 @@ T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, trained on
 ```python
 import psn_zoo
 
-model = psn_zoo.load_pretrained("{info.name}")  # sha256-verified, eval mode
-logits = model(x)  # x: {info.input.kind} {list(info.input.shape)} per sample
+model = psn_zoo.create_model("{info.name}", pretrained=True)  # sha256-verified, eval mode
+# or, from a Hugging Face Hub repository written by `psn-zoo push`: psn_zoo.create_model("hf-hub:<org>/<repo>")
+logits = model(x)  # x: {info.input.kind}, batch-first [B, {sample}]
 ```
 
 Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
@@ -198,6 +227,7 @@ A different class count replaces the classifier; `--model.freeze_backbone true` 
 
 Weights: `{info.weights.file}` ({info.weights.dtype}, sha256 `{info.weights.sha256}`).
 """
+    return str(ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}"))
 
 
 def make_info(
@@ -221,7 +251,7 @@ def make_info(
         "name": name,
         "architecture": name.split(".", 1)[0],
         "model_kwargs": dict(model_kwargs),
-        "neuron": dict(model.neuron_spec) | _neuron_state(model),
+        "neuron": dict(getattr(model, "trained_neuron_spec", model.neuron_spec)),
         "T": model.T,
         "num_classes": model.num_classes,
         "in_channels": model.in_channels,
@@ -240,151 +270,49 @@ def make_info(
     return CheckpointInfo.from_dict(json.loads(json.dumps(raw)))
 
 
-def _neuron_state(model: torch.nn.Module) -> dict[str, Any]:
-    """The masked PSN's λ as trained (the spec holds its starting value)."""
-    from ..neurons import MaskedPSN
-
-    masked = [m for m in model.modules() if isinstance(m, MaskedPSN)]
-    return {"lambda_": float(masked[0].lambda_)} if masked else {}
-
-
 def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | None = None,
                 token: str | None = None) -> str:  # fmt: skip
-    """Upload an entry (weights, ``config.json`` metadata, ``README.md`` card) to a Hugging Face Hub repo.
+    """Upload an entry to a Hugging Face Hub repository through ``huggingface_hub`` (``create_repo`` +
+    ``upload_folder``): the sha256-named safetensors, ``config.json`` (the entry's record, validated again on load)
+    and ``README.md`` (:func:`model_card`, with a ``model-index``). The weights are checked against the manifest's
+    sha256 before anything is sent.
 
-    Returns the ``hf://repo@commit`` source string to add to the entry's ``sources``.
+    ``psn_zoo.create_model("hf-hub:<repo_id>")`` loads the result. Returns the ``hf://repo@commit`` source string to
+    add to the entry's ``sources``.
     """
     from huggingface_hub import HfApi
 
-    manifest = Path(manifest_dir) / "manifest.json"
+    from .sources import verify
+
+    manifest_dir = Path(manifest_dir)
+    manifest = manifest_dir / "manifest.json"
     entries = read_manifest(manifest)
     if name not in entries:
         raise KeyError(f"{manifest} lists no entry {name!r}; it lists: {', '.join(sorted(entries)) or 'none'}")
     info = entries[name]
+    weights = verify(manifest_dir / info.weights.file, info.weights.sha256)
     api = HfApi(endpoint=endpoint, token=token)
     api.create_repo(repo_id, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         folder = Path(staging)
-        (folder / info.weights.file).write_bytes((manifest_dir / info.weights.file).read_bytes())
+        (folder / info.weights.file).write_bytes(weights.read_bytes())
         (folder / "config.json").write_text(json.dumps(info.to_dict(), indent=2))
         (folder / "README.md").write_text(model_card(info))
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"psn_zoo: {name}")
     return f"hf://{repo_id}@{commit.oid}"
 
 
-_PAPER = {  # architecture -> (dataset, input kind, transform, recipe); the sample shape comes from the model
-    "paper_cifar10_csnn": ("CIFAR-10", "static_image", {"normalize": "CIFAR-10 mean/std"},
-                           "configs/cifar10_csnn_psn.yaml"),
-    "paper_cifar10dvs_vgg": ("CIFAR10-DVS", "event_frames", {"ToFrame": "n_event_bins=T", "size": 48},
-                             "configs/cifar10dvs_vgg_sliding_t10.yaml"),
-    "paper_sew_resnet18": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
-                           "configs/imagenet_sew_resnet18_psn.yaml"),
-    "paper_sew_resnet34": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
-                           "configs/imagenet_sew_resnet34_psn.yaml"),
-}  # fmt: skip
+def __getattr__(name: str) -> Any:
+    """``import_paper_checkpoint`` / ``import_spikingjelly_state`` moved to :mod:`psn_zoo.models.convert` (they build
+    models). Kept, with a ``DeprecationWarning``, until ``psn_zoo/cli.py`` imports them from there; then delete this
+    function (and its allowance in ``tests/test_import_graph.py``)."""
+    if name in ("import_paper_checkpoint", "import_spikingjelly_state"):
+        import warnings
 
+        warnings.warn(
+            f"psn_zoo.hub.publish.{name} moved: use psn_zoo.models.convert.{name}", DeprecationWarning, stacklevel=2
+        )
+        from ..models import convert  # deprecated forwarder, the hub's one reference to models
 
-def import_paper_checkpoint(
-    path: str | Path, tag: str, out_dir: str | Path, notes: str = "", *, overwrite: bool = False
-) -> CheckpointInfo:
-    """A released ``.pth`` of the paper's code (read with ``weights_only=True``) -> a psn_zoo entry.
-
-    The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe. An entry
-    already listed under the name is replaced only with ``overwrite``.
-    """
-    from ..models.convert import load_paper_checkpoint
-
-    entry_name("paper", tag)  # a bad tag fails before the file is read
-    model = load_paper_checkpoint(path)
-    arch = next(name for name in _PAPER if _matches(model, name))
-    name = entry_name(arch, tag)
-    ensure_new_entry(Path(out_dir), name, overwrite)
-    dataset, kind, transform, recipe = _PAPER[arch]
-    model_kwargs = _model_kwargs(model)
-    side = model_kwargs.get("input_size", 224)
-    shape = [model.in_channels, side, side] if kind == "static_image" else [model.T, model.in_channels, side, side]
-    if kind == "event_frames":
-        transform = {**transform, "size": side}
-    return write_entry(
-        out_dir,
-        name,
-        model.state_dict(),
-        lambda weights: make_info(
-            name=name,
-            model=model,
-            weights=weights,
-            classes=[str(i) for i in range(model.num_classes)],
-            input_spec={"kind": kind, "shape": shape, "sensor_size": None, "transform": transform},
-            dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
-            metrics={},
-            recipe=recipe,
-            model_kwargs=model_kwargs,
-            notes=notes or "Imported from the paper's released checkpoint.",
-        ),
-        overwrite=overwrite,
-    )
-
-
-def import_spikingjelly_state(
-    path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str | Mapping[str, Any], T: int,
-    num_classes: int, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None, image_size: int = 224,
-    notes: str = "", overwrite: bool = False,
-) -> CheckpointInfo:  # fmt: skip
-    """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry.
-
-    ``neuron`` is a spec (``"lif"`` or ``{"name": "lif", "tau": 2.0}``); ``model_kwargs`` are the builder's other
-    arguments as SpikingJelly's model was built (e.g. ``{"cnf": "IAND"}`` for a SEW-ResNet): they are not in the
-    state dict, so they must be given. An entry already listed under the name is replaced only with ``overwrite``.
-    """
-    from ..models import create_model
-    from ..models.convert import from_spikingjelly
-
-    name = entry_name(architecture, tag)
-    ensure_new_entry(Path(out_dir), name, overwrite)
-    state = load_torch_file(path)
-    state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
-    extra = dict(model_kwargs or {})
-    model = create_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels, **extra)
-    model.load_state_dict(from_spikingjelly(state, model))
-    return write_entry(
-        out_dir,
-        name,
-        model.state_dict(),
-        lambda weights: make_info(
-            name=name,
-            model=model,
-            weights=weights,
-            classes=[str(i) for i in range(num_classes)],
-            input_spec={
-                "kind": "static_image",
-                "shape": [in_channels, image_size, image_size],
-                "sensor_size": None,
-                "transform": {},
-            },
-            dataset={"name": "unknown", "split": "n/a", "source": str(path)},
-            metrics={},
-            recipe="(imported from SpikingJelly)",
-            model_kwargs=extra,
-            notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
-        ),
-        overwrite=overwrite,
-    )
-
-
-def _matches(model: torch.nn.Module, arch: str) -> bool:
-    return {"CifarCSNN": "paper_cifar10_csnn", "DvsVGG": "paper_cifar10dvs_vgg"}.get(type(model).__name__) == arch or (
-        type(model).__name__ == "SpikingResNet" and arch == f"paper_sew_resnet{18 if len(model.layer3) == 2 else 34}"
-    )
-
-
-def _model_kwargs(model: torch.nn.Module) -> dict[str, Any]:
-    """The builder arguments (besides neuron, T, classes, channels) that rebuild an imported paper network."""
-    name = type(model).__name__
-    if name == "CifarCSNN":
-        channels = model.conv[0].out_channels
-        side = round((model.fc[1].in_features / channels) ** 0.5)  # two 2x2 pools
-        return {"channels": channels, "fc_hidden": model.fc[1].out_features, "input_size": 4 * side}
-    if name == "DvsVGG":
-        width = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
-        return {"input_size": 16 * round((model.classifier[1].in_features / width) ** 0.5)}  # four 2x2 pools
-    return {}
+        return getattr(convert, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -221,8 +221,9 @@ def _hf_cache_dir() -> str | None:
     return None
 
 
-def _from_hf(spec: str, filename: str, sha256: str, endpoint: str | None) -> Path:
-    """The verified file from ``hf://org/repo[@revision]`` (huggingface_hub's cache layout and offline rules).
+def _hf_download(spec: str, filename: str, endpoint: str | None) -> Path:
+    """``filename`` of ``hf://org/repo[@revision]`` through ``hf_hub_download`` (huggingface_hub's cache layout and
+    offline rules), unchecked: callers verify it.
 
     Raises :class:`OfflineError` for a cache miss in offline mode and an ``OSError`` when the Hub cannot be reached or
     lacks the repository, revision or file (so that :func:`fetch` tries the next source).
@@ -248,7 +249,31 @@ def _from_hf(spec: str, filename: str, sha256: str, endpoint: str | None) -> Pat
         raise ConnectionError(
             f"could not get {filename} of {repo} from {where}, and it is not in the Hugging Face cache ({err})"
         ) from None
-    return verify(Path(path), sha256)
+    return Path(path)
+
+
+def _from_hf(spec: str, filename: str, sha256: str, endpoint: str | None) -> Path:
+    """The verified file from ``hf://org/repo[@revision]`` (see :func:`_hf_download`)."""
+    return verify(_hf_download(spec, filename, endpoint), sha256)
+
+
+_HF_METADATA_LIMIT = 1 << 20  # a config.json is a few KB; anything this large is not one
+
+
+def hf_metadata_file(spec: str, filename: str = "config.json", *, endpoint: str | None = None) -> tuple[bytes, str]:
+    """The bytes of a small metadata file of ``hf://org/repo[@revision]`` and the commit they were read at.
+
+    The commit (huggingface_hub's snapshot folder, a 40-hex git hash) pins the weights to the same revision as their
+    metadata. Files over 1 MiB are refused (a metadata file is a few KB). Errors as :func:`_hf_download`.
+    """
+    path = _hf_download(spec, filename, endpoint)
+    size = path.stat().st_size
+    if size > _HF_METADATA_LIMIT:
+        raise SizeError(f"{filename} of {spec} is {size} bytes: not a psn_zoo metadata file (at most 1 MiB)")
+    commit = path.parent.name
+    if not (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)):
+        commit = spec.partition("@")[2] or "main"  # not huggingface_hub's snapshot layout: the revision asked for
+    return path.read_bytes(), commit
 
 
 def fetch(

@@ -7,20 +7,27 @@ Inputs are batch-first at the edge and time-first ``[T, B, ...]`` inside (one tr
 - sequence models: ``[B, T, C, L]``, one ``[C, L]`` slice per step (e.g. an image read column by column).
 
 Every model offers ``forward`` (logits averaged over time, ``[B, classes]``), ``forward_steps`` (per-step
-logits ``[T, B, classes]``, e.g. for the TET loss), ``forward_features`` / ``forward_head``,
-``reset_classifier``, ``reset_states``, ``num_params`` and, with causal neurons, frame-by-frame streaming
-through ``set_step_mode("s")`` and ``step``.
+logits ``[T, B, classes]``, e.g. for the TET loss), ``forward_features`` (``[B, T, F]``) / ``forward_head``
+(``[B, T, F] -> [B, classes]``, so ``forward(x) == forward_head(forward_features(x))``), ``reset_classifier``,
+``reset_states``, ``num_params`` and, with causal neurons, frame-by-frame streaming through ``set_step_mode("s")``
+and ``step``.
+
+All four passes take batch-first input; ``time_first=True`` takes ``[T, B, ...]`` instead (and ``forward_features``
+then returns ``[T, B, F]``). The layout is never guessed from the shape: a ``[4, 4, ...]`` tensor is read as the
+argument says. Each pass resets every neuron before and after it, so it is pure: the same input gives the same
+output, and no membrane (or autograd graph) leaks between calls. A model loaded from an event-frames checkpoint
+refuses a 4-dim input, which could be one unbatched sample ``[T, C, H, W]`` as well as static images.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
 from torch import nn
 
-from ..neurons import NeuronSpec, neuron_factory, neurons_of, reset_states, set_step_mode
+from ..neurons import MaskedPSN, NeuronSpec, neuron_factory, neurons_of, reset_states, set_step_mode
 
 InputKind = Literal["image", "sequence"]
 
@@ -33,6 +40,11 @@ class SpikingModel(nn.Module):
     input_kind: ClassVar[InputKind] = "image"
     #: Dotted path of the final linear layer (replaced by :meth:`reset_classifier`).
     classifier_path: ClassVar[str] = "fc"
+    #: The loaded checkpoint's metadata (:class:`psn_zoo.hub.CheckpointInfo`, timm's name), None without one.
+    pretrained_cfg: Any = None
+    #: State-dict keys left at their initial values when the weights were loaded (a classifier re-initialised for
+    #: another ``num_classes``); empty when every tensor came from the checkpoint.
+    reinitialized: tuple[str, ...] = ()
 
     def __init__(
         self,
@@ -65,14 +77,27 @@ class SpikingModel(nn.Module):
         return self._make_neuron()
 
     # ------------------------------------------------------------------ inputs
-    def to_time_first(self, x: torch.Tensor) -> torch.Tensor:
-        """Batch-first input -> time-first ``[T, B, ...]`` (see the module docstring for the layouts)."""
+    def to_time_first(self, x: torch.Tensor, *, time_first: bool = False) -> torch.Tensor:
+        """The input as the layers take it, time-first ``[T, B, ...]``, checked (see the module docstring).
+
+        ``time_first=False``: batch-first ``[B, T, ...]`` (or a static image ``[B, C, H, W]``, repeated over T);
+        ``time_first=True``: ``[T, B, ...]`` as is. The layout is what the argument says, never inferred.
+        """
         if not isinstance(x, torch.Tensor) or not x.is_floating_point():
             got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
             raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {got}; use x.float()")
         name = type(self).__name__
+        seq_dims = 5 if self.input_kind == "image" else 4
+        layout = "[T, B, C, H, W]" if self.input_kind == "image" else "[T, B, C, L]"
+        if time_first:
+            if x.dim() != seq_dims:
+                raise ValueError(f"{name} with time_first=True expects {layout}, got shape {tuple(x.shape)}")
+            self._check_channels(x.shape[2], x.shape)
+            self._check_steps(x.shape[0], x.shape, dim=0)
+            return x
         if self.input_kind == "image":
             if x.dim() == 4:
+                self._check_not_unbatched_frames(x)
                 self._check_channels(x.shape[1], x.shape)
                 return x.unsqueeze(0).expand(self.T, *x.shape)
             if x.dim() == 5:
@@ -89,6 +114,17 @@ class SpikingModel(nn.Module):
             return x.transpose(0, 1)
         raise ValueError(f"{name} expects a sequence [B, T, C, L], got shape {tuple(x.shape)}")
 
+    def _check_not_unbatched_frames(self, x: torch.Tensor) -> None:
+        """A checkpoint trained on event frames takes ``[B, T, C, H, W]`` only: a 4-dim tensor could be one unbatched
+        sample ``[T, C, H, W]`` as well as ``B`` static images, and which one is never guessed."""
+        cfg = self.pretrained_cfg
+        if cfg is not None and getattr(cfg.input, "kind", None) == "event_frames":
+            raise ValueError(
+                f"{type(self).__name__} ({cfg.name}) was trained on event frames [B, T, C, H, W] but got a 4-dim "
+                f"tensor {tuple(x.shape)}: for one sample [T, C, H, W] add the batch dimension (x.unsqueeze(0)); to "
+                "show static images, repeat them over time yourself (x.unsqueeze(1).expand(-1, T, -1, -1, -1))"
+            )
+
     def _check_channels(self, channels: int, shape: torch.Size) -> None:
         if channels != self.in_channels:
             raise ValueError(
@@ -96,39 +132,69 @@ class SpikingModel(nn.Module):
                 f"channels (shape {tuple(shape)}); build it with in_channels={channels}"
             )
 
-    def _check_steps(self, steps: int, shape: torch.Size) -> None:
+    def _check_steps(self, steps: int, shape: torch.Size, dim: int = 1) -> None:
         if self.fixed_T and steps != self.T:
+            layout = "time-first [T, B, ...] (time_first=True)" if dim == 0 else "batch-first [B, T, ...]"
             raise ValueError(
                 f"{type(self).__name__} with {self.neuron_spec['name']!r} neurons was built for T={self.T} but the "
-                f"input has {steps} time steps on dim 1 (shape {tuple(shape)}); inputs are batch-first "
-                f"[B, T, ...]. Build the model with T={steps} or resample the frames"
+                f"input has {steps} time steps on dim {dim} (shape {tuple(shape)}); the input was read as {layout}. "
+                f"Build the model with T={steps}, resample the frames, or pass the layout your tensor has"
             )
 
     # ------------------------------------------------------------------ forward passes
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, *, time_first: bool = False) -> torch.Tensor:
         """Logits averaged over time: ``[B, num_classes]``."""
-        return self.forward_steps(x).mean(0)
+        return self.forward_steps(x, time_first=time_first).mean(0)
 
     def forward_steps(self, x: torch.Tensor, *, time_first: bool = False) -> torch.Tensor:
-        """Per-step logits ``[T, B, num_classes]``; ``time_first=True`` takes ``[T, B, ...]`` as is."""
+        """Per-step logits ``[T, B, num_classes]``; ``time_first=True`` takes ``[T, B, ...]``."""
+        x_seq = self._multi_step_input(x, time_first)
+        return self._stateless(lambda: self._head(self._features(x_seq)))
+
+    def forward_features(self, x: torch.Tensor, *, time_first: bool = False) -> torch.Tensor:
+        """Pooled features, ``[B, T, num_features]`` (``[T, B, num_features]`` with ``time_first=True``)."""
+        x_seq = self._multi_step_input(x, time_first)
+        features = self._stateless(lambda: self._features(x_seq))
+        return features if time_first else features.transpose(0, 1)
+
+    def forward_head(
+        self, features: torch.Tensor, pre_logits: bool = False, *, time_first: bool = False
+    ) -> torch.Tensor:
+        """Features ``[B, T, num_features]`` (``[T, B, ...]`` with ``time_first=True``) -> logits averaged over time
+        ``[B, num_classes]``; ``pre_logits``: the classifier's input averaged over time instead (``[B, hidden]``)."""
+        self._require_multi_step()
+        if not isinstance(features, torch.Tensor) or features.dim() < 3:
+            got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
+            raise ValueError(f"{type(self).__name__}.forward_head expects features [B, T, F], got {got}")
+        f_seq = features if time_first else features.transpose(0, 1)
+        self._check_steps(f_seq.shape[0], features.shape, dim=0 if time_first else 1)
+        return self._stateless(lambda: self._head(f_seq, pre_logits)).mean(0)
+
+    def _features(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """Time-first input ``[T, B, ...]`` -> pooled features ``[T, B, num_features]`` (state kept: internal)."""
+        raise NotImplementedError
+
+    def _head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Time-first features -> per-step logits (or the classifier's input when ``pre_logits``)."""
+        return features if pre_logits else self.get_classifier()(features)
+
+    def _require_multi_step(self) -> None:
         if self._step_mode != "m":
             raise RuntimeError(
                 f"{type(self).__name__} is in streaming mode; call step(frame) per frame, or set_step_mode('m')"
             )
-        x_seq = x if time_first else self.to_time_first(x)
+
+    def _multi_step_input(self, x: torch.Tensor, time_first: bool) -> torch.Tensor:
+        self._require_multi_step()
+        return self.to_time_first(x, time_first=time_first)
+
+    def _stateless(self, run: Callable[[], torch.Tensor]) -> torch.Tensor:
+        """``run()`` between two resets of every neuron: nothing comes in from, or leaks out to, another call."""
         self.reset_states()
         try:
-            return self.forward_head(self.forward_features(x_seq))
+            return run()
         finally:
             self.reset_states()  # drop membrane states (and the graph they hold) between batches
-
-    def forward_features(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """Time-first input -> pooled features ``[T, B, num_features]``."""
-        raise NotImplementedError
-
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Features -> logits (or the classifier's input when ``pre_logits``)."""
-        return features if pre_logits else self.get_classifier()(features)
 
     # ------------------------------------------------------------------ streaming
     def set_step_mode(self, mode: Literal["m", "s"]) -> None:
@@ -150,7 +216,7 @@ class SpikingModel(nn.Module):
                 f"{type(self).__name__}.step expects one frame with {expected} dims, got {tuple(frame.shape)}"
             )
         self._check_channels(frame.shape[1], frame.shape)
-        out = self.forward_head(self.forward_features(self._frame_input(frame)))
+        out = self._head(self._features(self._frame_input(frame)))
         self._t += 1
         return out
 
@@ -192,6 +258,17 @@ class SpikingModel(nn.Module):
         else:
             setattr(parent, last, new)
         self.num_classes = num_classes
+
+    @property
+    def pretrained_info(self) -> Any:
+        """The same as :attr:`pretrained_cfg` (the name this metadata had first)."""
+        return self.pretrained_cfg
+
+    @property
+    def trained_neuron_spec(self) -> dict[str, Any]:
+        """:attr:`neuron_spec` with learned neuron state that the spec only starts (the masked PSN's λ)."""
+        masked = [m for m in self.modules() if isinstance(m, MaskedPSN)]
+        return dict(self.neuron_spec) | ({"lambda_": float(masked[0].lambda_)} if masked else {})
 
     @property
     def num_params(self) -> int:

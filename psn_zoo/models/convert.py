@@ -35,9 +35,11 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..hub.metadata import CheckpointInfo, entry_name
+from ..hub.publish import ensure_new_entry, make_info, write_entry
 from ..neurons import compat, neurons_of
 from ..safe_load import load_torch_file
-from .registry import create_model
+from .registry import build_model
 
 StateDict = Mapping[str, torch.Tensor]
 
@@ -152,6 +154,123 @@ def load_paper_checkpoint(path: str | Path, model: nn.Module | None = None) -> n
     experiment = detect_paper_experiment(state)
     if model is None:
         name, kwargs = paper_model_kwargs(state, experiment)
-        model = create_model(name, **kwargs)
+        model = build_model(name, **kwargs)
     model.load_state_dict(from_paper(state, model, experiment))
     return model
+
+
+# ------------------------------------------------------------------------------------- release entries
+# Importing a checkpoint builds the model, so it lives here, not in psn_zoo.hub (which knows nothing of models); the
+# files, manifest record and card are written by psn_zoo.hub.publish.
+
+_PAPER = {  # architecture -> (dataset, input kind, transform, recipe); the sample shape comes from the model
+    "paper_cifar10_csnn": ("CIFAR-10", "static_image", {"normalize": "CIFAR-10 mean/std"},
+                           "configs/cifar10_csnn_psn.yaml"),
+    "paper_cifar10dvs_vgg": ("CIFAR10-DVS", "event_frames", {"ToFrame": "n_event_bins=T", "size": 48},
+                             "configs/cifar10dvs_vgg_sliding_t10.yaml"),
+    "paper_sew_resnet18": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
+                           "configs/imagenet_sew_resnet18_psn.yaml"),
+    "paper_sew_resnet34": ("ImageNet", "static_image", {"eval": "Resize(256), CenterCrop(224)"},
+                           "configs/imagenet_sew_resnet34_psn.yaml"),
+}  # fmt: skip
+
+
+def import_paper_checkpoint(
+    path: str | Path, tag: str, out_dir: str | Path, notes: str = "", *, overwrite: bool = False
+) -> CheckpointInfo:
+    """A released ``.pth`` of the paper's code (read with ``weights_only=True``) -> a psn_zoo entry.
+
+    The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe. An entry
+    already listed under the name is replaced only with ``overwrite``.
+    """
+    entry_name("paper", tag)  # a bad tag fails before the file is read
+    model = load_paper_checkpoint(path)
+    arch = next(name for name in _PAPER if _matches(model, name))
+    name = entry_name(arch, tag)
+    ensure_new_entry(Path(out_dir), name, overwrite)
+    dataset, kind, transform, recipe = _PAPER[arch]
+    model_kwargs = _model_kwargs(model)
+    side = model_kwargs.get("input_size", 224)
+    shape = [model.in_channels, side, side] if kind == "static_image" else [model.T, model.in_channels, side, side]
+    if kind == "event_frames":
+        transform = {**transform, "size": side}
+    return write_entry(
+        out_dir,
+        name,
+        model.state_dict(),
+        lambda weights: make_info(
+            name=name,
+            model=model,
+            weights=weights,
+            classes=[str(i) for i in range(model.num_classes)],
+            input_spec={"kind": kind, "shape": shape, "sensor_size": None, "transform": transform},
+            dataset={"name": dataset, "split": "test (the paper's protocol)", "source": str(path)},
+            metrics={},
+            recipe=recipe,
+            model_kwargs=model_kwargs,
+            notes=notes or "Imported from the paper's released checkpoint.",
+        ),
+        overwrite=overwrite,
+    )
+
+
+def import_spikingjelly_state(
+    path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str | Mapping[str, Any], T: int,
+    num_classes: int, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None, image_size: int = 224,
+    notes: str = "", overwrite: bool = False,
+) -> CheckpointInfo:  # fmt: skip
+    """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry.
+
+    ``neuron`` is a spec (``"lif"`` or ``{"name": "lif", "tau": 2.0}``); ``model_kwargs`` are the builder's other
+    arguments as SpikingJelly's model was built (e.g. ``{"cnf": "IAND"}`` for a SEW-ResNet): they are not in the
+    state dict, so they must be given. An entry already listed under the name is replaced only with ``overwrite``.
+    """
+    name = entry_name(architecture, tag)
+    ensure_new_entry(Path(out_dir), name, overwrite)
+    state = load_torch_file(path)
+    state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
+    extra = dict(model_kwargs or {})
+    model = build_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels, **extra)
+    model.load_state_dict(from_spikingjelly(state, model))
+    return write_entry(
+        out_dir,
+        name,
+        model.state_dict(),
+        lambda weights: make_info(
+            name=name,
+            model=model,
+            weights=weights,
+            classes=[str(i) for i in range(num_classes)],
+            input_spec={
+                "kind": "static_image",
+                "shape": [in_channels, image_size, image_size],
+                "sensor_size": None,
+                "transform": {},
+            },
+            dataset={"name": "unknown", "split": "n/a", "source": str(path)},
+            metrics={},
+            recipe="(imported from SpikingJelly)",
+            model_kwargs=extra,
+            notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
+        ),
+        overwrite=overwrite,
+    )
+
+
+def _matches(model: torch.nn.Module, arch: str) -> bool:
+    return {"CifarCSNN": "paper_cifar10_csnn", "DvsVGG": "paper_cifar10dvs_vgg"}.get(type(model).__name__) == arch or (
+        type(model).__name__ == "SpikingResNet" and arch == f"paper_sew_resnet{18 if len(model.layer3) == 2 else 34}"
+    )
+
+
+def _model_kwargs(model: torch.nn.Module) -> dict[str, Any]:
+    """The builder arguments (besides neuron, T, classes, channels) that rebuild an imported paper network."""
+    name = type(model).__name__
+    if name == "CifarCSNN":
+        channels = model.conv[0].out_channels
+        side = round((model.fc[1].in_features / channels) ** 0.5)  # two 2x2 pools
+        return {"channels": channels, "fc_hidden": model.fc[1].out_features, "input_size": 4 * side}
+    if name == "DvsVGG":
+        width = [m for m in model.features.modules() if isinstance(m, torch.nn.Conv2d)][-1].out_channels
+        return {"input_size": 16 * round((model.classifier[1].in_features / width) ** 0.5)}  # four 2x2 pools
+    return {}

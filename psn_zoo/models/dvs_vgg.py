@@ -47,10 +47,10 @@ class DvsVGG(SpikingModel):
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
 
-    def forward_features(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _features(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.flatten(self.features(x_seq))
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def _head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         hidden = self.classifier[0](features)
         return hidden if pre_logits else self.classifier[1](hidden)
 

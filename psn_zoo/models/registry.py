@@ -1,7 +1,8 @@
-"""Models by name, timm-style: ``create_model("sew_resnet18", neuron="psn", T=4, num_classes=10)``.
+"""The architecture registry: builders by name, and :func:`build_model` (fresh weights).
 
 Builders are thin functions registered with :func:`register_model`; keyword arguments a builder does not
-declare itself are neuron arguments (``create_model("spiking_vgg11_bn", neuron="lif", tau=3.0)``).
+declare itself are neuron arguments (``build_model("spiking_vgg11_bn", neuron="lif", tau=3.0)``). The public
+entry points with pretrained weights, ``create_model`` and ``list_models``, are in :mod:`._builder`.
 """
 
 from __future__ import annotations
@@ -32,23 +33,16 @@ def _builder_params(builder: Callable[..., nn.Module]) -> dict[str, inspect.Para
     }
 
 
-def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.Module:
-    """Build a registered model. ``kwargs`` are the builder's arguments (``neuron``, ``T``, ``num_classes``,
-    ``in_channels``, family options) plus, for the rest, the neuron's own arguments.
+def build_model(name: str, **kwargs: Any) -> nn.Module:
+    """Build a registered architecture with fresh weights (no pretrained weights: see :func:`psn_zoo.create_model`).
 
-    ``pretrained``: a published weight tag of this architecture (``create_model("sew_resnet18",
-    pretrained="ndigits_psn_t4")``, see :func:`psn_zoo.list_pretrained`); the checkpoint then fixes the
-    architecture, T, neuron and classes, and ``kwargs`` that contradict it are an error.
+    ``kwargs`` are the builder's arguments (``neuron``, ``T``, ``num_classes``, ``in_channels``, family options) plus,
+    for the rest, the neuron's own arguments; anything else is an error that lists what is accepted.
     """
     try:
         entry = MODELS.get(name)
     except KeyError as err:
         raise ValueError(err.args[0]) from None
-    if pretrained:
-        from ..hub import load_pretrained
-
-        tag = pretrained if "." not in pretrained else pretrained.split(".", 1)[1]
-        return load_pretrained(f"{entry.name}.{tag}", **kwargs)
     params = _builder_params(entry.obj)
     extra = sorted(k for k in kwargs if k not in params)
     if extra:
@@ -63,8 +57,8 @@ def create_model(name: str, pretrained: str | None = None, **kwargs: Any) -> nn.
     return entry.obj(**kwargs)
 
 
-def list_models(pattern: str | None = None, *, paper: bool | None = None) -> list[str]:
-    """Registered model names (fnmatch ``pattern``, e.g. ``"sew*"``); ``paper=True``: the paper's networks only."""
+def list_architectures(pattern: str | None = None, *, paper: bool | None = None) -> list[str]:
+    """Registered architecture names (fnmatch ``pattern``, e.g. ``"sew*"``); ``paper=True``: the paper's only."""
     names = MODELS.names(pattern)
     if paper is None:
         return names

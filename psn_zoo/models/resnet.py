@@ -177,7 +177,7 @@ class SpikingResNet(SpikingModel):
         stage += [block(self.inplanes, planes, 1, None, self.make_neuron, self.cnf) for _ in range(1, blocks)]
         return nn.Sequential(*stage)
 
-    def forward_features(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _features(self, x_seq: torch.Tensor) -> torch.Tensor:
         if hasattr(self, "pe") and x_seq.dim() == 5:
             x_seq = x_seq + self.pe
         x = self.maxpool(self.sn1(self.bn1(self.conv1(x_seq))))

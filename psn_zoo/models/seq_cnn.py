@@ -45,10 +45,10 @@ class SequentialCNN(SpikingModel):
             nn.Linear(fc_hidden, self.num_classes),
         )
 
-    def forward_features(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _features(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.fc[0](self.conv(x_seq))
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def _head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         hidden = self.fc[2](self.fc[1](features))
         return hidden if pre_logits else self.fc[3](hidden)
 

@@ -82,10 +82,10 @@ class SpikingVGG(SpikingModel):
                 nn.init.normal_(m.weight, 0, 0.01)
                 nn.init.constant_(m.bias, 0)
 
-    def forward_features(self, x_seq: torch.Tensor) -> torch.Tensor:
+    def _features(self, x_seq: torch.Tensor) -> torch.Tensor:
         return self.flatten(self.avgpool(self.features(x_seq)))
 
-    def forward_head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+    def _head(self, features: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
         hidden = self.classifier[:-1](features)
         return hidden if pre_logits else self.classifier[-1](hidden)
 
