@@ -20,7 +20,8 @@ there, for any ``batch`` and thread count. After the source images, no result de
 
 - the images (scipy's bicubic zoom: compiled C without run-time CPU dispatch, the same under every emulated CPU)
   are rounded to multiples of 2^-16, and the image's position on the sensor to multiples of 2^-16 px, so bilinear
-  sampling adds products of integers below 2^49: exact in float64, in any order, with or without FMA;
+  sampling adds products of integers below 2^49: exact in int64 (as in the float64 of the first v2 code), in any
+  order, with or without FMA;
 - the log intensity comes from a table ``round(2^20 · ln(0.1 + 0.9·k/2^16))``, k = 0 … 2^16, built from IEEE-754
   basic operations only (:func:`portable_log`); the tests check every entry against exact decimal arithmetic (no
   exact value lies within 1e-9 of a rounding boundary). Contrast thresholds are multiples of 2^-20 too, so event
@@ -563,6 +564,21 @@ class NDigitsDataModule(NMNISTDataModule):
             else:
                 self.metadata = json.loads(meta.read_text())
         super().setup(stage)
+
+    def fingerprint(self, split: str = "test") -> str:
+        """The sha256 fingerprint of the local files of ``split`` (``"train"``, ``"val"``: the holdout, ``"test"``)
+        that this DataModule reads, as :func:`folder_fingerprint` defines it: the sha256 of the ``sha256sum``
+        listing of the files, paths relative to the ``NMNIST`` folder (they hold the labels). A faithful copy of the
+        default test split gives ``FINGERPRINTS[NDigitsConfig().digest()]["Test"]``. Reads every file of the split.
+        """
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        base = (self.tonic_root() / "NMNIST").resolve()
+        digests = {}
+        for source in self.sample_sources(split):  # sets the DataModule up (and generates the data) if needed
+            path = Path(source).resolve()
+            digests[path.relative_to(base).as_posix()] = hashlib.sha256(path.read_bytes()).hexdigest()
+        return _fingerprint(digests)
 
     def groups_of(self, dataset: Any, indices: list[int] | None) -> list[int]:
         """Recordings of the same source image stay together (the validation split is by image, as the test)."""

@@ -12,7 +12,10 @@ classifier must relate steps far apart — and know which step it is at — to r
 
 from __future__ import annotations
 
+import hashlib
+
 import lightning as L
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
@@ -123,6 +126,22 @@ class SequentialDigitsDataModule(L.LightningDataModule):
             "val": part([train_ids[i] for i in held], 0),
             "test": part(test_ids, 0),
         }
+
+    def fingerprint(self, split: str = "test") -> str:
+        """The sha256 fingerprint of ``split`` (``"train"``, ``"val"``, ``"test"``) as this DataModule holds it
+        before any augmentation: the sha256 of its images ``[N, 28, 28]`` (float32, little-endian, row-major), then
+        its labels ``[N]`` (int64), then, with ``permute_pixels``, the reading order ``[784]`` (int64)."""
+        if split not in ("train", "val", "test"):
+            raise ValueError(f"split must be 'train', 'val' or 'test', got {split!r}")
+        if not self.datasets:
+            self.setup()
+        images, labels = self.datasets[split].dataset.tensors
+        digest = hashlib.sha256(np.ascontiguousarray(images.numpy(), dtype="<f4").tobytes())
+        digest.update(np.ascontiguousarray(labels.numpy(), dtype="<i8").tobytes())
+        if self.permute_pixels:
+            order = pixel_permutation(self.permutation_seed, images.shape[-1])
+            digest.update(np.ascontiguousarray(order.numpy(), dtype="<i8").tobytes())
+        return digest.hexdigest()
 
     def set_epoch(self, epoch: int) -> None:
         if "train" in self.datasets:

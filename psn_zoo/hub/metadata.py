@@ -70,6 +70,44 @@ class WeightsFile:
     dtype: str
 
 
+_SPLITS = ("train", "val", "test")
+
+
+@dataclasses.dataclass(frozen=True)
+class EvalData:
+    """The data an entry's metrics were measured on: ``split`` of ``dataset`` (a DataModule's ``name``), identified
+    by ``sha256``, the DataModule's ``fingerprint(split)`` (see :mod:`psn_zoo.training.data_fingerprint`), and its
+    number of ``samples``. Equal fingerprints: the published metrics reproduce exactly on that data."""
+
+    dataset: str
+    split: str
+    sha256: str
+    samples: int | None = None
+
+    @classmethod
+    def from_dict(cls, raw: Any, fail: Any = None) -> EvalData:
+        """Validated; ``fail(why)`` makes the error (default: :class:`ManifestError` naming ``eval_data``)."""
+        fail = fail or (lambda why: ManifestError(f"field 'eval_data' {why}"))
+        if not isinstance(raw, Mapping):
+            raise fail(f"must be a mapping {{'dataset', 'split', 'sha256', 'samples'}}, got {raw!r}")
+        unknown = sorted(set(raw) - {f.name for f in dataclasses.fields(cls)})
+        if unknown:
+            raise fail(f"has unknown key {unknown[0]!r} (known: dataset, split, sha256, samples)")
+        if not isinstance(raw.get("dataset"), str) or not raw["dataset"]:
+            raise fail("dataset must be the DataModule's name, a non-empty string")
+        if raw.get("split") not in _SPLITS:
+            raise fail(f"split must be one of {', '.join(_SPLITS)}, got {raw.get('split')!r}")
+        if not isinstance(raw.get("sha256"), str) or not _SHA256.match(raw["sha256"]):
+            raise fail("sha256 must be 64 lowercase hex digits (the DataModule's fingerprint of the split)")
+        samples = raw.get("samples")
+        if samples is not None and not _positive_int(samples):
+            raise fail(f"samples must be a positive integer or null, got {samples!r}")
+        return cls(dataset=raw["dataset"], split=raw["split"], sha256=raw["sha256"], samples=samples)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
     """Everything needed to use a published checkpoint.
@@ -77,6 +115,8 @@ class CheckpointInfo:
     ``name`` is ``<architecture>.<tag>``. ``metrics`` holds ``top1``/``top5`` (fractions, on ``dataset.split``),
     ``mean_firing_rate``, per-layer ``firing_rate``, ``synaptic_acs`` (SOPs), ``synaptic_macs``, ``neuron_macs``
     and ``energy_uj`` (45 nm estimate with the neurons' own MACs counted, see :mod:`psn_zoo.efficiency`).
+    ``eval_data`` fingerprints the split the metrics were measured on (:class:`EvalData`); optional, so manifests
+    written before it existed still read (``None``: nothing to compare the local data with).
     """
 
     name: str
@@ -99,6 +139,7 @@ class CheckpointInfo:
     license: str = "MIT"
     created: str = ""
     notes: str = ""
+    eval_data: EvalData | None = None
 
     @property
     def tag(self) -> str:
@@ -198,6 +239,15 @@ class CheckpointInfo:
             raise fail("input", f"sensor_size must be positive integers or null, got {sensor!r}")
         if not isinstance(i.get("transform", {}), Mapping):
             raise fail("input", "transform must be a mapping")
+        eval_data = raw.get("eval_data")
+        if eval_data is not None:
+            eval_data = EvalData.from_dict(eval_data, lambda why: fail("eval_data", why))
+            if eval_data.split != raw["dataset"].get("split", eval_data.split):
+                raise fail(
+                    "eval_data", f"split {eval_data.split!r} is not the metrics' split {raw['dataset']['split']!r}"
+                )
+            if eval_data.dataset != raw["dataset"].get("name", eval_data.dataset):
+                raise fail("eval_data", f"dataset {eval_data.dataset!r} is not the entry's {raw['dataset']['name']!r}")
         sources = raw.get("sources", [])
         if not isinstance(sources, list | tuple) or not all(
             isinstance(src, str) and src.startswith(_SCHEMES) for src in sources
@@ -215,6 +265,7 @@ class CheckpointInfo:
                 ),
                 "weights": WeightsFile(**{k: w[k] for k in ("file", "sha256", "size", "dtype")}),
                 "sources": tuple(raw.get("sources", ())),
+                "eval_data": eval_data,
             }
         )
 
