@@ -55,8 +55,8 @@ static inline int imin(int a, int b) { return a < b ? a : b; }
 
 /* A [T, T] matrix, A[r, k] = data[r·rs + k·cs] (W: rs = T, cs = 1; Wᵀ read out of W: rs = 1, cs = T), used inside
  * its band k ∈ [r − lo, r + hi] only: entries outside it count as zero, whatever they hold. The full row blocks are
- * also packed: P[(rb·T + k)·RB + i] = A[rb·RB + i, k] inside the band, else 0, so the hot loop broadcasts RB
- * consecutive floats per k without a branch. */
+ * packed: P[(rb·T + k)·RB + i] = A[rb·RB + i, k] inside the band, else 0 (rows past T too: the last block is
+ * padded), so the hot loop broadcasts RB consecutive floats per k without a branch, for every T. */
 typedef struct {
     const float *data;
     int rs, cs;
@@ -69,12 +69,11 @@ static inline float band_entry(const Matrix *m, int r, int k) {
 }
 
 static Matrix make_matrix(const float *data, int T, int lo, int hi, int transposed) {
-    const int full = T - T % RB;
-    Matrix m = {data, transposed ? 1 : T, transposed ? T : 1, malloc(sizeof(float) * (full > 0 ? full : 1) * T), T, lo,
-                hi};
-    for (int r = 0; r < full; r += RB)
+    const int padded = (T + RB - 1) / RB * RB; /* the last row block is padded with zero rows */
+    Matrix m = {data, transposed ? 1 : T, transposed ? T : 1, malloc(sizeof(float) * padded * T), T, lo, hi};
+    for (int r = 0; r < padded; r += RB)
         for (int k = 0; k < T; ++k)
-            for (int i = 0; i < RB; ++i) m.P[(r * T / RB + k) * RB + i] = band_entry(&m, r + i, k);
+            for (int i = 0; i < RB; ++i) m.P[(r * T / RB + k) * RB + i] = r + i < T ? band_entry(&m, r + i, k) : 0.f;
     return m;
 }
 
@@ -119,12 +118,13 @@ static inline void finish_row(const Epilogue *e, int t, int64_t j, const float *
 
 /* For r < T and the BLK columns starting at column j of the epilogue's tensors: h[r, :] = Σ_k A[r, k]·in[k, :] over
  * the band k ∈ [r − lo, r + hi] (ascending-k fma chains from 0, RB rows at a time; a row block runs over the union of
- * its rows' bands, adding exact zeros), then the epilogue on h. */
+ * its rows' bands, adding exact zeros; the last block's padding rows are computed and dropped), then the epilogue
+ * on h. */
 static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, const Epilogue *e, int64_t j) {
     const int T = m->T, lo = m->lo, hi = m->hi;
-    int r = 0;
-    for (; r + RB <= T; r += RB) {
-        const int k0 = imax(0, r - lo), k1 = imin(T - 1, r + RB - 1 + hi);
+    for (int r = 0; r < T; r += RB) {
+        const int rows = imin(RB, T - r); /* RB, or fewer in the last block */
+        const int k0 = imax(0, r - lo), k1 = imin(T - 1, r + rows - 1 + hi);
         const float *restrict P = m->P + r * T;
 #if defined(__AVX512F__) && BLK == 64 && LANES == 16
         __m512 acc[RB][4];
@@ -144,6 +144,7 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
         }
 #pragma GCC unroll 4 /* unrolled, the accumulators stay in registers (rolled, gcc spilled all 16 to the stack) */
         for (int i = 0; i < RB; ++i) {
+            if (i >= rows) break;
             const int t = r + i;
             float *dst = e->out + t * e->ldo + j;
             if (e->kind == STORE) {
@@ -176,18 +177,8 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
             for (int l = 0; l < BLK; ++l)
                 for (int i = 0; i < RB; ++i) acc[i][l] = fmaf(P[k * RB + i], ik[l], acc[i][l]);
         }
-        for (int i = 0; i < RB; ++i) finish_row(e, r + i, j, acc[i], BLK);
+        for (int i = 0; i < rows; ++i) finish_row(e, r + i, j, acc[i], BLK);
 #endif
-    }
-    for (; r < T; ++r) {
-        float acc[BLK];
-        for (int l = 0; l < BLK; ++l) acc[l] = 0.f;
-        for (int k = imax(0, r - lo); k <= imin(T - 1, r + hi); ++k) {
-            const float a = m->data[r * m->rs + k * m->cs];
-            const float *ik = in + k * ldi;
-            for (int l = 0; l < BLK; ++l) acc[l] = fmaf(a, ik[l], acc[l]);
-        }
-        finish_row(e, r, j, acc, BLK);
     }
 }
 
