@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -59,3 +60,53 @@ def test_a_torchvision_that_does_not_load_gets_a_clear_error_before_training_com
     with pytest.raises(SystemExit) as ok:
         main(["demo", "--help"])
     assert ok.value.code == 0 and "demo" in capsys.readouterr().out
+
+
+def test_a_misspelt_command_gets_the_closest_one_and_the_full_list(capsys):
+    assert main(["fitt"]) == 2
+    err = capsys.readouterr().err
+    assert "unknown command 'fitt'" in err and "Did you mean `psn-zoo fit`?" in err
+    assert all(name in err for name in ("fit", "validate", "test", "predict", "demo", "recipes", "bench"))
+    assert main(["pretraned"]) == 2 and "Did you mean `psn-zoo pretrained`?" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    usage = capsys.readouterr().out
+    assert "{demo,fit,validate,test,predict,bench,recipes," in usage and "LightningCLI validate" in usage
+
+
+def test_bench_hands_every_argument_to_the_benchmarks(monkeypatch, tmp_path):
+    """`psn-zoo bench --quick` / `--help` used to fail with 'unrecognized arguments'; relative folders are the
+    caller's (the benchmarks run from the checkout)."""
+    calls = []
+    monkeypatch.setattr(subprocess, "call", lambda command, **kw: calls.append((command, kw)) or 0)
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "--quick", "--out", "reports", "--only=speed", "--data-dir=nd"]) == 0
+    assert main(["bench", "--help"]) == 0
+    (quick, kw), (helped, _) = calls
+    assert quick[1:] == ["-m", "benchmarks", "--quick", "--out", str(tmp_path / "reports"), "--only=speed",
+                         f"--data-dir={tmp_path / 'nd'}"]  # fmt: skip
+    assert (Path(kw["cwd"]) / "benchmarks" / "__main__.py").is_file() and helped[1:] == ["-m", "benchmarks", "--help"]
+
+
+def test_recipes_are_listed_and_named_from_any_directory(capsys, monkeypatch, tmp_path):
+    from psn_zoo.training.recipes import list_recipes, recipe_path, resolve_config
+
+    monkeypatch.chdir(tmp_path)
+    assert main(["recipes"]) == 0
+    out = capsys.readouterr().out
+    assert len(list_recipes()) >= 20 and all(f"{name} " in out for name in list_recipes())
+    assert "psn-zoo fit --config" in out
+    shipped = str(recipe_path("ndigits_psn_vgg"))
+    for spelling in ("ndigits_psn_vgg", "ndigits_psn_vgg.yaml", "configs/ndigits_psn_vgg.yaml"):  # no such file here
+        assert resolve_config(spelling) == shipped
+    own = tmp_path / "configs" / "ndigits_psn_vgg.yaml"  # a file of that path wins
+    own.parent.mkdir()
+    own.write_text("seed_everything: 1\n")
+    assert resolve_config("configs/ndigits_psn_vgg.yaml") == "configs/ndigits_psn_vgg.yaml"
+    with pytest.raises(FileNotFoundError, match=r"no recipe of that name\. Did you mean ndigits_psn_vgg.*The shipped"):
+        resolve_config("ndigits_psn_vg")
+    with pytest.raises(FileNotFoundError, match=r"mine/run\.yaml: no such file.*psn-zoo recipes"):
+        resolve_config("mine/run.yaml")
+    with pytest.raises(SystemExit, match=r"psn-zoo: error: --config ndigts_psn_vgg: .*Did you mean ndigits_psn_vgg"):
+        main(["fit", "--config", "ndigts_psn_vgg"])
+    assert main(["recipes", "nope*"]) == 1

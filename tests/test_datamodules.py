@@ -31,8 +31,10 @@ from datamodules import (
     CorruptSampleError,
     DatasetNotFoundError,
     DVSGestureDataModule,
+    EmptySplitError,
     NCaltech101DataModule,
     NMNISTDataModule,
+    SequentialDigitsDataModule,
     SHDDataModule,
     save_frames,
 )
@@ -212,6 +214,36 @@ def test_cifar10dvs_paper_split(tmp_path):
     assert label == 3 and frames.shape == (4, 2, 48, 48)
     per_frame = frames.sum((1, 2, 3))
     assert per_frame.max() - per_frame.min() <= 1  # slicing="count": equal event counts per frame
+
+
+def test_cifar10dvs_copy_too_small_for_the_paper_split_says_so(tmp_path):
+    """It used to fail inside the sampler: 'num_samples should be a positive integer value, but got num_samples=0'."""
+    write_cifar10dvs(tmp_path, per_class=3)
+    dm = CIFAR10DVSDataModule(data_dir=str(tmp_path), T=4, val_fraction=0.0, spatial_factor=0.375)  # 100 per class
+    with pytest.raises(EmptySplitError) as err:
+        dm.prepare_data()
+        dm.setup("fit")
+    message = str(err.value)
+    assert "too small for the paper's split" in message and "test_per_class=100" in message
+    assert "airplane: 3" in message and "1000 per class" in message
+    assert "--data.init_args.test_per_class below 3" in message
+
+
+def test_an_empty_split_names_the_argument_to_change(tmp_path):
+    write_nmnist(tmp_path, per_class=2)
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=3, val_fraction=0.0, cache="none"))
+    assert len(_first_batch(dm)[0]) > 0  # training and test are fine
+    expected = r"NMNIST: the val split holds no sample\. val_fraction is 0.*--data.init_args.val_fraction"
+    with pytest.raises(EmptySplitError, match=expected + r".*--data.init_args.val_split test"):
+        dm.val_dataloader()
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=3, val_fraction=0.2, cache="none"))  # 2 per class
+    with pytest.raises(EmptySplitError, match=r"val_fraction=0.2 rounds to no held-out sample"):
+        dm.val_dataloader()
+    test_side = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=3, val_fraction=0.0, val_split="test"))
+    assert len(next(iter(test_side.val_dataloader()))[0]) > 0  # the fix the message names works
+    digits = SequentialDigitsDataModule(images_per_class=3)
+    with pytest.raises(EmptySplitError, match=r"SequentialDigits: the val split holds no sample"):
+        digits.val_dataloader()
 
 
 def test_ncaltech101_integer_labels_and_documented_split(tmp_path):

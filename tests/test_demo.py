@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 
 import pytest
 import torch
@@ -51,3 +52,16 @@ def test_demo_evaluates_finetunes_logs_and_saves(tmp_path):
     assert len(tests) == 2 and abs(100 * tests[0] - before) < 0.01 and abs(100 * tests[1] - after) < 0.01
     assert sum("train/loss_epoch" in row for row in run_log.history) == 1
     assert any(a["type"] == "model" for a in run_log.artifacts)
+
+    # the first next step, `psn-zoo test --config <recipe name> --ckpt_path ...`, works from another directory and
+    # measures the fine-tuned top-1 the demo printed (W&B off for the check)
+    (line,) = [ln.strip() for ln in out.splitlines() if ln.strip().startswith("psn-zoo test ")]
+    argv = shlex.split(line)
+    assert argv[argv.index("--config") + 1] == "ndigits_psn_vgg"  # a recipe name, not a path into the repository
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    checked = run(["-m", "psn_zoo.cli", *argv[1:], "--trainer.logger", "false", "--trainer.enable_progress_bar",
+                   "false"], elsewhere, 300, wandb_env(tmp_path))  # fmt: skip
+    assert checked.returncode == 0, checked.stdout[-4000:]
+    measured = float(re.search(r"test/acc\s+([0-9.]+)", checked.stdout).group(1))
+    assert abs(100 * measured - after) < 0.01, (measured, after)

@@ -178,3 +178,113 @@ def test_unknown_neuron_is_rejected_when_parsing(tmp_path, capsys, monkeypatch):
         run_cli(["--config", str(CONFIGS[0]), "--model.neuron", "izhikevich"], run=False)
     err = capsys.readouterr().err
     assert "izhikevich" in err and "psn" in err and "sliding_psn" in err
+
+
+# ---------------------------------------------------------------------------------------------- one source per value
+SEQ_KWARGS = '{"channels": 8, "length": 28, "fc_hidden": 16}'
+SEQ = ["--config", "seqdigits_psn", "--data.init_args.images_per_class", "12", "--data.init_args.batch_size", "16",
+       "--model.model_kwargs", SEQ_KWARGS, "--trainer.logger", "false"]  # fmt: skip
+
+
+def test_recipes_state_t_classes_and_channels_once_the_model_takes_them_from_the_data(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    for config in CONFIGS:
+        assert not {"T", "num_classes", "in_channels"} & set(yaml.safe_load(config.read_text())["model"]), config.name
+    cli = run_cli(SEQ, run=False)
+    assert (cli.model.hparams.T, cli.model.hparams.num_classes, cli.model.hparams.in_channels) == (28, 10, 1)
+    # the data's T changes the model's (the N-Digits recipe at T = 6: a PSN with a 6 x 6 weight)
+    cli = run_cli(["--config", "ndigits_psn_vgg", "--data.init_args.T", "6", "--trainer.logger", "false"], run=False)
+    assert cli.model.hparams.T == 6 and cli.model.model.neuron_layers()[0].weight.shape == (6, 6)
+    assert cli.model.hparams.in_channels == 2 and cli.model.hparams.num_classes == 10
+    # a value that agrees with the data is accepted; one that does not is refused with the data argument to change
+    assert run_cli([*SEQ, "--model.T", "28", "--model.in_channels=1"], run=False).model.hparams.T == 28
+    with pytest.raises(ValueError, match=r"--model.T 8 but the data gives T=28.*--data.init_args.T"):
+        run_cli([*SEQ, "--model.T", "8"], run=False)
+    stated = tmp_path / "stated.yaml"
+    stated.write_text(yaml.safe_dump({"model": {"num_classes": 7}}))
+    with pytest.raises(ValueError, match=r"model.num_classes: 7 in .*stated.yaml but the data gives num_classes=10"):
+        run_cli([*SEQ, "--config", str(stated)], run=False)
+
+
+def test_a_checkpoint_for_other_data_is_refused_naming_both(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    path = tmp_path / "t14.ckpt"
+    hparams = dict(tiny_classifier(T=14).hparams)
+    torch.save({"state_dict": tiny_classifier(T=14).state_dict(), "hyper_parameters": hparams}, path)
+    with pytest.raises(ValueError, match=r"the checkpoint .*t14.ckpt has T=14 but the data gives T=28"):
+        run_cli(["test", *SEQ, "--ckpt_path", str(path)])
+
+
+@pytest.mark.parametrize(
+    ("flags", "shown"),
+    [(["--optimizer", "AdamW"], "--optimizer"), (["--lr_scheduler.class_path", "StepLR"], "--lr_scheduler.class_path"),
+     (["--optimizer=torch.optim.Adam"], "--optimizer")],
+)  # fmt: skip
+def test_lightning_optimizer_flags_are_refused_naming_the_model_flags(flags, shown, tmp_path, monkeypatch, capsys):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(SystemExit, match=rf"instead of LightningCLI's {shown}") as err:
+        run_cli(["fit", *SEQ, *flags], run=False)
+    assert "--model.optimizer sgd|adamw" in str(err.value) and "--model.scheduler" in str(err.value)
+    config = tmp_path / "opt.yaml"
+    config.write_text(yaml.safe_dump({"optimizer": {"class_path": "torch.optim.AdamW"}}))
+    with pytest.raises(SystemExit, match=r"opt.yaml sets `optimizer:`.*--model.optimizer"):
+        run_cli(["fit", *SEQ, "--config", str(config)], run=False)
+
+
+def test_the_optimizer_that_runs_is_the_saved_one_and_each_run_keeps_its_config(tmp_path, monkeypatch):
+    """Two runs with a versioned logger: each trains with the model's optimizer settings, saves them in its
+    checkpoint's hyperparameters, and writes its own resolved config.yaml next to its checkpoints."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false", "--trainer.logger", "lightning.pytorch.loggers.CSVLogger",
+            "--trainer.logger.save_dir", str(tmp_path / "logs")]  # fmt: skip
+    for run, (optimizer, lr) in enumerate((("adamw", 0.003), ("sgd", 0.02))):
+        cli = run_cli(["fit", *SEQ, *tiny, "--model.optimizer", optimizer, "--model.lr", str(lr),
+                       "--model.scheduler", "step"], run=True)  # fmt: skip
+        ran = cli.trainer.optimizers[0]
+        assert type(ran).__name__ == {"adamw": "AdamW", "sgd": "SGD"}[optimizer]
+        assert ran.param_groups[0]["initial_lr"] == lr
+        assert type(cli.trainer.lr_scheduler_configs[0].scheduler).__name__ == "StepLR"
+        folder = tmp_path / "logs" / "lightning_logs" / f"version_{run}" / "checkpoints"
+        ckpt = folder / "last.ckpt"
+        hp = torch.load(ckpt, weights_only=True)["hyper_parameters"]
+        assert (hp["optimizer"], hp["lr"], hp["scheduler"]) == (optimizer, lr, "step")
+        saved = yaml.safe_load((folder / "config.yaml").read_text())
+        assert (saved["model"]["optimizer"], saved["model"]["lr"]) == (optimizer, lr)
+    assert not (tmp_path / "runs" / "config.yaml").exists()
+
+
+def test_learning_rate_monitor_logs_with_a_logger_and_is_skipped_without(tmp_path):
+    from lightning.pytorch.loggers import CSVLogger
+
+    from psn_zoo.training import LearningRateMonitor
+
+    data = SequentialDigitsDataModule(batch_size=16, images_per_class=12)
+    silent = tiny_trainer(tmp_path, callbacks=[LearningRateMonitor()])  # logger=False: Lightning's would raise
+    silent.fit(tiny_classifier(), data)
+    assert silent.state.finished
+    logger = CSVLogger(tmp_path / "csv")
+    logged = L.Trainer(max_epochs=1, limit_train_batches=2, limit_val_batches=1, logger=logger, log_every_n_steps=1,
+                       callbacks=[LearningRateMonitor()], enable_progress_bar=False)  # fmt: skip
+    logged.fit(tiny_classifier(lr=0.04), data)
+    metrics = (Path(logger.log_dir) / "metrics.csv").read_text()
+    assert "lr-SGD" in metrics and "0.04" in metrics
+
+
+def test_finetuning_from_another_architecture_names_the_model_to_set(tmp_path):
+    source = tiny_classifier()
+    path = tmp_path / "seq.ckpt"
+    tiny_trainer(tmp_path).fit(source, SequentialDigitsDataModule(batch_size=16, images_per_class=12))
+    source.trainer.save_checkpoint(path)
+    with pytest.raises(ValueError) as err:
+        SpikingClassifier(model="paper_cifar10dvs_vgg", neuron="psn", T=4, in_channels=2, pretrained=str(path),
+                          model_kwargs={"input_size": 34, "width_mult": 0.25})  # fmt: skip
+    message = str(err.value)
+    assert "belong to another architecture (paper_seq_cnn), not to paper_cifar10dvs_vgg" in message
+    assert f"--model.model paper_seq_cnn --model.model_kwargs '{SEQ_KWARGS}'" in message
+    assert "with data of T=28" in message and "missing" not in message
+    # a published entry: its metadata names the architecture
+    expected = r"another architecture \(paper_cifar10dvs_vgg\).*--model.model paper_cifar10dvs_vgg --model.model_kwargs"
+    with pytest.raises(ValueError, match=expected + r" '\{\"input_size\": 34"):
+        SpikingClassifier(model="sew_resnet18", neuron="psn", T=4, in_channels=2,
+                          pretrained="paper_cifar10dvs_vgg.ndigits_psn_t4")  # fmt: skip

@@ -7,13 +7,17 @@ import hashlib
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
+from native_fixtures import write_nmnist
+from PIL import Image
 from procs import clean_env, run, wandb_env
 from wandb_reader import read_run
 
-from datamodules import SequentialDigitsDataModule
+from datamodules import NMNISTDataModule, SequentialDigitsDataModule
+from psn_zoo.training.recipes import recipe_path
 
 pytestmark = pytest.mark.timeout(900)
 
@@ -78,6 +82,75 @@ def test_offline_wandb_run_is_complete(tmp_path):
     (ckpt,) = list((tmp_path / "ckpt").glob("*.ckpt"))
     assert best["metadata"]["original_filename"] == ckpt.name
     assert best["entries"][0]["digest"] == base64.b64encode(hashlib.md5(ckpt.read_bytes()).digest()).decode()
+
+
+def test_wandb_images_show_on_and_off_events_and_the_run_keeps_what_ran(tmp_path):
+    """The logged input samples are the event frames (read back from the offline run's PNGs): red exactly where
+    the sample has ON events, blue exactly where it has OFF events, each frame scaled to its maximum. The optimizer
+    that ran (AdamW, lr 0.003, step schedule) is the one in the checkpoint's hyperparameters, its optimizer state
+    and the W&B config, and the run's resolved config.yaml sits next to its checkpoints."""
+    write_nmnist(tmp_path / "data", per_class=3)
+    data_args = {"data_dir": str(tmp_path / "data"), "T": 3, "batch_size": 8, "val_fraction": 0.34, "cache": "none"}
+    config = {
+        "seed_everything": 0,
+        "trainer": {
+            "max_epochs": 1, "accelerator": "cpu", "limit_train_batches": 1, "limit_val_batches": 1,
+            "enable_progress_bar": False,
+            "logger": {"class_path": "psn_zoo.training.ZooWandbLogger",
+                       "init_args": {"save_dir": str(tmp_path / "runs"), "name": "images"}},
+            "callbacks": [{"class_path": "lightning.pytorch.callbacks.ModelCheckpoint",
+                           "init_args": {"monitor": "val/acc", "mode": "max"}}],
+        },
+        "model": {"model": "paper_cifar10dvs_vgg", "neuron": "psn", "log_input_samples": 2,
+                  "model_kwargs": {"input_size": 34, "width_mult": 0.25},
+                  "optimizer": "adamw", "lr": 0.003, "scheduler": "step"},
+        "data": {"class_path": "datamodules.NMNISTDataModule", "init_args": data_args},
+    }  # fmt: skip
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
+    result = run(["-m", "psn_zoo.cli", "fit", "--config", "cfg.yaml"], tmp_path, 300, wandb_env(tmp_path))
+    assert result.returncode == 0, result.stdout[-3000:]
+    (log,) = list((tmp_path / "runs" / "wandb").glob("offline-run-*/run-*.wandb"))
+    run_log = read_run(log)
+    files = [log.parent / "files" / name for name in run_log.summary["inputs/filenames"]]
+    assert len(files) == 2 and run_log.summary["inputs/captions"] == ["label 0", "label 1"]
+
+    dm = NMNISTDataModule(**data_args)  # the validation loader's first batch: the logged samples
+    dm.prepare_data()
+    dm.setup("fit")
+    x, y = next(iter(dm.val_dataloader()))
+    assert y[:2].tolist() == [0, 1]
+    for path, sample in zip(files, x[:2].numpy(), strict=True):
+        image = np.asarray(Image.open(path).convert("RGB"))
+        T, _, H, W = sample.shape
+        pixel = image.shape[0] // H
+        assert pixel >= 2 and image.shape == (H * pixel, (T * (W + 1) - 1) * pixel, 3)
+        image = image[::pixel, ::pixel]
+        for t, frame in enumerate(sample):  # frame: [OFF, ON] event counts
+            tile = image[:, t * (W + 1) : t * (W + 1) + W]
+            on, off = frame[1], frame[0]
+            assert on.any() and off.any()
+            assert np.array_equal(tile[..., 0] > 0, on > 0), f"frame {t}: red pixels are not the ON events"
+            assert np.array_equal(tile[..., 2] > 0, off > 0), f"frame {t}: blue pixels are not the OFF events"
+            assert not tile[..., 1].any()
+            peak = frame.max()
+            np.testing.assert_allclose(tile[..., 0], np.round(on / peak * 255), atol=1)
+            np.testing.assert_allclose(tile[..., 2], np.round(off / peak * 255), atol=1)
+            if t:
+                assert (image[:, t * (W + 1) - 1] == 128).all()  # the grey separator
+
+    # what ran is what was saved and logged
+    (run_dir,) = list((tmp_path / "runs" / "psn-zoo").iterdir())
+    (ckpt_path,) = list((run_dir / "checkpoints").glob("*.ckpt"))
+    saved = yaml.safe_load((run_dir / "checkpoints" / "config.yaml").read_text())
+    assert saved["model"]["optimizer"] == "adamw" and saved["model"]["lr"] == 0.003
+    assert "optimizer" not in saved and "lr_scheduler" not in saved  # no second mechanism
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    hp = ckpt["hyper_parameters"]
+    assert (hp["optimizer"], hp["lr"], hp["scheduler"], hp["T"], hp["in_channels"]) == ("adamw", 0.003, "step", 3, 2)
+    (group,) = ckpt["optimizer_states"][0]["param_groups"]
+    assert group["initial_lr"] == 0.003 and "amsgrad" in group  # AdamW's state
+    assert ckpt["lr_schedulers"][0]["step_size"] == 30
+    assert (run_log.config["optimizer"], run_log.config["lr"], run_log.config["scheduler"]) == ("adamw", 0.003, "step")
 
 
 def test_ddp_two_processes_disjoint_shards_identical_weights(tmp_path):
@@ -154,7 +227,7 @@ def test_killed_run_resumes_to_identical_weights(tmp_path):
 def test_recipe_last_checkpoint_is_the_latest_epoch(tmp_path):
     """Lightning 2.6 writes ``save_last`` only when the monitored metric improves; the recipes keep a separate
     ``last.ckpt`` of every epoch, so a resumed run never restarts from a stale epoch."""
-    recipe = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "ndigits_psn_vgg.yaml").read_text())
+    recipe = yaml.safe_load(recipe_path("ndigits_psn_vgg").read_text())
     callbacks = [c for c in recipe["trainer"]["callbacks"] if c["class_path"].endswith("ModelCheckpoint")]
     assert len(callbacks) == 2
     trainer = {"max_epochs": 3, "accelerator": "cpu", "logger": False, "enable_progress_bar": False,
