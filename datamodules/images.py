@@ -296,6 +296,7 @@ class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
     name = "ImageNet"
     mean = (0.485, 0.456, 0.406)
     std = (0.229, 0.224, 0.225)
+    crop = 224  # the side of the training and evaluation crops
 
     def __init__(
         self, data_dir: str | None = None, batch_size: int = 64, num_workers: int = 8, seed: int = 0, T: int = 4
@@ -317,6 +318,11 @@ class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
     def in_channels(self) -> int:
         return 3
 
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One image ``[C, H, W]`` (the model repeats it over T)."""
+        return 3, self.crop, self.crop
+
     def setup(self, stage: str | None = None) -> None:
         if self.datasets:
             return
@@ -330,8 +336,8 @@ class ImageNetDataModule(_SplitLoaders, L.LightningDataModule):
 
         v2 = _vision_transforms()
         norm = [v2.ToImage(), v2.ToDtype(torch.float32, scale=True), v2.Normalize(self.mean, self.std)]
-        train_tf = v2.Compose([v2.RandomResizedCrop(224), v2.RandomHorizontalFlip(), *norm])
-        eval_tf = v2.Compose([v2.Resize(256), v2.CenterCrop(224), *norm])
+        train_tf = v2.Compose([v2.RandomResizedCrop(self.crop), v2.RandomHorizontalFlip(), *norm])
+        eval_tf = v2.Compose([v2.Resize(256), v2.CenterCrop(self.crop), *norm])
         self.datasets = {
             "train": datasets.ImageFolder(str(self.data_dir / "train"), transform=train_tf),
             "val": datasets.ImageFolder(str(self.data_dir / "val"), transform=eval_tf),
