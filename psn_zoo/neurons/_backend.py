@@ -25,6 +25,8 @@ from .surrogate import ATan, Sigmoid, Surrogate
 ENV = "PSN_ZOO_TRITON"
 #: Surrogate classes the kernels compute in registers, with the integer the kernels take for them.
 FUSED_SURROGATES: dict[type[Surrogate], int] = {ATan: 0, Sigmoid: 1}
+#: The kernels index with 32-bit offsets: larger inputs run the PyTorch path.
+MAX_ELEMENTS = 2**31
 #: Input and parameter dtypes the kernels read (they compute in fp32).
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
 
@@ -74,7 +76,7 @@ def use_triton(x: torch.Tensor, surrogate: Surrogate) -> bool:
             f"surrogates; {type(surrogate).__name__} runs the PyTorch path"
         )
         return False
-    return x.dtype in KERNEL_DTYPES
+    return x.dtype in KERNEL_DTYPES and x.numel() < MAX_ELEMENTS
 
 
 def triton_psn() -> ModuleType:
