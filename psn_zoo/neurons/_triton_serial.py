@@ -197,20 +197,3 @@ class TritonSerial(torch.autograd.Function):
         grad_q = gq.sum() if q is not None and ctx.needs_input_grad[2] else None
         grad_v0 = grad_v0[0].to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
         return grad_seq, grad_v0, grad_q, None, None, None, None, None, None, None
-
-
-def serial(
-    x_seq: torch.Tensor,
-    v0: torch.Tensor,
-    q: torch.Tensor | None,
-    tau: float | None,
-    decay_input: bool,
-    v_threshold: float,
-    r: float,
-    reset_mode: str,
-    detach_reset: bool,
-    surrogate: Surrogate,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Serial neuron over ``x_seq: [T, *]`` from ``v0: [*]`` through the Triton kernels; ``q = sigmoid(w)`` (PLIF)
-    is differentiable, and its gradient reaches ``w`` through autograd."""
-    return TritonSerial.apply(x_seq, v0, q, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate)

@@ -224,8 +224,8 @@ def serial_multi_step(
     if _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES):
         r = 0.0 if v_reset is None or mode != "hard" else v_reset
         q = None if w is None else w.float().sigmoid()
-        return _backend.triton_serial().serial(x_seq, v, q, tau, decay_input, v_threshold, r, mode, detach_reset,
-                                               surrogate)  # fmt: skip
+        kernel = _backend.triton_serial().TritonSerial  # q's gradient reaches w through autograd
+        return kernel.apply(x_seq, v, q, tau, decay_input, v_threshold, r, mode, detach_reset, surrogate)
     # the membrane is accumulated in fp32 when the input is half precision (mixed precision); spikes in its dtype
     state = torch.promote_types(x_seq.dtype, torch.float32)
     x, v0 = x_seq.to(state), v.to(state)
