@@ -24,7 +24,7 @@ def test_list_neurons_and_patterns():
     names = list_neurons()
     assert names == sorted(names)
     assert {"psn", "masked_psn", "sliding_psn", "if", "lif", "plif", "lif_noreset"} <= set(names)
-    assert list_neurons("*psn") == ["masked_psn", "psn", "sliding_psn"]
+    assert list_neurons("*psn") == ["channel_sliding_psn", "masked_psn", "psn", "sliding_psn"]
     assert list_neurons("nothing*") == []
 
 

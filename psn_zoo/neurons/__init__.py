@@ -1,4 +1,5 @@
-"""Spiking neurons: the PSN family (PSN, masked PSN, sliding PSN) and IF/LIF/PLIF baselines.
+"""Spiking neurons: the PSN family (PSN, masked PSN, sliding PSN), IF/LIF/PLIF baselines, and the parallel neurons
+that followed PSN (PMSN, the channel-wise sliding PSN, FPT-LIF, ParaLIF/SPSN).
 
 Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B, ...]``
 (``step_mode="s"``, causal neurons only). Pick a neuron by name with :func:`make_neuron`.
@@ -6,20 +7,38 @@ Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B
 
 from . import functional
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
+from .channel_sliding import ChannelSlidingPSN
+from .fpt import FPTLIFNode
 from .lif import IFNode, LIFNode, NoResetLIFNode, ParametricLIFNode
+from .paralif import ParaLIF
+from .pmsn import PMSN
 from .psn import PSN, MaskedPSN, SlidingPSN
-from .registry import NEURONS, NeuronSpec, list_neurons, make_neuron, neuron_factory, neuron_info
+from .registry import (
+    NEURONS,
+    RESET_KINDS,
+    NeuronSpec,
+    list_neurons,
+    make_neuron,
+    neuron_factory,
+    neuron_info,
+    neuron_tree,
+)
 from .surrogate import ATan, Sigmoid, Surrogate, list_surrogates, make_surrogate
 
 __all__ = [
     "NEURONS",
+    "PMSN",
     "PSN",
+    "RESET_KINDS",
     "ATan",
+    "ChannelSlidingPSN",
+    "FPTLIFNode",
     "IFNode",
     "LIFNode",
     "MaskedPSN",
     "NeuronSpec",
     "NoResetLIFNode",
+    "ParaLIF",
     "ParametricLIFNode",
     "Sigmoid",
     "SlidingPSN",
@@ -34,6 +53,7 @@ __all__ = [
     "make_surrogate",
     "neuron_factory",
     "neuron_info",
+    "neuron_tree",
     "neurons_of",
     "reset_states",
     "set_step_mode",

@@ -137,9 +137,61 @@ def list_neurons(pattern: str | None = None) -> list[str]:
     return NEURONS.names(pattern)
 
 
+# ------------------------------------------------------------------------------------------------ family tree
+#: How a neuron resets its membrane after a spike (``reset`` in :func:`neuron_info`):
+RESET_KINDS = {
+    "none": "reset-free: the membrane is a fixed (learned) linear map of the input, so it is parallel over T",
+    "exact": "exact reset, computed serially step by step",
+    "fixed_point": "exact reset reached by fixed-point iterations in parallel (exact once K >= T)",
+    "decoupled": "reset by subtraction computed in parallel from a cumulative sum; no gradient through the reset",
+}
+
+#: The family-tree facts of the paper's neurons (their modules predate these class attributes; a class that sets
+#: ``reset_kind`` / ``streamable`` / ``generalises`` itself takes precedence). ``generalises`` maps a neuron this one
+#: reduces to exactly, to the condition under which it does.
+_BUILTIN_FAMILY: dict[str, dict[str, Any]] = {
+    "psn": {
+        "reset": "none",
+        "streamable": False,
+        "generalises": {
+            "masked_psn": "lambda_ = 1: W restricted to the causal band of order k",
+            "lif_noreset": "W[t, j] = c·β^(t−j) for j <= t (c = 1/τ with decay_input, β = 1 − 1/τ), b = −v_threshold",
+            "paralif": "spike_mode = 'T': W = the two-pole (α, β) filter's lower-triangular Toeplitz matrix, b = −θ",
+        },
+    },
+    "masked_psn": {
+        "reset": "none",
+        "streamable": True,
+        "generalises": {
+            "sliding_psn": "W Toeplitz on the band (the same k taps at every step), one bias",
+            "lif_noreset": "k = T, W[t, j] = c·β^(t−j), b = −v_threshold (at λ = 1)",
+        },
+    },
+    "sliding_psn": {"reset": "none", "streamable": True, "generalises": {}},
+    "if": {"reset": "exact", "streamable": True, "generalises": {}},
+    "lif": {"reset": "exact", "streamable": True, "generalises": {}},
+    "plif": {"reset": "exact", "streamable": True, "generalises": {"lif": "w = −log(τ − 1) and not trained"}},
+    "lif_noreset": {"reset": "none", "streamable": True, "generalises": {}},
+}
+
+
+def _family(entry: Entry[type[nn.Module]]) -> dict[str, Any]:
+    cls, builtin = entry.obj, _BUILTIN_FAMILY.get(entry.name, {})
+    return {
+        "reset": getattr(cls, "reset_kind", builtin.get("reset", "exact")),
+        "streamable": bool(getattr(cls, "streamable", builtin.get("streamable", entry.meta.get("causal", True)))),
+        "generalises": dict(getattr(cls, "generalises", builtin.get("generalises", {}))),
+    }
+
+
 def neuron_info(name: str) -> dict[str, Any]:
-    """Name, class, aliases, causality, whether T is required, and accepted arguments of a neuron."""
+    """Name, class, aliases, causality, whether T is required, accepted arguments, and the neuron's place in the
+    family tree: ``reset`` (a key of :data:`RESET_KINDS`), ``reset_free``, ``exact_reset`` (the serial LIF's spikes,
+    always or at enough iterations), ``streamable`` (single-step mode), ``generalises`` / ``generalised_by``
+    (``{neuron: condition}`` under which one reduces to the other exactly) and ``channelwise`` (per-channel
+    parameters, sized from the first input)."""
     entry = NEURONS.get(name)
+    family = _family(entry)
     return {
         "name": entry.name,
         "class": entry.obj.__name__,
@@ -148,4 +200,37 @@ def neuron_info(name: str) -> dict[str, Any]:
         "needs_T": bool(entry.meta.get("needs_T", False)),
         "kwargs": [k for k in entry.accepted_kwargs() if k not in _RUNTIME_KWARGS],
         "summary": (entry.obj.__doc__ or "").strip().splitlines()[0],
+        "reset": family["reset"],
+        "reset_free": family["reset"] == "none",
+        "exact_reset": family["reset"] in ("exact", "fixed_point"),
+        "streamable": family["streamable"],
+        "generalises": family["generalises"],
+        "generalised_by": {
+            other.name: cond for other in NEURONS if (cond := _family(other)["generalises"].get(entry.name)) is not None
+        },
+        "channelwise": "channels" in entry.accepted_kwargs(),
     }
+
+
+def neuron_tree() -> str:
+    """The family tree as text: each neuron under the ones that generalise it, with its reset and streaming flags
+    (what ``psn-zoo neurons --tree`` prints)."""
+    infos = {name: neuron_info(name) for name in list_neurons()}
+    lines: list[str] = []
+
+    def flags(info: dict[str, Any]) -> str:
+        parts = [f"reset: {info['reset']}", "streamable" if info["streamable"] else "parallel-only"]
+        return ", ".join(parts + (["per-channel"] if info["channelwise"] else []))
+
+    def walk(name: str, depth: int, path: tuple[str, ...], condition: str | None) -> None:
+        info = infos[name]
+        when = f"  when {condition}" if condition else ""
+        lines.append(f"{'  ' * depth}{'└─ ' if depth else ''}{name} [{flags(info)}]{when}")
+        for child, cond in sorted(info["generalises"].items()):
+            if child not in path and child in infos:
+                walk(child, depth + 1, (*path, child), cond)
+
+    for name, info in infos.items():
+        if not info["generalised_by"]:  # roots
+            walk(name, 0, (name,), None)
+    return "\n".join(lines)

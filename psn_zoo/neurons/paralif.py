@@ -1,0 +1,160 @@
+"""ParaLIF / SPSN: the parallelisable leaky integrate-and-fire neuron (Yarga & Wood, 2024; SPSN, IJCNN 2023;
+NECOTIS/Parallelizable-Leaky-Integrate-and-Fire-Neuron).
+
+A current-based LIF without reset, so the membrane is a fixed causal filter of the input:
+
+    I[t] = α·I[t−1] + X[t],    V[t] = β·V[t−1] + (1 − β)·I[t],    α = exp(−1/τ_syn), β = exp(−1/τ_mem)
+
+(τ in steps; ``tau_syn = 0`` means α = 0, ``I = X``), computed as two ``[T, T]`` lower-triangular products. The
+spike function is the paper's choice (``spike_mode``):
+
+- ``"T"`` threshold: ``S = Θ(V − θ)``;
+- ``"D"`` delta: ``S = Θ(V[t] − V[t−1] − θ)`` (fires on a rise of the membrane);
+- ``"SB"`` sigmoid-Bernoulli (the stochastic SPSN): ``S ~ Bernoulli(σ(V))`` with a straight-through gradient
+  ``∂S/∂V = σ'(V)``; random, so seed it (``torch.manual_seed``) for reproducible runs.
+
+``learn_tau`` makes the decays trainable (``α = σ(w_syn)``, ``β = σ(w_mem)``, scalars shared by the layer).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from ._channelwise import finite_number, fp32_compute, lower_toeplitz
+from .base import SpikingNeuron, StepMode
+from .registry import NEURONS
+from .surrogate import Surrogate, SurrogateSpec
+
+SPIKE_MODES = ("T", "D", "SB")
+
+
+class _BernoulliST(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx: Any, p: torch.Tensor) -> torch.Tensor:
+        return torch.bernoulli(p)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad
+
+
+def paralif_fire(v: torch.Tensor, v_prev: torch.Tensor, mode: str, v_threshold: float, surrogate: Surrogate):
+    """Spikes from the membrane ``v: [T, *]`` (``v_prev``: the membrane one step earlier, ``[T, *]``)."""
+    if mode == "T":
+        return surrogate(v - v_threshold)
+    if mode == "D":
+        return surrogate(v - v_prev - v_threshold)
+    return _BernoulliST.apply(torch.sigmoid(v))
+
+
+@NEURONS.register("paralif", aliases=("spsn",), causal=True)
+class ParaLIF(SpikingNeuron):
+    """Parallelisable LIF without reset: ``I = α·I + X``, ``V = β·V + (1−β)·I``, spikes by ``spike_mode`` ("T":
+    ``Θ(V − θ)``, "D": ``Θ(ΔV − θ)``, "SB": ``Bernoulli(σ(V))``, the stochastic SPSN); any T, streaming."""
+
+    reset_kind: ClassVar[str] = "none"
+    streamable: ClassVar[bool] = True
+    generalises: ClassVar[dict[str, str]] = {
+        "lif_noreset": "tau_syn = 0, spike_mode = 'T', decay_input lif with 1/tau = 1 − exp(−1/tau_mem)",
+    }
+
+    def __init__(
+        self,
+        tau_mem: float = 2.0,
+        tau_syn: float = 2.0,
+        spike_mode: str = "T",
+        v_threshold: float = 1.0,
+        learn_tau: bool = False,
+        surrogate: SurrogateSpec = "atan",
+        step_mode: StepMode = "m",
+    ) -> None:
+        super().__init__(surrogate)
+        owner = type(self).__name__
+        self.tau_mem = finite_number(tau_mem, "tau_mem", owner, low=0.0, low_open=True)
+        self.tau_syn = finite_number(tau_syn, "tau_syn", owner, low=0.0)
+        if spike_mode not in SPIKE_MODES:
+            raise ValueError(
+                f"{owner}: spike_mode must be one of {SPIKE_MODES} ('T' threshold, 'D' delta, 'SB' sigmoid-Bernoulli),"
+                f" got {spike_mode!r}"
+            )
+        self.spike_mode = spike_mode
+        self.v_threshold = finite_number(v_threshold, "v_threshold", owner)
+        self.learn_tau = bool(learn_tau)
+        if self.learn_tau and self.tau_syn == 0.0:
+            raise ValueError(f"{owner}: learn_tau needs tau_syn > 0 (α = 0 has no logit to learn); set tau_syn > 0")
+        beta = math.exp(-1.0 / self.tau_mem)
+        alpha = math.exp(-1.0 / self.tau_syn) if self.tau_syn > 0 else 0.0
+        if self.learn_tau:
+            self.w_mem = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
+            self.w_syn = nn.Parameter(torch.tensor(math.log(alpha / (1 - alpha))))
+        else:
+            self.register_buffer("beta", torch.tensor(beta), persistent=False)
+            self.register_buffer("alpha", torch.tensor(alpha), persistent=False)
+        self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # (I, V) after the last step
+        self.step_mode = step_mode
+
+    def decays(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(α, β)`` as 0-d tensors."""
+        if self.learn_tau:
+            return self.w_syn.to(dtype).sigmoid(), self.w_mem.to(dtype).sigmoid()
+        return self.alpha.to(dtype), self.beta.to(dtype)
+
+    def _initial(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._state is None:
+            zero = torch.zeros(x.shape, dtype=dtype, device=x.device)
+            return zero, zero
+        if self._state[0].shape != x.shape:
+            raise ValueError(
+                f"{type(self).__name__}: stored state has shape {tuple(self._state[0].shape)} but this step has "
+                f"shape {tuple(x.shape)}; call reset() (psn_zoo.neurons.reset_states(model)) between sequences"
+            )
+        return self._state[0].to(dtype), self._state[1].to(dtype)
+
+    def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
+        """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`)."""
+        T = x_seq.shape[0]
+        with fp32_compute(x_seq) as dtype:
+            x = x_seq.reshape(T, -1).to(dtype)
+            i0, v0 = (s.reshape(-1) for s in self._initial(x_seq[0], dtype))
+            alpha, beta = self.decays(dtype)
+            steps = torch.arange(1, T + 1, dtype=dtype, device=x.device).unsqueeze(1)
+            current = lower_toeplitz(alpha, T) @ x + alpha**steps * i0
+            v = (1 - beta) * (lower_toeplitz(beta, T) @ current) + beta**steps * v0
+            v_prev = torch.cat([v0.unsqueeze(0), v[:-1]])
+            spikes = paralif_fire(v, v_prev, self.spike_mode, self.v_threshold, self.surrogate)
+            self._state = (current[-1].reshape(x_seq.shape[1:]), v[-1].reshape(x_seq.shape[1:]))
+        return spikes.reshape(x_seq.shape).to(x_seq.dtype)
+
+    def single_step(self, x: torch.Tensor) -> torch.Tensor:
+        with fp32_compute(x) as dtype:
+            i0, v0 = self._initial(x, dtype)
+            alpha, beta = self.decays(dtype)
+            current = alpha * i0 + x.to(dtype)
+            v = beta * v0 + (1 - beta) * current
+            spike = paralif_fire(v.unsqueeze(0), v0.unsqueeze(0), self.spike_mode, self.v_threshold, self.surrogate)
+            self._state = (current, v)
+        return spike[0].to(x.dtype)
+
+    def reset(self) -> None:
+        self._state = None
+
+    def spec(self) -> dict[str, Any]:
+        return {
+            "name": "paralif",
+            "tau_mem": self.tau_mem,
+            "tau_syn": self.tau_syn,
+            "spike_mode": self.spike_mode,
+            "v_threshold": self.v_threshold,
+            "learn_tau": self.learn_tau,
+            "surrogate": self.surrogate.spec(),
+        }
+
+    def extra_repr(self) -> str:
+        return (
+            f"tau_mem={self.tau_mem}, tau_syn={self.tau_syn}, spike_mode={self.spike_mode!r}, "
+            f"learn_tau={self.learn_tau}, {super().extra_repr()}"
+        )
