@@ -110,3 +110,9 @@ def test_recipes_are_listed_and_named_from_any_directory(capsys, monkeypatch, tm
     with pytest.raises(SystemExit, match=r"psn-zoo: error: --config ndigts_psn_vgg: .*Did you mean ndigits_psn_vgg"):
         main(["fit", "--config", "ndigts_psn_vgg"])
     assert main(["recipes", "nope*"]) == 1
+
+
+def test_a_misspelt_datamodule_gets_the_closest_one():
+    expected = r"--data NDigitDataModule: no such DataModule\. Did you mean NDigitsDataModule\? The zoo's DataModules"
+    with pytest.raises(SystemExit, match=expected):
+        main(["fit", "--data", "NDigitDataModule", "--trainer.logger", "false"])

@@ -25,6 +25,7 @@ refused). A checkpoint brings its own weights, so ``model.pretrained`` is not ap
 from __future__ import annotations
 
 import contextlib
+import difflib
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -36,7 +37,7 @@ import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-import datamodules  # noqa: F401  (makes the DataModules resolvable by class name)
+import datamodules  # also makes the DataModules resolvable by class name
 
 from ..safe_load import checked_checkpoint
 from .classifier import SpikingClassifier
@@ -77,6 +78,19 @@ def data_attribute(name: str):
 def _channels_from_shape(data: Any) -> int | None:
     shape = getattr(data, "input_shape", None)  # (T, C, ...) for frames and sequences
     return int(shape[1]) if shape is not None and len(shape) >= 3 and getattr(data, "T", None) == shape[0] else None
+
+
+def _check_datamodule_name(value: str) -> None:
+    """``--data <Name>``: a bare name must be one of the zoo's DataModules (jsonargparse's own error for a typo lists
+    every type it tried, not the names)."""
+    if "." in value or value.lstrip().startswith(("{", "[")) or value in ("null", "None"):
+        return  # a class path or an inline config: jsonargparse checks it
+    names = sorted(n for n in datamodules.__all__ if n.endswith("DataModule") and n != "EventDataModule")
+    if value not in names:
+        close = difflib.get_close_matches(value, names, n=1, cutoff=0.6)
+        hint = f" Did you mean {close[0]}?" if close else ""
+        raise SystemExit(f"psn-zoo: error: --data {value}: no such DataModule.{hint} The zoo's DataModules are "
+                         f"{', '.join(names)}; another one by its class path (--data my_pkg.MyDataModule)")  # fmt: skip
 
 
 class RunConfig(SaveConfigCallback):
@@ -153,6 +167,8 @@ class ZooCLI(LightningCLI):
                 self._stated.append((linked, value, f"{flag} {value}"))
                 i += step
                 continue
+            if flag == "--data" and value is not None:
+                _check_datamodule_name(value)
             if flag in ("--config", "-c") and value is not None:
                 try:
                     config = resolve_config(value)
