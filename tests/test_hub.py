@@ -364,6 +364,22 @@ def test_arguments_that_contradict_the_checkpoint_are_errors(name):
     assert load_pretrained(name, **agreeing).pretrained_info == info  # arguments that agree are fine
 
 
+@pytest.mark.parametrize("name", list_pretrained())
+def test_model_card_is_a_huggingface_card_with_the_measured_numbers(name):
+    from huggingface_hub import ModelCard
+
+    info = get_pretrained_info(name)
+    text = model_card(info)
+    card = ModelCard(text)
+    assert card.data.library_name == "psn_zoo" and card.data.model_name == name
+    assert card.data.license == info.license.lower() and info.neuron["name"] in card.data.tags
+    top1 = next(r for r in card.data.eval_results if r.metric_type == "accuracy")
+    assert top1.metric_value == round(100 * info.metrics["top1"], 2) and top1.dataset_split == info.dataset["split"]
+    assert f'create_model("{name}", pretrained=True)' in text and info.weights.sha256 in text
+    if getattr(info, "eval_data", None) is not None:
+        assert f"fingerprint sha256 `{info.eval_data.sha256}`" in text
+
+
 def test_unknown_name_suggests_close_matches():
     typo = SHIPPED.replace("psn", "pns")
     for call in (get_pretrained_info, load_pretrained):

@@ -164,6 +164,20 @@ def card_data(info: CheckpointInfo) -> Any:
     )
 
 
+def _eval_data_note(info: CheckpointInfo) -> str:
+    """The paragraph naming the evaluation data's fingerprint (``eval_data``), or nothing for entries without one."""
+    data = getattr(info, "eval_data", None)
+    if data is None:
+        return ""
+    samples = f"{data.samples} samples, " if data.samples else ""
+    return f"""
+Evaluation data: the {data.dataset} {data.split} split, {samples}fingerprint sha256 `{data.sha256}`
+(`eval_data` in the manifest). `psn-zoo validate` with the
+`psn_zoo.training.data_fingerprint.EvalDataFingerprint` callback says whether your local split has it: then the
+numbers below reproduce exactly.
+"""
+
+
 def model_card(info: CheckpointInfo) -> str:
     """A Hugging Face model card (``huggingface_hub.ModelCard``): :func:`card_data` as YAML front matter, then what
     the checkpoint is, how to load it, its numbers and how it was trained."""
@@ -195,7 +209,7 @@ Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info
 `{json.dumps(dict(info.input.transform))}`.
 
 ## Numbers (measured on the {dataset.get("split", "test")} split)
-
+{_eval_data_note(info)}
 | metric | value |
 |---|---|
 | top-1 | {_pct(m.get("top1"))} |
