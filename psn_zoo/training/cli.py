@@ -41,6 +41,7 @@ import datamodules  # also makes the DataModules resolvable by class name
 
 from ..safe_load import checked_checkpoint
 from .classifier import SpikingClassifier
+from .data_fingerprint import EvalDataFingerprint
 from .recipes import resolve_config
 
 # ckpt_path values Lightning resolves to the current run's own checkpoints (still loaded with weights_only=True);
@@ -285,6 +286,7 @@ def run_cli(args: Sequence[str] | None = None, run: bool = True) -> ZooCLI:
                 save_config_callback=RunConfig,
                 save_config_kwargs={"overwrite": True},
                 auto_configure_optimizers=False,
+                trainer_defaults={"callbacks": [EvalDataFingerprint()]},  # validate/test: is the data the entry's?
                 args=None if args is None else list(args),
                 run=run,
                 resources=resources,
