@@ -5,10 +5,11 @@ manifest, :class:`psn_zoo.hub.metadata.EvalData`). The fingerprint of a split ha
 DataModule's ``fingerprint(split)`` (``datamodules.NDigitsDataModule.fingerprint``: the sha256 listing of the
 split's ``.bin`` files; ``datamodules.SequentialDigitsDataModule.fingerprint``: the sha256 of its images and
 labels). :func:`eval_data_of` asks the DataModule, :func:`compare_eval_data` says whether the two agree and why
-not, and :class:`EvalDataFingerprint` does both in ``psn-zoo validate`` / ``test``::
+not, and :class:`EvalDataFingerprint` (a default callback of the ``psn-zoo`` CLI) does both in ``psn-zoo validate``
+and ``test``::
 
-    psn-zoo validate --config seqdigits_psn --model.pretrained paper_seq_cnn.seqdigits_psn_t28 \\
-        --data.init_args.val_split test --trainer.callbacks+=psn_zoo.training.data_fingerprint.EvalDataFingerprint
+    psn-zoo validate --config configs/seqdigits_psn.yaml --model.pretrained paper_seq_cnn.seqdigits_psn_t28 \\
+        --data.init_args.val_split test
 
 prints, before the metrics, the local split's fingerprint and either "MATCHES ... should reproduce exactly" or
 "DIFFERS ... will differ" with the reasons it can see (arguments of the DataModule, sample count, the files).
@@ -24,6 +25,7 @@ from typing import Any
 
 import lightning as L
 from lightning.pytorch.callbacks import Callback
+from lightning.pytorch.utilities import rank_zero_warn
 
 from ..hub.metadata import EvalData
 
@@ -203,7 +205,10 @@ class EvalDataFingerprint(Callback):
     def on_fit_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         datamodule = trainer.datamodule
         if datamodule is not None and callable(getattr(datamodule, "fingerprint", None)):
-            self._recorded = eval_data_of(datamodule, self.split or "test")
+            try:
+                self._recorded = eval_data_of(datamodule, self.split or "test")
+            except (OSError, ValueError, KeyError, RuntimeError) as err:  # never stop a fit over a missing test split
+                rank_zero_warn(f"no evaluation-data fingerprint stored in this run's checkpoints: {err}")
 
     def state_dict(self) -> dict[str, Any]:
         return {"eval_data": self._recorded.to_dict()} if self._recorded is not None else {}
