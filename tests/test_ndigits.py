@@ -146,6 +146,117 @@ def test_every_pixel_fires_as_many_on_as_off_events():
         assert len(events) > 3000 and np.array_equal(on, off)
 
 
+# Generator v2 as first committed (e6f6541), kept as the reference the faster code must match bit for bit: the
+# committed fingerprints pin the default configuration, this pins the arithmetic for any configuration.
+def _v2_sample_log_intensity(canvas: np.ndarray, pad: int, offset: np.ndarray, config: nd.NDigitsConfig) -> np.ndarray:
+    """Generator v2's first sampling: float64 on the whole sensor, np.take of flat indices."""
+    n, side, size = len(canvas), canvas.shape[1], config.sensor
+    sub = 1 << nd.SUBPIXEL_BITS
+    source = np.rint(np.asarray(offset, dtype=np.float64) * -sub).astype(np.int64)  # (x, y) − offset, fixed point
+    cell, weight = source >> nd.SUBPIXEL_BITS, (source & (sub - 1)).astype(np.float64)  # floor and fraction
+    if cell.min() < -pad or cell.max() > pad - 1:
+        raise ValueError(f"an offset in {offset.min():.2f} … {offset.max():.2f} px leaves the {pad} px padding")
+    rows = (np.arange(size + 1)[:, None] * side + np.arange(size)).reshape(-1)  # size + 1 rows of size pixels
+    at = (np.arange(n) * side * side + (pad + cell[:, 1]) * side + pad + cell[:, 0])[:, None] + rows
+    flat = canvas.reshape(-1)
+    left, right = np.take(flat, at), np.take(flat[1:], at)  # [n, (size + 1)·size], right = left's neighbour
+    right -= left
+    right *= weight[:, :1]
+    left *= sub
+    left += right  # interpolated along x: intensity · 2^(nd.INTENSITY_BITS + nd.SUBPIXEL_BITS)
+    along_x = left.reshape(n, size + 1, size)
+    value = along_x[:, 1:] - along_x[:, :-1]
+    value *= weight[:, 1:, None]
+    value += along_x[:, :-1] * sub  # and along y: intensity · 2^(nd.INTENSITY_BITS + 2·nd.SUBPIXEL_BITS)
+    value *= 2.0 ** -(2 * nd.SUBPIXEL_BITS)
+    value += 0.5
+    index = np.floor(value, out=value).astype(np.intp).reshape(n, size * size)  # exact: round half up
+    return nd.log_intensity_table(float(config.background))[index]
+
+
+def _v2_simulate_recordings(
+    images: np.ndarray, config: nd.NDigitsConfig, rngs: list[np.random.Generator]
+) -> list[np.ndarray]:
+    """Generator v2's first simulation loop: every pixel of the sensor, one step at a time."""
+    n, size = len(images), config.sensor
+    if len(rngs) != n:
+        raise ValueError(f"simulate_recordings needs one generator per image: {n} images, {len(rngs)} generators")
+    pixels = size * size
+    speed, origin, threshold = np.empty(n), np.empty((n, 2)), np.empty((n, size, size))
+    for i, rng in enumerate(rngs):
+        speed[i] = rng.uniform(1 - config.speed_jitter, 1 + config.speed_jitter)
+        origin[i] = rng.uniform(-config.position_jitter_px, config.position_jitter_px, 2)
+        contrast = config.contrast * rng.uniform(1 - config.contrast_jitter, 1 + config.contrast_jitter)
+        threshold[i] = contrast * (1 + config.pixel_mismatch * rng.standard_normal((size, size)))
+    threshold = np.rint(np.maximum(threshold, 0.05) * 2.0**nd.LOG_BITS).astype(np.int32).reshape(-1)
+    canvas, pad = nd.fixed_point_canvas(images, config)
+    path = np.asarray(nd.SACCADE_PATH, dtype=np.float64)
+    legs = len(nd.SACCADE_PATH) - 1
+
+    def log_intensity(t_us: float) -> np.ndarray:
+        progress = np.minimum(t_us / (config.saccade_us * speed), legs)  # legs done, per recording
+        leg = np.minimum(np.floor(progress).astype(np.int64), legs - 1)
+        frac = (progress - leg)[:, None]
+        offset = path[leg] + frac * (path[leg + 1] - path[leg]) + origin  # [n, 2] (dx, dy)
+        return _v2_sample_log_intensity(canvas, pad, offset, config).reshape(-1)
+
+    duration = int(np.ceil(config.saccade_us * legs * (1 + config.speed_jitter) / config.dt_us)) * config.dt_us
+    reference = log_intensity(0.0)  # the log intensity at each pixel's last event (fixed point, exact)
+    chunks = []
+    for t in range(config.dt_us, duration + 1, config.dt_us):
+        delta = log_intensity(float(t)) - reference
+        hit = np.flatnonzero(np.abs(delta) >= threshold)  # row-major: recording, y, x
+        if len(hit):
+            d, th = delta[hit], threshold[hit]
+            count = np.abs(d) // th
+            reference[hit] += np.sign(d) * count * th
+            recording, pixel = np.divmod(hit, pixels)
+            y, x = np.divmod(pixel, size)
+            rows = np.column_stack([recording, y, x, d > 0, np.full(len(hit), t)])
+            chunks.append(np.repeat(rows, count, axis=0))  # [recording, y, x, p, end of step]
+    events = np.concatenate(chunks) if chunks else np.zeros((0, 5), dtype=np.int64)
+    events = events[np.argsort(events[:, 0], kind="stable")]
+    bounds = np.searchsorted(events[:, 0], np.arange(n + 1))
+    out = []
+    for i, rng in enumerate(rngs):
+        e = events[bounds[i] : bounds[i + 1]]
+        stamps = e[:, 4] - config.dt_us + rng.integers(0, config.dt_us, len(e))  # uniform within the step
+        noise = rng.poisson(config.noise_hz * pixels * duration * 1e-6)
+        noise_yx = rng.integers(0, size, (noise, 2))
+        noise_p = rng.integers(0, 2, noise)
+        noise_t = rng.integers(0, duration, noise)
+        y = np.concatenate([e[:, 1], noise_yx[:, 0]])
+        x = np.concatenate([e[:, 2], noise_yx[:, 1]])
+        p = np.concatenate([e[:, 3], noise_p])
+        t = np.concatenate([stamps, noise_t])
+        order = np.argsort(t, kind="stable")
+        rec = np.zeros(len(t), dtype=[("x", np.int64), ("y", np.int64), ("t", np.int64), ("p", np.int64)])
+        rec["x"], rec["y"], rec["t"], rec["p"] = x[order], y[order], t[order], p[order]
+        out.append(rec)
+    return out
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        nd.NDigitsConfig(),
+        nd.NDigitsConfig(sensor=40, position_jitter_px=2.5, speed_jitter=0.2, contrast=0.3, background=0.2),
+        nd.NDigitsConfig(sensor=30, position_jitter_px=0.0, contrast_jitter=0.3, pixel_mismatch=0.2, dt_us=700),
+    ],
+    ids=["default", "large-sensor-jittery", "small-sensor-cropped"],
+)
+def test_simulation_matches_the_first_v2_code_for_any_configuration(config):
+    """The windowed int64 simulation gives the same events as v2's first (whole-sensor, float64) code, also
+    where the sensor crops the digit, the jitter is larger or the background brighter."""
+    images, _ = nd.mnist_style_digits(3)
+    ids = list(range(len(images)))
+    fast = nd.simulate_recordings(images, config, [nd.recording_generator(config, i) for i in ids])
+    slow = _v2_simulate_recordings(images, config, [nd.recording_generator(config, i) for i in ids])
+    assert sum(len(e) for e in fast) > 1000 * len(images)
+    for a, b in zip(fast, slow, strict=True):
+        assert a.dtype == b.dtype and np.array_equal(a, b)
+
+
 # Emulated CPUs: controls that make a library take another CPU's code path, in a fresh process. Measured here (AMD
 # EPYC, AVX-512), one control at a time, on generator v1, which they all fed (see the module docstring):
 # - ATEN_CPU_CAPABILITY=default: torch's scalar kernels; grid_sample rounds differently, v1's events changed;
