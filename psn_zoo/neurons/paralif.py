@@ -59,7 +59,7 @@ class ParaLIF(SpikingNeuron):
     reset_kind: ClassVar[str] = "none"
     streamable: ClassVar[bool] = True
     generalises: ClassVar[dict[str, str]] = {
-        "lif_noreset": "tau_syn = 0, spike_mode = 'T', decay_input lif with 1/tau = 1 − exp(−1/tau_mem)",
+        "lif_noreset": "tau_syn = 0 and spike_mode = 'T': lif_noreset with tau = 1 / (1 − exp(−1/tau_mem))",
     }
 
     def __init__(
