@@ -86,7 +86,8 @@ class FingerprintCheck:
 
     def message(self) -> str:
         """The plain-language report (several lines)."""
-        published = f"published top-1 {100 * self.top1:.2f} %" if self.top1 is not None else "published numbers"
+        published = f"published top-1 {100 * self.top1:.2f} %" if self.top1 is not None else "recorded numbers"
+        source_numbers = "published numbers" if self.top1 is not None else "recorded numbers"
         lines = []
         if self.local is None:
             lines.append(f"Evaluation data: no fingerprint ({'; '.join(self.reasons)}).")
@@ -119,8 +120,8 @@ class FingerprintCheck:
         if self.evaluated_split is not None and self.evaluated_split != reference_split:
             lines.append(
                 f"Note: this run evaluates the {_SPLIT_NAMES.get(self.evaluated_split, self.evaluated_split)} split, "
-                f"not the {reference_split} split the {published} was measured on; for the published numbers pass "
-                f"--data.init_args.val_split {reference_split}."
+                f"but the {source_numbers} are for the {reference_split} split: pass --data.init_args.val_split "
+                f"{reference_split} to measure them."
             )
         return "\n".join(lines)
 
