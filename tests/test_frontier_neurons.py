@@ -180,6 +180,15 @@ def test_fpt_converges_to_the_serial_lif(lif_kwargs):
     assert torch.equal(halves, ref)
 
 
+def test_operation_counts():
+    """Neuron-side operations per neuron and sample (for psn_zoo.efficiency's energy estimate)."""
+    assert FPTLIFNode(K=3).macs_per_neuron(8) == (8 * 9 / 2 + 2 * 8 * 7 / 2, 0.0)
+    assert FPTLIFNode(K=8).macs_per_neuron(8) == (8.0, 0.0)  # the serial LIF's count once exact
+    assert ParaLIF().macs_per_neuron(10) == (30.0, 0.0) and ParaLIF(tau_syn=0.0).macs_per_neuron(10) == (20.0, 0.0)
+    assert PMSN(n=4).macs_per_neuron(4) == (4 * 5 / 2 + 4, 4.0)  # short T: the convolution is cheaper
+    assert PMSN(n=4).macs_per_neuron(100) == (33 * 100, 100.0)  # long T: the recurrence
+
+
 def test_fpt_with_one_iteration_is_the_lif_without_reset():
     torch.manual_seed(1)
     x = torch.randn(10, 300, dtype=torch.float64) * 2
@@ -267,6 +276,8 @@ def test_channel_sliding_taps_are_per_channel_and_dilated():
                 expected[t, range(C), j, range(C)] = neuron.weight[:, i].detach()
     torch.testing.assert_close(jac, expected.reshape(T * C, T * C))
     assert neuron.receptive_field == d * (k - 1) + 1
+    assert neuron.macs_per_neuron(T) == (float((expected[:, 0, :, 0] != 0).sum()), 0.0)  # one MAC per tap used
+    assert ChannelSlidingPSN(k=k, dilation=d, mul_free=True).macs_per_neuron(T)[1] == neuron.macs_per_neuron(T)[0]
 
 
 def test_multiplication_free_taps_are_powers_of_two_with_a_straight_through_gradient():

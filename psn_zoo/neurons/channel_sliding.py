@@ -122,6 +122,12 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
         """How many steps back (including the current one) a spike can see: ``dilation·(k−1) + 1``."""
         return self.dilation * (self.k - 1) + 1
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample: one per tap that reaches a step at or after 0
+        (shift-and-adds, counted as ACs, when ``mul_free``)."""
+        ops = float(sum(max(T - self.dilation * (self.k - 1 - i), 0) for i in range(self.k)))
+        return (0.0, ops) if self.mul_free else (ops, 0.0)
+
     def effective_weight(self) -> torch.Tensor:
         """The taps the forward pass uses, ``[C, k]`` (powers of two when ``mul_free``)."""
         return pow2_ste(self.weight) if self.mul_free else self.weight

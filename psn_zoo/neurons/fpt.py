@@ -126,6 +126,14 @@ class FPTLIFNode(SpikingNeuron):
             )  # fmt: skip
         return spikes.to(x_seq.dtype)
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample: at ``K >= T`` the spikes are the serial LIF's, which
+        costs ``T`` (the leak); below, the iterations that produce them: the reset-free part ``T(T+1)/2`` and
+        ``T(T−1)/2`` per further iteration (the lower-triangular products)."""
+        if self.K >= T:
+            return float(T), 0.0
+        return float(T * (T + 1) // 2 + (self.K - 1) * T * (T - 1) // 2), 0.0
+
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``[T, B, ...] -> [T, B, ...]`` from the stored membrane (rest after :meth:`reset`)."""
         return self._run(x_seq, self.K)

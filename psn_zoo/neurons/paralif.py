@@ -97,6 +97,11 @@ class ParaLIF(SpikingNeuron):
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # (I, V) after the last step
         self.step_mode = step_mode
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample, in the recurrent form that gives the same spikes:
+        ``α·I`` (1 MAC; an add when ``tau_syn = 0``) and ``β·V + (1 − β)·I`` (2 MACs) per step."""
+        return float((2 if self.tau_syn == 0.0 and not self.learn_tau else 3) * T), 0.0
+
     def decays(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
         """``(α, β)`` as 0-d tensors."""
         if self.learn_tau:

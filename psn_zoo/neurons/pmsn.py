@@ -132,6 +132,12 @@ class PMSN(ChannelwiseNeuron):
         self.c.copy_(torch.view_as_real(c.to(torch.complex64)).expand(channels, n, 2))
         self.d.normal_()
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample in its cheaper exact form: the recurrence (``6n`` real
+        MACs for ``Ā·s + B̄·u``, ``2n`` for ``Re(C·s)``, 1 for ``D·u`` per step) or the causal convolution
+        (``T(T+1)/2 + T``); the soma adds one accumulate per step."""
+        return float(min((8 * self.n + 1) * T, T * (T + 1) // 2 + T)), float(T)
+
     def modes(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """``(Ā, B̄, C)``, complex ``[C, n]``, from the parameters in ``dtype`` (fp32 or fp64)."""
         params = (self.log_dt, self.log_a_real, self.a_imag, self.b, self.c)
