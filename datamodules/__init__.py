@@ -9,7 +9,7 @@ from .asldvs import ASLDVSDataModule
 from .base import EventDataModule, default_data_dir
 from .cifar10dvs import CIFAR10DVSDataModule
 from .dvsgesture import DVSGestureDataModule
-from .errors import CorruptSampleError, DatasetNotFoundError, EmptySplitError, MissingSampleError
+from .errors import CorruptSampleError, DatasetNotFoundError, EmptySplitError, EmptySplitWarning, MissingSampleError
 from .images import (
     CIFAR10DataModule,
     CIFAR100DataModule,
@@ -33,6 +33,7 @@ __all__ = [
     "DVSGestureDataModule",
     "DatasetNotFoundError",
     "EmptySplitError",
+    "EmptySplitWarning",
     "EventDataModule",
     "ImageNetDataModule",
     "MissingSampleError",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 from typing import Any
 
@@ -26,13 +27,18 @@ class MissingSampleError(CorruptSampleError, DatasetNotFoundError):
 
 
 class EmptySplitError(ValueError):
-    """A split (train, val or test) holds no sample: a dataset copy too small for the split protocol, or split
+    """A training or test split holds no sample: a dataset copy too small for the split protocol, or split
     arguments that leave nothing on one side; the message names the argument or the files to change."""
 
 
+class EmptySplitWarning(UserWarning):
+    """The validation split holds no sample (validation is skipped); the message names the argument to change."""
+
+
 def require_samples(owner: Any, split: str, dataset: Any) -> Any:
-    """``dataset``, unless ``split`` of the DataModule ``owner`` is empty: then an :class:`EmptySplitError` naming
-    the fix (a DataModule may add its own advice with ``empty_split_help(split)``)."""
+    """``dataset``, unless ``split`` of the DataModule ``owner`` is empty: an empty training or test split raises an
+    :class:`EmptySplitError` naming the fix (a DataModule may add its own advice with ``empty_split_help(split)``);
+    an empty validation split warns with the fix (Lightning then skips validation, which tiny runs may want)."""
     if len(dataset):
         return dataset
     name = getattr(owner, "name", type(owner).__name__)
@@ -51,7 +57,11 @@ def require_samples(owner: Any, split: str, dataset: Any) -> Any:
     else:
         fix = "check that data_dir holds the whole dataset"
     extra = owner.empty_split_help(split) if hasattr(owner, "empty_split_help") else ""
-    raise EmptySplitError(f"{name}: the {split} split holds no sample. {extra or fix}")
+    message = f"{name}: the {split} split holds no sample. {extra or fix}"
+    if split == "val":
+        warnings.warn(message + " (validation is skipped)", EmptySplitWarning, stacklevel=2)
+        return dataset
+    raise EmptySplitError(message)
 
 
 class RequireEvents:
