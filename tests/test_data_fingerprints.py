@@ -19,7 +19,7 @@ from datamodules import ndigits as nd
 from psn_zoo.hub import get_pretrained_info, list_pretrained, manifest_path
 from psn_zoo.hub.metadata import CheckpointInfo, EvalData, ManifestError
 from psn_zoo.training import SpikingClassifier
-from psn_zoo.training.data_fingerprint import EvalDataFingerprint, compare_eval_data, eval_data_of
+from psn_zoo.training.data_fingerprint import EvalDataFingerprint, compare_eval_data, eval_data_of, with_eval_data
 
 pytestmark = pytest.mark.timeout(1800)
 
@@ -233,6 +233,16 @@ def test_manifests_without_eval_data_still_read_and_say_so():
     local = EvalData(dataset="NDigits", split="test", sha256="0" * 64, samples=1077)
     check = compare_eval_data(info.eval_data, local, source=f"entry {info.name}")
     assert check.matches is None and "records no evaluation-data fingerprint" in check.message()
+
+
+def test_an_old_entry_is_migrated_from_its_datamodule():
+    """An entry of an older manifest gets eval_data from its own DataModule: the shipped record, to the byte."""
+    raw = next(e for e in json.loads(manifest_path().read_text())["entries"] if e["dataset"]["name"] != "NDigits")
+    old = copy.deepcopy(raw)
+    del old["eval_data"]
+    info = CheckpointInfo.from_dict(old)
+    migrated = with_eval_data(info, SequentialDigitsDataModule(**info.dataset["init_args"]))
+    assert migrated.to_dict() == raw
 
 
 @pytest.mark.parametrize(

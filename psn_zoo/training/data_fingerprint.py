@@ -27,7 +27,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback
 from lightning.pytorch.utilities import rank_zero_warn
 
-from ..hub.metadata import EvalData
+from ..hub.metadata import CheckpointInfo, EvalData
 
 _SPLIT_NAMES = {"train": "training", "val": "validation (holdout)", "test": "test"}
 # DataModule arguments that never change what a test evaluation reads (the holdout, training augmentation, loading)
@@ -48,6 +48,13 @@ def eval_data_of(datamodule: Any, split: str = "test") -> EvalData:
     samples = len(datasets[split]) if split in datasets else None
     return EvalData(dataset=str(getattr(datamodule, "name", type(datamodule).__name__)), split=split,
                     sha256=sha256, samples=samples)  # fmt: skip
+
+
+def with_eval_data(info: CheckpointInfo, datamodule: Any) -> CheckpointInfo:
+    """``info`` with the :class:`EvalData` of its metrics' split (``info.dataset["split"]``) of ``datamodule``: how
+    an entry of an older manifest gets the field (give it the entry's DataModule, ``dataset.init_args``), and what
+    publishing records for a new one."""
+    return dataclasses.replace(info, eval_data=eval_data_of(datamodule, str(info.dataset.get("split", "test"))))
 
 
 def _short(sha256: str) -> str:
