@@ -7,9 +7,10 @@ How each command is checked (see :func:`check`):
 - **run fully, on tiny settings** (the overrides of :data:`TINY` appended: 1 epoch of 2 batches, no logger, one
   CPU device, a few N-Digits images): ``psn-zoo fit|validate|test|predict`` with a recipe whose data is embedded
   (N-Digits, sequential digits), in-process through :func:`psn_zoo.cli.main`; a documented ``--trainer.devices 2
-  --trainer.strategy ddp`` is therefore replaced (DDP runs in test_training_runs.py). ``--help`` of these commands.
-  Through the installed ``psn-zoo`` console script: ``recipes``, ``pretrained``, ``neurons``, ``models`` and
-  ``fit --help``; ``python -c`` snippets in a fresh interpreter.
+  --trainer.strategy ddp`` is therefore replaced (DDP runs in test_training_runs.py). ``--help`` of any command,
+  and of a bare mention in prose (```psn-zoo push```). The listing commands (``recipes``, ``pretrained``,
+  ``neurons``, ``models``): the first through the installed ``psn-zoo`` console script, the others in-process.
+  ``python -c`` snippets in a fresh interpreter.
 - **parsed only**: LightningCLI commands whose data must be downloaded (ImageNet, CIFAR, CIFAR10-DVS) are parsed
   with the recipe and every documented flag (``--print_config``); the argparse commands that would download,
   publish, push or run for minutes (``demo``, ``publish``, ``import-*``, ``push``, ``bench`` and every ``python -m
@@ -37,6 +38,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
 from procs import clean_env
 
@@ -210,19 +212,24 @@ class Runner:
 
     def __init__(self, workdir: Path, data_dir: Path) -> None:
         self.workdir, self.data_dir = workdir, data_dir
-        self.checkpoints: dict[str, Path] = {}
+        self.checkpoints: dict[str, Path] = {}  # recipe -> a checkpoint of it as shipped (no --model overrides)
+        self.runs = 0
+        self.console_checked = False
 
-    def tiny(self, recipe: str) -> list[str]:
+    def tiny(self, recipe: str) -> tuple[list[str], Path]:
+        """The tiny overrides for ``recipe`` and the run's own folder."""
         ndigits = "NDigits" in yaml.safe_load(recipe_path(recipe).read_text())["data"]["class_path"]
         data_dir = ["--data.init_args.data_dir", str(self.data_dir)] if ndigits else []
-        return [*TINY, *data_dir, "--trainer.default_root_dir", f"runs/{recipe}"]
+        self.runs += 1
+        folder = self.workdir / "runs" / f"{self.runs:02d}-{recipe}"
+        return [*TINY, *data_dir, "--trainer.default_root_dir", str(folder)], folder
 
     def checkpoint(self, recipe: str) -> Path:
-        """A checkpoint of ``recipe`` fitted here (tiny)."""
+        """A checkpoint of ``recipe`` fitted here (tiny), or the one a documented fit of it left."""
         if recipe not in self.checkpoints:
-            assert main(["fit", "--config", recipe, *self.tiny(recipe)]) == 0
-            (last,) = (self.workdir / "runs" / recipe / "checkpoints").glob("last.ckpt")
-            self.checkpoints[recipe] = last
+            tiny, folder = self.tiny(recipe)
+            assert main(["fit", "--config", recipe, *tiny]) == 0
+            self.checkpoints[recipe] = folder / "checkpoints" / "last.ckpt"
         return self.checkpoints[recipe]
 
     def lightning(self, argv: list[str]) -> str:
@@ -246,13 +253,24 @@ class Runner:
                 main([*argv, *([] if "--print_config" in argv else ["--print_config"])])
             assert done.value.code == 0
             return "parsed: --print_config"
-        assert main([*argv, *self.tiny(recipe)]) == 0
+        tiny, folder = self.tiny(recipe)
+        resumed = ["--trainer.max_epochs", "2"] if argv[0] == "fit" and "--ckpt_path" in argv else []  # 1 more epoch
+        assert main([*argv, *tiny, *resumed]) == 0
         if argv[0] == "fit":
-            assert list((self.workdir / "runs" / recipe / "checkpoints").glob("*.ckpt")), "fit saved no checkpoint"
-            assert (self.workdir / "runs" / recipe / "checkpoints" / "config.yaml").is_file()
+            assert (folder / "checkpoints" / "last.ckpt").is_file(), "fit saved no checkpoint"
+            assert (folder / "checkpoints" / "config.yaml").is_file()
+            if resumed:  # it continued from the checkpoint's epoch 0
+                assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 1
+            if not any(a.startswith("--model.") for a in argv) and "--ckpt_path" not in argv:
+                self.checkpoints.setdefault(recipe, folder / "checkpoints" / "last.ckpt")
         return "run: tiny"
 
     def console(self, argv: list[str]) -> str:
+        """A listing command: the first one through the installed ``psn-zoo`` script, the others in-process."""
+        if self.console_checked:
+            assert main(argv) == 0
+            return "run: in-process"
+        self.console_checked = True
         exe = shutil.which("psn-zoo")
         assert exe, "`pip install -e .` must provide the psn-zoo command"
         done = subprocess.run([exe, *argv], cwd=self.workdir, env=clean_env(), capture_output=True, text=True,
@@ -276,8 +294,9 @@ class Runner:
         saved = sys.argv
         sys.argv = [module, *args]
         try:
-            with pytest.raises(Parsed):
+            with pytest.raises(SystemExit if "--help" in args else Parsed) as done:
                 runpy.run_module(module, run_name="__main__", alter_sys=False)
+            assert "--help" not in args or done.value.code == 0
         finally:
             sys.argv = saved
             sys.path.remove(str(ROOT))
@@ -306,9 +325,16 @@ def check(runner: Runner, argv: list[str], monkeypatch, request) -> str:
         return runner.lightning(args)
     if args[0] in CONSOLE:
         return runner.console(args)
+    if len(args) == 1 and args[0] not in ("demo", "bench"):  # a bare mention (`psn-zoo push`): its help
+        args = [*args, "--help"]
     request.getfixturevalue("parse_only")
     if args[0] == "bench":
         return runner.bench(args, monkeypatch)
+    if "--help" in args:
+        with pytest.raises(SystemExit) as done:
+            main(args)
+        assert done.value.code == 0
+        return "run: help"
     with pytest.raises(Parsed):
         main(args)
     return "parsed: argparse"
