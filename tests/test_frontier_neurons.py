@@ -32,6 +32,7 @@ from psn_zoo.neurons import (
     neuron_info,
     neuron_tree,
     reset_states,
+    size_from_state_dict,
 )
 from psn_zoo.neurons.channel_sliding import pow2_round
 from psn_zoo.neurons.pmsn import decoupled_soma, pmsn_dendrites, pmsn_kernel, pmsn_modes
@@ -482,6 +483,14 @@ def test_a_model_streams_and_reloads(neuron):
         model.set_step_mode("m")
     torch.testing.assert_close(streamed, steps, rtol=1e-9, atol=1e-9)
     fresh = create_model("paper_seq_cnn", neuron=spec, num_classes=3, **kwargs).eval().double()
+    if neuron != "fpt_lif":
+        with pytest.raises((RuntimeError, ValueError), match="uninitialized parameter"):
+            fresh.num_params  # noqa: B018 -- unsized until an input or a state dict
+        assert len(size_from_state_dict(fresh, model.state_dict())) == len(fresh.neuron_layers())
+        assert fresh.num_params == model.num_params  # sized, so shapes can be compared before loading
+        assert {k: v.shape for k, v in fresh.state_dict().items()} == {
+            k: v.shape for k, v in model.state_dict().items()
+        }
     fresh.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh.forward_steps(x), steps)

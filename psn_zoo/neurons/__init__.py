@@ -6,6 +6,7 @@ Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B
 """
 
 from . import functional
+from ._channelwise import size_from_state_dict
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .channel_sliding import ChannelSlidingPSN
 from .fpt import FPTLIFNode
@@ -57,4 +58,5 @@ __all__ = [
     "neurons_of",
     "reset_states",
     "set_step_mode",
+    "size_from_state_dict",
 ]

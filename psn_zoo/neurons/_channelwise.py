@@ -11,7 +11,7 @@ load hook), so checkpoints load without a dry run.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import torch
@@ -106,3 +106,17 @@ class ChannelwiseNeuron(LazyModuleMixin, SpikingNeuron):
 
     def extra_repr(self) -> str:
         return f"channels={self.channels}, {super().extra_repr()}"
+
+
+def size_from_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) -> list[str]:
+    """Size every channel-wise neuron of ``model`` that has not seen an input yet from the parameter shapes in
+    ``state`` (a state dict of the whole model), so that code which compares shapes before ``load_state_dict``, or
+    counts parameters, sees the real ones. Returns the names of the neurons it sized; values are not loaded."""
+    sized = []
+    for name, module in model.named_modules():
+        if isinstance(module, ChannelwiseNeuron) and module.has_uninitialized_params():
+            key = f"{name}.{next(iter(module._trailing))}" if name else next(iter(module._trailing))
+            if key in state:
+                module._materialise(int(state[key].shape[0]))
+                sized.append(name)
+    return sized
