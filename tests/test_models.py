@@ -16,6 +16,10 @@ NEURON_SPECS = {
     "lif": "lif",
     "plif": "plif",
     "lif_noreset": "lif_noreset",
+    "channel_sliding_psn": {"name": "channel_sliding_psn", "k": 2},
+    "fpt_lif": {"name": "fpt_lif", "K": 2},
+    "paralif": "paralif",
+    "pmsn": "pmsn",
 }
 
 
