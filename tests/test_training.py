@@ -288,3 +288,19 @@ def test_finetuning_from_another_architecture_names_the_model_to_set(tmp_path):
     with pytest.raises(ValueError, match=expected + r" '\{\"input_size\": 34"):
         SpikingClassifier(model="sew_resnet18", neuron="psn", T=4, in_channels=2,
                           pretrained="paper_cifar10dvs_vgg.ndigits_psn_t4")  # fmt: skip
+
+
+def test_logger_less_fits_each_get_their_own_folder(tmp_path, monkeypatch):
+    """Without a logger Lightning puts every run's checkpoints in runs/checkpoints/; here each fit gets
+    runs/<recipe>/<time>/ with its own checkpoints and config.yaml."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PSN_ZOO_RUN_STAMP", raising=False)
+    tiny = ["--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+            "--trainer.enable_progress_bar", "false"]  # fmt: skip
+    for lr in ("0.01", "0.02"):
+        run_cli(["fit", *SEQ, *tiny, "--model.lr", lr])
+    folders = sorted((tmp_path / "runs" / "seqdigits_psn").iterdir())
+    assert len(folders) == 2 and not (tmp_path / "runs" / "checkpoints").exists()
+    for folder, lr in zip(folders, (0.01, 0.02), strict=True):
+        assert yaml.safe_load((folder / "checkpoints" / "config.yaml").read_text())["model"]["lr"] == lr
+        assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["lr"] == lr

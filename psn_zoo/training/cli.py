@@ -26,8 +26,11 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import itertools
+import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,6 +50,9 @@ from .recipes import resolve_config
 # ckpt_path values Lightning resolves to the current run's own checkpoints (still loaded with weights_only=True);
 # anything else, Lightning's model registry included, must be a path or an http(s) URL
 _LIGHTNING_CKPT_NAMES = ("best", "last", "hpc")
+
+#: the time stamp of a logger-less fit's folder, shared with the DDP ranks it launches
+_RUN_STAMP = "PSN_ZOO_RUN_STAMP"
 
 #: model argument -> the DataModule attribute it is linked to
 LINKED = {"T": "T", "num_classes": "num_classes", "in_channels": "in_channels"}
@@ -136,6 +142,7 @@ class ZooCLI(LightningCLI):
     def __init__(self, *args: Any, resources: contextlib.ExitStack | None = None, **kwargs: Any) -> None:
         self._resources = resources if resources is not None else contextlib.ExitStack()
         self._stated: list[tuple[str, Any, str]] = []  # (model argument, value, where it was stated)
+        self._run_name = "run"  # the (last) recipe's name: a logger-less fit's folder
         super().__init__(*args, **kwargs)
 
     def add_arguments_to_parser(self, parser) -> None:
@@ -175,6 +182,7 @@ class ZooCLI(LightningCLI):
                     config = resolve_config(value)
                 except FileNotFoundError as err:
                     raise SystemExit(f"psn-zoo: error: {err}") from None
+                self._run_name = Path(config).stem if Path(config).is_file() else self._run_name
                 out += [flag, self._strip_config(config)]
                 i += step
                 continue
@@ -230,6 +238,27 @@ class ZooCLI(LightningCLI):
                 f"(e.g. --data.init_args.T for {data}'s frames, or a DataModule with that many classes or channels), "
                 "or drop the model's value"
             )
+
+    def before_instantiate_classes(self) -> None:
+        """A fit without a logger gets its own folder, ``runs/<recipe>/<time>/`` (its checkpoints and config.yaml),
+        as a W&B run does (``runs/psn-zoo/<run id>/``): Lightning would put every logger-less run's checkpoints in
+        the same ``runs/checkpoints/``. An explicit ``--trainer.default_root_dir`` other than ``runs`` is kept."""
+        if self.subcommand != "fit":
+            return
+        trainer = self.config["fit"]["trainer"]
+        if trainer.get("logger") is not False or str(trainer.get("default_root_dir")) != "runs":
+            return
+        parent = Path("runs") / self._run_name
+        if os.environ.get("LOCAL_RANK", "0") != "0" and os.environ.get(_RUN_STAMP):  # a DDP rank: rank 0's folder
+            stamp = os.environ[_RUN_STAMP]
+        else:
+            stamp = base = time.strftime("%Y%m%d-%H%M%S")
+            for n in itertools.count(2):
+                if not (parent / stamp).exists():
+                    break
+                stamp = f"{base}-{n}"
+            os.environ[_RUN_STAMP] = stamp  # inherited by the ranks Lightning's DDP launcher starts
+        trainer["default_root_dir"] = str(parent / stamp)
 
     def instantiate_classes(self) -> None:
         super().instantiate_classes()
