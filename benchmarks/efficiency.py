@@ -27,8 +27,9 @@ from typing import Any
 import torch
 
 from benchmarks._common import emit, environment, markdown_table, median, progress
+from psn_zoo import load_pretrained
 from psn_zoo.efficiency import E_AC_PJ, E_MAC_PJ, measure_efficiency, neuron_macs_per_neuron
-from psn_zoo.hub import get_pretrained_info, list_pretrained, load_pretrained
+from psn_zoo.hub import get_pretrained_info, list_pretrained
 from psn_zoo.models import create_model
 from psn_zoo.neurons import SpikingNeuron
 

@@ -15,6 +15,7 @@ Here the neurons count too, per neuron and sample:
 | sliding PSN | ``k·T − k(k−1)/2`` MACs (a k-tap filter over time) |
 | LIF, PLIF, LIF without reset | ``T`` MACs (the leak) |
 | IF | ``T`` ACs |
+| the frontier neurons | their own ``macs_per_neuron`` (docs/neurons.md) |
 
 Energy = ``E_MAC · MACs + E_AC · ACs`` with ``E_MAC = 4.6 pJ`` and ``E_AC = 0.9 pJ`` (32-bit float, 45 nm).
 """
@@ -27,29 +28,19 @@ from typing import Any
 import torch
 from torch import nn
 
-from .neurons import PSN, IFNode, LIFNode, MaskedPSN, NoResetLIFNode, ParametricLIFNode, SlidingPSN, SpikingNeuron
+from .neurons import SpikingNeuron
 
 E_MAC_PJ = 4.6
 E_AC_PJ = 0.9
 
 
 def neuron_macs_per_neuron(neuron: nn.Module, T: int) -> tuple[float, float]:
-    """``(MACs, ACs)`` one neuron of ``neuron`` spends on a T-step sample (see the module table)."""
-    if isinstance(neuron, PSN):
-        return float(T * T), 0.0
-    if isinstance(neuron, MaskedPSN):
-        if float(neuron.lambda_) < 1.0:
-            return float(T * T), 0.0
-        k = neuron.k
-        return float(k * T - k * (k - 1) / 2), 0.0
-    if isinstance(neuron, SlidingPSN):
-        k = min(neuron.k, T)
-        return float(k * T - k * (k - 1) / 2), 0.0
-    if isinstance(neuron, (LIFNode, ParametricLIFNode, NoResetLIFNode)):
-        return float(T), 0.0
-    if isinstance(neuron, IFNode):
-        return 0.0, float(T)
-    raise TypeError(f"no operation count for {type(neuron).__name__}")
+    """``(MACs, ACs)`` one neuron of ``neuron`` spends on a T-step sample: each neuron class states its own
+    (``macs_per_neuron``; the module table above)."""
+    count = getattr(neuron, "macs_per_neuron", None)
+    if count is None:
+        raise TypeError(f"no operation count for {type(neuron).__name__}: give it a macs_per_neuron(T) method")
+    return count(T)
 
 
 @dataclass

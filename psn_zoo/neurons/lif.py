@@ -68,6 +68,10 @@ class _SerialNeuron(SpikingNeuron):
             )
         return self.v
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample: the leak's multiply per step (IF: an add)."""
+        return float(T), 0.0
+
     def _kernel_kwargs(self) -> dict[str, Any]:
         return {}
 
@@ -119,6 +123,10 @@ class IFNode(_SerialNeuron):
     ) -> None:
         super().__init__(v_threshold, v_reset, detach_reset, surrogate)
         self.step_mode = step_mode
+
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` per neuron and sample: no leak, one accumulate per step."""
+        return 0.0, float(T)
 
     def spec(self) -> dict[str, Any]:
         return {"name": "if", **self._common_spec()}

@@ -70,6 +70,10 @@ class PSN(SpikingNeuron):
         check_time_steps(x_seq, self.T, self)
         return F.psn_multi_step(x_seq, self.weight, self.bias, self.surrogate)
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a T-step sample: the ``[T, T]`` weight on the T inputs."""
+        return float(T * T), 0.0
+
     def spec(self) -> dict[str, Any]:
         return {"name": "psn", "T": self.T, "surrogate": self.surrogate.spec()}
 
@@ -141,6 +145,12 @@ class MaskedPSN(_StreamingPSN):
         self._t += 1
         return spike
 
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` per neuron and sample: ``T²`` while λ < 1, the band's ``k·T − k(k−1)/2`` at λ = 1."""
+        if float(self.lambda_) < 1.0:
+            return float(T * T), 0.0
+        return float(self.k * T - self.k * (self.k - 1) / 2), 0.0
+
     def spec(self) -> dict[str, Any]:
         return {
             "name": "masked_psn",
@@ -197,6 +207,11 @@ class SlidingPSN(_StreamingPSN):
         spike, self._queue = F.sliding_psn_step(x, self._queue, self.weight, self.bias, self.surrogate)
         self._t += 1
         return spike
+
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` per neuron and sample: a k-tap filter over T steps, ``k·T − k(k−1)/2``."""
+        k = min(self.k, T)
+        return float(k * T - k * (k - 1) / 2), 0.0
 
     def spec(self) -> dict[str, Any]:
         return {"name": "sliding_psn", "k": self.k, "exp_init": self.exp_init, "surrogate": self.surrogate.spec()}
