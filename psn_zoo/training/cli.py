@@ -14,7 +14,8 @@ One source for each value:
 - The optimizer and its schedule are the model's (``--model.optimizer``, ``--model.lr``, ``--model.scheduler``...),
   so what runs is what ``save_hyperparameters`` stores and W&B logs; LightningCLI's own ``--optimizer`` and
   ``--lr_scheduler`` are refused with the flags to use.
-- Each run saves its resolved configuration as ``config.yaml`` next to its checkpoints.
+- Each run saves its resolved configuration as ``config.yaml`` next to its checkpoints; a fit without a logger
+  gets its own folder ``runs/<recipe>/<time>/``.
 
 ``--ckpt_path`` (a path or an http(s) URL) is read once with ``weights_only=True`` before anything else happens (a
 file that would unpickle code is refused with a clear error), a URL is downloaded into a private temporary folder
