@@ -62,18 +62,26 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
 
 
 def _cmd_neurons(args: argparse.Namespace) -> int:
-    from .neurons import list_neurons, neuron_info
+    from .neurons import list_neurons, neuron_info, neuron_tree
 
+    if args.tree:
+        print(neuron_tree())
+        return 0
     rows = [neuron_info(name) for name in list_neurons(args.pattern)]
     if not rows:
         print(f"no neuron matches {args.pattern!r}")
         return 1
     width = max(len(r["name"]) for r in rows)
     for r in rows:
-        flags = ("causal" if r["causal"] else "parallel-only") + (", needs T" if r["needs_T"] else "")
+        flags = ", ".join([
+            "causal" if r["causal"] else "parallel-only", *(["needs T"] if r["needs_T"] else []),
+            f"reset: {r['reset']}", "streamable" if r["streamable"] else "not streamable",
+        ])  # fmt: skip
         aliases = f" (alias: {', '.join(r['aliases'])})" if r["aliases"] else ""
         print(f"{r['name']:<{width}}  {r['class']}{aliases} [{flags}]")
         print(f"{'':<{width}}  kwargs: {', '.join(r['kwargs'])}")
+        if r["generalises"]:
+            print(f"{'':<{width}}  generalises: {', '.join(f'{n} ({c})' for n, c in r['generalises'].items())}")
         print(f"{'':<{width}}  {r['summary']}")
     return 0
 
@@ -126,7 +134,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_paper(args: argparse.Namespace) -> int:
-    from .hub.publish import import_paper_checkpoint
+    from .models.convert import import_paper_checkpoint
 
     info = import_paper_checkpoint(args.file, args.tag, args.out, overwrite=args.overwrite)
     print(f"imported {info.name}: {info.weights.file}; measure it with: psn-zoo validate --config {info.recipe} "
@@ -135,7 +143,7 @@ def _cmd_import_paper(args: argparse.Namespace) -> int:
 
 
 def _cmd_import_sj(args: argparse.Namespace) -> int:
-    from .hub.publish import import_spikingjelly_state
+    from .models.convert import import_spikingjelly_state
 
     info = import_spikingjelly_state(
         args.file, args.arch, args.tag, args.out, neuron=args.neuron, T=args.T, num_classes=args.num_classes,
@@ -215,6 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     recipes.set_defaults(func=_cmd_recipes)
     neurons = sub.add_parser("neurons", help="list the registered neurons and their arguments")
     neurons.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. '*psn*'")
+    neurons.add_argument("--tree", action="store_true", help="the family tree: which neuron generalises which")
     neurons.set_defaults(func=_cmd_neurons)
     models = sub.add_parser("models", help="list the registered models")
     models.add_argument("pattern", nargs="?", default=None, help="fnmatch filter, e.g. 'sew*'")

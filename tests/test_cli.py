@@ -116,3 +116,12 @@ def test_a_misspelt_datamodule_gets_the_closest_one():
     expected = r"--data NDigitDataModule: no such DataModule\. Did you mean NDigitsDataModule\? The zoo's DataModules"
     with pytest.raises(SystemExit, match=expected):
         main(["fit", "--data", "NDigitDataModule", "--trainer.logger", "false"])
+
+
+def test_neurons_command_shows_the_family_tree_and_flags(capsys):
+    assert main(["neurons", "--tree"]) == 0
+    tree = capsys.readouterr().out
+    assert "fpt_lif [reset: fixed_point" in tree and "└─ lif [reset: exact" in tree  # FPT generalises the LIF
+    assert main(["neurons", "sliding_psn"]) == 0
+    listing = capsys.readouterr().out
+    assert "reset: none" in listing and "streamable" in listing

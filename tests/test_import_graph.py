@@ -13,10 +13,8 @@ import pytest
 import psn_zoo
 
 PACKAGE = Path(psn_zoo.__file__).parent
-# Deprecated forwarders that keep old import paths working for code owned elsewhere. Each is a function-level import
-# inside a module ``__getattr__`` that warns; delete the entry together with the forwarder once its users moved:
-# psn_zoo.hub.load_pretrained (benchmarks/efficiency.py) and psn_zoo.hub.publish.import_* (psn_zoo/cli.py).
-TRANSITIONAL = {("hub/__init__.py", "__getattr__"), ("hub/publish.py", "__getattr__")}
+# Function-level imports the static check may excuse (none: the hub's old forwarders to the models are gone).
+TRANSITIONAL: set[tuple[str, str]] = set()
 
 
 def _module_name(path: Path) -> str:
@@ -101,14 +99,16 @@ def test_the_hub_imports_nothing_that_leads_to_the_models():
 
 
 def test_the_check_sees_imports_inside_functions_and_through_the_package(tmp_path):
-    """The static check is not blind: it finds the forwarders' function-level imports, which it only excuses by name,
-    and resolves relative imports, and ``from .. import create_model`` to the models."""
+    """The static check is not blind: it sees function-level imports, resolves relative imports, and ``from ..
+    import create_model`` to the models; with nothing excused, the hub still reaches no model code."""
     strict = _graph(allow_transitional=False)
-    assert "models" in strict["hub"]
+    assert "models" not in strict.get("hub", set()) and strict == _graph(allow_transitional=True)
     probe = tmp_path / "probe.py"
     probe.write_text("import json\nfrom ..models import convert\n\n\ndef f():\n    from .. import create_model\n")
     assert _imports(probe, module="psn_zoo.hub.probe") == [
-        ("json", None), ("psn_zoo.models", None), ("psn_zoo.models", "f")
+        ("json", None),
+        ("psn_zoo.models", None),
+        ("psn_zoo.models", "f"),
     ]
 
 
@@ -125,25 +125,17 @@ def test_importing_the_hub_loads_no_model_code(module):
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def test_the_models_import_the_hub_and_the_old_paths_forward_with_a_warning():
+def test_the_models_import_the_hub_and_the_hub_no_longer_builds_models():
     code = (
-        "import sys, warnings\n"
+        "import sys\n"
         "import psn_zoo\n"
         "assert 'psn_zoo.models' not in sys.modules\n"
         "psn_zoo.create_model\n"
         "assert 'psn_zoo.hub' in sys.modules and 'psn_zoo.models._builder' in sys.modules\n"
-        "warnings.simplefilter('error')\n"
-        "try:\n"
-        "    from psn_zoo.hub import load_pretrained\n"
-        "except DeprecationWarning as w:\n"
-        "    assert 'psn_zoo.load_pretrained' in str(w), w\n"
-        "else:\n"
-        "    raise AssertionError('no DeprecationWarning')\n"
-        "warnings.simplefilter('ignore')\n"
-        "from psn_zoo.hub import load_pretrained\n"
-        "from psn_zoo.hub.publish import import_paper_checkpoint\n"
-        "from psn_zoo.models.convert import import_paper_checkpoint as moved\n"
-        "assert load_pretrained is psn_zoo.load_pretrained and import_paper_checkpoint is moved\n"
+        "import psn_zoo.hub, psn_zoo.hub.publish\n"
+        "assert not hasattr(psn_zoo.hub, 'load_pretrained'), 'use psn_zoo.load_pretrained'\n"
+        "assert not hasattr(psn_zoo.hub.publish, 'import_paper_checkpoint'), 'use psn_zoo.models.convert'\n"
+        "from psn_zoo.models.convert import import_paper_checkpoint, import_spikingjelly_state\n"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -18,7 +18,6 @@ import difflib
 import fnmatch
 import hashlib
 import json
-import warnings
 from pathlib import Path
 from typing import Any
 
@@ -172,22 +171,3 @@ def load_pretrained_weights(
     info = get_pretrained_info(name, manifest=manifest)
     release_dir = Path(manifest).parent if manifest is not None else None
     return load_entry_weights(info, source=source, release_dir=release_dir)
-
-
-def __getattr__(name: str) -> Any:
-    """``psn_zoo.hub.load_pretrained``: moved to :func:`psn_zoo.load_pretrained` (models are built outside the hub).
-
-    Kept, with a ``DeprecationWarning``, until ``benchmarks/efficiency.py`` imports it from ``psn_zoo``; then delete
-    this function (and its allowance in ``tests/test_import_graph.py``).
-    """
-    if name == "load_pretrained":
-        warnings.warn(
-            "psn_zoo.hub.load_pretrained moved: use psn_zoo.load_pretrained (or psn_zoo.create_model(name, "
-            "pretrained=True)); the hub only stores and verifies files",
-            DeprecationWarning,
-            stacklevel=2,
-        )
-        from ..models._builder import load_pretrained  # deprecated forwarder, the hub's one reference to models
-
-        return load_pretrained
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

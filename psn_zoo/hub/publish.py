@@ -314,19 +314,3 @@ def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | 
         (folder / "README.md").write_text(model_card(info))
         commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"psn_zoo: {name}")
     return f"hf://{repo_id}@{commit.oid}"
-
-
-def __getattr__(name: str) -> Any:
-    """``import_paper_checkpoint`` / ``import_spikingjelly_state`` moved to :mod:`psn_zoo.models.convert` (they build
-    models). Kept, with a ``DeprecationWarning``, until ``psn_zoo/cli.py`` imports them from there; then delete this
-    function (and its allowance in ``tests/test_import_graph.py``)."""
-    if name in ("import_paper_checkpoint", "import_spikingjelly_state"):
-        import warnings
-
-        warnings.warn(
-            f"psn_zoo.hub.publish.{name} moved: use psn_zoo.models.convert.{name}", DeprecationWarning, stacklevel=2
-        )
-        from ..models import convert  # deprecated forwarder, the hub's one reference to models
-
-        return getattr(convert, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
