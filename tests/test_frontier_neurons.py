@@ -494,3 +494,20 @@ def test_a_model_streams_and_reloads(neuron):
     fresh.load_state_dict(model.state_dict())
     with torch.no_grad():
         assert torch.equal(fresh.forward_steps(x), steps)
+
+
+@pytest.mark.parametrize("neuron", [{"name": "pmsn", "n": 2}, {"name": "channel_sliding_psn", "k": 2}], ids=str)
+def test_an_unsized_channelwise_model_loads_weights_through_the_build_path(neuron):
+    """Weights of a trained channel-wise model load into a fresh (not yet sized) one through the one build path
+    (psn_zoo.models.load_backbone_weights), which sizes the neurons from the checkpoint first."""
+    from psn_zoo.models import create_model, load_backbone_weights
+
+    kwargs = {"T": 4, "in_channels": 2, "input_size": 34, "width_mult": 0.25, "num_classes": 3}
+    trained = create_model("paper_cifar10dvs_vgg", neuron=neuron, **kwargs).eval()
+    x = torch.rand(2, 4, 2, 34, 34)
+    with torch.no_grad():
+        expected = trained(x)
+    fresh = create_model("paper_cifar10dvs_vgg", neuron=neuron, **kwargs).eval()
+    assert load_backbone_weights(fresh, trained.state_dict()) == []
+    with torch.no_grad():
+        torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)

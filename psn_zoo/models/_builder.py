@@ -40,7 +40,7 @@ from ..hub import (
     load_entry_weights,
     load_pretrained_weights,
 )
-from ..neurons import NEURONS, NeuronSpec
+from ..neurons import NEURONS, NeuronSpec, size_from_state_dict
 from ..safe_load import load_torch_file, local_copy, suffix_of
 from .registry import MODELS, build_model, list_architectures, model_info
 
@@ -354,6 +354,7 @@ def load_backbone_weights(
     """
     state = dict(source) if isinstance(source, Mapping) else read_weights(source)
     shown = origin or (str(source) if not isinstance(source, Mapping) else "the state dict")
+    size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
     own = model.state_dict()
     head = set(classifier_keys(model))
     replaced: list[str] = []

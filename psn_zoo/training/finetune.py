@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from ..models.base import SpikingModel
+from ..neurons import size_from_state_dict
 from ..safe_load import load_torch_file, local_copy, suffix_of
 
 
@@ -94,6 +95,7 @@ def load_backbone_weights(model: SpikingModel, source: str, architecture: str | 
     """Load ``source`` into ``model`` (built as the registered ``architecture``, named in errors); returns the keys
     left at their initial values (a replaced classifier)."""
     state, described = _read(source)
+    size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
     own = model.state_dict()
     head = {f"{n}" for n, _ in _prefixed(model, model.get_classifier())}
     replaced: list[str] = []
