@@ -72,6 +72,9 @@ def test_fit_publish_load_and_validate_agree(tmp_path):
     assert entry["dataset"]["datamodule"] == "datamodules.SequentialDigitsDataModule"
     assert entry["dataset"]["split"] == "test" and not any(k.startswith("_") for k in entry["dataset"]["init_args"])
     assert entry["input"]["kind"] == "sequence" and entry["input"]["shape"] == [28, 1, 28]
+    # the evaluation split's fingerprint is recorded, as psn-zoo validate compares it
+    expected = SequentialDigitsDataModule(**RECIPE["data"]["init_args"]).fingerprint("test")
+    assert entry["eval_data"]["split"] == "test" and entry["eval_data"]["sha256"] == expected
     metrics = entry["metrics"]
     assert {"top1", "top5", "mean_firing_rate", "synaptic_acs", "neuron_macs", "energy_uj"} <= set(metrics)
     # sliding PSN, k = 4: k·T − k(k−1)/2 MACs per neuron and sample

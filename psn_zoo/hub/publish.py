@@ -234,10 +234,11 @@ Per-layer firing rates:
 ## Fine-tune it
 
 ```bash
-psn-zoo fit --config {info.recipe} --model.pretrained {info.name} --model.num_classes <N> --trainer.max_epochs 5
+psn-zoo fit --config {info.recipe} --model.pretrained {info.name} --trainer.max_epochs 5
 ```
 
-A different class count replaces the classifier; `--model.freeze_backbone true` trains only that.
+The class count, T and input channels come from the data (`--data ...`): data with another class count replaces the
+classifier; `--model.freeze_backbone true` trains only that.
 
 Weights: `{info.weights.file}` ({info.weights.dtype}, sha256 `{info.weights.sha256}`).
 """

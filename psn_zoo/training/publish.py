@@ -4,6 +4,7 @@ record and the model card."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +16,7 @@ from ..hub.metadata import CheckpointInfo
 from ..hub.publish import ensure_new_entry, make_info, write_entry
 from .classifier import SpikingClassifier
 from .cli import run_cli
+from .data_fingerprint import eval_data_of
 
 
 @torch.no_grad()
@@ -94,11 +96,13 @@ def publish_checkpoint(
     classes = [str(c) for c in getattr(dm, "classes", range(module.hparams.num_classes))]
     skip = ("data_dir", "num_workers", "batch_size", "pin_memory", "download_timeout_s", "cache")
     data_hp = {k: v for k, v in dict(dm.hparams).items() if k not in skip and not k.startswith("_")}
+    # the evaluation split's fingerprint, where the DataModule can give one (psn-zoo validate compares it)
+    eval_data = eval_data_of(dm, "test") if callable(getattr(dm, "fingerprint", None)) else None
     return write_entry(
         out_dir,
         name,
         model.state_dict(),
-        lambda weights: make_info(
+        lambda weights: dataclasses.replace(make_info(
             name=name,
             model=model,
             weights=weights,
@@ -114,7 +118,7 @@ def publish_checkpoint(
             recipe=str(recipe),
             model_kwargs=dict(module.hparams.model_kwargs or {}),
             notes=notes,
-        ),
+        ), eval_data=eval_data),
         fp16=use_fp16,
         overwrite=overwrite,
     )
