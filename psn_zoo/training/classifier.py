@@ -93,9 +93,9 @@ class SpikingClassifier(L.LightningModule):
 
             load_backbone_weights(self.model, pretrained, architecture=model)
         if freeze_backbone:
-            head = set(self.model.get_classifier().parameters())
-            for p in self.model.parameters():
-                p.requires_grad_(p in head)
+            from ..models import freeze_backbone as freeze
+
+            freeze(self.model)
         top5 = min(5, num_classes)
         self.metrics = torch.nn.ModuleDict(
             {
