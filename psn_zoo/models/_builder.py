@@ -345,7 +345,11 @@ def classifier_keys(model: nn.Module) -> list[str]:
 
 
 def load_backbone_weights(
-    model: nn.Module, source: str | Path | Mapping[str, torch.Tensor], *, origin: str | None = None
+    model: nn.Module,
+    source: str | Path | Mapping[str, torch.Tensor],
+    *,
+    origin: str | None = None,
+    fix: str = "Build the model with the checkpoint's architecture, T and neuron (see its metadata)",
 ) -> list[str]:
     """Load ``source`` (anything :func:`read_weights` reads, or a state dict) into ``model``, strictly except for
     the classifier: when its shape differs (another ``num_classes``) it keeps its initial values. Returns those keys.
@@ -376,8 +380,7 @@ def load_backbone_weights(
         )
         raise ValueError(
             f"the weights in {shown} do not fit this {type(model).__name__} "
-            f"(T={model.T}, neuron={model.neuron_spec}): " + "; ".join(p for p in parts if p)
-            + ". Build the model with the checkpoint's architecture, T and neuron (see its metadata)"
+            f"(T={model.T}, neuron={model.neuron_spec}): " + "; ".join(p for p in parts if p) + f". {fix}"
         )
     model.load_state_dict(state, strict=not replaced)
     return replaced

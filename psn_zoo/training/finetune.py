@@ -12,10 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from torch import nn
 
 from ..models.base import SpikingModel
-from ..neurons import size_from_state_dict
 from ..safe_load import load_torch_file, local_copy, suffix_of
 
 
@@ -92,48 +90,18 @@ def _fix(described: dict[str, Any] | None, architecture: str | None, model: Spik
 
 
 def load_backbone_weights(model: SpikingModel, source: str, architecture: str | None = None) -> list[str]:
-    """Load ``source`` into ``model`` (built as the registered ``architecture``, named in errors); returns the keys
-    left at their initial values (a replaced classifier)."""
+    """Load ``source`` into ``model`` (built as the registered ``architecture``, named in errors) through the one
+    build path (:func:`psn_zoo.models.load_backbone_weights`); a mismatch names the ``--model.*`` flags that build
+    the source's model. Returns the keys left at their initial values (a replaced classifier)."""
+    from ..models import load_backbone_weights as load
+
     state, described = _read(source)
-    size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
-    own = model.state_dict()
-    head = {f"{n}" for n, _ in _prefixed(model, model.get_classifier())}
-    replaced: list[str] = []
-    if any(k in state and state[k].shape != own[k].shape for k in head):
-        state = {k: v for k, v in state.items() if k not in head}
-        replaced = sorted(head)
-    mismatched = [
-        f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"
-        for k, v in state.items()
-        if k in own and v.shape != own[k].shape
-    ]
-    missing = sorted(set(own) - set(state) - set(replaced))
-    unexpected = sorted(set(state) - set(own))
-    if mismatched or missing or unexpected:
+    try:
+        return load(model, state, origin=str(source), fix=_fix(described, architecture, model))
+    except ValueError:
         if described and architecture and described["model"] != architecture:
             raise ValueError(
                 f"the weights in {source} belong to another architecture ({described['model']}), not to "
                 f"{architecture}. " + _fix(described, architecture, model)
-            )
-        raise ValueError(
-            f"the weights in {source} do not fit this {type(model).__name__} "
-            f"(T={model.T}, neuron={model.neuron_spec}): "
-            + "; ".join(
-                part
-                for part in (
-                    f"shape mismatches {mismatched[:4]}" if mismatched else "",
-                    f"missing {missing[:6]}" if missing else "",
-                    f"unexpected {unexpected[:6]}" if unexpected else "",
-                )
-                if part
-            )
-            + ". "
-            + _fix(described, architecture, model)
-        )
-    model.load_state_dict(state, strict=not replaced)
-    return replaced
-
-
-def _prefixed(model: nn.Module, sub: nn.Module):
-    prefix = next(name for name, m in model.named_modules() if m is sub)
-    return [(f"{prefix}.{n}", p) for n, p in sub.state_dict().items()]
+            ) from None
+        raise
