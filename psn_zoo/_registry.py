@@ -2,13 +2,16 @@
 
 Neurons, surrogate functions and models are all registered the same way::
 
-    NEURONS = Registry("neuron")
+    MODELS = Registry("model")
 
-    @NEURONS.register("lif", causal=True)
-    class LIFNode(...): ...
+    @MODELS.register("sew_resnet18", family="resnet")
+    def sew_resnet18(...): ...
 
-    NEURONS.get("lif")          # -> Entry(name="lif", obj=LIFNode, meta={"causal": True})
-    NEURONS.names("*psn*")      # -> ["masked_psn", "psn", "sliding_psn"]
+    MODELS.get("sew_resnet18")   # -> Entry(name="sew_resnet18", obj=sew_resnet18, meta={"family": "resnet"})
+    MODELS.names("sew_*")        # -> ["sew_resnet18", "sew_resnet34", ...]
+
+Neurons register through ``psn_zoo.neurons.registry.register_neuron``, which reads the name and aliases from the
+class (the one home of a neuron type's identity) and stores no metadata of its own.
 """
 
 from __future__ import annotations

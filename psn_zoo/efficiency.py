@@ -37,10 +37,9 @@ E_AC_PJ = 0.9
 def neuron_macs_per_neuron(neuron: nn.Module, T: int) -> tuple[float, float]:
     """``(MACs, ACs)`` one neuron of ``neuron`` spends on a T-step sample: each neuron class states its own
     (``macs_per_neuron``; the module table above)."""
-    count = getattr(neuron, "macs_per_neuron", None)
-    if count is None:
-        raise TypeError(f"no operation count for {type(neuron).__name__}: give it a macs_per_neuron(T) method")
-    return count(T)
+    if not isinstance(neuron, SpikingNeuron):
+        raise TypeError(f"no operation count for {type(neuron).__name__}: it is not a psn_zoo SpikingNeuron")
+    return neuron.macs_per_neuron(T)
 
 
 @dataclass

@@ -135,3 +135,95 @@ def test_a_model_supplies_T_but_not_the_order_k():
 
     with pytest.raises(ValueError, match=r"'masked_psn' needs argument\(s\) \['k'\]"):
         create_model("paper_seq_cnn", neuron="masked_psn", T=28)
+
+
+# ------------------------------------------------------------------ one home for a neuron type's identity
+_ARGS = {"psn": {"T": 6}, "masked_psn": {"T": 6, "k": 2}, "sliding_psn": {"k": 2}, "channel_sliding_psn": {"k": 2}}
+
+
+@pytest.mark.parametrize("name", list_neurons())
+def test_the_class_is_the_one_home_of_a_neurons_identity(name):
+    """Registry name, spec()'s name, the SpikingJelly mapping's kind, the CLI's flags and the MAC count all read the
+    class: change the class attribute and every reader follows."""
+    from psn_zoo.efficiency import neuron_macs_per_neuron
+    from psn_zoo.neurons import NEURONS, compat
+
+    cls = NEURONS.get(name).obj
+    neuron = make_neuron(name, **_ARGS.get(name, {}))
+    assert cls.name == name and type(neuron) is cls
+    assert neuron.spec()["name"] == name == compat.neuron_kind(neuron)
+    assert NeuronSpec.parse(name).neuron_class is cls
+    info = neuron_info(name)
+    assert (info["causal"], info["needs_T"], info["reset"]) == (cls.causal, cls.needs_T, cls.reset_kind)
+    assert info["aliases"] == sorted(cls.aliases)
+    assert all(NEURONS.get(alias).obj is cls for alias in cls.aliases)
+    if hasattr(neuron, "initialize_parameters"):  # per-channel neurons size themselves from their first input
+        neuron(torch.zeros(6, 2, 3))
+    assert neuron_macs_per_neuron(neuron, 6) == neuron.macs_per_neuron(6)
+    assert NEURONS.get(name).meta == {}  # the registry keeps no second copy of the facts
+
+
+def test_a_class_attribute_is_what_the_readers_see(monkeypatch):
+    from psn_zoo.neurons import compat
+
+    monkeypatch.setattr(SlidingPSN, "causal", False)
+    monkeypatch.setattr(SlidingPSN, "reset_kind", "exact")
+    assert not NeuronSpec.parse("sliding_psn").causal
+    assert neuron_info("sliding_psn")["reset"] == "exact" and not neuron_info("sliding_psn")["streamable"]
+    with pytest.raises(ValueError, match="not causal"):
+        make_neuron("sliding_psn", k=2, step_mode="s")
+    assert compat.neuron_kind(make_neuron("sliding_psn", k=2)) == "sliding_psn"
+
+
+def test_registering_a_neuron_needs_its_own_name_and_a_known_reset_kind():
+    from psn_zoo.neurons.registry import register_neuron
+
+    class Unnamed(LIFNode):
+        pass
+
+    with pytest.raises(TypeError, match="declares no registry name"):
+        register_neuron(Unnamed)
+
+    class OddReset(LIFNode):
+        name = "odd_reset_test_only"
+        reset_kind = "sometimes"
+
+    with pytest.raises(ValueError, match="reset_kind"):
+        register_neuron(OddReset)
+    with pytest.raises(TypeError, match="SpikingNeuron"):
+        register_neuron(torch.nn.ReLU)
+
+
+def test_an_unregistered_subclass_is_not_mistaken_for_its_parent():
+    from psn_zoo.neurons import compat
+
+    class MyLIF(LIFNode):
+        pass
+
+    with pytest.raises(TypeError, match="not a registered psn_zoo neuron"):
+        compat.neuron_kind(MyLIF())
+
+
+def test_the_documented_own_neuron_registers_and_is_read_from_its_class():
+    """docs/neurons.md "Your own neuron", run as written in a fresh process (registration is process-wide)."""
+    import re
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[1] / "docs" / "neurons.md").read_text()
+    block = re.search(r"## Your own neuron.*?```python\n(.*?)```", doc, re.S).group(1)
+    check = """
+import torch
+from psn_zoo.neurons import make_neuron, neuron_info, compat
+from psn_zoo.efficiency import neuron_macs_per_neuron
+n = make_neuron("hrelu")
+x = torch.tensor([[0.5, 1.5]]).repeat(3, 1)
+assert n(x).tolist() == [[0.0, 1.0]] * 3 and n.spec()["name"] == "hard_relu" == compat.neuron_kind(n)
+info = neuron_info("hard_relu")
+assert info["causal"] and info["streamable"] and info["reset_free"] and info["aliases"] == ["hrelu"]
+assert neuron_macs_per_neuron(n, 4) == (0.0, 4.0)
+print("ok")
+"""
+    result = subprocess.run([sys.executable, "-c", block + check], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr

@@ -23,6 +23,7 @@ from .registry import (
     neuron_factory,
     neuron_info,
     neuron_tree,
+    register_neuron,
 )
 from .surrogate import ATan, Sigmoid, Surrogate, list_surrogates, make_surrogate
 
@@ -56,6 +57,7 @@ __all__ = [
     "neuron_info",
     "neuron_tree",
     "neurons_of",
+    "register_neuron",
     "reset_states",
     "set_step_mode",
     "size_from_state_dict",

@@ -13,6 +13,7 @@ subclasses :class:`StatefulModule` too, so :func:`reset_states` resets it with t
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
@@ -34,8 +35,22 @@ class StatefulModule(nn.Module):
 class SpikingNeuron(StatefulModule):
     """Base of all psn_zoo neurons; subclasses implement ``multi_step`` (and ``single_step`` if causal)."""
 
+    # A neuron type's identity lives here, on its class; the registry (``register_neuron``), ``spec()``, the
+    # SpikingJelly mapping, ``psn-zoo neurons`` and the efficiency counts all read it from these attributes.
+    #: Registry name (``make_neuron(name)``, the ``"name"`` of ``spec()``); every registered class sets its own.
+    name: ClassVar[str]
+    #: Other names that select it (e.g. the paper code's class names).
+    aliases: ClassVar[tuple[str, ...]] = ()
     #: Can the neuron run one time step at a time (its output at t depends only on inputs <= t)?
     causal: ClassVar[bool] = True
+    #: Are its weights sized by the number of time steps (so a model must pass ``T``)?
+    needs_T: ClassVar[bool] = False
+    #: How it resets after a spike: a key of ``psn_zoo.neurons.registry.RESET_KINDS``.
+    reset_kind: ClassVar[str] = "exact"
+    #: Does it have a single-step (streaming) mode? ``None``: the same as ``causal``.
+    streamable: ClassVar[bool | None] = None
+    #: ``{other neuron: condition}`` under which this neuron reduces to the other exactly.
+    generalises: ClassVar[Mapping[str, str]] = {}
 
     def __init__(self, surrogate: SurrogateSpec = "atan") -> None:
         """Subclasses call this first, define their parameters, then set ``self.step_mode``."""
@@ -93,7 +108,15 @@ class SpikingNeuron(StatefulModule):
 
     def spec(self) -> dict[str, Any]:
         """Plain-data constructor arguments, e.g. ``{"name": "lif", "tau": 2.0, ...}``: lives in YAML/metadata."""
+        return {"name": self.name, **self.spec_kwargs()}
+
+    def spec_kwargs(self) -> dict[str, Any]:
+        """The constructor arguments of :meth:`spec`, without the name."""
         raise NotImplementedError
+
+    def macs_per_neuron(self, T: int) -> tuple[float, float]:
+        """``(MACs, ACs)`` one neuron spends on a ``T``-step sample (``psn_zoo.efficiency`` reads it)."""
+        raise NotImplementedError(f"{type(self).__name__} does not state its operation count (macs_per_neuron)")
 
     def extra_repr(self) -> str:
         return f"step_mode={self._step_mode!r}"

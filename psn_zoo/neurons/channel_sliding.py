@@ -23,7 +23,7 @@ import torch
 
 from ._channelwise import ChannelwiseNeuron, fp32_compute, positive_int
 from .base import StepMode
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
 #: Exponent range of the power-of-two taps (``mul_free=True``).
@@ -71,7 +71,7 @@ def channel_sliding_membrane(
     return h + bias.reshape(view)
 
 
-@NEURONS.register("channel_sliding_psn", aliases=("cw_psn", "mulfree_psn"), causal=True)
+@register_neuron
 class ChannelSlidingPSN(ChannelwiseNeuron):
     """Channel-wise dilated sliding PSN: ``H[t,c] = Σ_i w[c,i]·X[t − d(k−1−i), c] + b[c]``, ``S = Θ(H)``; any T.
 
@@ -79,6 +79,9 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
     ``b: [C]`` starting at −1. ``mul_free``: power-of-two taps in the forward pass (straight-through gradient).
     ``channels``: size the parameters now instead of from the first input.
     """
+
+    name = "channel_sliding_psn"
+    aliases = ("cw_psn", "mulfree_psn")
 
     reset_kind: ClassVar[str] = "none"
     streamable: ClassVar[bool] = True
@@ -166,9 +169,8 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
     def reset(self) -> None:
         self._history = []
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "channel_sliding_psn",
             "k": self.k,
             "dilation": self.dilation,
             "mul_free": self.mul_free,

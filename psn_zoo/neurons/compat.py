@@ -23,29 +23,20 @@ from typing import Any
 import torch
 from torch import nn
 
-from .lif import IFNode, LIFNode, NoResetLIFNode, ParametricLIFNode
+from .lif import IFNode, LIFNode, ParametricLIFNode
 from .psn import PSN, MaskedPSN, SlidingPSN
 from .surrogate import ATan, Sigmoid, Surrogate, make_surrogate
 
 StateDict = Mapping[str, torch.Tensor]
 
-_CLASS_NAMES = {
-    PSN: "psn",
-    MaskedPSN: "masked_psn",
-    SlidingPSN: "sliding_psn",
-    IFNode: "if",
-    LIFNode: "lif",
-    ParametricLIFNode: "plif",
-    NoResetLIFNode: "lif_noreset",
-}
-
-
 def neuron_kind(neuron: nn.Module) -> str:
-    """The registry name of a psn_zoo neuron instance."""
-    for cls, name in _CLASS_NAMES.items():
-        if type(neuron) is cls:
-            return name
-    raise TypeError(f"{type(neuron).__name__} is not a psn_zoo neuron")
+    """The registry name of a psn_zoo neuron instance (its class's ``name``)."""
+    from .registry import NEURONS
+
+    name = getattr(type(neuron), "name", None)
+    if not isinstance(name, str) or name not in NEURONS or NEURONS.get(name).obj is not type(neuron):
+        raise TypeError(f"{type(neuron).__name__} is not a registered psn_zoo neuron")
+    return name
 
 
 def _expect(sd: StateDict, keys: tuple[str, ...], source: str, kind: str) -> None:

@@ -29,7 +29,7 @@ import torch
 
 from ._channelwise import fp32_compute, lower_toeplitz, positive_int
 from .base import SpikingNeuron, StepMode
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
 
@@ -70,10 +70,13 @@ def fpt_lif_multi_step(
     return spike.reshape(x_seq.shape), v_last.reshape(v.shape)
 
 
-@NEURONS.register("fpt_lif", aliases=("fpt",), causal=True)
+@register_neuron
 class FPTLIFNode(SpikingNeuron):
     """LIF with reset trained by ``K`` fixed-point iterations in parallel over T (FPT): ``K >= T`` is exactly
     ``lif``, ``K = 1`` is ``lif_noreset``. Arguments as :class:`~psn_zoo.neurons.LIFNode`, plus ``K``."""
+
+    name = "fpt_lif"
+    aliases = ("fpt",)
 
     reset_kind: ClassVar[str] = "fixed_point"
     streamable: ClassVar[bool] = True
@@ -142,9 +145,8 @@ class FPTLIFNode(SpikingNeuron):
         """One exact LIF step (one iteration is exact for one step)."""
         return self._run(x.unsqueeze(0), 1)[0]
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "fpt_lif",
             "K": self.K,
             "tau": self.tau,
             "decay_input": self.decay_input,

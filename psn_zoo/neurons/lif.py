@@ -8,14 +8,14 @@ threshold), ``detach_reset=True`` cuts the reset path out of the gradient (the p
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from . import functional as F
 from .base import SpikingNeuron, StepMode
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
 
@@ -109,9 +109,11 @@ class _SerialNeuron(SpikingNeuron):
         )
 
 
-@NEURONS.register("if")
+@register_neuron
 class IFNode(_SerialNeuron):
     """Integrate-and-fire: ``H[t] = V[t-1] + X[t]``."""
+
+    name = "if"
 
     def __init__(
         self,
@@ -128,14 +130,16 @@ class IFNode(_SerialNeuron):
         """``(MACs, ACs)`` per neuron and sample: no leak, one accumulate per step."""
         return 0.0, float(T)
 
-    def spec(self) -> dict[str, Any]:
-        return {"name": "if", **self._common_spec()}
+    def spec_kwargs(self) -> dict[str, Any]:
+        return self._common_spec()
 
 
-@NEURONS.register("lif")
+@register_neuron
 class LIFNode(_SerialNeuron):
     """Leaky integrate-and-fire: ``H[t] = V[t-1] + (X[t] - (V[t-1] - V_reset)) / τ`` (``decay_input``),
     or ``V[t-1] - (V[t-1] - V_reset) / τ + X[t]``."""
+
+    name = "lif"
 
     def __init__(
         self,
@@ -155,16 +159,19 @@ class LIFNode(_SerialNeuron):
     def _kernel_kwargs(self) -> dict[str, Any]:
         return {"tau": self.tau, "decay_input": self.decay_input}
 
-    def spec(self) -> dict[str, Any]:
-        return {"name": "lif", "tau": self.tau, "decay_input": self.decay_input, **self._common_spec()}
+    def spec_kwargs(self) -> dict[str, Any]:
+        return {"tau": self.tau, "decay_input": self.decay_input, **self._common_spec()}
 
     def extra_repr(self) -> str:
         return f"tau={self.tau}, decay_input={self.decay_input}, {super().extra_repr()}"
 
 
-@NEURONS.register("plif")
+@register_neuron
 class ParametricLIFNode(_SerialNeuron):
     """LIF with a learnable time constant: ``1/τ = sigmoid(w)``, ``w`` initialised from ``init_tau``."""
+
+    name = "plif"
+    generalises: ClassVar[dict[str, str]] = {"lif": "w = −log(τ − 1) and not trained"}
 
     def __init__(
         self,
@@ -189,16 +196,20 @@ class ParametricLIFNode(_SerialNeuron):
     def _kernel_kwargs(self) -> dict[str, Any]:
         return {"w": self.w, "decay_input": self.decay_input}
 
-    def spec(self) -> dict[str, Any]:
-        return {"name": "plif", "init_tau": self.init_tau, "decay_input": self.decay_input, **self._common_spec()}
+    def spec_kwargs(self) -> dict[str, Any]:
+        return {"init_tau": self.init_tau, "decay_input": self.decay_input, **self._common_spec()}
 
     def extra_repr(self) -> str:
         return f"tau={self.tau:.4g}, decay_input={self.decay_input}, {super().extra_repr()}"
 
 
-@NEURONS.register("lif_noreset", aliases=("lifnr",))
+@register_neuron
 class NoResetLIFNode(_SerialNeuron):
     """LIF without reset (the paper's ``lifnr`` baseline): ``V = H``; a fixed linear filter then a threshold."""
+
+    name = "lif_noreset"
+    aliases = ("lifnr",)
+    reset_kind = "none"
 
     reset_mode = "none"
 
@@ -218,9 +229,8 @@ class NoResetLIFNode(_SerialNeuron):
     def _kernel_kwargs(self) -> dict[str, Any]:
         return {"tau": self.tau, "decay_input": self.decay_input}
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "lif_noreset",
             "tau": self.tau,
             "decay_input": self.decay_input,
             "v_threshold": self.v_threshold,

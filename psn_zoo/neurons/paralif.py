@@ -26,7 +26,7 @@ from torch import nn
 
 from ._channelwise import finite_number, fp32_compute, lower_toeplitz
 from .base import SpikingNeuron, StepMode
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
 SPIKE_MODES = ("T", "D", "SB")
@@ -51,10 +51,13 @@ def paralif_fire(v: torch.Tensor, v_prev: torch.Tensor, mode: str, v_threshold: 
     return _BernoulliST.apply(torch.sigmoid(v))
 
 
-@NEURONS.register("paralif", aliases=("spsn",), causal=True)
+@register_neuron
 class ParaLIF(SpikingNeuron):
     """Parallelisable LIF without reset: ``I = α·I + X``, ``V = β·V + (1−β)·I``, spikes by ``spike_mode`` ("T":
     ``Θ(V − θ)``, "D": ``Θ(ΔV − θ)``, "SB": ``Bernoulli(σ(V))``, the stochastic SPSN); any T, streaming."""
+
+    name = "paralif"
+    aliases = ("spsn",)
 
     reset_kind: ClassVar[str] = "none"
     streamable: ClassVar[bool] = True
@@ -147,9 +150,8 @@ class ParaLIF(SpikingNeuron):
     def reset(self) -> None:
         self._state = None
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "paralif",
             "tau_mem": self.tau_mem,
             "tau_syn": self.tau_syn,
             "spike_mode": self.spike_mode,

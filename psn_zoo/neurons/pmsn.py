@@ -28,7 +28,7 @@ import torch
 
 from ._channelwise import ChannelwiseNeuron, finite_number, fp32_compute, positive_int
 from .base import StepMode
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
 
@@ -75,7 +75,7 @@ def decoupled_soma(
     return surrogate(before + z - threshold), rho[-1]
 
 
-@NEURONS.register("pmsn", causal=True)
+@register_neuron
 class PMSN(ChannelwiseNeuron):
     """Parallel multi-compartment spiking neuron: ``n`` dendritic compartments per channel (a diagonal complex linear
     system) feeding an integrate-and-fire soma with reset by subtraction, all parallel over T (any T).
@@ -85,6 +85,8 @@ class PMSN(ChannelwiseNeuron):
     instead of from the first input. Parameters per channel: ``log_dt [C]``, ``log_a_real``/``a_imag [C, n]``,
     ``b``/``c [C, n, 2]`` (complex as real pairs), ``d [C]``.
     """
+
+    name = "pmsn"
 
     reset_kind: ClassVar[str] = "decoupled"
     streamable: ClassVar[bool] = True
@@ -184,9 +186,8 @@ class PMSN(ChannelwiseNeuron):
         self._state = None
         self._residual = None
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "pmsn",
             "n": self.n,
             "v_threshold": self.v_threshold,
             "dt_min": self.dt_min,

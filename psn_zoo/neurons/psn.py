@@ -14,14 +14,14 @@ is no reset, so the whole sequence is processed in parallel.
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from torch import nn
 
 from . import functional as F
 from .base import SpikingNeuron, StepMode, check_time_steps
-from .registry import NEURONS
+from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
 
@@ -52,10 +52,20 @@ class _StreamingPSN(SpikingNeuron):
             )
 
 
-@NEURONS.register("psn", aliases=("if5",), needs_T=True, causal=False)
+@register_neuron
 class PSN(SpikingNeuron):
     """Parallel spiking neuron: ``S = Θ(W·X + b)``, ``W: [T, T]``, ``b: [T]``. Input ``[T, B, ...]`` only."""
 
+    name = "psn"
+    aliases = ("if5",)
+    needs_T = True
+    reset_kind = "none"
+    streamable = False
+    generalises: ClassVar[dict[str, str]] = {
+        "masked_psn": "lambda_ = 1: W restricted to the causal band of order k",
+        "lif_noreset": "W[t, j] = c·β^(t−j) for j <= t (c = 1/τ with decay_input, β = 1 − 1/τ), b = −v_threshold",
+        "paralif": "spike_mode = 'T': W = the two-pole (α, β) filter's lower-triangular Toeplitz matrix, b = −θ",
+    }
     causal = False
 
     def __init__(self, T: int, surrogate: SurrogateSpec = "atan", step_mode: StepMode = "m") -> None:
@@ -74,14 +84,14 @@ class PSN(SpikingNeuron):
         """``(MACs, ACs)`` one neuron spends on a T-step sample: the ``[T, T]`` weight on the T inputs."""
         return float(T * T), 0.0
 
-    def spec(self) -> dict[str, Any]:
-        return {"name": "psn", "T": self.T, "surrogate": self.surrogate.spec()}
+    def spec_kwargs(self) -> dict[str, Any]:
+        return {"T": self.T, "surrogate": self.surrogate.spec()}
 
     def extra_repr(self) -> str:
         return f"T={self.T}, {super().extra_repr()}"
 
 
-@NEURONS.register("masked_psn", aliases=("if5pmd8",), needs_T=True, causal=True)
+@register_neuron
 class MaskedPSN(_StreamingPSN):
     """Masked PSN of order ``k``: ``W`` restricted to the causal band of the last ``k`` inputs.
 
@@ -89,6 +99,15 @@ class MaskedPSN(_StreamingPSN):
     it per epoch with ``min(8·e/(E−1), 1)``. It is a buffer, so it is saved in checkpoints. Single-step
     (streaming) mode needs ``lambda_ == 1`` and at most ``T`` steps between resets.
     """
+
+    name = "masked_psn"
+    aliases = ("if5pmd8",)
+    needs_T = True
+    reset_kind = "none"
+    generalises: ClassVar[dict[str, str]] = {
+        "sliding_psn": "W Toeplitz on the band (the same k taps at every step), one bias",
+        "lif_noreset": "k = T, W[t, j] = c·β^(t−j), b = −v_threshold (at λ = 1)",
+    }
 
     def __init__(
         self,
@@ -151,9 +170,8 @@ class MaskedPSN(_StreamingPSN):
             return float(T * T), 0.0
         return float(self.k * T - self.k * (self.k - 1) / 2), 0.0
 
-    def spec(self) -> dict[str, Any]:
+    def spec_kwargs(self) -> dict[str, Any]:
         return {
-            "name": "masked_psn",
             "T": self.T,
             "k": self.k,
             "lambda_": float(self.lambda_),
@@ -171,13 +189,17 @@ def _check_lambda(value: Any) -> float:
     return value
 
 
-@NEURONS.register("sliding_psn", aliases=("mspsn",), causal=True)
+@register_neuron
 class SlidingPSN(_StreamingPSN):
     """Sliding PSN of order ``k``: ``H[t] = Σ_i w_i·X[t−k+1+i]``, ``S = Θ(H + b)``; works for any T.
 
     ``exp_init=True`` starts ``w`` at ``(…, 1/4, 1/2, 1)`` (SpikingJelly's default, the CIFAR10-DVS
     model); ``False`` uses Kaiming-uniform ``U(±1/√k)`` (the sequential-CIFAR script's default).
     """
+
+    name = "sliding_psn"
+    aliases = ("mspsn",)
+    reset_kind = "none"
 
     def __init__(
         self,
@@ -213,8 +235,8 @@ class SlidingPSN(_StreamingPSN):
         k = min(self.k, T)
         return float(k * T - k * (k - 1) / 2), 0.0
 
-    def spec(self) -> dict[str, Any]:
-        return {"name": "sliding_psn", "k": self.k, "exp_init": self.exp_init, "surrogate": self.surrogate.spec()}
+    def spec_kwargs(self) -> dict[str, Any]:
+        return {"k": self.k, "exp_init": self.exp_init, "surrogate": self.surrogate.spec()}
 
     def extra_repr(self) -> str:
         return f"k={self.k}, {super().extra_repr()}"

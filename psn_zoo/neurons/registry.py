@@ -20,8 +20,34 @@ from typing import Any
 from torch import nn
 
 from .._registry import Entry, Registry
+from .base import SpikingNeuron
 
-NEURONS: Registry[type[nn.Module]] = Registry("neuron")
+NEURONS: Registry[type[SpikingNeuron]] = Registry("neuron")
+
+
+#: How a neuron resets its membrane after a spike (``reset`` in :func:`neuron_info`):
+RESET_KINDS = {
+    "none": "reset-free: the membrane is a fixed (learned) linear map of the input, so it is parallel over T",
+    "exact": "exact reset, computed serially step by step",
+    "fixed_point": "exact reset reached by fixed-point iterations in parallel (exact once K >= T)",
+    "decoupled": "reset by subtraction computed in parallel from a cumulative sum; no gradient through the reset",
+}
+
+
+def register_neuron(cls: type[SpikingNeuron]) -> type[SpikingNeuron]:
+    """Class decorator: register a neuron under the ``name`` and ``aliases`` its class declares.
+
+    The class is the one home of a neuron type's identity; the registry stores nothing else about it."""
+    if not (isinstance(cls, type) and issubclass(cls, SpikingNeuron)):
+        raise TypeError(f"register_neuron registers SpikingNeuron subclasses, got {cls!r}")
+    if "name" not in vars(cls):
+        raise TypeError(
+            f"{cls.__name__} declares no registry name of its own: set the class attribute name = '...' "
+            "(a subclass does not inherit its parent's name)"
+        )
+    if cls.reset_kind not in RESET_KINDS:
+        raise ValueError(f"{cls.__name__}.reset_kind = {cls.reset_kind!r}; choose one of {sorted(RESET_KINDS)}")
+    return NEURONS.register(cls.name, aliases=tuple(cls.aliases))(cls)
 
 #: Arguments every neuron accepts but which are not part of its identity.
 _RUNTIME_KWARGS = ("step_mode",)
@@ -72,12 +98,17 @@ class NeuronSpec:
         return {"name": self.name, **self.kwargs}
 
     @property
+    def neuron_class(self) -> type[SpikingNeuron]:
+        """The class that holds this neuron type's identity (name, causal, needs_T, reset kind, MAC count)."""
+        return NEURONS.get(self.name).obj
+
+    @property
     def needs_T(self) -> bool:
-        return bool(NEURONS.get(self.name).meta.get("needs_T", False))
+        return bool(self.neuron_class.needs_T)
 
     @property
     def causal(self) -> bool:
-        return bool(NEURONS.get(self.name).meta.get("causal", True))
+        return bool(self.neuron_class.causal)
 
 
 def _check_kwargs(entry: Entry[type[nn.Module]], kwargs: Mapping[str, Any]) -> None:
@@ -138,49 +169,13 @@ def list_neurons(pattern: str | None = None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ family tree
-#: How a neuron resets its membrane after a spike (``reset`` in :func:`neuron_info`):
-RESET_KINDS = {
-    "none": "reset-free: the membrane is a fixed (learned) linear map of the input, so it is parallel over T",
-    "exact": "exact reset, computed serially step by step",
-    "fixed_point": "exact reset reached by fixed-point iterations in parallel (exact once K >= T)",
-    "decoupled": "reset by subtraction computed in parallel from a cumulative sum; no gradient through the reset",
-}
 
-#: The family-tree facts of the paper's neurons (their modules predate these class attributes; a class that sets
-#: ``reset_kind`` / ``streamable`` / ``generalises`` itself takes precedence). ``generalises`` maps a neuron this one
-#: reduces to exactly, to the condition under which it does.
-_BUILTIN_FAMILY: dict[str, dict[str, Any]] = {
-    "psn": {
-        "reset": "none",
-        "streamable": False,
-        "generalises": {
-            "masked_psn": "lambda_ = 1: W restricted to the causal band of order k",
-            "lif_noreset": "W[t, j] = c·β^(t−j) for j <= t (c = 1/τ with decay_input, β = 1 − 1/τ), b = −v_threshold",
-            "paralif": "spike_mode = 'T': W = the two-pole (α, β) filter's lower-triangular Toeplitz matrix, b = −θ",
-        },
-    },
-    "masked_psn": {
-        "reset": "none",
-        "streamable": True,
-        "generalises": {
-            "sliding_psn": "W Toeplitz on the band (the same k taps at every step), one bias",
-            "lif_noreset": "k = T, W[t, j] = c·β^(t−j), b = −v_threshold (at λ = 1)",
-        },
-    },
-    "sliding_psn": {"reset": "none", "streamable": True, "generalises": {}},
-    "if": {"reset": "exact", "streamable": True, "generalises": {}},
-    "lif": {"reset": "exact", "streamable": True, "generalises": {}},
-    "plif": {"reset": "exact", "streamable": True, "generalises": {"lif": "w = −log(τ − 1) and not trained"}},
-    "lif_noreset": {"reset": "none", "streamable": True, "generalises": {}},
-}
-
-
-def _family(entry: Entry[type[nn.Module]]) -> dict[str, Any]:
-    cls, builtin = entry.obj, _BUILTIN_FAMILY.get(entry.name, {})
+def _family(cls: type[nn.Module]) -> dict[str, Any]:
+    streamable = getattr(cls, "streamable", None)
     return {
-        "reset": getattr(cls, "reset_kind", builtin.get("reset", "exact")),
-        "streamable": bool(getattr(cls, "streamable", builtin.get("streamable", entry.meta.get("causal", True)))),
-        "generalises": dict(getattr(cls, "generalises", builtin.get("generalises", {}))),
+        "reset": cls.reset_kind,
+        "streamable": bool(cls.causal if streamable is None else streamable),
+        "generalises": dict(cls.generalises),
     }
 
 
@@ -191,13 +186,14 @@ def neuron_info(name: str) -> dict[str, Any]:
     (``{neuron: condition}`` under which one reduces to the other exactly) and ``channelwise`` (per-channel
     parameters, sized from the first input)."""
     entry = NEURONS.get(name)
-    family = _family(entry)
+    cls = entry.obj
+    family = _family(cls)
     return {
         "name": entry.name,
-        "class": entry.obj.__name__,
+        "class": cls.__name__,
         "aliases": NEURONS.aliases(entry.name),
-        "causal": bool(entry.meta.get("causal", True)),
-        "needs_T": bool(entry.meta.get("needs_T", False)),
+        "causal": bool(cls.causal),
+        "needs_T": bool(cls.needs_T),
         "kwargs": [k for k in entry.accepted_kwargs() if k not in _RUNTIME_KWARGS],
         "summary": (entry.obj.__doc__ or "").strip().splitlines()[0],
         "reset": family["reset"],
@@ -206,7 +202,7 @@ def neuron_info(name: str) -> dict[str, Any]:
         "streamable": family["streamable"],
         "generalises": family["generalises"],
         "generalised_by": {
-            other.name: cond for other in NEURONS if (cond := _family(other)["generalises"].get(entry.name)) is not None
+            other.name: cond for other in NEURONS if (cond := other.obj.generalises.get(entry.name)) is not None
         },
         "channelwise": "channels" in entry.accepted_kwargs(),
     }
