@@ -33,7 +33,7 @@ from typing import Any
 import torch
 
 from benchmarks._common import Ratio, emit, environment, markdown_table, progress
-from datamodules import NDigitsDataModule
+from psn_zoo.datamodules import NDigitsDataModule
 from psn_zoo.models import create_model
 
 T, BATCH = 10, 32

@@ -17,7 +17,6 @@ is the usual SNN accounting and flatters the PSN.
 from __future__ import annotations
 
 import argparse
-import importlib
 import inspect
 import math
 import time
@@ -28,6 +27,7 @@ import torch
 
 from benchmarks._common import emit, environment, markdown_table, median, progress
 from psn_zoo import load_pretrained
+from psn_zoo.datamodules.pretrained import datamodule_class, datamodule_for
 from psn_zoo.efficiency import E_AC_PJ, E_MAC_PJ, measure_efficiency, neuron_macs_per_neuron
 from psn_zoo.hub import get_pretrained_info, list_pretrained
 from psn_zoo.models import create_model
@@ -89,15 +89,12 @@ def energy_uj(m: dict[str, Any], *, neurons: bool) -> float:
 
 
 def build_datamodule(info, data_dir: str | None = None, batch_size: int = 64):
-    """The entry's DataModule from the manifest (private ``_`` keys dropped), reading without a cache."""
-    module_name, _, cls_name = info.dataset["datamodule"].rpartition(".")
-    cls = getattr(importlib.import_module(module_name), cls_name)
-    kwargs = {k: v for k, v in dict(info.dataset.get("init_args", {})).items() if not k.startswith("_")}
+    """The entry's DataModule (``psn_zoo.datamodules.datamodule_for``), reading without a cache."""
+    cls = datamodule_class(info.dataset["datamodule"])
     accepted = inspect.signature(cls.__init__).parameters  # in-memory DataModules take no cache/data_dir
     wanted = {"batch_size": batch_size, "num_workers": 0, "cache": "none", "data_dir": data_dir}
     takes_any = any(p.kind is inspect.Parameter.VAR_KEYWORD for p in accepted.values())
-    kwargs.update({k: v for k, v in wanted.items() if (takes_any or k in accepted) and v is not None})
-    return cls(**kwargs)
+    return datamodule_for(info, **{k: v for k, v in wanted.items() if (takes_any or k in accepted) and v is not None})
 
 
 def remeasure(name: str, data_dir: str | None = None, max_batches: int | None = None) -> dict[str, Any]:

@@ -1,7 +1,7 @@
 """Lightning DataModules for event-camera datasets (Tonic), the embedded offline N-Digits set and sequential digits.
 
 Every event DataModule yields ``[B, T, C, H, W]`` float frames (event counts) and integer labels; see
-:class:`datamodules.base.EventDataModule` for the shared arguments (``data_dir``, ``T``, ``batch_size``,
+:class:`psn_zoo.datamodules.base.EventDataModule` for the shared arguments (``data_dir``, ``T``, ``batch_size``,
 ``num_workers``, ``val_fraction``, ``seed``, augmentation switches, ``cache``).
 """
 
@@ -20,8 +20,10 @@ from .images import (
 from .ncaltech101 import NCaltech101DataModule
 from .ndigits import NDigitsDataModule, generate_ndigits
 from .nmnist import NMNISTDataModule
+from .pretrained import datamodule_for, transform_for
 from .seqdigits import SequentialDigitsDataModule
 from .shd import SHDDataModule
+from .transform_spec import build_transform, transform_spec
 from .visualize import save_frames
 
 __all__ = [
@@ -44,7 +46,11 @@ __all__ = [
     "SequentialCIFAR10DataModule",
     "SequentialCIFAR100DataModule",
     "SequentialDigitsDataModule",
+    "build_transform",
+    "datamodule_for",
     "default_data_dir",
     "generate_ndigits",
     "save_frames",
+    "transform_for",
+    "transform_spec",
 ]

@@ -315,7 +315,7 @@ class EventDataModule(L.LightningDataModule):
         return Compose(steps)
 
     def event_check(self) -> ValidEvents:
-        """The check of every recording's raw events (see :mod:`datamodules.validation`)."""
+        """The check of every recording's raw events (see :mod:`psn_zoo.datamodules.validation`)."""
         W, H, _ = self.sensor_size
         return ValidEvents(W, H, self.polarities, time_bins=self.slicing == "time", dtype=self.tonic_dataset.dtype)
 

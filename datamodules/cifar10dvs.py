@@ -22,7 +22,7 @@ class CIFAR10DVSDataModule(EventDataModule):
 
     Args:
         test_per_class: recordings per class (first in sorted order) that form the test set.
-        **kwargs: the shared arguments of :class:`datamodules.base.EventDataModule`.
+        **kwargs: the shared arguments of :class:`psn_zoo.datamodules.base.EventDataModule`.
     """
 
     name = "CIFAR10DVS"

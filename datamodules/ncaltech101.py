@@ -22,7 +22,7 @@ class NCaltech101DataModule(EventDataModule):
 
     Args:
         test_fraction: share of each category (its last files) in the test set.
-        **kwargs: the shared arguments of :class:`datamodules.base.EventDataModule`.
+        **kwargs: the shared arguments of :class:`psn_zoo.datamodules.base.EventDataModule`.
     """
 
     name = "NCALTECH101"

@@ -534,7 +534,7 @@ class NDigitsDataModule(NMNISTDataModule):
         recordings: recordings per source image (3: 4311 train / 1080 test samples).
         images_per_class: use only the first n images of each digit (quick tests); None: all 1797.
         generator_seed: seed of the simulation and of the train/test split by image.
-        **kwargs: the arguments of :class:`datamodules.NMNISTDataModule` (``T``, ``batch_size``, ``cache``...).
+        **kwargs: the arguments of :class:`psn_zoo.datamodules.NMNISTDataModule` (``T``, ``batch_size``, ``cache``...).
     """
 
     name = "NDigits"

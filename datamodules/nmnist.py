@@ -15,7 +15,7 @@ class NMNISTDataModule(EventDataModule):
 
     Args:
         first_saccade_only: keep only the first 100 ms (one saccade) of each recording.
-        **kwargs: the shared arguments of :class:`datamodules.base.EventDataModule`.
+        **kwargs: the shared arguments of :class:`psn_zoo.datamodules.base.EventDataModule`.
     """
 
     name = "NMNIST"

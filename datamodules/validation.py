@@ -9,11 +9,11 @@ and ``ToFrame`` accept, without a word, events that make no sense:
 - NaN or infinite values in float files (SHD's times, ``.mat`` or ``.npy`` doubles) turn into arbitrary integers.
 
 :class:`ValidEvents` is the first step of every event DataModule's preprocessing
-(:meth:`datamodules.base.EventDataModule.preprocessing`). It sees the values *as stored*: the DataModule widens
+(:meth:`psn_zoo.datamodules.base.EventDataModule.preprocessing`). It sees the values *as stored*: the DataModule widens
 the reader's ``dtype`` to float64 (:func:`widened`), so no cast can hide a bad value, checks them with a few
 vectorised passes, and casts them back to Tonic's own ``dtype``, so a valid file yields exactly what Tonic yields.
-A violation raises :class:`InvalidEvents`, which :class:`datamodules.errors.NamedErrors` reports as a
-:class:`datamodules.errors.CorruptSampleError` naming the file and the problem.
+A violation raises :class:`InvalidEvents`, which :class:`psn_zoo.datamodules.errors.NamedErrors` reports as a
+:class:`psn_zoo.datamodules.errors.CorruptSampleError` naming the file and the problem.
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
-from datamodules.native_formats import (
+from psn_zoo.datamodules.native_formats import (
     satisfy_existence_check,
     write_aedat4,
     write_asl_mat,

@@ -14,8 +14,8 @@ import pytest
 import torch
 from procs import clean_env, run
 
-from datamodules import NDigitsDataModule, SequentialDigitsDataModule
-from datamodules import ndigits as nd
+from psn_zoo.datamodules import NDigitsDataModule, SequentialDigitsDataModule
+from psn_zoo.datamodules import ndigits as nd
 from psn_zoo.hub import get_pretrained_info, list_pretrained, manifest_path
 from psn_zoo.hub.metadata import CheckpointInfo, EvalData, ManifestError
 from psn_zoo.training import SpikingClassifier
@@ -164,7 +164,7 @@ def _trainer(tmp_path: Path, callback: EvalDataFingerprint, **kwargs) -> L.Train
 def test_validate_on_tampered_sequential_digits_says_the_numbers_will_differ(tmp_path, monkeypatch, capsys):
     """The callback in a real ``Trainer.validate``: the entry's recipe arguments, one pixel of one test image
     changed (as other scipy/scikit-learn builds could) -> DIFFERS, with the published top-1 and the reason."""
-    import datamodules.seqdigits as seqdigits
+    import psn_zoo.datamodules.seqdigits as seqdigits
 
     name = "paper_seq_cnn.seqdigits_psn_t28"
     info = get_pretrained_info(name)

@@ -25,7 +25,7 @@ from native_fixtures import (
     write_shd,
 )
 
-from datamodules import (
+from psn_zoo.datamodules import (
     ASLDVSDataModule,
     CIFAR10DVSDataModule,
     CorruptSampleError,

@@ -48,7 +48,7 @@ from psn_zoo.training.recipes import list_recipes, recipe_path
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 LIGHTNING = ("fit", "validate", "test", "predict")
-EMBEDDED = ("datamodules.NDigitsDataModule", "datamodules.SequentialDigitsDataModule")
+EMBEDDED = ("psn_zoo.datamodules.NDigitsDataModule", "psn_zoo.datamodules.SequentialDigitsDataModule")
 #: appended to every fully run LightningCLI command (later flags win in LightningCLI)
 TINY = [
     "--trainer.max_epochs", "1", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "2",

@@ -29,7 +29,7 @@ from native_fixtures import (
     write_shd,
 )
 
-from datamodules import (
+from psn_zoo.datamodules import (
     ASLDVSDataModule,
     CIFAR10DVSDataModule,
     CorruptSampleError,
@@ -39,8 +39,8 @@ from datamodules import (
     NMNISTDataModule,
     SHDDataModule,
 )
-from datamodules.errors import MissingSampleError
-from datamodules.native_formats import (
+from psn_zoo.datamodules.errors import MissingSampleError
+from psn_zoo.datamodules.native_formats import (
     _AEDAT4_MAGIC,
     _aedat4_description,
     _event_packet,
@@ -50,7 +50,7 @@ from datamodules.native_formats import (
     write_dvsgesture_npy,
     write_shd_h5,
 )
-from datamodules.validation import InvalidEvents, ValidEvents
+from psn_zoo.datamodules.validation import InvalidEvents, ValidEvents
 
 CLOSED = "http://127.0.0.1:9/"  # nothing listens: a download attempt is refused at once
 

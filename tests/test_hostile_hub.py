@@ -46,7 +46,10 @@ SEQ_MODEL = {
     "lr": 0.01,
     "log_input_samples": 0,
 }
-DATA = {"class_path": "datamodules.SequentialDigitsDataModule", "init_args": {"batch_size": 16, "images_per_class": 12}}
+DATA = {
+    "class_path": "psn_zoo.datamodules.SequentialDigitsDataModule",
+    "init_args": {"batch_size": 16, "images_per_class": 12},
+}
 
 
 @pytest.fixture(autouse=True)

@@ -227,7 +227,7 @@ BAD_RECORDS = [
     ("weights.file", lambda raw: f"../../{raw['weights']['file']}", "weights", "plain file name"),
     ("weights.size", -3, "weights", "size"),
     ("weights.dtype", "int8", "weights", "dtype"),
-    ("format_version", 2, "format_version", "format versions 1 to 1"),
+    ("format_version", 3, "format_version", "format versions 1 to 2"),
     ("format_version", 0, "format_version", "format versions"),
     ("format_version", "1", "format_version", "format versions"),
     ("extra_field", 1, "extra_field", "not a checkpoint field"),

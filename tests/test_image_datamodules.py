@@ -7,7 +7,7 @@ import pytest
 import torch
 from native_fixtures import write_cifar_binary
 
-from datamodules import (
+from psn_zoo.datamodules import (
     CIFAR10DataModule,
     CIFAR100DataModule,
     DatasetNotFoundError,
@@ -72,7 +72,7 @@ def test_imagenet_evaluates_on_its_val_folder(tmp_path):
     pytest.importorskip("torchvision")
     from PIL import Image
 
-    from datamodules import ImageNetDataModule
+    from psn_zoo.datamodules import ImageNetDataModule
 
     for split, n in (("train", 3), ("val", 2)):
         for wnid in ("n01440764", "n01443537"):

@@ -11,7 +11,7 @@ import lightning as L
 import pytest
 import torch
 
-from datamodules import SequentialDigitsDataModule
+from psn_zoo.datamodules import SequentialDigitsDataModule
 from psn_zoo.models import create_model
 from psn_zoo.training.classifier import SpikingClassifier
 

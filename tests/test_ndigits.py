@@ -18,8 +18,8 @@ import pytest
 import tonic
 import torch
 
-from datamodules import NDigitsDataModule, SequentialDigitsDataModule, generate_ndigits
-from datamodules import ndigits as nd
+from psn_zoo.datamodules import NDigitsDataModule, SequentialDigitsDataModule, generate_ndigits
+from psn_zoo.datamodules import ndigits as nd
 
 ROOT = Path(__file__).resolve().parents[1]
 SMALL = nd.NDigitsConfig(images_per_class=4, recordings=2)
@@ -291,7 +291,7 @@ EMULATIONS: dict[str, dict[str, str]] = {
 _CHILD = f"""
 import hashlib, json, math, random, struct
 import numpy as np, torch
-from datamodules import ndigits as nd
+from psn_zoo.datamodules import ndigits as nd
 features = (getattr(np, "_core", None) or np.core)._multiarray_umath.__cpu_features__
 r = random.Random(0)
 xs = [r.uniform(-20.0, 5.0) for _ in range(20000)]
@@ -460,7 +460,7 @@ def test_sequential_digits():
 
 
 def test_permuted_sequential_digits_read_every_pixel_once_in_one_fixed_order():
-    from datamodules.seqdigits import pixel_permutation
+    from psn_zoo.datamodules.seqdigits import pixel_permutation
 
     plain = SequentialDigitsDataModule(batch_size=16, images_per_class=20)
     permuted = SequentialDigitsDataModule(batch_size=16, images_per_class=20, permute_pixels=True)
@@ -492,7 +492,7 @@ def test_disk_cache_keys_differ_between_configurations(tmp_path):
 
 _PREPARE = """
 import sys
-from datamodules import NDigitsDataModule
+from psn_zoo.datamodules import NDigitsDataModule
 dm = NDigitsDataModule(images_per_class=4, recordings=2, data_dir=sys.argv[1], batch_size=8)
 dm.prepare_data()
 dm.setup("fit")
@@ -524,7 +524,7 @@ def test_a_killed_generation_leaves_nothing_once_the_next_run_is_done(tmp_path):
     folder and generates the complete copy."""
     root = tmp_path / "ndigits"
     code = (
-        "import sys; from datamodules import ndigits as nd; "
+        "import sys; from psn_zoo.datamodules import ndigits as nd; "
         "nd.generate_ndigits(sys.argv[1], nd.NDigitsConfig(images_per_class=40, recordings=3), batch=8, workers=1)"
     )
     env = {**os.environ, "PYTHONPATH": str(ROOT)}

@@ -14,7 +14,7 @@ from procs import clean_env, run
 from safetensors.torch import load_file
 from torchmetrics.classification import MulticlassAccuracy
 
-from datamodules import SequentialDigitsDataModule
+from psn_zoo.datamodules import SequentialDigitsDataModule
 from psn_zoo.hub import get_pretrained_info, list_pretrained
 from psn_zoo.models import load_pretrained
 from psn_zoo.training import SpikingClassifier
@@ -36,7 +36,7 @@ RECIPE = {
         "lr": 0.01,
     },
     "data": {
-        "class_path": "datamodules.SequentialDigitsDataModule",
+        "class_path": "psn_zoo.datamodules.SequentialDigitsDataModule",
         "init_args": {"batch_size": 16, "images_per_class": 12},
     },
 }
@@ -69,7 +69,7 @@ def test_fit_publish_load_and_validate_agree(tmp_path):
     assert published.returncode == 0, published.stdout[-3000:]
     entry = json.loads((release / "manifest.json").read_text())["entries"][0]
     assert entry["name"] == name and entry["neuron"] == {"name": "sliding_psn", "k": 4}
-    assert entry["dataset"]["datamodule"] == "datamodules.SequentialDigitsDataModule"
+    assert entry["dataset"]["datamodule"] == "SequentialDigitsDataModule"  # a name, rebuilt by datamodule_for
     assert entry["dataset"]["split"] == "test" and not any(k.startswith("_") for k in entry["dataset"]["init_args"])
     assert entry["input"]["kind"] == "sequence" and entry["input"]["shape"] == [28, 1, 28]
     # the evaluation split's fingerprint is recorded, as psn-zoo validate compares it

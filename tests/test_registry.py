@@ -227,3 +227,27 @@ print("ok")
 """
     result = subprocess.run([sys.executable, "-c", block + check], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr
+
+
+def test_builders_receive_one_parsed_neuron_spec(monkeypatch):
+    """create_model parses the neuron once (name + the neuron's own keyword arguments) and hands the builder one
+    NeuronSpec; the builder never sees loose neuron arguments."""
+    import inspect
+
+    from psn_zoo._registry import Entry
+    from psn_zoo.models import create_model
+    from psn_zoo.models.registry import MODELS
+
+    entry, seen = MODELS.get("sew_resnet18"), {}
+
+    def spy(**kwargs):
+        seen.update(kwargs)
+        return entry.obj(**kwargs)
+
+    spy.__signature__ = inspect.signature(entry.obj)
+    monkeypatch.setitem(MODELS._entries, "sew_resnet18", Entry(entry.name, spy, entry.meta))
+    model = create_model("sew_resnet18", neuron="lif", tau=3.0, T=2, num_classes=3, in_channels=2)
+    assert isinstance(seen["neuron"], NeuronSpec) and seen["neuron"].to_dict() == {"name": "lif", "tau": 3.0}
+    assert "tau" not in seen and model.neuron_spec == {"name": "lif", "tau": 3.0}
+    with pytest.raises(ValueError, match=r"unknown argument\(s\) \['taux'\]"):
+        create_model("sew_resnet18", neuron="lif", taux=3.0)

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import lightning as L
 import pytest
 import torch
 import yaml
 
-from datamodules import SequentialDigitsDataModule
+from psn_zoo.datamodules import SequentialDigitsDataModule
 from psn_zoo.neurons import MaskedPSN
 from psn_zoo.training import MaskedPSNSchedule, SpikingClassifier, load_backbone_weights, paper_lambda
 from psn_zoo.training.cli import run_cli
@@ -159,6 +160,24 @@ def test_model_and_data_must_agree(tmp_path):
         trainer.fit(tiny_classifier(num_classes=7), SequentialDigitsDataModule(images_per_class=4))
 
 
+def test_static_images_with_as_many_channels_as_steps_are_never_read_as_frames(monkeypatch):
+    """B == T or C == T is never used to guess the layout: the model's input kind and the rank decide."""
+    image = SpikingClassifier(model="paper_cifar10_csnn", neuron="lif", T=3, in_channels=3, num_classes=10,
+                              log_input_samples=0)  # fmt: skip
+    assert not image._is_sequence((3, 32, 32))  # a static RGB image with T = 3: one image, not 3 frames
+    assert image._is_sequence((3, 2, 32, 32))  # event frames [T, C, H, W]
+    sequence = tiny_classifier(T=1)
+    assert sequence._is_sequence((1, 1, 28))  # a sequence [T, C, L], whatever its sizes
+
+    class ThreeChannelImages(L.LightningDataModule):  # in_channels not stated: read from input_shape
+        num_classes, T, input_shape = 10, 2, (2, 32, 32)  # 2 channels, and T = 2
+
+    monkeypatch.setattr(SpikingClassifier, "trainer", property(lambda self: SimpleNamespace(datamodule=dm)))
+    dm = ThreeChannelImages()
+    with pytest.raises(ValueError, match="in_channels: data has 2, model 3"):
+        image.setup("fit")
+
+
 @pytest.mark.parametrize("config", CONFIGS, ids=lambda p: p.stem)
 def test_every_recipe_parses_and_builds(config, tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -304,3 +323,21 @@ def test_logger_less_fits_each_get_their_own_folder(tmp_path, monkeypatch):
     for folder, lr in zip(folders, (0.01, 0.02), strict=True):
         assert yaml.safe_load((folder / "checkpoints" / "config.yaml").read_text())["model"]["lr"] == lr
         assert torch.load(folder / "checkpoints" / "last.ckpt", weights_only=True)["hyper_parameters"]["lr"] == lr
+
+
+def test_a_config_saved_before_the_datamodules_moved_into_psn_zoo_still_runs(tmp_path):
+    """Runs' saved config.yaml name ``datamodules.X`` (the old top-level package): read as ``psn_zoo.datamodules.X``."""
+    import subprocess
+    import sys
+
+    config = yaml.safe_load(recipes_dir().joinpath("seqdigits_psn.yaml").read_text())
+    config["data"]["class_path"] = "datamodules.SequentialDigitsDataModule"
+    old = tmp_path / "config.yaml"
+    old.write_text(yaml.safe_dump(config))
+    result = subprocess.run(
+        [sys.executable, "-m", "psn_zoo.cli", "fit", "--config", str(old), "--print_config"], cwd=tmp_path,
+        capture_output=True, text=True, timeout=300, check=False,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    printed = yaml.safe_load(result.stdout)
+    assert printed["data"]["class_path"] == "psn_zoo.datamodules.SequentialDigitsDataModule"

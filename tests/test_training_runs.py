@@ -16,7 +16,7 @@ from PIL import Image
 from procs import clean_env, run, wandb_env
 from wandb_reader import read_run
 
-from datamodules import NMNISTDataModule, SequentialDigitsDataModule
+from psn_zoo.datamodules import NMNISTDataModule, SequentialDigitsDataModule
 from psn_zoo.training.recipes import recipe_path
 
 pytestmark = pytest.mark.timeout(900)
@@ -31,7 +31,7 @@ TINY_MODEL = {
     "lr": 0.05,
 }
 TINY_DATA = {
-    "class_path": "datamodules.SequentialDigitsDataModule",
+    "class_path": "psn_zoo.datamodules.SequentialDigitsDataModule",
     "init_args": {"batch_size": 16, "images_per_class": 12, "random_translate": 2},
 }
 
@@ -104,7 +104,7 @@ def test_wandb_images_show_on_and_off_events_and_the_run_keeps_what_ran(tmp_path
         "model": {"model": "paper_cifar10dvs_vgg", "neuron": "psn", "log_input_samples": 2,
                   "model_kwargs": {"input_size": 34, "width_mult": 0.25},
                   "optimizer": "adamw", "lr": 0.003, "scheduler": "step"},
-        "data": {"class_path": "datamodules.NMNISTDataModule", "init_args": data_args},
+        "data": {"class_path": "psn_zoo.datamodules.NMNISTDataModule", "init_args": data_args},
     }  # fmt: skip
     (tmp_path / "cfg.yaml").write_text(yaml.safe_dump(config))
     result = run(["-m", "psn_zoo.cli", "fit", "--config", "cfg.yaml"], tmp_path, 300, wandb_env(tmp_path))

@@ -9,7 +9,10 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-FORMAT_VERSION = 1
+#: 2: ``dataset.datamodule`` is a DataModule's name and an event entry's ``input.transform`` is ``{"steps": [...]}``
+#: (plain data, see psn_zoo.datamodules.transform_spec); format-1 entries are migrated when read (:func:`_migrate`).
+FORMAT_VERSION = 2
+_STEP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,63}$")
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _DTYPES = ("float32", "float16", "bfloat16")
 _INPUT_RANK = {"event_frames": 4, "static_image": 3, "sequence": 3}  # [T, C, H, W], [C, H, W], [T, C, L]
@@ -178,6 +181,8 @@ class CheckpointInfo:
         version = raw.get("format_version", FORMAT_VERSION)
         if isinstance(version, bool) or not isinstance(version, int) or not 1 <= version <= FORMAT_VERSION:
             raise fail("format_version", f"is {version!r}; this psn_zoo reads format versions 1 to {FORMAT_VERSION}")
+        if version < FORMAT_VERSION:
+            raw = _migrate(raw, version)
         for key in ("name", "architecture", "recipe", "library_version"):
             if not isinstance(raw[key], str) or not raw[key]:
                 raise fail(key, "must be a non-empty string")
@@ -239,6 +244,24 @@ class CheckpointInfo:
             raise fail("input", f"sensor_size must be positive integers or null, got {sensor!r}")
         if not isinstance(i.get("transform", {}), Mapping):
             raise fail("input", "transform must be a mapping")
+        if "pipeline" in i.get("transform", {}):
+            raise fail("input", "transform must not hold a 'pipeline' repr string: store its 'steps' as plain data")
+        steps = i.get("transform", {}).get("steps")
+        if steps is not None and not (
+            isinstance(steps, list)
+            and all(
+                isinstance(step, Mapping)
+                and set(step) == {"name", "kwargs"}
+                and isinstance(step["name"], str)
+                and _STEP_NAME.match(step["name"])
+                and isinstance(step["kwargs"], Mapping)
+                for step in steps
+            )
+        ):
+            raise fail("input", "transform steps must be a list of {'name': <step class>, 'kwargs': {...}}")
+        datamodule = raw["dataset"].get("datamodule")
+        if datamodule is not None and not (isinstance(datamodule, str) and _STEP_NAME.match(datamodule)):
+            raise fail("dataset", f"datamodule must be a DataModule's class name, got {datamodule!r}")
         eval_data = raw.get("eval_data")
         if eval_data is not None:
             eval_data = EvalData.from_dict(eval_data, lambda why: fail("eval_data", why))
@@ -268,6 +291,21 @@ class CheckpointInfo:
                 "eval_data": eval_data,
             }
         )
+
+
+def _migrate(raw: Mapping[str, Any], version: int) -> dict[str, Any]:
+    """A format-1 entry in format 2: the DataModule's dotted path becomes its name, and the transform's ``repr``
+    string (``pipeline``) is dropped (with no ``steps``, the transform is rebuilt from the DataModule and its
+    arguments: ``psn_zoo.datamodules.transform_for``)."""
+    out = json.loads(json.dumps(dict(raw)))
+    if version == 1:
+        dataset, transform = out.get("dataset"), (out.get("input") or {}).get("transform")
+        if isinstance(dataset, dict) and isinstance(dataset.get("datamodule"), str):
+            dataset["datamodule"] = dataset["datamodule"].rpartition(".")[2]
+        if isinstance(transform, dict):
+            transform.pop("pipeline", None)
+    out["format_version"] = FORMAT_VERSION
+    return out
 
 
 def read_manifest(path: str | Path) -> dict[str, CheckpointInfo]:

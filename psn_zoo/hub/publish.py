@@ -178,6 +178,19 @@ numbers below reproduce exactly.
 """
 
 
+def _preprocessing(info: CheckpointInfo) -> str:
+    transform = dict(info.input.transform)
+    steps = transform.pop("steps", None)
+    if steps is None:
+        return f"`{json.dumps(transform)}`."
+    chain = " → ".join(f"`{step['name']}`" for step in steps)
+    return (
+        f"{chain} (every argument is in the manifest).\nRebuild it, events in and frames out:\n"
+        f"`psn_zoo.datamodules.transform_for(\"{info.name}\")`; the DataModule with the entry's arguments:\n"
+        f"`psn_zoo.datamodules.datamodule_for(\"{info.name}\", data_dir=...)`."
+    )
+
+
 def model_card(info: CheckpointInfo) -> str:
     """A Hugging Face model card (``huggingface_hub.ModelCard``): :func:`card_data` as YAML front matter, then what
     the checkpoint is, how to load it, its numbers and how it was trained."""
@@ -206,7 +219,7 @@ logits = model(x)  # x: {info.input.kind}, batch-first [B, {sample}]
 ```
 
 Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
-`{json.dumps(dict(info.input.transform))}`.
+{_preprocessing(info)}
 
 ## Numbers (measured on the {dataset.get("split", "test")} split)
 {_eval_data_note(info)}

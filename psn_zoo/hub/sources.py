@@ -1,7 +1,7 @@
 """Where weight files come from, and the cache they go to — with sha256 checked on every load.
 
 A file is found, in order, in: an explicit local path (the file or its folder); the folder of the manifest that
-lists it (a release folder); the package's own ``checkpoints/`` folder; the cache
+lists it (a release folder); the package's own ``psn_zoo.checkpoints`` (the repository's ``checkpoints/``); the cache
 (``$PSN_ZOO_CACHE``, else ``$TORCH_HOME/hub/checkpoints``, torch.hub's convention); or is downloaded from an
 ``http(s)://`` or ``file://`` URL or a Hugging Face Hub repository (``hf://org/repo[@revision]``). Downloads (and
 ``file://`` copies) are written to a fresh partial file in the cache directory, created with ``O_EXCL | O_NOFOLLOW``
@@ -55,7 +55,7 @@ def offline() -> bool:
 
 def bundled_dir() -> Path:
     """The ``checkpoints/`` folder shipped with the package (the manifest and small weight files)."""
-    return Path(str(resources.files("checkpoints")))
+    return Path(str(resources.files("psn_zoo.checkpoints")))
 
 
 def sha256_of(path: Path) -> str:

@@ -44,9 +44,13 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     except KeyError as err:
         raise ValueError(err.args[0]) from None
     params = _builder_params(entry.obj)
-    extra = sorted(k for k in kwargs if k not in params)
+    kwargs = dict(kwargs)
+    neuron = kwargs.pop("neuron", params["neuron"].default)
+    extra = {k: kwargs.pop(k) for k in sorted(set(kwargs) - set(params))}
+    if neuron is None:  # the architecture's own default neuron (e.g. the paper's sliding PSN), which it parses
+        return entry.obj(neuron=None, **kwargs, **extra)
+    spec = NeuronSpec.parse(neuron)
     if extra:
-        spec = NeuronSpec.parse(kwargs.get("neuron", params["neuron"].default))
         neuron_args = [k for k in NEURONS.get(spec.name).accepted_kwargs() if k not in ("step_mode", "T")]
         unknown = [k for k in extra if k not in neuron_args]
         if unknown:
@@ -54,7 +58,8 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
                 f"create_model({entry.name!r}): unknown argument(s) {unknown}. The model takes "
                 f"{', '.join(params)}; its neuron {spec.name!r} takes {', '.join(neuron_args) or 'nothing else'}"
             )
-    return entry.obj(**kwargs)
+        spec = spec.with_kwargs(**extra)
+    return entry.obj(neuron=spec, **kwargs)  # the builder gets one parsed neuron spec, its own arguments besides
 
 
 def list_architectures(pattern: str | None = None, *, paper: bool | None = None) -> list[str]:

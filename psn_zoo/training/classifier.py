@@ -8,6 +8,7 @@ source is kept under the checkpoint's ``fine_tuned_from`` key) and never re-appl
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
 
@@ -207,15 +208,20 @@ class SpikingClassifier(L.LightningModule):
     def on_test_epoch_end(self) -> None:
         self._log_firing("test")
 
+    def _is_sequence(self, sample_shape: Sequence[int]) -> bool:
+        """Is one sample ``[T, C, ...]`` (frames or a sequence) rather than a static image ``[C, H, W]``? Read from
+        the model's input kind and the rank, never from whether a size happens to equal T."""
+        return self.model.input_kind == "sequence" or len(sample_shape) == 4
+
     def _log_inputs(self, x: torch.Tensor, y: torch.Tensor) -> None:
         n = self.hparams.log_input_samples
         if self._logged_inputs or not n or not isinstance(self.logger, WandbLogger) or not self.trainer.is_global_zero:
             return
-        from datamodules.visualize import frames_to_image
+        from psn_zoo.datamodules.visualize import frames_to_image
 
         images, captions = [], []
         for sample, label in zip(x[:n].cpu(), y[:n].cpu(), strict=False):
-            frames = sample if sample.dim() >= 3 and sample.shape[0] == self.hparams.T else sample.unsqueeze(0)
+            frames = sample if self._is_sequence(sample.shape) else sample.unsqueeze(0)  # a static image: 1 frame
             image = frames_to_image(frames.abs())  # uint8, ON red, OFF blue, each frame scaled to its maximum
             pixel = max(1, 96 // image.shape[0])  # small inputs (34 x 34 event frames) drawn 2 x 2 or bigger
             images.append(image.repeat(pixel, axis=0).repeat(pixel, axis=1))
@@ -256,7 +262,7 @@ class SpikingClassifier(L.LightningModule):
         channels = getattr(dm, "in_channels", None)
         shape = getattr(dm, "input_shape", None)  # (T, C, ...) for sequences and frames, (C, H, W) for images
         if channels is None and shape is not None:
-            channels = shape[1] if isinstance(data_T, int) and shape[0] == data_T else shape[0]
+            channels = shape[1] if self._is_sequence(shape) else shape[0]
         if channels is not None and channels != self.hparams.in_channels:
             problems.append(f"in_channels: data has {channels}, model {self.hparams.in_channels}")
         if problems:

@@ -41,8 +41,7 @@ import torch
 import yaml
 from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 
-import datamodules  # also makes the DataModules resolvable by class name
-
+from .. import datamodules  # also makes the DataModules resolvable by class name
 from ..safe_load import checked_checkpoint
 from .classifier import SpikingClassifier
 from .data_fingerprint import EvalDataFingerprint
@@ -76,6 +75,7 @@ def data_attribute(name: str):
             raise ValueError(
                 f"{type(data).__name__} has no {name!r}: psn-zoo takes the model's T, num_classes and in_channels "
                 f"from the DataModule (LightningCLI links), so give it attributes T, num_classes and in_channels"
+                + (" (a 3-dim input_shape does not say which size is the channels)" if name == "in_channels" else "")
             )
         return int(value)
 
@@ -84,8 +84,22 @@ def data_attribute(name: str):
 
 
 def _channels_from_shape(data: Any) -> int | None:
-    shape = getattr(data, "input_shape", None)  # (T, C, ...) for frames and sequences
-    return int(shape[1]) if shape is not None and len(shape) >= 3 and getattr(data, "T", None) == shape[0] else None
+    """C of a 4-dim ``input_shape`` (frames ``(T, C, H, W)``); a 3-dim one is ``(C, H, W)`` or ``(T, C, L)``, which a
+    size equal to T cannot tell apart, so it is never guessed (the DataModule must state ``in_channels``)."""
+    shape = getattr(data, "input_shape", None)
+    return int(shape[1]) if shape is not None and len(shape) == 4 else None
+
+
+def _migrate_class_paths(config: dict[str, Any]) -> bool:
+    """Configs saved before the DataModules moved into psn_zoo name ``datamodules.X``: read it as
+    ``psn_zoo.datamodules.X`` (the top-level ``datamodules`` package no longer exists). True if one was changed."""
+    data = config.get("data")
+    if isinstance(data, dict) and isinstance(data.get("class_path"), str) and data["class_path"].startswith(
+        "datamodules."
+    ):
+        data["class_path"] = "psn_zoo." + data["class_path"]
+        return True
+    return False
 
 
 def _check_datamodule_name(value: str) -> None:
@@ -202,15 +216,16 @@ class ZooCLI(LightningCLI):
             return path  # jsonargparse reports the syntax error with its position
         if not isinstance(config, dict):
             return path
+        migrated = _migrate_class_paths(config)
         for banned in ("optimizer", "lr_scheduler"):
             if banned in config:
                 raise SystemExit(f"psn-zoo: error: {path} sets `{banned}:`. " + _OPTIMIZER_HELP.format(flag=banned))
         model = config.get("model")
         if not isinstance(model, dict):
-            return path
+            model = {}
         args = model.get("init_args") if isinstance(model.get("init_args"), dict) else model
         found = [k for k in LINKED if k in args]
-        if not found:
+        if not found and not migrated:
             return path
         for key in found:
             value = args.pop(key)

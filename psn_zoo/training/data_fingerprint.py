@@ -2,8 +2,8 @@
 
 A published entry records the fingerprint of the split its metrics were measured on (``eval_data`` in the
 manifest, :class:`psn_zoo.hub.metadata.EvalData`). The fingerprint of a split has one definition per dataset: its
-DataModule's ``fingerprint(split)`` (``datamodules.NDigitsDataModule.fingerprint``: the sha256 listing of the
-split's ``.bin`` files; ``datamodules.SequentialDigitsDataModule.fingerprint``: the sha256 of its images and
+DataModule's ``fingerprint(split)`` (``psn_zoo.datamodules.NDigitsDataModule.fingerprint``: the sha256 listing of the
+split's ``.bin`` files; ``psn_zoo.datamodules.SequentialDigitsDataModule.fingerprint``: the sha256 of its images and
 labels). :func:`eval_data_of` asks the DataModule, :func:`compare_eval_data` says whether the two agree and why
 not, and :class:`EvalDataFingerprint` (a default callback of the ``psn-zoo`` CLI) does both in ``psn-zoo validate``
 and ``test``::
@@ -41,7 +41,7 @@ def eval_data_of(datamodule: Any, split: str = "test") -> EvalData:
     if not callable(fingerprint):
         raise TypeError(
             f"{type(datamodule).__name__} has no fingerprint(split) method, so its data cannot be compared with a "
-            "checkpoint's; add one to the DataModule (see datamodules.SequentialDigitsDataModule.fingerprint)"
+            "checkpoint's; add one to the DataModule (see psn_zoo.datamodules.SequentialDigitsDataModule.fingerprint)"
         )
     sha256 = fingerprint(split)
     datasets = getattr(datamodule, "datasets", None) or {}

@@ -17,6 +17,7 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.callbacks import ModelCheckpoint
 
+from ..datamodules import datamodule_for
 from ..hub import get_pretrained_info
 from .classifier import SpikingClassifier
 from .wandb import ZooWandbLogger
@@ -24,7 +25,6 @@ from .wandb import ZooWandbLogger
 DEFAULT_ENTRY = "paper_cifar10dvs_vgg.ndigits_psn_t4"
 
 #: Data arguments of an entry that describe the machine, not the preprocessing; the demo sets its own.
-_RUNTIME_ARGS = ("data_dir", "num_workers", "batch_size", "pin_memory", "download_timeout_s", "cache")
 
 
 @dataclass
@@ -60,19 +60,8 @@ def run_demo(
     start = time.perf_counter()
     L.seed_everything(seed, verbose=False)
     info = get_pretrained_info(entry)
-    module_name, _, class_name = info.dataset["datamodule"].rpartition(".")
-    if module_name != "datamodules":
-        raise ValueError(f"the demo runs on the zoo's DataModules; {entry} was trained on {info.dataset['datamodule']}")
-    import datamodules
-
-    data_args: dict[str, Any] = {
-        k: v for k, v in info.dataset["init_args"].items() if k not in _RUNTIME_ARGS and not k.startswith("_")
-    }
-    if images_per_class is not None:
-        data_args["images_per_class"] = images_per_class
-    dm = getattr(datamodules, class_name)(
-        data_dir=data_dir, batch_size=batch_size, num_workers=num_workers, **data_args
-    )
+    extra: dict[str, Any] = {} if images_per_class is None else {"images_per_class": images_per_class}
+    dm = datamodule_for(info, data_dir=data_dir, batch_size=batch_size, num_workers=num_workers, **extra)
     module = SpikingClassifier(
         model=info.architecture,
         neuron=info.neuron["name"],

@@ -11,6 +11,8 @@ from typing import Any
 import torch
 from torchmetrics.classification import MulticlassAccuracy
 
+from ..datamodules.pretrained import RUNTIME_ARGS, datamodule_class, datamodule_names
+from ..datamodules.transform_spec import transform_spec
 from ..efficiency import measure_efficiency
 from ..hub.metadata import CheckpointInfo
 from ..hub.publish import ensure_new_entry, make_info, write_entry
@@ -32,25 +34,32 @@ def evaluate(model: torch.nn.Module, loader, num_classes: int) -> dict[str, floa
 
 
 def _input_spec(dm: Any) -> dict[str, Any]:
+    """What the model expects, as plain data; an event DataModule's evaluation transform is stored step by step
+    (``psn_zoo.datamodules.transform_for`` rebuilds it)."""
     hp = dict(getattr(dm, "hparams", {}))
     if hasattr(dm, "preprocessing"):  # a Tonic event DataModule
         kind = "sequence" if len(dm.input_shape) == 3 else "event_frames"
-        transform = {
-            "ToFrame": {"n_time_bins" if dm.slicing == "time" else "n_event_bins": dm.T},
-            "spatial_factor": dm.spatial_factor,
-            "denoise_us": dm.denoise_us,
-            "pipeline": repr(dm.preprocessing()),
-        }
         return {
             "kind": kind,
             "shape": list(dm.input_shape),
             "sensor_size": list(dm.sensor_size),
-            "transform": transform,
+            "transform": {"steps": transform_spec(dm)},
         }
     if len(dm.input_shape) == 3 and getattr(dm, "T", None):
         transform = {"layout": "image columns as time steps", **{k: v for k, v in hp.items() if k == "augment"}}
         return {"kind": "sequence", "shape": list(dm.input_shape), "sensor_size": None, "transform": transform}
     return {"kind": "static_image", "shape": list(dm.input_shape), "sensor_size": None, "transform": {}}
+
+
+def _datamodule_name(dm: Any) -> str:
+    """The manifest's ``dataset.datamodule``: the class name of one of psn_zoo's DataModules."""
+    name = type(dm).__name__
+    if name not in datamodule_names() or datamodule_class(name) is not type(dm):
+        raise ValueError(
+            f"{type(dm).__module__}.{name} is not one of psn_zoo's DataModules ({', '.join(datamodule_names())}): "
+            "a published entry must name data that psn_zoo can rebuild (psn_zoo.datamodules.datamodule_for)"
+        )
+    return name
 
 
 def publish_checkpoint(
@@ -94,8 +103,7 @@ def publish_checkpoint(
     metrics |= {k: v for k, v in efficiency.items() if k not in ("T", "samples")}
     metrics["samples"] = efficiency["samples"]
     classes = [str(c) for c in getattr(dm, "classes", range(module.hparams.num_classes))]
-    skip = ("data_dir", "num_workers", "batch_size", "pin_memory", "download_timeout_s", "cache")
-    data_hp = {k: v for k, v in dict(dm.hparams).items() if k not in skip and not k.startswith("_")}
+    data_hp = {k: v for k, v in dict(dm.hparams).items() if k not in RUNTIME_ARGS and not k.startswith("_")}
     # the evaluation split's fingerprint, where the DataModule can give one (psn-zoo validate compares it)
     eval_data = eval_data_of(dm, "test") if callable(getattr(dm, "fingerprint", None)) else None
     return write_entry(
@@ -110,7 +118,7 @@ def publish_checkpoint(
             input_spec=_input_spec(dm),
             dataset={
                 "name": getattr(dm, "name", type(dm).__name__),
-                "datamodule": f"{type(dm).__module__.split('.')[0]}.{type(dm).__name__}",
+                "datamodule": _datamodule_name(dm),
                 "init_args": data_hp,
                 "split": "test",
             },
