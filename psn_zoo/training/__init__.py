@@ -1,12 +1,13 @@
 """Training and fine-tuning with Lightning: the classifier module, losses, callbacks, W&B logging."""
 
-from .callbacks import LearningRateMonitor, MaskedPSNSchedule, RandomStateCheckpoint, paper_lambda
+from .callbacks import EpochClock, LearningRateMonitor, MaskedPSNSchedule, RandomStateCheckpoint, paper_lambda
 from .classifier import SpikingClassifier
 from .finetune import load_backbone_weights, read_weights
 from .firing import FiringRateMonitor
 from .wandb import ZooWandbLogger, has_wandb_credentials
 
 __all__ = [
+    "EpochClock",
     "FiringRateMonitor",
     "LearningRateMonitor",
     "MaskedPSNSchedule",

@@ -4,6 +4,7 @@ monitor that a run without a logger skips."""
 from __future__ import annotations
 
 import random
+import time
 from typing import Any
 
 import lightning as L
@@ -142,3 +143,36 @@ class LearningRateMonitor(_LightningLearningRateMonitor):
     def on_train_epoch_start(self, trainer: L.Trainer, *args: Any, **kwargs: Any) -> None:
         if not self._off:
             super().on_train_epoch_start(trainer, *args, **kwargs)
+
+
+class EpochClock(L.Callback):
+    """Training throughput per epoch: ``epochs`` lists ``{"epoch", "seconds", "samples", "samples_per_s"}`` with the
+    wall time of the training batches only (validation inside the epoch is subtracted), and each epoch logs
+    ``train/samples_per_s``. Lightning's ``ThroughputMonitor`` needs a logger and counts batches; this keeps every
+    epoch's number in the callback, so logger-less runs (benchmarks) can read it back."""
+
+    def __init__(self) -> None:
+        self.epochs: list[dict[str, float]] = []
+        self._start = self._paused = self._pause_start = 0.0
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._start, self._paused = time.perf_counter(), 0.0
+
+    def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        self._pause_start = time.perf_counter()
+
+    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.state.fn == "fit" and self._start:
+            self._paused += time.perf_counter() - self._pause_start
+
+    def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        seconds = time.perf_counter() - self._start - self._paused
+        loader = trainer.train_dataloader
+        samples = len(loader.dataset) if loader is not None and hasattr(loader, "dataset") else 0
+        if trainer.limit_train_batches is not None and trainer.num_training_batches < len(loader or ()):
+            samples = min(samples, trainer.num_training_batches * (loader.batch_size or 1))
+        rate = samples / seconds if seconds > 0 else 0.0
+        self.epochs.append(
+            {"epoch": trainer.current_epoch, "seconds": seconds, "samples": samples, "samples_per_s": rate}
+        )
+        pl_module.log("train/samples_per_s", rate, on_epoch=True, sync_dist=False, rank_zero_only=True)

@@ -1,0 +1,117 @@
+"""The harness of the pre-registered frontier comparison (benchmarks/frontier.py): the 81 runs are the documented
+commands, a run is made, recorded and never repeated, and the decision rule judges the hypotheses as written."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from benchmarks import frontier as fr
+from benchmarks._common import Timing
+
+ROOT = Path(__file__).resolve().parents[1]
+PREREG = (ROOT / "docs" / "frontier_comparison.md").read_text()
+
+
+def test_the_runs_are_the_pre_registered_grid():
+    runs = fr.all_runs()
+    assert len(runs) == len(set(runs)) == 81 == 9 * 3 * 3
+    for task, arm, seed in runs:
+        assert fr.parse_id(fr.run_id(task, arm, seed)) == (task, arm, seed)
+    with pytest.raises(SystemExit, match="unknown run"):
+        fr.parse_id("permuted-nosuch-s0")
+
+
+@pytest.mark.parametrize("arm", [a.name for a in fr.ARMS])
+def test_each_arms_command_is_the_documented_one(arm):
+    """The table of docs/frontier_comparison.md: the shared recipe with only the neuron replaced, or the arm's own
+    recipe; the permuted task adds only its flag; seeds for the model and the data."""
+    a = fr.ARM[arm]
+    for task in fr.TASKS:
+        args = fr.command(task, arm, 1)
+        assert args[-4:] == ["--seed_everything", "1", "--data.init_args.seed", "1"]
+        assert ("--data.init_args.permute_pixels" in args) == (task == "permuted")
+        recipe = args[args.index("--config") + 1]
+        assert (ROOT / "psn_zoo" / "recipes" / f"{recipe}.yaml").is_file()
+        if a.own:
+            assert "--model.neuron" not in args and recipe == a.own[fr.family(task)]
+        else:
+            assert recipe == (fr.SEQ if task != "ndigits" else fr.ND)
+            kwargs = json.loads(args[args.index("--model.neuron_kwargs") + 1])
+            label = {"spsn": "| SPSN |", "paralif": "| ParaLIF |"}.get(arm, f"`{a.neuron}`")
+            row = next(line for line in PREREG.splitlines() if line.startswith("| ") and label in line)
+            for key, value in kwargs.items():  # every setting of the run stands in the pre-registered row
+                assert f"{key}: {json.dumps(value)}" in row, (key, value, row)
+
+
+@pytest.mark.parametrize("arm", [a.name for a in fr.ARMS])
+def test_every_command_builds(arm, tmp_path, monkeypatch):
+    from psn_zoo.training.cli import run_cli
+
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    for task in ("permuted", "ndigits"):
+        cli = run_cli([*fr.command(task, arm, 0)[1:], "--trainer.logger", "false"], run=False)
+        neuron = cli.model.hparams.neuron
+        assert neuron == (fr.ARM[arm].neuron or neuron)
+        if task == "permuted":
+            assert cli.datamodule.hparams.permute_pixels
+
+
+def test_the_accuracy_rule():
+    item = 0.28
+    assert fr.beats([90.0, 91.0, 89.0], [89.0, 89.5, 89.5], item) == "shown"  # mean +0.67, ahead in 2 seeds
+    assert fr.beats([93.0, 88.0, 88.0], [89.0, 89.0, 89.0], item) == "not shown"  # mean +0.67, ahead in 1 seed
+    assert fr.beats([89.0, 89.0, 89.0], [89.2, 89.0, 89.0], item) == "not shown"  # within one item
+    assert fr.beats([88.0, 88.0, 88.0], [89.0, 89.0, 89.0], item) == "contradicted"
+    assert fr.equivalent({"a": ([90.0] * 3, [90.4] * 3), "b": ([80.0] * 3, [79.6] * 3)}) == "shown"
+    assert fr.equivalent({"a": ([89.0] * 3, [90.0] * 3)}) == "contradicted"
+    assert fr.equivalent({"a": ([91.0] * 3, [90.0] * 3)}) == "not shown"  # better by more than the bound
+    assert (fr.faster(1.0, 1.2), fr.faster(1.0, 1.05), fr.faster(1.2, 1.0)) == ("shown", "not shown", "contradicted")
+
+
+def _record(task: str, arm: str, seed: int, acc: float, rate: float = 100.0) -> dict:
+    return {"id": fr.run_id(task, arm, seed), "test_acc": acc, "samples_per_s": rate, "alone": True}
+
+
+def test_hypotheses_from_the_runs_that_exist(tmp_path):
+    runs = {}
+    for seed, (pmsn, lif, sliding) in enumerate([(92.0, 80.0, 90.0), (91.5, 81.0, 90.2), (92.4, 79.0, 89.9)]):
+        for arm, acc in (("pmsn", pmsn), ("lif", lif), ("sliding_psn", sliding)):
+            runs[fr.run_id("permuted", arm, seed)] = _record("permuted", arm, seed, acc)
+    verdicts = {label.split()[0]: verdict for label, verdict, _ in fr.hypotheses(runs)}
+    assert verdicts["H1"] == "shown" and verdicts["H2"] == "shown"
+    assert {verdicts[h] for h in ("H3", "H4", "H5", "H6", "H7")} == {"not run yet"}
+    (tmp_path / "runs").mkdir()
+    for rid, record in runs.items():
+        (tmp_path / "runs" / f"{rid}.json").write_text(json.dumps(record))
+    text = fr.report(tmp_path)
+    assert "9 of 81 pre-registered runs made" in text and (tmp_path / "results.md").read_text() == text
+    row = next(line for line in text.splitlines() if line.startswith("| permuted") and "| pmsn " in line)
+    assert [c.strip() for c in row.split("|")[3:7]] == ["92.00", "91.50", "92.40", "91.97 ± 0.45"], row
+    assert len(fr.pending(tmp_path, "permuted-*")) == 27 - 9
+
+
+def test_a_run_is_made_recorded_and_not_repeated(tmp_path, monkeypatch):
+    """One real (shrunken) run of the harness: the pre-registered command plus limits, in this process."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    shrink = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--data.init_args.images_per_class", "8"]  # fmt: skip
+    record = fr.run_one("permuted", "pmsn", 0, tmp_path, shrink)
+    saved = json.loads((tmp_path / "runs" / "permuted-pmsn-s0.json").read_text())
+    assert saved == json.loads(json.dumps(record))
+    assert 0.0 <= record["test_acc"] <= 100.0 and record["best_checkpoint"].startswith("best-")
+    assert [e["epoch"] for e in record["epochs"]] == [0, 1]
+    assert all(e["samples_per_s"] > 0 and 0 < e["samples"] <= 2 * 64 for e in record["epochs"])  # <= 2 batches
+    assert record["command"].startswith("psn-zoo fit --config seqdigits_sliding_psn --model.neuron pmsn")
+    assert "permuted-pmsn-s0" not in {fr.run_id(*r) for r in fr.pending(tmp_path, None)}
+
+
+def test_the_speed_grid_times_every_arms_neuron_against_lif():
+    result = fr.speed((2,), 2**8, Timing(rounds=1, min_reps=1, budget_s=0.0, warmup=0))
+    assert {r["neuron"] for r in result["rows"]} == {a.name for a in fr.ARMS} - {"lif"}
+    assert all(r["fwd_s"] > 0 and r["fb_s"] > 0 and r["lif_fb_s"] > 0 for r in result["rows"])
+    assert "t_LIF / t fwd+bwd" in fr.speed_table(result)
