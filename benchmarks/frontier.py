@@ -20,6 +20,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import signal
 import statistics
 import subprocess
 import sys
@@ -121,7 +122,8 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
                "psn_zoo.training.EpochClock", "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
     args = [*command(task, arm, seed), *harness]
     load = os.getloadavg()[0]
-    alone = LOCK.exists() and load < 1.0  # the harness holds the lock (--run); nothing else was busy at the start
+    # alone: the harness holds the lock (--run without --shared) and nothing else was busy at the start
+    alone = LOCK.exists() and load < 1.0 and not os.environ.get("PSN_ZOO_FRONTIER_SHARED")
     start = time.perf_counter()
     cli = run_cli(args)
     wall = time.perf_counter() - start
@@ -161,7 +163,7 @@ def _quote(arg: str) -> str:
     return f"'{arg}'" if any(c in arg for c in " {}\"") else arg
 
 
-LOCK = Path("/tmp/BENCH_LOCK")
+LOCK = Path(os.environ.get("PSN_ZOO_BENCH_LOCK", "/tmp/BENCH_LOCK"))  # the machine's "someone is timing" flag
 
 
 @contextlib.contextmanager
@@ -185,19 +187,42 @@ def pending(out: Path, only: str | None) -> list[tuple[str, str, int]]:
     return [r for r in runs if only is None or fnmatch.fnmatchcase(run_id(*r), only)]
 
 
-def run_all(out: Path, only: str | None, max_runs: int | None, extra: Sequence[str] = ()) -> list[str]:
-    """Each pending run in a fresh process (``--run-one``), in the pre-registered order; returns the ids made."""
+def run_all(
+    out: Path, only: str | None, max_runs: int | None, extra: Sequence[str] = (), shared: bool = False
+) -> list[str]:
+    """Each pending run in a fresh process (``--run-one``), in the pre-registered order; returns the ids made.
+
+    By default a run holds /tmp/BENCH_LOCK (its throughput counts). ``shared``: it does not take the lock, is
+    recorded as not alone (its throughput is not compared, its accuracy is), and it is paused (SIGSTOP) while
+    another job holds the lock, so timed benchmarks still see an idle machine."""
     made = []
     for task, arm, seed in pending(out, only)[:max_runs]:
         rid = run_id(task, arm, seed)
         print(f"[frontier] {rid}: {' '.join(command(task, arm, seed))}", flush=True)
         cmd = [sys.executable, "-m", "benchmarks.frontier", "--run-one", rid, "--out", str(out), "--", *extra]
-        with bench_lock():  # alone on the machine: other timed jobs (and the agents' tests) wait on the lock
-            result = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
+        if shared:
+            result = _run_yielding(cmd)
+        else:
+            with bench_lock():  # alone on the machine: other timed jobs (and the agents' tests) wait on the lock
+                result = subprocess.run(cmd, cwd=REPO_ROOT, check=False)
         if result.returncode != 0:
             raise SystemExit(f"[frontier] {rid} failed (exit {result.returncode}); finished runs are kept")
         made.append(rid)
     return made
+
+
+def _run_yielding(cmd: Sequence[str], poll_s: float = 2.0) -> subprocess.CompletedProcess:
+    """Run ``cmd`` in its own process group, stopped while /tmp/BENCH_LOCK exists (someone is timing)."""
+    env = dict(os.environ, PSN_ZOO_FRONTIER_SHARED="1")
+    proc = subprocess.Popen(cmd, cwd=REPO_ROOT, env=env, start_new_session=True)
+    stopped = False
+    while proc.poll() is None:
+        busy = LOCK.exists()
+        if busy != stopped:
+            os.killpg(proc.pid, signal.SIGSTOP if busy else signal.SIGCONT)
+            stopped = busy
+        time.sleep(poll_s)
+    return subprocess.CompletedProcess(cmd, proc.returncode)
 
 
 # ------------------------------------------------------------------------------------------------ the report
@@ -426,6 +451,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--run", action="store_true", help="make the pending runs, each in a fresh process")
     parser.add_argument("--only", default=None, help="fnmatch on run ids, e.g. 'permuted-*' or '*-pmsn-s0'")
     parser.add_argument("--max-runs", type=int, default=None, help="stop after this many runs")
+    parser.add_argument("--shared", action="store_true", help="with --run: share the machine (no lock; paused while "
+                        "another job holds /tmp/BENCH_LOCK; throughput recorded as shared)")  # fmt: skip
     parser.add_argument("--run-one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--memory", action="store_true", help="Metric 3 for every arm and task (fresh processes)")
     parser.add_argument("--memory-one", default=None, help=argparse.SUPPRESS)
@@ -447,7 +474,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             mark = "made" if rid in made else "    "
             print(f"{mark}  {rid:36s} psn-zoo {' '.join(_quote(a) for a in command(task, arm, seed))}")
     elif args.run:
-        run_all(out, args.only, args.max_runs, args.extra)
+        run_all(out, args.only, args.max_runs, args.extra, shared=args.shared)
     elif args.speed:
         Ts = (2, 8, 32) if args.quick else SPEED_T
         timing = Timing(rounds=2, min_reps=3, budget_s=0.05, warmup=1) if args.quick else Timing(3, 20, 0.5, 3)

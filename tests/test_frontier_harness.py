@@ -115,3 +115,25 @@ def test_the_speed_grid_times_every_arms_neuron_against_lif():
     assert {r["neuron"] for r in result["rows"]} == {a.name for a in fr.ARMS} - {"lif"}
     assert all(r["fwd_s"] > 0 and r["fb_s"] > 0 and r["lif_fb_s"] > 0 for r in result["rows"])
     assert "t_LIF / t fwd+bwd" in fr.speed_table(result)
+
+
+def test_a_shared_run_pauses_while_someone_else_is_timing(tmp_path, monkeypatch):
+    """``--run --shared``: the run's process group is stopped while the lock exists and resumes after."""
+    import sys
+    import threading
+    import time
+
+    lock, ticks = tmp_path / "BENCH_LOCK", tmp_path / "ticks"
+    monkeypatch.setattr(fr, "LOCK", lock)
+    lock.touch()
+    child = f"import time\nfor i in range(20):\n    open({str(ticks)!r}, 'a').write('x')\n    time.sleep(0.05)"
+    done: list = []
+    thread = threading.Thread(target=lambda: done.append(fr._run_yielding([sys.executable, "-c", child], 0.05)))
+    thread.start()
+    time.sleep(2.0)  # the child starts, is seen by the poll and stopped within a tick or two
+    paused_at = len(ticks.read_text()) if ticks.exists() else 0
+    time.sleep(1.0)
+    assert (len(ticks.read_text()) if ticks.exists() else 0) == paused_at < 20 and not done  # stopped, not dead
+    lock.unlink()
+    thread.join(timeout=60)
+    assert done and done[0].returncode == 0 and len(ticks.read_text()) == 20
