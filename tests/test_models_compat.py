@@ -223,8 +223,8 @@ class PaperVGGPSN(nn.Module):
 class PaperSEWResNet(sj_sew.SEWResNet):
     """``imagenet/sew_resnet.py``: SJ's SEW-ResNet with an average-pool stem and a temporal embedding ``pe``."""
 
-    def __init__(self, layers, T=4):
-        super().__init__(sj_sew.BasicBlock, layers, num_classes=10, cnf="ADD", spiking_neuron=IFNode5, T=T)
+    def __init__(self, layers, T=4, block=sj_sew.BasicBlock):
+        super().__init__(block, layers, num_classes=10, cnf="ADD", spiking_neuron=IFNode5, T=T)
         self.T = T
         self.maxpool = sjl.AvgPool2d(3, 2, 1)
         self.pe = nn.Parameter(torch.zeros(T, 1, 1, 1, 1))
@@ -271,9 +271,13 @@ def test_paper_cifar10dvs_checkpoint(tmp_path):
         torch.testing.assert_close(ours.forward_steps(x), paper(x).transpose(0, 1), rtol=1e-12, atol=1e-12)
 
 
-@pytest.mark.parametrize("layers", [[2, 2, 2, 2], [3, 4, 6, 3]], ids=["R18", "R34"])
-def test_paper_imagenet_checkpoint_with_namespace(tmp_path, layers):
-    paper = _perturb(PaperSEWResNet(layers))
+@pytest.mark.parametrize(
+    ("layers", "block"),
+    [([2, 2, 2, 2], sj_sew.BasicBlock), ([3, 4, 6, 3], sj_sew.BasicBlock), ([3, 4, 6, 3], sj_sew.Bottleneck)],
+    ids=["R18", "R34", "R50"],
+)
+def test_paper_imagenet_checkpoint_with_namespace(tmp_path, layers, block):
+    paper = _perturb(PaperSEWResNet(layers, block=block))
     args = argparse.Namespace(model="sew_resnet18", T=4, lr=0.1, cnf="ADD")
     path = tmp_path / "checkpoint_max_test_acc1.pth"
     torch.save({"model": paper.state_dict(), "args": args, "epoch": 277, "max_test_acc1": 67.63}, path)

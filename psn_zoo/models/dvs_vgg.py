@@ -4,6 +4,12 @@ Each ``Layer`` is Conv3×3 (with bias) → BN; every layer fires through a neuro
 ``exp_init``); an AvgPool2 closes each pair; the head is ``Dropout(0.25) → Linear(512·3·3 → classes)`` on
 48×48 frames (9,271,522 parameters; 85.9 % at T = 10). Trained with TET, read out as the mean over T.
 ``features.{i}`` indices follow the paper's code, so checkpoints map after stripping its ``fwd.module`` wrappers.
+
+The same script's baseline ``VGGSNN`` (``-method VGGSNN``, ``paper_cifar10dvs_vggsnn``) has the same layers with
+temporal effective batch norm (:class:`~psn_zoo.models.layers.TEBN`: BN, then a learnable factor per time step) and
+the TEBN code's LIF: ``V = 0.25·V + X``, hard reset to 0, threshold 1 (psn_zoo's LIF with ``decay_input=False`` and
+``1 − 1/τ = 0.25``, i.e. ``τ = 4/3``; its ``ZIF`` surrogate is the ``"triangle"``). Its ``p`` is ``[10, 1, 1, 1, 1]``
+in the authors' code, so it runs T = 10 only.
 """
 
 from __future__ import annotations
@@ -23,8 +29,12 @@ WIDTHS = [(64, 128), (256, 256), (512, 512), (512, 512)]
 class DvsVGG(SpikingModel):
     classifier_path = "classifier.1"
 
-    def __init__(self, *, input_size: int = 48, dropout: float = 0.25, width_mult: float = 1.0, **base: Any) -> None:
+    def __init__(
+        self, *, input_size: int = 48, dropout: float = 0.25, width_mult: float = 1.0, norm: str = "bn", **base: Any
+    ) -> None:
         super().__init__(**base)
+        if norm not in ("bn", "tebn"):
+            raise ValueError(f"norm must be 'bn' (the paper's VGGPSN) or 'tebn' (its VGGSNN baseline), got {norm!r}")
         if input_size < 16:
             raise ValueError(f"input_size must be at least 16 (four 2×2 pools), got {input_size}")
         if not width_mult > 0:
@@ -34,7 +44,10 @@ class DvsVGG(SpikingModel):
         for pair in WIDTHS:
             for width in (max(1, round(w * width_mult)) for w in pair):
                 layers += [
-                    nn.Sequential(L.Conv2d(cin, width, kernel_size=3, padding=1), L.BatchNorm2d(width)),
+                    nn.Sequential(
+                        L.Conv2d(cin, width, kernel_size=3, padding=1),
+                        L.BatchNorm2d(width) if norm == "bn" else L.TEBN(width, self.T),
+                    ),
                     self.make_neuron(),
                 ]
                 cin = width
@@ -80,5 +93,28 @@ def paper_cifar10dvs_vgg(
         num_classes=num_classes,
         in_channels=in_channels,
         neuron=neuron,
+        neuron_kwargs=neuron_kwargs,
+    )
+
+
+#: The TEBN code's LIFSpike (tau=0.25 there is the decay factor): V = 0.25·V + X, hard reset to 0, threshold 1.
+VGGSNN_NEURON = {"name": "lif", "tau": 4.0 / 3.0, "decay_input": False, "v_reset": 0.0, "v_threshold": 1.0,
+                 "surrogate": "triangle"}  # fmt: skip
+
+
+@register_model("paper_cifar10dvs_vggsnn", family="paper", paper=True)
+def paper_cifar10dvs_vggsnn(
+    *, neuron=None, T=10, num_classes=10, in_channels=2, input_size=48, dropout=0.25, width_mult=1.0, **neuron_kwargs
+):
+    """The CIFAR10-DVS script's baseline VGGSNN: the VGG above with TEBN and the TEBN code's LIF (T = 10)."""
+    return DvsVGG(
+        input_size=input_size,
+        dropout=dropout,
+        width_mult=width_mult,
+        norm="tebn",
+        T=T,
+        num_classes=num_classes,
+        in_channels=in_channels,
+        neuron=VGGSNN_NEURON if neuron is None else neuron,
         neuron_kwargs=neuron_kwargs,
     )

@@ -36,6 +36,28 @@ class BatchNorm2d(_TimeMerged, nn.BatchNorm2d):
     """``nn.BatchNorm2d`` with statistics over ``T·B`` for ``[T, B, C, H, W]``."""
 
 
+class TEBN(nn.Module):
+    """Temporal effective batch norm (Duan et al., NeurIPS 2022; the PSN code's CIFAR10-DVS ``VGGSNN`` baseline):
+    one ``BatchNorm2d`` over ``T·B`` (as :class:`BatchNorm2d`), then each step scaled by its own learnable ``p[t]``.
+
+    ``[T, B, C, H, W] -> [T, B, C, H, W]``; ``p: [T, 1, 1, 1, 1]`` (init 1), so the input must have exactly ``T``
+    steps. A single step is refused (which ``p[t]`` applies would depend on a stream position it does not keep).
+    """
+
+    def __init__(self, num_features: int, T: int) -> None:
+        super().__init__()
+        self.bn = BatchNorm2d(num_features)
+        self.p = nn.Parameter(torch.ones(T, 1, 1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.dim() != 5 or x.shape[0] != self.p.shape[0]:
+            raise ValueError(
+                f"TEBN scales each of T={self.p.shape[0]} steps by its own factor: it takes [T, B, C, H, W] with "
+                f"T={self.p.shape[0]}, got shape {tuple(x.shape)}; run the model multi-step with that T"
+            )
+        return self.bn(x) * self.p
+
+
 class MaxPool2d(_TimeMerged, nn.MaxPool2d):
     pass
 

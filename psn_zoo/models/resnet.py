@@ -3,8 +3,8 @@
 - Spiking ResNet: the ANN block with ReLU replaced by a neuron; the last neuron fires on ``branch + shortcut``.
 - SEW-ResNet: the block's output is a spike-element-wise function of the identity ``S`` and the branch's spikes
   ``A``: ``ADD: S + A``, ``AND: S·A``, ``IAND: S·(1 − A)``; the downsampling shortcut ends in a neuron.
-- The paper's ImageNet SEW-ResNet (``paper_sew_resnet18/34``) adds a learnable temporal embedding ``pe``
-  ``[T, 1, 1, 1, 1]`` to the repeated image and uses an average-pool stem.
+- The paper's ImageNet SEW-ResNet (``paper_sew_resnet18/34/50/101/152``: the depths of its ``train.py``) adds a
+  learnable temporal embedding ``pe`` ``[T, 1, 1, 1, 1]`` to the repeated image and uses an average-pool stem.
 
 Module names follow SpikingJelly 2.0.0 / torchvision (``conv1``, ``bn1``, ``sn1``, ``layer1.0.conv1``, …, ``fc``),
 so their state dicts map one to one (see :mod:`psn_zoo.models.convert`).
@@ -305,3 +305,28 @@ def paper_sew_resnet34(*, neuron="psn", T=4, num_classes=1000, in_channels=3, cn
         stem_pool="avg",
         temporal_embedding=True,
     )
+
+
+def _paper_sew(block, layers, neuron, T, num_classes, in_channels, cnf, neuron_kwargs) -> SpikingResNet:
+    return _resnet(block, layers, cnf, neuron, T, num_classes, in_channels, neuron_kwargs, stem_pool="avg",
+                   temporal_embedding=True)  # fmt: skip
+
+
+@register_model("paper_sew_resnet50", family="sew_resnet", paper=True)
+def paper_sew_resnet50(*, neuron="psn", T=4, num_classes=1000, in_channels=3, cnf="ADD", **neuron_kwargs):
+    """The paper code's ImageNet SEW-ResNet-50 (Bottleneck [3, 4, 6, 3]; average-pool stem, ``pe``); no released run."""
+    return _paper_sew(Bottleneck, [3, 4, 6, 3], neuron, T, num_classes, in_channels, cnf, neuron_kwargs)
+
+
+@register_model("paper_sew_resnet101", family="sew_resnet", paper=True)
+def paper_sew_resnet101(*, neuron="psn", T=4, num_classes=1000, in_channels=3, cnf="ADD", **neuron_kwargs):
+    """The paper code's ImageNet SEW-ResNet-101 (Bottleneck [3, 4, 23, 3]; average-pool stem, ``pe``); no released
+    run."""
+    return _paper_sew(Bottleneck, [3, 4, 23, 3], neuron, T, num_classes, in_channels, cnf, neuron_kwargs)
+
+
+@register_model("paper_sew_resnet152", family="sew_resnet", paper=True)
+def paper_sew_resnet152(*, neuron="psn", T=4, num_classes=1000, in_channels=3, cnf="ADD", **neuron_kwargs):
+    """The paper code's ImageNet SEW-ResNet-152 (Bottleneck [3, 8, 36, 3]; average-pool stem, ``pe``); no released
+    run."""
+    return _paper_sew(Bottleneck, [3, 8, 36, 3], neuron, T, num_classes, in_channels, cnf, neuron_kwargs)

@@ -10,6 +10,8 @@ from ._channelwise import size_from_state_dict
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .channel_sliding import ChannelSlidingPSN
 from .fpt import FPTLIFNode
+from .glif import GLIFNode as GLIFNode
+from .klif import KLIFNode as KLIFNode
 from .lif import IFNode, LIFNode, NoResetLIFNode, ParametricLIFNode
 from .paralif import ParaLIF
 from .pmsn import PMSN

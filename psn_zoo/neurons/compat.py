@@ -9,7 +9,11 @@ psn_zoo keys (shapes) -> SpikingJelly 2.0.0 keys -> paper-repo keys:
   ``fc.bias``, ``fc.mask0``, ``fc.mask1``, λ not saved (1 for a final model);
 - ``sliding_psn``: ``weight [k]``, ``bias []`` -> ``neuron.SlidingPSN``: same keys -> ``MaskedSlidingPSN``:
   ``weight``, ``threshold`` (same sign: an additive bias);
-- ``plif``: ``w []`` -> ``neuron.ParametricLIFNode``: ``w``;
+- ``plif``: ``w []`` -> ``neuron.ParametricLIFNode``: ``w`` -> the sequential-CIFAR script's ``plif``: ``w``;
+- ``klif``: ``k []`` -> ``neuron.KLIFNode``: ``k`` -> the script's ``klif`` (SJ's ``KLIFNode``): ``k``;
+- ``glif``: ``alpha, beta, gamma, tau, v_threshold, linear_decay, v_subreset [C]``, ``conduct [T, C]`` ->
+  ``neuron.GatedLIFNode(inplane=C)``: same keys -> ``glif.LIFSpike_CW`` (wrapped at index 1 of an
+  ``nn.Sequential``): ``1.alpha, 1.beta, 1.gamma, 1.tau, 1.Vth, 1.leak, 1.reVth, 1.conduct``;
 - ``if``, ``lif``, ``lif_noreset``: no parameters.
 
 Functions here work on one neuron's own keys (no prefix); model converters apply them per layer.
@@ -28,6 +32,10 @@ from .psn import PSN, MaskedPSN, SlidingPSN
 from .surrogate import ATan, Sigmoid, Surrogate, make_surrogate
 
 StateDict = Mapping[str, torch.Tensor]
+
+#: The GLIF code's parameter names (``glif.LIFSpike_CW``) -> psn_zoo's (= SpikingJelly's ``GatedLIFNode``).
+GLIF_PAPER_NAMES = {"alpha": "alpha", "beta": "beta", "gamma": "gamma", "tau": "tau", "Vth": "v_threshold",
+                    "leak": "linear_decay", "reVth": "v_subreset", "conduct": "conduct"}  # fmt: skip
 
 def neuron_kind(neuron: nn.Module) -> str:
     """The registry name of a psn_zoo neuron instance (its class's ``name``)."""
@@ -65,6 +73,12 @@ def state_from_spikingjelly(kind: str, sd: StateDict) -> dict[str, torch.Tensor]
     if kind == "plif":
         _expect(sd, ("w",), "SpikingJelly", kind)
         return {"w": sd["w"]}
+    if kind == "klif":
+        _expect(sd, ("k",), "SpikingJelly", kind)
+        return {"k": sd["k"]}
+    if kind == "glif":
+        _expect(sd, tuple(GLIF_PAPER_NAMES.values()), "SpikingJelly", kind)
+        return {k: sd[k] for k in GLIF_PAPER_NAMES.values()}
     return {}
 
 
@@ -80,15 +94,17 @@ def state_to_spikingjelly(kind: str, sd: StateDict) -> dict[str, torch.Tensor]:
             "mask1": torch.ones_like(sd["mask"]),
             "_lambda_": sd["lambda_"],
         }
-    if kind in ("sliding_psn", "plif"):
+    if kind in ("sliding_psn", "plif", "klif", "glif"):
         return dict(sd)
     return {}
 
 
 def state_from_paper(kind: str, sd: StateDict, lambda_: float = 1.0) -> dict[str, torch.Tensor]:
-    """Paper-repo neuron keys (``IFNode5``, ``IFNode5PorderMaskD``, ``MaskedSlidingPSN``) -> psn_zoo keys.
+    """Paper-repo neuron keys (``IFNode5``, ``IFNode5PorderMaskD``, ``MaskedSlidingPSN``, SJ's ``ParametricLIFNode``
+    and ``KLIFNode``, ``glif.LIFSpike_CW`` in its ``nn.Sequential``) -> psn_zoo keys.
 
-    The repo does not save the masked PSN's λ; a released (final) model used λ = 1.
+    The repo does not save the masked PSN's λ: ``lambda_`` is the value to load (the caller recovers it from the
+    saved epoch and the script's schedule; a final model has λ = 1).
     """
     if kind == "psn":
         _expect(sd, ("fc.weight", "fc.bias"), "paper", kind)
@@ -104,6 +120,15 @@ def state_from_paper(kind: str, sd: StateDict, lambda_: float = 1.0) -> dict[str
     if kind == "sliding_psn":
         _expect(sd, ("weight", "threshold"), "paper", kind)
         return {"weight": sd["weight"], "bias": sd["threshold"].reshape(())}
+    if kind == "plif":
+        _expect(sd, ("w",), "paper", kind)
+        return {"w": sd["w"]}
+    if kind == "klif":
+        _expect(sd, ("k",), "paper", kind)
+        return {"k": sd["k"]}
+    if kind == "glif":
+        _expect(sd, tuple(f"1.{k}" for k in GLIF_PAPER_NAMES), "paper", kind)
+        return {ours: sd[f"1.{theirs}"] for theirs, ours in GLIF_PAPER_NAMES.items()}
     return {}
 
 
