@@ -94,7 +94,7 @@ def test_bad_values_fail_clearly(spec, message):
 
 
 def test_surrogates_registry():
-    assert list_surrogates() == ["atan", "sigmoid"]
+    assert list_surrogates() == ["atan", "rect", "sigmoid", "triangle"]  # rect: GLIF, triangle: the TEBN LIF
     assert make_surrogate("atan").alpha == 2.0
     assert make_surrogate("sigmoid").alpha == 4.0
     with pytest.raises(ValueError, match="takes only 'alpha'"):
