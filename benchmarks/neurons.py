@@ -40,8 +40,7 @@ from benchmarks._common import (
     time_one,
     time_pair,
 )
-from psn_zoo.neurons import _native, make_neuron
-from psn_zoo.neurons._memory import fresh_like
+from psn_zoo.neurons import _memory, _native, make_neuron
 from psn_zoo.neurons.compat import to_spikingjelly
 
 NEURONS = {
@@ -125,6 +124,13 @@ def _reset(neuron: torch.nn.Module) -> None:
         neuron.reset()
 
 
+def _advised_empty_like(x: torch.Tensor) -> torch.Tensor:
+    """A fresh buffer like ``x`` (never a reused one), advised onto huge pages as the kernels' new outputs are."""
+    out = torch.empty_like(x)
+    _memory.advise_huge_pages(out)
+    return out
+
+
 def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
     """Peak memory growth of one forward + backward, ours and SpikingJelly's: resident memory in a worker
     process on the CPU, the CUDA allocator's peak on a GPU."""
@@ -138,6 +144,7 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
         for label, neuron in (("ours", ours), ("sj", theirs)):
             run = _forward_backward(neuron, x, grad)
             run()  # warm-up
+            _memory.release_pool()  # ours: what one call needs, not what the reuse pool keeps between calls
             row[label] = peak_memory_delta(run, device)
         results.append(row)
     return results
@@ -182,10 +189,13 @@ our time (median over repeats; in brackets the lowest and highest per-round rati
 *f+b* forward + backward; *ours runs* names our implementation in that cell (*fused C*: the compiled kernel of
 `psn_zoo/neurons/csrc/psn_cpu.c`; *GEMM*: the chunked PyTorch path; *shifted*: k time-shifted multiply-adds;
 *serial*: the LIF kernel); *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
-*copy THP* is the same copy into a buffer advised onto transparent huge pages, as our kernels' outputs are
-(`psn_zoo.neurons._memory`; equal to *copy* where the advice does not apply);
-*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process (on a
-GPU: the CUDA allocator's peak above its level before the call)."""
+*copy THP* is the same copy into a new buffer advised onto transparent huge pages, as our kernels' new outputs are
+(`psn_zoo.neurons._memory`; equal to *copy* where the advice does not apply); our kernels take their outputs from a
+reuse pool where a buffer of the size is free (`psn_zoo.neurons._memory.fresh_like`: no page faults after the first
+call; SpikingJelly allocates through malloc, which returns multi-MiB blocks to the OS);
+*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process with
+our pool emptied first (what one call needs, not what the pool keeps between calls; on a GPU: the CUDA allocator's
+peak above its level before the call)."""
 
 
 def run(
@@ -219,8 +229,9 @@ def run(
         x = torch.randn(T, N, device=device).to(getattr(torch, dtype))
         copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
         copy_thp_s = time_one(
-            lambda x=x: fresh_like(x).copy_(x), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device
-        )
+            lambda x=x: _advised_empty_like(x).copy_(x),
+            min_reps=timing.min_reps, budget_s=timing.budget_s, device=device,
+        )  # fmt: skip
         f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
         xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device).to(x.dtype)
         fb_ours, fb_sj, fb_ratio = time_pair(
@@ -375,6 +386,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--every-t", action="store_true", help="the PSN family at every T = 2..32, N = 2^16 (neurons_every_t.md)"
     )
+    parser.add_argument("--ts", nargs="+", type=int, help="only these T of the grid (e.g. re-measure a few cells)")
     parser.add_argument("--neurons", nargs="+", choices=list(NEURONS),
                         help=f"default: the grid's ({', '.join(CPU_NEURONS)} on the CPU, all on a GPU)")  # fmt: skip
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
@@ -393,7 +405,10 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = args.dtypes or (["float32"] if device == "cpu" else ["float32", "bfloat16"])
     if device != "cpu":
         prefer_sj_triton()
-    result = run(grid["Ts"], grid["Ns"], args.neurons or grid.get("neurons"), grid["timing"], device=device,
+    Ts = [T for T in grid["Ts"] if T in args.ts] if args.ts else grid["Ts"]
+    if not Ts:
+        parser.error(f"--ts: none of {args.ts} is in the grid's T = {grid['Ts']}")
+    result = run(Ts, grid["Ns"], args.neurons or grid.get("neurons"), grid["timing"], device=device,
                  dtypes=dtypes)  # fmt: skip
     name = "neurons_every_t" if args.every_t else "neurons"
     emit(result, name=name, title=f"Neurons ({device}{', every T' if args.every_t else ''})", out=args.out,

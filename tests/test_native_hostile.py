@@ -191,3 +191,92 @@ def test_fuzz_the_functional_api_with_random_shapes_and_dtypes():
             assert (out.double() != ref).float().mean() < 1e-3
         outcomes["ran"] += 1
     assert outcomes["ran"] > 50 and outcomes["refused"] > 50, outcomes
+
+
+# ----------------------------------------------------------------------------------- the output buffer pool
+@pytest.fixture
+def pool(monkeypatch):
+    """A fresh, empty buffer pool with a given cap in MiB for one test (restored afterwards)."""
+    from psn_zoo.neurons import _memory
+
+    def make(mb: str) -> None:
+        monkeypatch.setenv("PSN_ZOO_BUFFER_POOL_MB", mb)
+        _memory.pool_limit_bytes.cache_clear()
+
+    monkeypatch.setattr(_memory, "_pool", {})
+    yield make
+    _memory.pool_limit_bytes.cache_clear()
+
+
+def test_a_held_pooled_output_is_never_handed_out_again(pool):
+    """Outputs, gradients, views and saved tensors all keep their buffer: only a buffer no tensor holds is reused,
+    and a reused output is an ordinary tensor (in-place ops and resizing work, its values are its own)."""
+    from psn_zoo.neurons import PSN, _memory
+
+    pool("64")
+    torch.manual_seed(0)
+    neuron, x = PSN(4), torch.randn(4, 2**16)
+    kept = [neuron(x * s) for s in (1.0, 2.0, 3.0)]  # three held outputs: three buffers
+    copies = [k.clone() for k in kept]
+    view = kept[0].view(-1)[:10]
+    del kept[0]  # its view still holds the buffer
+    fresh = neuron(x * 4.0)
+    assert len({t.untyped_storage().data_ptr() for t in (view, *kept, fresh)}) == 4
+    assert torch.equal(view, copies[0].view(-1)[:10]) and all(map(torch.equal, kept, copies[1:]))
+    del view
+    with torch.no_grad():
+        again = neuron(x)
+    assert torch.equal(again, copies[0])
+    again.mul_(2).resize_(8, 2**16)  # an ordinary tensor: no view of a pool tensor, resizable
+    assert again._base is None and again.shape == (8, 2**16)
+    xg = x.clone().requires_grad_(True)
+    out = neuron(xg)
+    out.backward(torch.ones_like(out))
+    grad = xg.grad.clone()
+    neuron(xg).backward(torch.ones_like(out))  # accumulates into the held x.grad, which no new output may take
+    assert torch.equal(xg.grad, 2 * grad)
+    assert _memory.pooled_bytes() <= 64 << 20
+
+
+def test_the_pool_keeps_to_its_cap_and_releases_free_buffers(pool):
+    from psn_zoo.neurons import _memory
+
+    pool("2")  # 2 MiB: one 1 MiB buffer fits twice, not three times
+    like = torch.empty(2**18)  # 1 MiB
+    a, b, c = (_memory.fresh_like(like) for _ in range(3))
+    assert _memory.pooled_bytes() == 2 * 2**20
+    assert len({t.data_ptr() for t in (a, b, c)}) == 3
+    del a
+    assert _memory.release_pool() == 2**20 and _memory.pooled_bytes() == 2**20
+    pool("0")
+    _memory._pool.clear()
+    _memory.fresh_like(like)
+    assert _memory.pooled_bytes() == 0
+    pool("lots")
+    with pytest.raises(ValueError, match="PSN_ZOO_BUFFER_POOL_MB"):
+        _memory.fresh_like(like)
+
+
+def test_pooled_outputs_change_no_value(pool):
+    """Spikes and gradients through reused buffers equal those through fresh ones, bit for bit."""
+    from psn_zoo.neurons import make_neuron
+
+    torch.manual_seed(0)
+    x, grad = torch.randn(8, 2**16), torch.randn(8, 2**16)
+    results = []
+    for mb in ("0", "64", "64"):
+        pool(mb)
+        for spec in ({"name": "psn", "T": 8}, {"name": "sliding_psn", "k": 3}, {"name": "lif", "tau": 2.0}):
+            torch.manual_seed(1)
+            neuron = make_neuron(spec)
+            for _ in range(2):  # the second call reuses the first one's buffers
+                if hasattr(neuron, "reset"):
+                    neuron.reset()
+                xg = x.clone().requires_grad_(True)
+                out = neuron(xg)
+                out.backward(grad)
+                results.append((mb, spec["name"], out.detach().clone(), xg.grad.clone()))
+                del out, xg
+    reference = {name: (o, g) for mb, name, o, g in results if mb == "0"}
+    for _, name, o, g in results:
+        assert torch.equal(o, reference[name][0]) and torch.equal(g, reference[name][1])

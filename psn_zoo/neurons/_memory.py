@@ -10,6 +10,14 @@ written, so the kernel maps them 2 MiB at a time — the same advice PyTorch giv
 Nothing changes where it cannot help: off Linux, off the CPU, for tensors under :data:`MIN_BYTES`, when the
 system's THP mode is ``never`` (or ``always``: then every page is huge already), or with the environment
 variable ``PSN_ZOO_HUGE_PAGES=0``. Values are never affected, only how memory is mapped.
+
+Advice makes the faults fewer, not free: the kernel still zeroes every fresh page, and glibc hands a freed
+multi-MiB block straight back to the OS, so the next call's output faults again (at T = 16, N = 2^16 a PSN
+forward + backward spent a third of its time so). :func:`fresh_like` therefore reuses its own CPU buffers: a
+small pool of storages (:data:`POOL_MIN_BYTES` and up) that are handed out again once no tensor holds them any
+more (the storage's reference count says so), like PyTorch's CUDA caching allocator. It keeps at most
+:data:`POOL_PER_SIZE` buffers per size and ``$PSN_ZOO_BUFFER_POOL_MB`` MiB in all (default
+:data:`POOL_DEFAULT_MB`; ``0`` switches the pool off); :func:`release_pool` frees what no tensor holds.
 """
 
 from __future__ import annotations
@@ -18,6 +26,7 @@ import ctypes
 import functools
 import os
 import sys
+import threading
 from pathlib import Path
 
 import torch
@@ -72,8 +81,87 @@ def advise_huge_pages(t: torch.Tensor) -> bool:
     return end > start and madvise(start, end - start, MADV_HUGEPAGE) == 0
 
 
+#: Smallest buffer the pool keeps (smaller ones come from malloc's heap without faults).
+POOL_MIN_BYTES = 1 << 18
+#: Buffers kept per size: the outputs of one layer's forward and backward, and a few layers' worth more.
+POOL_PER_SIZE = 4
+#: Default cap of the pool's total size, MiB (``$PSN_ZOO_BUFFER_POOL_MB`` overrides it; 0: no pool).
+POOL_DEFAULT_MB = 256
+
+_pool_lock = threading.Lock()
+_pool: dict[int, list[torch.UntypedStorage]] = {}
+
+
+@functools.cache
+def pool_limit_bytes() -> int:
+    """The pool's cap in bytes, read once per process from ``$PSN_ZOO_BUFFER_POOL_MB`` (0 when the reference
+    count the pool relies on cannot be read in this PyTorch)."""
+    raw = os.environ.get("PSN_ZOO_BUFFER_POOL_MB", str(POOL_DEFAULT_MB))
+    try:
+        mb = float(raw)
+    except ValueError as err:
+        raise ValueError(
+            f"PSN_ZOO_BUFFER_POOL_MB must be a number of MiB (0 switches the pool off); got {raw!r}"
+        ) from err
+    return int(mb * (1 << 20)) if mb > 0 and hasattr(torch._C, "_storage_Use_Count") else 0
+
+
+def _free(storage: torch.UntypedStorage) -> bool:
+    """No tensor holds ``storage``: the pool's own Python object is its only reference."""
+    return torch._C._storage_Use_Count(storage._cdata) == 1
+
+
+def pooled_bytes() -> int:
+    """Bytes the pool holds now (free or in use)."""
+    with _pool_lock:
+        return sum(st.nbytes() for storages in _pool.values() for st in storages)
+
+
+def release_pool() -> int:
+    """Drop the pool's free buffers (their memory goes back to malloc); returns the bytes released."""
+    released = 0
+    with _pool_lock:
+        for nbytes, storages in list(_pool.items()):
+            kept = [st for st in storages if not _free(st)]
+            released += (len(storages) - len(kept)) * nbytes
+            _pool[nbytes] = kept
+    return released
+
+
+def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
+    """A contiguous CPU tensor on a free pooled buffer (a new one if the pool has room), else None."""
+    limit = pool_limit_bytes()
+    nbytes = shape.numel() * dtype.itemsize
+    if not limit or nbytes < POOL_MIN_BYTES:
+        return None
+    stride, step = [], 1
+    for size in reversed(shape):
+        stride.append(step)
+        step *= max(size, 1)
+    stride.reverse()
+    with _pool_lock:  # the tensor is made under the lock, so two threads never take the same free buffer
+        storages = _pool.setdefault(nbytes, [])
+        for storage in storages:
+            if _free(storage):
+                return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+        if len(storages) >= POOL_PER_SIZE or sum(st.nbytes() for s in _pool.values() for st in s) + nbytes > limit:
+            return None
+        storage = torch.UntypedStorage(nbytes)
+        out = torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+        advise_huge_pages(out)
+        storages.append(storage)
+        return out
+
+
 def fresh_like(t: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
-    """``torch.empty_like(t, memory_format=...)``, on huge pages when that helps (see the module docstring)."""
+    """``torch.empty_like(t, memory_format=...)``: a pooled buffer where one is free (contiguous CPU tensors of
+    :data:`POOL_MIN_BYTES` and up), else a new one, on huge pages when that helps (see the module docstring)."""
+    if t.device.type == "cpu" and (
+        memory_format == torch.contiguous_format or (memory_format == torch.preserve_format and t.is_contiguous())
+    ):
+        out = _pooled_empty(t.shape, t.dtype)
+        if out is not None:
+            return out
     out = torch.empty_like(t, memory_format=memory_format)
     advise_huge_pages(out)
     return out
