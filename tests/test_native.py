@@ -302,9 +302,36 @@ def test_builds_for_other_cpus_give_the_same_bits(march, tmp_path, monkeypatch):
             kernels.forward(x, weight, bias, spikes, membrane, band=band)
             grads = torch.empty(T, N), torch.empty(T, T), torch.empty(T)
             kernels.backward(x, weight, bias, grad, 2.0, *grads, band=band)
-            results.append((spikes, membrane, *grads))
-        for name, a, b in zip(("spikes", "membrane", "grad_x", "grad_w", "grad_b"), *results, strict=True):
+            kept = torch.empty(T, N), torch.empty(T, T), torch.empty(T)  # from the stored membrane, not recomputed
+            kernels.backward(x, weight, bias, grad, 2.0, *kept, band=band, membrane=membrane)
+            results.append((spikes, membrane, *grads, *kept))
+        names = ("spikes", "membrane", "grad_x", "grad_w", "grad_b", "kept grad_x", "kept grad_w", "kept grad_b")
+        for name, a, b in zip(names, *results, strict=True):
             assert torch.equal(a, b), f"T={T} band={band} N={N}: {name} differs between the builds"
+        for recomputed, kept in zip(results[0][2:5], results[0][5:], strict=True):
+            assert torch.equal(recomputed, kept), f"T={T} band={band} N={N}: the stored membrane changes a gradient"
+
+
+@needs_compiler
+@pytest.mark.parametrize(("T", "N"), [(16, 256 * 40), (17, 1000), (29, 3000), (32, 300)])
+def test_the_kept_membrane_gives_the_recomputed_bits(T, N, monkeypatch):
+    """At T >= KEEP_MEMBRANE_T the dense PSN keeps W·x for backward instead of recomputing it: every output and
+    gradient is the same bit for bit (full and ragged column spans), and it is kept only when a gradient is needed."""
+    torch.manual_seed(T)
+    x, grad = torch.randn(T, N) * 2, torch.randn(T, N)
+    weight, bias = torch.randn(T, T) / T**0.5, torch.randn(T) * 0.1
+    results = []
+    for keep_from in (_psn_kernels.KEEP_MEMBRANE_T, _native.MAX_T + 1):  # kept, then recomputed
+        monkeypatch.setattr(_psn_kernels, "KEEP_MEMBRANE_T", keep_from)
+        leaves = [t.clone().requires_grad_(True) for t in (x, weight, bias)]
+        out = _psn_kernels.DenseThreshold.apply(*leaves, make_surrogate("atan"), None)
+        assert (out.grad_fn.saved_tensors[3] is not None) == (keep_from <= T)
+        out.backward(grad)
+        results.append([out.detach(), *(leaf.grad for leaf in leaves)])
+        with torch.no_grad():
+            assert torch.equal(_psn_kernels.DenseThreshold.apply(x, weight, bias, make_surrogate("atan"), None), out)
+    for name, a, b in zip(("spikes", "grad_x", "grad_w", "grad_b"), *results, strict=True):
+        assert torch.equal(a, b), f"T={T} N={N}: {name} differs between kept and recomputed membrane"
 
 
 @needs_compiler

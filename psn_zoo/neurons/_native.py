@@ -56,7 +56,7 @@ MAX_T = 64
 WIDE_T = 32
 WIDE_T_MIN_COLUMNS = 1 << 16
 SOURCE = Path(__file__).with_name("csrc") / "psn_cpu.c"
-ABI_VERSION = 6
+ABI_VERSION = 7
 #: The build's flags but ``-march``, which :func:`flags` adds (contraction off: every fma in the source is explicit).
 FLAGS = ("-O3", "-mprefer-vector-width=512", "-ffp-contract=off", "-fopenmp", "-fPIC", "-shared")
 #: Narrowest input the fused kernel takes: below it the per-call costs (packing W, starting the OpenMP team) are
@@ -219,7 +219,7 @@ class NativeKernels:
         p, i, i64, f = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
         lib.psn_forward.argtypes = [p, i, i, p, p, p, p, i, i64, i]
         lib.psn_forward.restype = None
-        lib.psn_backward.argtypes = [p, i, i, p, p, p, p, p, p, i, i64, f, f, i]
+        lib.psn_backward.argtypes = [p, i, i, p, p, p, p, p, p, p, i, i64, f, f, i]
         lib.psn_backward.restype = None
         lib.psn_forward_sliding.argtypes = [p, i, p, p, p, i, i64, i]
         lib.psn_forward_sliding.restype = None
@@ -249,20 +249,22 @@ class NativeKernels:
     def backward(
         self, x2d: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, grad_spike: torch.Tensor, alpha: float,
         grad_x: torch.Tensor | None, grad_w: torch.Tensor | None, grad_b: torch.Tensor | None, band: int | None = None,
+        membrane: torch.Tensor | None = None,
     ) -> None:  # fmt: skip
         """Fill the requested gradients (None: not needed) through the ATan surrogate with ``alpha``; ``grad_w`` is
-        zero outside the band."""
+        zero outside the band. ``membrane``: :meth:`forward`'s ``W·x`` ([T, N]) if it was kept (then it is not
+        recomputed; same bits)."""
         T, N = _check_columns(x2d)
         weight, bias, grad_spike = weight.contiguous(), bias.contiguous(), grad_spike.contiguous()
         _check_optional({"weight": weight, "grad_w": grad_w}, (T, T))
         _check_optional({"bias": bias, "grad_b": grad_b}, (T,))
-        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x}, (T, N))
+        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x, "membrane": membrane}, (T, N))
         if band is not None and not 1 <= band <= T:
             raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
         a = alpha / 2  # SpikingJelly's constants, rounded to float32 as its elementwise kernels do
         self._lib.psn_backward(
             weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
-            grad_spike.data_ptr(),
+            None if membrane is None else membrane.data_ptr(), grad_spike.data_ptr(),
             *(None if g is None else g.data_ptr() for g in (grad_x, grad_w, grad_b)),
             T, N, a, math.pi * a, torch.get_num_threads(),
         )  # fmt: skip

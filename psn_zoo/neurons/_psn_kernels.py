@@ -4,7 +4,9 @@ SpikingJelly computes ``h = addmm(b, W, x)`` then ``Θ(h)`` with autograd, so it
 ``h`` ([T, N] each) for backward and runs about ten full passes over [T, N] tensors, each one
 allocating. These kernels:
 
-- never store ``h``: backward recomputes it from ``x`` (the GEMM is cheap next to a memory pass);
+- store ``h`` only where recomputing it costs more than keeping it: the fused C kernel keeps ``W·x`` for backward
+  with a dense ``W`` at ``T >= KEEP_MEMBRANE_T`` (a GEMM of 2·T flops per element against one store and one load);
+  everywhere else backward recomputes it from ``x``;
 - fuse the threshold into the GEMM epilogue: ``Θ(Wx + b) = [Wx ≥ −b]``, exact in IEEE arithmetic;
 - walk ``N`` in cache-sized column chunks, so every elementwise step runs on data still in L2;
 - for the sliding PSN with a short kernel (``k ≪ T``), replace the dense banded T×T GEMM by ``k``
@@ -26,6 +28,11 @@ import torch
 from . import _native
 from ._memory import fresh_like
 from .surrogate import Surrogate
+
+#: From this T on, the fused kernel keeps the dense PSN's membrane W·x ([T, N] float32, one more tensor between the
+#: passes) instead of recomputing it in backward: a quarter of the forward + backward arithmetic. Below it the
+#: recomputation (2·T flops per element) costs less than storing and reloading the tensor.
+KEEP_MEMBRANE_T = 16
 
 #: Elements of one [T, chunk] block; 2**19 float32 = 2 MiB, the L2 size of one core here.
 CHUNK_ELEMENTS = 1 << 19
@@ -111,11 +118,14 @@ class DenseThreshold(torch.autograd.Function):
         ctx.native = _native.dense_kernels(x2d, weight, bias, surrogate, band)
         if ctx.native is None and band is not None:  # the PyTorch path multiplies the band out
             weight = weight * _cached_band_mask(weight.shape[0], band, weight.device, weight.dtype)
-        ctx.save_for_backward(x2d, weight, bias)
         out, out2d = _fresh_with_flat(x_seq, x2d.shape)
         if ctx.native is not None:
-            ctx.native.forward(x2d, weight, bias, out2d, band=band)
+            keep = band is None and x2d.shape[0] >= KEEP_MEMBRANE_T and any(ctx.needs_input_grad[:3])
+            membrane = fresh_like(x2d, torch.contiguous_format) if keep else None
+            ctx.native.forward(x2d, weight, bias, out2d, membrane=membrane, band=band)
+            ctx.save_for_backward(x2d, weight, bias, membrane)
             return out
+        ctx.save_for_backward(x2d, weight, bias, None)
         neg_bias = bias.neg().unsqueeze(1)
         for cols in _chunks(x2d):
             block = out2d[:, cols]
@@ -125,13 +135,15 @@ class DenseThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2d, weight, bias = ctx.saved_tensors
+        x2d, weight, bias, membrane = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         if ctx.native is not None:
             grad_w = torch.empty_like(weight) if need_w else None
             grad_b = torch.empty_like(bias) if need_b else None
-            ctx.native.backward(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band)
+            ctx.native.backward(
+                x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band, membrane=membrane
+            )
             return grad_seq, grad_w, grad_b, None, None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None

@@ -32,7 +32,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define ABI_VERSION 6
+#define ABI_VERSION 7
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
@@ -82,6 +82,7 @@ typedef struct {
     enum { STORE, THRESHOLD, SURROGATE } kind;
     float *out;            /* STORE: the membrane; THRESHOLD: the spikes; SURROGATE: grad_h */
     int64_t ldo;
+    float *keep;           /* THRESHOLD: also store the membrane here (NULL: don't), leading dimension ldo */
     const float *bias;     /* THRESHOLD: −b (spike where membrane ≥ −b); SURROGATE: b */
     const float *grad;     /* SURROGATE: the incoming gradient, leading dimension ldg */
     int64_t ldg;
@@ -105,6 +106,7 @@ static inline void finish_row(const Epilogue *e, int t, int64_t j, const float *
     case STORE: memcpy(e->out + t * e->ldo + j, h, width * sizeof(float)); break;
     case THRESHOLD:
         for (int l = 0; l < width; ++l) e->out[t * e->ldo + j + l] = h[l] >= e->bias[t] ? 1.f : 0.f;
+        if (e->keep) memcpy(e->keep + t * e->ldo + j, h, width * sizeof(float));
         break;
     case SURROGATE:
         for (int l = 0; l < width; ++l) {
@@ -153,6 +155,8 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
                 const __m512 thr = _mm512_set1_ps(e->bias[t]), one = _mm512_set1_ps(1.f);
                 for (int q = 0; q < 4; ++q)
                     _mm512_storeu_ps(dst + 16 * q, _mm512_maskz_mov_ps(_mm512_cmp_ps_mask(acc[i][q], thr, _CMP_GE_OQ), one));
+                if (e->keep)
+                    for (int q = 0; q < 4; ++q) _mm512_storeu_ps(e->keep + t * e->ldo + j + 16 * q, acc[i][q]);
             } else {
                 const __m512 bt = _mm512_set1_ps(e->bias[t]), a = _mm512_set1_ps(e->a), c = _mm512_set1_ps(e->c);
                 const __m512 one = _mm512_set1_ps(1.f);
@@ -227,6 +231,33 @@ static void outer_block(const float *restrict gh, const float *restrict in, int6
         }
 }
 
+/* The SURROGATE epilogue on a stored membrane h: [T, SPAN] (leading dimension ldh), column blocks of BLK in
+ * ascending order, exactly as mat_block applies it to the same values in its registers (same operations, same
+ * lane order of grad_b's partial sums), so a backward from a stored membrane gives the bits of one that
+ * recomputes it. */
+static void surrogate_span(const float *restrict h, int64_t ldh, int T, const Epilogue *e) {
+    for (int64_t j = 0; j < SPAN; j += BLK)
+        for (int t = 0; t < T; ++t) {
+#if defined(__AVX512F__) && BLK == 64 && LANES == 16
+            const __m512 bt = _mm512_set1_ps(e->bias[t]), a = _mm512_set1_ps(e->a), c = _mm512_set1_ps(e->c);
+            const __m512 one = _mm512_set1_ps(1.f);
+            const float *g = e->grad + t * e->ldg + j, *ht = h + t * ldh + j;
+            float *dst = e->out + t * e->ldo + j;
+            __m512 lanes = _mm512_loadu_ps(e->lanes + t * LANES);
+            for (int q = 0; q < 4; ++q) {
+                __m512 u = _mm512_mul_ps(c, _mm512_add_ps(_mm512_loadu_ps(ht + 16 * q), bt));
+                u = _mm512_div_ps(one, _mm512_add_ps(one, _mm512_mul_ps(u, u)));
+                const __m512 gh = _mm512_mul_ps(_mm512_mul_ps(u, a), _mm512_loadu_ps(g + 16 * q));
+                _mm512_storeu_ps(dst + 16 * q, gh);
+                lanes = _mm512_add_ps(lanes, gh);
+            }
+            _mm512_storeu_ps(e->lanes + t * LANES, lanes);
+#else
+            finish_row(e, t, j, h + t * ldh + j, BLK);
+#endif
+        }
+}
+
 /* dst[t, 0:width] = src[t, j0 : j0 + n], zero-padded (the last, partial block). */
 static void load_block(const float *src, int T, int64_t N, int64_t j0, int64_t n, int64_t width, float *dst) {
     for (int t = 0; t < T; ++t) {
@@ -248,8 +279,8 @@ void psn_forward(const float *W, int lo, int hi, const float *bias, const float 
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < blocks; ++b) {
             const int64_t j0 = b * BLK, n = N - j0 < BLK ? N - j0 : BLK;
-            if (n == BLK && !membrane) { /* the common case: threshold straight from the registers */
-                const Epilogue spikes = {.kind = THRESHOLD, .out = s, .ldo = N, .bias = neg_bias};
+            if (n == BLK) { /* the common case: threshold (and keep the membrane) straight from the registers */
+                const Epilogue spikes = {.kind = THRESHOLD, .out = s, .ldo = N, .keep = membrane, .bias = neg_bias};
                 mat_block(&w, x + j0, N, &spikes, j0);
                 continue;
             }
@@ -275,8 +306,10 @@ void psn_forward(const float *W, int lo, int hi, const float *bias, const float 
 }
 
 /* Backward through the ATan surrogate, a = α/2 and c = π·a as float32 (SJ's constants); Wᵀ is read out of W.
- * Any output pointer may be NULL (that gradient is not needed). */
-void psn_backward(const float *W, int lo, int hi, const float *bias, const float *x,
+ * membrane: the forward's stored W·x ([T, N], psn_forward's membrane output), or NULL: then it is recomputed from x
+ * (one GEMM more, no [T, N] kept between the passes); the bits are the same either way. Any output pointer may be
+ * NULL (that gradient is not needed). */
+void psn_backward(const float *W, int lo, int hi, const float *bias, const float *x, const float *membrane,
                   const float *grad, float *grad_x, float *grad_w, float *grad_b, int T, int64_t N, float a, float c,
                   int threads) {
     const int64_t spans = (N + SPAN - 1) / SPAN;
@@ -287,25 +320,32 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
     const Matrix w = make_matrix(W, T, lo, hi, 0), wt = make_matrix(W, T, hi, lo, 1); /* Wᵀ's band: lo, hi swap */
 #pragma omp parallel num_threads(threads)
     {
-        float *buf = malloc(sizeof(float) * T * SPAN * 4); /* [T, SPAN] each: membrane, grad_h, padded x, grad */
+        /* [T, SPAN] each: membrane, grad_h, padded x, grad, padded stored membrane */
+        float *buf = malloc(sizeof(float) * T * SPAN * 5);
         float *h = buf, *gh = buf + T * SPAN, *xb = buf + 2 * T * SPAN, *gb = buf + 3 * T * SPAN;
+        float *mb = buf + 4 * T * SPAN;
         float *lw = grad_w ? calloc((size_t)T * T * LANES, sizeof(float)) : NULL;
         float *lb = calloc((size_t)T * LANES, sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < spans; ++b) {
             const int64_t j0 = b * SPAN, n = N - j0 < SPAN ? N - j0 : SPAN;
-            const float *in = x + j0, *g = grad + j0;
+            const float *in = x + j0, *g = grad + j0, *m = membrane ? membrane + j0 : NULL;
             int64_t ld = N;
             if (n < SPAN) {
                 load_block(x, T, N, j0, n, SPAN, xb);
                 load_block(grad, T, N, j0, n, SPAN, gb);
+                if (membrane) load_block(membrane, T, N, j0, n, SPAN, mb); /* zero padding: W·0 = 0, as recomputed */
                 in = xb;
                 g = gb;
+                m = membrane ? mb : NULL;
                 ld = SPAN;
             }
             const Epilogue surrogate = {.kind = SURROGATE, .out = gh, .ldo = SPAN, .bias = bias, .grad = g, .ldg = ld,
                                         .a = a, .c = c, .lanes = lb};
-            for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&w, in + q, ld, &surrogate, q);
+            if (m)
+                surrogate_span(m, ld, T, &surrogate);
+            else
+                for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&w, in + q, ld, &surrogate, q);
             if (grad_x) {
                 const Epilogue direct = {.kind = STORE, .out = grad_x + j0, .ldo = N};
                 const Epilogue padded = {.kind = STORE, .out = h, .ldo = SPAN};
@@ -377,7 +417,7 @@ void psn_backward_sliding(const float *taps, int k, const float *bias, const flo
                           int threads) {
     float *W = toeplitz(taps, k, T), *b = repeated(*bias, T);
     float *gw = grad_taps ? malloc(sizeof(float) * T * T) : NULL, *gb = grad_bias ? malloc(sizeof(float) * T) : NULL;
-    psn_backward(W, k - 1, 0, b, x, grad, grad_x, gw, gb, T, N, a, c, threads);
+    psn_backward(W, k - 1, 0, b, x, NULL, grad, grad_x, gw, gb, T, N, a, c, threads);
     if (grad_taps) {
         for (int i = 0; i < k; ++i) grad_taps[i] = 0.f;
         for (int t = 0; t < T; ++t)
