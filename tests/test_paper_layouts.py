@@ -215,6 +215,8 @@ def test_lif_and_lifnr_share_their_keys_so_the_choice_is_named(tmp_path):
             torch.testing.assert_close(ours(img.permute(0, 3, 1, 2)), seq_reference(sd, code, img), **TOL)
     with pytest.raises(ValueError, match="contradicts the checkpoint's keys"):
         load_paper_checkpoint(path, neuron="if5")
+    torch.save({"net": saved, "args": argparse.Namespace(neu="lifnr", epochs=256)}, path)  # saved args decide
+    assert read_paper_checkpoint(path).layout.neuron_code == "lifnr"
 
 
 # ------------------------------------------------------------------ the masked PSN's λ
@@ -409,6 +411,10 @@ def test_imagenet_bottleneck_depths_are_recognised_and_loaded(tmp_path, depth):
     state = loaded.model.state_dict()
     assert torch.equal(state["layer3.0.sn3.weight"], theirs["layer3.0.sn3.fc.weight"])
     assert torch.equal(state["pe"], theirs["pe"]) and len(state) == len(theirs)
+    if depth == 50:
+        torch.save({"model": theirs, "args": argparse.Namespace(model="sew_resnet34")}, path)
+        with pytest.raises(ValueError, match="args say --model sew_resnet34 but its keys are those of sew_resnet50"):
+            load_paper_checkpoint(path)
 
 
 # ------------------------------------------------------------------ errors and import-paper
@@ -433,16 +439,19 @@ def test_unrecognised_layouts_and_non_dicts_get_clear_errors(tmp_path):
         paper_layout(wide)
 
 
-def test_import_paper_records_script_and_neuron(tmp_path):
+@pytest.mark.parametrize("code", ["klif", "glif", "if5pmd8"])
+def test_import_paper_records_script_and_neuron(tmp_path, code):
     torch.manual_seed(3)
-    sd = seq_state("klif", T=5, classes=100)
+    sd = seq_state(code, T=5, classes=100)
     path = tmp_path / "checkpoint_max.pth"
-    torch.save({"net": sd, "lr_scheduler": {"T_max": 256}, "epoch": 200}, path)
-    info = import_paper_checkpoint(path, "klif-test", tmp_path / "zoo")
-    assert info.name == "paper_seq_cnn.klif-test" and info.neuron["name"] == "klif"
+    torch.save({"net": _saved(sd)[0], "lr_scheduler": {"T_max": 256}, "epoch": 200}, path)
+    info = import_paper_checkpoint(path, f"{code}-test", tmp_path / "zoo")
+    assert info.name == f"paper_seq_cnn.{code}-test" and info.neuron["name"] == SEQ_NAMES[code]
     assert info.dataset["name"] == "sequential CIFAR-100" and info.input.kind == "sequence"
     produced = info.dataset["produced_by"]
-    assert produced["script"] == "sequential_cifar/train_secf10.py" and produced["neuron"] == "klif"
+    assert produced["script"] == "sequential_cifar/train_secf10.py" and produced["neuron"] == code
+    if code == "if5pmd8":
+        assert produced["lambda_"] == info.neuron["lambda_"] == 1.0 and "T_max" in produced["lambda_source"]
     assert produced["network"] == "CIFAR10Net" and produced["epoch"] == 200
     rebuilt = create_model(info.name, manifest=tmp_path / "zoo" / "manifest.json")
     img = torch.randn(2, 3, 8, 5)

@@ -427,7 +427,12 @@ def read_paper_checkpoint(
     """
     ckpt = _read_checkpoint(path)
     state = _paper_state(ckpt, path)
-    layout = paper_layout(state, neuron=neuron, source=path)
+    args = ckpt.get("args")
+    saved_neu = _arg(args, "neu")  # train_secf10.py's -neu, should args have been saved
+    layout = paper_layout(state, neuron=neuron or (saved_neu if saved_neu in SEQ_NEURONS else None), source=path)
+    if layout.experiment == "imagenet" and isinstance(model_arg := _arg(args, "model"), str) \
+            and model_arg != layout.network:  # fmt: skip
+        raise ValueError(f"{path}: its args say --model {model_arg} but its keys are those of {layout.network}")
     epoch = ckpt.get("epoch") if isinstance(ckpt.get("epoch"), int) else None
     lam = source = None
     kwargs = dict(layout.model_kwargs)
@@ -437,8 +442,9 @@ def read_paper_checkpoint(
         layout = PaperLayout(**{**layout.__dict__, "model_kwargs": kwargs})
     if model is None:
         model = build_model(layout.architecture, **kwargs)
-    size_from_state_dict(model, from_paper(state, model, layout.experiment, lambda_=lam or 1.0))
-    model.load_state_dict(from_paper(state, model, layout.experiment, lambda_=lam if lam is not None else 1.0))
+    converted = from_paper(state, model, layout.experiment, lambda_=lam if lam is not None else 1.0)
+    size_from_state_dict(model, converted)  # channel-wise neurons (GLIF) take their sizes from the file
+    model.load_state_dict(converted)
     return PaperCheckpoint(model, layout, epoch, lam, source)
 
 
