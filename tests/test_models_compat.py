@@ -278,7 +278,8 @@ def test_paper_cifar10dvs_checkpoint(tmp_path):
 )
 def test_paper_imagenet_checkpoint_with_namespace(tmp_path, layers, block):
     paper = _perturb(PaperSEWResNet(layers, block=block))
-    args = argparse.Namespace(model="sew_resnet18", T=4, lr=0.1, cnf="ADD")
+    depth = {(2, 2, 2, 2): 18, (3, 4, 6, 3): 34 if block is sj_sew.BasicBlock else 50}[tuple(layers)]
+    args = argparse.Namespace(model=f"sew_resnet{depth}", T=4, lr=0.1, cnf="ADD")  # what train.py saves
     path = tmp_path / "checkpoint_max_test_acc1.pth"
     torch.save({"model": paper.state_dict(), "args": args, "epoch": 277, "max_test_acc1": 67.63}, path)
     ours = load_paper_checkpoint(path).double().eval()
