@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import fnmatch
+import os
 import sys
 from collections.abc import Sequence
 
@@ -136,7 +137,14 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 def _cmd_import_paper(args: argparse.Namespace) -> int:
     from .models.convert import import_paper_checkpoint
 
-    info = import_paper_checkpoint(args.file, args.tag, args.out, overwrite=args.overwrite)
+    try:
+        info = import_paper_checkpoint(
+            args.file, args.tag, args.out, overwrite=args.overwrite, neuron=args.neuron, lambda_=args.lambda_
+        )
+    except ValueError as err:
+        if "neuron=" not in str(err) and "lambda_=" not in str(err):
+            raise
+        raise ValueError(f"{err}. On the command line: --neuron <code>, --lambda <value>") from None
     print(f"imported {info.name}: {info.weights.file}; measure it with: psn-zoo validate --config {info.recipe} "
           f"--model.pretrained {info.name}")  # fmt: skip
     return 0
@@ -251,6 +259,10 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--tag", required=True, help="the entry is <architecture>.<tag>")
     paper.add_argument("--out", default=default_out)
     paper.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    paper.add_argument("--neuron", default=None, help="the script's -neu code (e.g. lif or lifnr, which save the same "
+                       "keys) when neither the file's args nor its run folder name say it")  # fmt: skip
+    paper.add_argument("--lambda", dest="lambda_", type=float, default=None,
+                       help="the masked PSN's λ, when the saved epoch and schedule do not give it")  # fmt: skip
     paper.set_defaults(func=_cmd_import_paper)
 
     sj = sub.add_parser("import-sj", help="turn a SpikingJelly 2.0.0 state dict into an entry")
@@ -297,7 +309,14 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(psn-zoo --help describes them)", file=sys.stderr)  # fmt: skip
         return 2
     args = build_parser().parse_args(args_list)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except (ValueError, LookupError, OSError) as err:  # psn_zoo's errors name the problem and the fix
+        if os.environ.get("PSN_ZOO_TRACEBACK"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"psn-zoo {args_list[0]}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ layers or neurons), to 1e-12. The authors' code itself is not vendored.
 from __future__ import annotations
 
 import argparse
+import json
 import math
 
 import pytest
@@ -458,3 +459,25 @@ def test_import_paper_records_script_and_neuron(tmp_path, code):
     with torch.no_grad():
         torch.testing.assert_close(rebuilt.eval()(img.permute(0, 3, 1, 2)),
                                    load_paper_checkpoint(path).eval()(img.permute(0, 3, 1, 2)))  # fmt: skip
+
+
+def test_psn_zoo_import_paper_takes_the_neuron_and_lambda_the_file_cannot_say(tmp_path):
+    """A lif/lifnr file outside its run folder: the CLI's --neuron names it; a bad code is refused clearly."""
+    import subprocess
+    import sys
+
+    saved, _ = _saved(seq_state("lif", T=4))
+    path = tmp_path / "checkpoint_max.pth"
+    torch.save({"net": saved, "epoch": 3}, path)
+
+    def cli(*extra: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "psn_zoo.cli", "import-paper", str(path), "--out",
+                               str(tmp_path / "zoo"), *extra], capture_output=True, text=True, timeout=300,
+                              check=False)  # fmt: skip
+
+    refused = cli("--tag", "nr")
+    assert refused.returncode != 0 and "lifnr" in refused.stderr and "Traceback" not in refused.stderr
+    done = cli("--tag", "nr", "--neuron", "lifnr")
+    assert done.returncode == 0, done.stderr[-2000:]
+    entry = json.loads((tmp_path / "zoo" / "manifest.json").read_text())["entries"][0]
+    assert entry["neuron"]["name"] == "lif_noreset" and entry["dataset"]["produced_by"]["neuron"] == "lifnr"

@@ -1,5 +1,6 @@
 """Spiking neurons: the PSN family (PSN, masked PSN, sliding PSN), IF/LIF/PLIF baselines, and the parallel neurons
-that followed PSN (PMSN, the channel-wise sliding PSN, FPT-LIF, ParaLIF/SPSN).
+that followed PSN (PMSN, the channel-wise sliding PSN, FPT-LIF, ParaLIF/SPSN), and the paper's other baselines
+(KLIF, GLIF).
 
 Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B, ...]``
 (``step_mode="s"``, causal neurons only). Pick a neuron by name with :func:`make_neuron`.
@@ -10,8 +11,8 @@ from ._channelwise import size_from_state_dict
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .channel_sliding import ChannelSlidingPSN
 from .fpt import FPTLIFNode
-from .glif import GLIFNode as GLIFNode
-from .klif import KLIFNode as KLIFNode
+from .glif import GLIFNode
+from .klif import KLIFNode
 from .lif import IFNode, LIFNode, NoResetLIFNode, ParametricLIFNode
 from .paralif import ParaLIF
 from .pmsn import PMSN
@@ -27,7 +28,7 @@ from .registry import (
     neuron_tree,
     register_neuron,
 )
-from .surrogate import ATan, Sigmoid, Surrogate, list_surrogates, make_surrogate
+from .surrogate import ATan, Rect, Sigmoid, Surrogate, Triangle, list_surrogates, make_surrogate
 
 __all__ = [
     "NEURONS",
@@ -37,19 +38,23 @@ __all__ = [
     "ATan",
     "ChannelSlidingPSN",
     "FPTLIFNode",
+    "GLIFNode",
     "IFNode",
+    "KLIFNode",
     "LIFNode",
     "MaskedPSN",
     "NeuronSpec",
     "NoResetLIFNode",
     "ParaLIF",
     "ParametricLIFNode",
+    "Rect",
     "Sigmoid",
     "SlidingPSN",
     "SpikingNeuron",
     "StatefulModule",
     "StepMode",
     "Surrogate",
+    "Triangle",
     "functional",
     "list_neurons",
     "list_surrogates",

@@ -133,6 +133,28 @@ class Sigmoid(Surrogate):
         return s.mul_(grad_spike).mul_(self.alpha)
 
 
+@SURROGATES.register("rect")
+class Rect(Surrogate):
+    """``g'(h) = α·1[|h| < 1/(2α)]``: the GLIF code's spike function at α = 1 (SpikingJelly's ``surrogate.Rect``)."""
+
+    name = "rect"
+    default_alpha = 1.0
+
+    def derivative(self, h: torch.Tensor) -> torch.Tensor:
+        return (h.abs() < 0.5 / self.alpha).to(h.dtype) * self.alpha
+
+
+@SURROGATES.register("triangle")
+class Triangle(Surrogate):
+    """``g'(h) = α²·max(1/α − |h|, 0)``: the TEBN code's ``ZIF`` (γ = 1/α) and SpikingJelly's ``PiecewiseQuadratic``."""
+
+    name = "triangle"
+    default_alpha = 1.0
+
+    def derivative(self, h: torch.Tensor) -> torch.Tensor:
+        return (1.0 / self.alpha - h.abs()).clamp(min=0.0) * (self.alpha * self.alpha)
+
+
 SurrogateSpec = str | Mapping[str, Any] | Surrogate
 
 
