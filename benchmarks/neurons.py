@@ -22,6 +22,7 @@ import contextlib
 import json
 import os
 import sys
+import time
 from pathlib import Path
 
 import torch
@@ -379,12 +380,56 @@ def plot(result: dict, out: str | Path) -> list[Path]:
     return [path]
 
 
+def _best_s(fn, reps: int) -> float:
+    fn()
+    best = float("inf")
+    for _ in range(reps):
+        start = time.perf_counter()
+        fn()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
+def _kernel_alone(kernels: _native.NativeKernels, T: int, N: int) -> tuple[float, float]:
+    """Best seconds of the fused kernel's dense forward (keeping the membrane) and backward from it, no autograd,
+    into preallocated tensors."""
+    x, grad, w, bias = torch.randn(T, N), torch.randn(T, N), torch.randn(T, T) / T, torch.randn(T) * 0.1
+    s, m, gx = torch.empty(T, N), torch.empty(T, N), torch.empty(T, N)
+    gw, gb = torch.empty(T, T), torch.empty(T)
+    fwd = _best_s(lambda: kernels.forward(x, w, bias, s, m), 50)
+    bwd = _best_s(lambda: kernels.backward(x, w, bias, grad, 2.0, gx, gw, gb, membrane=m), 50)
+    return fwd, bwd
+
+
+def arithmetic_floor(Ts: tuple[int, ...] = (16, 24, 29, 32), N: int = 2**16) -> list[str]:
+    """The dense PSN's arithmetic floor on this machine: its forward + backward is three GEMM-shaped products of
+    2·T²·N flops; at the best measured fp32 GEMM rate (``torch.mm`` of two 2048² matrices) they take at least
+    6·T²·N / rate. Also the fused kernel alone (no autograd, preallocated outputs) at each T. Best of repeats."""
+    a, b, c = torch.randn(2048, 2048), torch.randn(2048, 2048), torch.empty(2048, 2048)
+    peak = 2 * 2048**3 / _best_s(lambda: torch.mm(a, b, out=c), 15)
+    threads = torch.get_num_threads()
+    lines = [f"fp32 GEMM peak: {peak / 1e9:.0f} GFLOP/s (torch.mm 2048^3, {threads} threads, best of 15)"]
+    kernels = _native.load()
+    for T in Ts:
+        flops = 2 * T * T * N
+        line = f"T={T}, N={N}: 3 products {3 * flops / 1e6:.0f} MFLOP, floor {3 * flops / peak * 1e3:.2f} ms"
+        if kernels is not None:
+            fwd, bwd = _kernel_alone(kernels, T, N)
+            line += (f"; kernel alone: forward + kept membrane {fwd * 1e3:.2f} ms ({flops / fwd / 1e9:.0f} GFLOP/s), "
+                     f"backward from it {bwd * 1e3:.2f} ms ({2 * flops / bwd / 1e9:.0f} GFLOP/s)")  # fmt: skip
+        lines.append(line)
+    return lines
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a small grid (T in {4, 16}, N in {2^16, 2^20})")
     parser.add_argument("--cuda-grid", action="store_true", help="T in {4, 8, 16, 32}, N in {2^20, 2^22}, short blocks")
     parser.add_argument(
         "--every-t", action="store_true", help="the PSN family at every T = 2..32, N = 2^16 (neurons_every_t.md)"
+    )
+    parser.add_argument(
+        "--floor", action="store_true", help="print the dense PSN's arithmetic floor and the kernel alone, then exit"
     )
     parser.add_argument("--ts", nargs="+", type=int, help="only these T of the grid (e.g. re-measure a few cells)")
     parser.add_argument("--neurons", nargs="+", choices=list(NEURONS),
@@ -398,6 +443,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.worker:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
+        return 0
+    if args.floor:
+        print("\n".join(arithmetic_floor()))
         return 0
     device = check_device(args.device)
     mode = "every_t" if args.every_t else "quick" if args.quick else "cuda" if args.cuda_grid else "full"
