@@ -290,6 +290,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """The ``psn-zoo`` command. From the command line (``argv=None``) a zoo command's error prints as one line and
+    exits 2; called from Python with ``argv``, the exception propagates."""
     args_list = sys.argv[1:] if argv is None else list(argv)
     if args_list and args_list[0] in (*LIGHTNING_COMMANDS, "demo"):
         from ._environment import check_torchvision
@@ -312,8 +314,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(args.func(args))
     except (ValueError, LookupError, OSError) as err:  # psn_zoo's errors name the problem and the fix
-        if os.environ.get("PSN_ZOO_TRACEBACK"):
-            raise
+        if argv is not None or os.environ.get("PSN_ZOO_TRACEBACK"):
+            raise  # called from Python (main([...])): the caller gets the exception
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"psn-zoo {args_list[0]}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
         return 2
