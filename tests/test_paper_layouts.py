@@ -412,6 +412,10 @@ def test_imagenet_bottleneck_depths_are_recognised_and_loaded(tmp_path, depth):
     state = loaded.model.state_dict()
     assert torch.equal(state["layer3.0.sn3.weight"], theirs["layer3.0.sn3.fc.weight"])
     assert torch.equal(state["pe"], theirs["pe"]) and len(state) == len(theirs)
+    for key, value in theirs.items():  # every tensor lands, unchanged, where the same network keeps it
+        parts = key.split(".")
+        neuron_fc = len(parts) >= 3 and parts[-2] == "fc" and parts[-3].startswith(("sn", "downsample_sn"))
+        assert torch.equal(state[".".join(parts[:-2] + parts[-1:]) if neuron_fc else key], value), key
     if depth == 50:
         torch.save({"model": theirs, "args": argparse.Namespace(model="sew_resnet34")}, path)
         with pytest.raises(ValueError, match="args say --model sew_resnet34 but its keys are those of sew_resnet50"):
