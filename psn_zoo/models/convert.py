@@ -81,6 +81,15 @@ _SNN_CONV = re.compile(r"^features\.(\d+)\.fwd\.module\.(weight|bias)$")  # VGGS
 _SNN_BN = re.compile(r"^features\.(\d+)\.bn\.bn\.module\.(.+)$")
 _SNN_P = re.compile(r"^features\.(\d+)\.bn\.p$")
 _SNN_HEAD = re.compile(r"^classifier\.1\.module\.(.+)$")
+#: CIFAR10-DVS key -> psn_zoo key: the first pattern that matches is expanded (VGGPSN and VGGSNN layouts).
+_DVS_RENAMES = (
+    (_DVS_LAYER, r"features.\1.\2.\3"),
+    (_DVS_HEAD, r"classifier.1.\1"),
+    (_SNN_CONV, r"features.\1.0.\2"),
+    (_SNN_BN, r"features.\1.1.bn.\2"),
+    (_SNN_P, r"features.\1.1.p"),
+    (_SNN_HEAD, r"classifier.1.\1"),
+)
 #: The sequential-CIFAR script's run folder, ``<neu>_e<epochs>_b<batch>_<opt>_lr<lr>_c<channels>[_amp][_P<P>][_ei]``.
 _SEQ_RUN = re.compile(r"^(?P<neu>[a-z0-9_]+?)_e(?P<epochs>\d+)_b\d+_")
 
@@ -308,18 +317,7 @@ def from_paper(
     renamed: dict[str, torch.Tensor] = {}
     for key, value in state.items():
         if experiment == "cifar10dvs":
-            if m := _DVS_LAYER.match(key):
-                key = f"features.{m[1]}.{m[2]}.{m[3]}"
-            elif m := _DVS_HEAD.match(key):
-                key = f"classifier.1.{m[1]}"
-            elif m := _SNN_CONV.match(key):
-                key = f"features.{m[1]}.0.{m[2]}"
-            elif m := _SNN_BN.match(key):
-                key = f"features.{m[1]}.1.bn.{m[2]}"
-            elif m := _SNN_P.match(key):
-                key = f"features.{m[1]}.1.p"
-            elif m := _SNN_HEAD.match(key):
-                key = f"classifier.1.{m[1]}"
+            key = next((m.expand(new) for pattern, new in _DVS_RENAMES if (m := pattern.match(key))), key)
         renamed[key] = value
     return _map_neurons(renamed, model, lambda kind, sd: compat.state_from_paper(kind, sd, lambda_))
 
