@@ -203,6 +203,28 @@ def memory_rows(
     return run_worker(module, cases) if device == "cpu" else measure(list(cases), device)
 
 
+def prefer_sj_triton() -> dict[str, str]:
+    """Ask SpikingJelly for its Triton kernels for IF/LIF/PLIF on CUDA (before it is imported); returns the
+    settings in force."""
+    names = [f"SJ_{n}_CUDA_IMPLEMENTATION" for n in ("IF", "LIF", "PLIF")]
+    for name in names:
+        os.environ.setdefault(name, "triton")
+    return {name: os.environ[name] for name in names}
+
+
+def sj_state_in_fp32(model: Any) -> Any:
+    """SpikingJelly's mixed-precision setting for its IF/LIF/PLIF nodes, in place: half-precision inputs and spikes,
+    the membrane state in fp32 (as psn_zoo keeps it), run by its Triton kernels. Without it SJ keeps the state in the
+    input's dtype, which its Triton kernels refuse and its torch reference runs."""
+    import torch
+    from spikingjelly.activation_based.neuron import IFNode, LIFNode, ParametricLIFNode
+
+    for module in model.modules():
+        if type(module) in (IFNode, LIFNode, ParametricLIFNode) and module.step_mode == "m":
+            module._neuron_precision = (torch.float32, "fp32", "fp32")  # what SJ's precision.convert sets
+    return model
+
+
 # ----------------------------------------------------------------------------------- tables and reports
 def markdown_table(headers: Sequence[str], rows: Sequence[Sequence[object]], left: Sequence[int] = ()) -> str:
     """A Markdown table, padded for reading as plain text: numbers right-aligned, the columns in ``left``

@@ -66,8 +66,12 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
                        "alpha": "fp32"}  # fmt: skip
                 for surrogate in (0, 1):
                     const_b = {**const, "DETACH": False, "SURROGATE": surrogate, "HAS_GV": True}
-                    label = f"{name} backward reset={reset} {dtype} surrogate={surrogate}"
-                    rows.append((label, serial._backward_kernel, bwd, const_b))
+                    for T, regs in ((8, False), *((T, True) for T in (1, 8, serial.REGISTER_T_MAX[name]))):
+                        block = serial.backward_block(T, regs)
+                        const_t = {**const_b, "T": T, "BLOCK": block, "IN_REGISTERS": regs}
+                        where = f"T={T} H in registers" if regs else f"T={T} H in memory"
+                        label = f"{name} backward reset={reset} {dtype} surrogate={surrogate} {where}"
+                        rows.append((label, serial._backward_kernel, bwd, const_t))
     return rows
 
 

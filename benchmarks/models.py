@@ -38,7 +38,9 @@ from benchmarks._common import (
     median,
     memory_rows,
     peak_memory_delta,
+    prefer_sj_triton,
     progress,
+    sj_state_in_fp32,
     time_pair,
 )
 from psn_zoo.models import create_model
@@ -52,14 +54,18 @@ GRIDS = {
               "timing": Timing(rounds=2, min_reps=2, budget_s=0.5, warmup=1)},
     "full": {"models": list(MODELS), "neurons": list(NEURONS), "batch": BATCH, "size": SIZE,
              "timing": Timing(rounds=3, min_reps=3, budget_s=3.0, warmup=2)},
+    # one device call on a lent GPU (benchmarks/cuda_suite.py): the issue's batch and frame size, short blocks
+    "cuda": {"models": list(MODELS), "neurons": list(NEURONS), "batch": 32, "size": 128,
+             "timing": Timing(rounds=3, min_reps=3, budget_s=0.4, warmup=2)},
 }  # fmt: skip
 PRECISIONS = ("32", "bf16-mixed")
 HEADERS = ["model", "neuron", "precision", "ours samples/s", "SJ samples/s", "throughput ratio (min-max)",
            "ceiling: free neurons (min-max)", "peak MB ours", "peak MB SJ", "mem ours/SJ"]  # fmt: skip
 
 
-def build_pair(name: str, neuron: str, device: str = "cpu") -> tuple[nn.Module, nn.Module]:
-    """Our model and SpikingJelly's (own neurons, 2 input channels), with identical weights."""
+def build_pair(name: str, neuron: str, device: str = "cpu", precision: str = "32") -> tuple[nn.Module, nn.Module]:
+    """Our model and SpikingJelly's (own neurons, 2 input channels), with identical weights; in mixed precision on
+    a GPU, SJ's serial neurons keep their state in fp32 (its own setting), as ours do."""
     from spikingjelly.activation_based import functional, layer, surrogate
     from spikingjelly.activation_based import neuron as sjn
     from spikingjelly.activation_based.model import sew_resnet, spiking_vgg
@@ -77,6 +83,8 @@ def build_pair(name: str, neuron: str, device: str = "cpu") -> tuple[nn.Module, 
         theirs.features[0] = layer.Conv2d(CHANNELS, 64, kernel_size=3, padding=1)
     functional.set_step_mode(theirs, "m")
     theirs.load_state_dict(to_spikingjelly(ours.state_dict(), ours))
+    if precision != "32" and device != "cpu":
+        sj_state_in_fp32(theirs)
     return ours.to(device), theirs.to(device)
 
 
@@ -137,12 +145,16 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
     results = []
     for case in cases:
         x, y = (t.to(device) for t in _data(case.get("batch", BATCH), case.get("size", SIZE)))
-        ours, theirs = build_pair(case["model"], case["neuron"], device)
+        ours, theirs = build_pair(case["model"], case["neuron"], device, case.get("precision", "32"))
         row = dict(case)
         for label, model, is_ours in (("ours", ours, True), ("sj", theirs, False)):
             step = train_step(model, x, y, ours=is_ours, precision=case.get("precision", "32"))
-            step()
-            step()  # optimizer state exists from here on
+            try:
+                step()
+                step()  # optimizer state exists from here on
+            except Exception:  # the timing of this case reports the error
+                row[label] = float("nan")
+                continue
             row[label] = peak_memory_delta(step, device)
         results.append(row)
     return results
@@ -163,6 +175,8 @@ def run(
     """One training step of every (model, neuron, precision), ours and SpikingJelly's; throughput ratio ours / SJ."""
     timing = timing or Timing(rounds=3, min_reps=3, budget_s=3.0)
     env = {**environment(), "device": device}
+    if device != "cpu":  # SJ's fastest backend for its serial neurons on a GPU
+        env["SpikingJelly backends"] = ", ".join(f"{k}={v}" for k, v in prefer_sj_triton().items())
     cases = [
         {"model": m, "neuron": n, "batch": batch, "size": size, "precision": p}
         for p in precisions or ["32"]
@@ -174,19 +188,25 @@ def run(
     x, y = (t.to(device) for t in _data(batch, size))
     rows, records = [], []
     ceilings: dict[tuple[str, str, str], Ratio] = {}
+    failed: list[str] = []
     for case in progress(cases, "models", disable=not show_progress):
-        ours, theirs = build_pair(case["model"], case["neuron"], device)
         p = case["precision"]
-        t_ours, t_sj, ratio = time_pair(
-            train_step(ours, x, y, ours=True, precision=p), train_step(theirs, x, y, ours=False, precision=p),
-            **timing.kwargs(), device=device,
-        )  # fmt: skip
-        # against this case's SJ model (its neurons set SJ's time), our model without neurons
-        ceiling = ceilings[(case["model"], case["neuron"], p)] = time_pair(
-            train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True, precision=p),
-            train_step(theirs, x, y, ours=False, precision=p),
-            **timing.kwargs(), device=device,
-        )[2]  # fmt: skip
+        ours, theirs = build_pair(case["model"], case["neuron"], device, p)
+        try:
+            t_ours, t_sj, ratio = time_pair(
+                train_step(ours, x, y, ours=True, precision=p), train_step(theirs, x, y, ours=False, precision=p),
+                **timing.kwargs(), device=device,
+            )  # fmt: skip
+            # against this case's SJ model (its neurons set SJ's time), our model without neurons
+            ceiling = ceilings[(case["model"], case["neuron"], p)] = time_pair(
+                train_step(without_neurons(copy.deepcopy(ours)), x, y, ours=True, precision=p),
+                train_step(theirs, x, y, ours=False, precision=p),
+                **timing.kwargs(), device=device,
+            )[2]  # fmt: skip
+        except Exception as error:  # one failing case keeps the others
+            failed.append(f"{_label(case['model'], case['neuron'], p)}: {type(error).__name__}: {str(error)[:300]}")
+            rows.append([case["model"], case["neuron"], p, "error", *["-"] * (len(HEADERS) - 4)])
+            continue
         key = (case["model"], case["neuron"], p)
         mem = mem_by_case.get(key, {"ours": float("nan"), "sj": float("nan")})
         record = {
@@ -198,12 +218,15 @@ def run(
         }
         records.append(record)
         mem_ratio = f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-"
+        if show_progress:  # each row as it is measured: a run stopped early keeps what it measured
+            print(f"| {_label(*key)} | {batch / t_ours:.1f} | {batch / t_sj:.1f} | {ratio} | {ceiling} | "
+                  f"{mem['ours'] / 2**20:.0f} | {mem['sj'] / 2**20:.0f} |", file=sys.stderr, flush=True)  # fmt: skip
         rows.append([
             case["model"], case["neuron"], p, f"{batch / t_ours:.1f}", f"{batch / t_sj:.1f}", str(ratio), str(ceiling),
             f"{mem['ours'] / 2**20:.0f}", f"{mem['sj'] / 2**20:.0f}", mem_ratio,
         ])  # fmt: skip
     table = markdown_table(HEADERS, rows, left=(0, 1, 2))
-    ratios = [r["speedup"]["median"] for r in records]
+    ratios = [r["speedup"]["median"] for r in records] or [float("nan")]
     mem_ratios = [r["peak_mb"]["ours"] / r["peak_mb"]["sj"] for r in records if r["peak_mb"]["sj"] > 1]
     headline = {
         "throughput_ratio": {"median": median(ratios), "min": min(ratios), "max": max(ratios)},
@@ -223,6 +246,7 @@ def run(
     if mem_ratios:
         headline["peak_memory_ours_over_sj"] = {"median": median(mem_ratios), "max": max(mem_ratios)}
         summary.append(f"peak memory of a step, ours / SJ: {min(mem_ratios):.2f}-{max(mem_ratios):.2f}")
+    summary += [f"failed case: {line}" for line in failed]
     description = (
         "`python -m benchmarks.models`: one training step (forward, cross-entropy on the time-averaged logits, "
         f"backward, SGD with momentum) on a batch of {batch} samples of T = {T} event frames of {CHANNELS}×{size}×"
@@ -246,6 +270,7 @@ def run(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="32×32 frames and two short rounds")
+    parser.add_argument("--cuda-grid", action="store_true", help="batch 32 of 128×128 frames, short timing blocks")
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--batch", type=int, help=f"samples per step (default {BATCH})")
     parser.add_argument("--size", type=int, help=f"frame height and width (default {SIZE}; 32 with --quick)")
@@ -259,7 +284,7 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(measure_memory(json.loads(sys.stdin.read()))))
         return 0
     device = check_device(args.device)
-    grid = dict(GRIDS["quick" if args.quick else "full"])
+    grid = dict(GRIDS["quick" if args.quick else "cuda" if args.cuda_grid else "full"])
     grid.update({key: value for key, value in (("batch", args.batch), ("size", args.size)) if value})
     precisions = args.precisions or (["32"] if device == "cpu" else list(PRECISIONS))
     result = run(**grid, device=device, precisions=precisions)

@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
-import os
 import sys
 import time
 from pathlib import Path
@@ -37,7 +36,9 @@ from benchmarks._common import (
     memory_rows,
     peak_memory_delta,
     pow2,
+    prefer_sj_triton,
     progress,
+    sj_state_in_fp32,
     time_one,
     time_pair,
 )
@@ -57,9 +58,14 @@ SERIAL = ("if", "lif", "plif")
 PSN_FAMILY = ("psn", "masked_psn", "sliding_psn")
 
 
-def _pair(name: str, T: int, device: str = "cpu") -> tuple[torch.nn.Module, torch.nn.Module]:
+def _pair(name: str, T: int, device: str = "cpu", dtype: str = "float32") -> tuple[torch.nn.Module, torch.nn.Module]:
+    """Our neuron and SpikingJelly's with the same parameters; for half-precision inputs on a GPU, SJ's serial
+    neurons keep their state in fp32 through its own mixed-precision setting, as ours do."""
     ours = make_neuron(NEURONS[name](T))
-    return ours.to(device), to_spikingjelly(ours).to(device)
+    theirs = to_spikingjelly(ours).to(device)
+    if dtype != "float32" and device != "cpu":
+        sj_state_in_fp32(theirs)
+    return ours.to(device), theirs
 
 
 def our_kernel(neuron: torch.nn.Module, T: int, N: int, device: str = "cpu") -> str:
@@ -111,15 +117,6 @@ def _forward_backward(neuron: torch.nn.Module, x: torch.Tensor, grad: torch.Tens
     return run
 
 
-def prefer_sj_triton() -> dict[str, str]:
-    """Ask SpikingJelly for its Triton kernels for IF/LIF/PLIF on CUDA (before it is imported); returns the
-    settings in force."""
-    names = [f"SJ_{n}_CUDA_IMPLEMENTATION" for n in ("IF", "LIF", "PLIF")]
-    for name in names:
-        os.environ.setdefault(name, "triton")
-    return {name: os.environ[name] for name in names}
-
-
 def _reset(neuron: torch.nn.Module) -> None:
     if hasattr(neuron, "reset"):  # ours and SpikingJelly's stateful neurons
         neuron.reset()
@@ -137,14 +134,18 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
     process on the CPU, the CUDA allocator's peak on a GPU."""
     results = []
     for case in cases:
-        ours, theirs = _pair(case["neuron"], case["T"], device)
+        ours, theirs = _pair(case["neuron"], case["T"], device, case.get("dtype", "float32"))
         dtype = getattr(torch, case.get("dtype", "float32"))
         x = torch.randn(case["T"], case["N"], device=device).to(dtype).requires_grad_(True)
         grad = torch.randn(case["T"], case["N"], device=device).to(dtype)
         row = dict(case)
         for label, neuron in (("ours", ours), ("sj", theirs)):
             run = _forward_backward(neuron, x, grad)
-            run()  # warm-up
+            try:
+                run()  # warm-up
+            except Exception:  # the timing of this cell reports the error
+                row[label] = float("nan")
+                continue
             _memory.release_pool()  # ours: what one call needs, not what the reuse pool keeps between calls
             row[label] = peak_memory_delta(run, device)
         results.append(row)
@@ -224,66 +225,31 @@ def run(
     mem_rows = memory_rows("benchmarks.neurons", cases, device, measure_memory, memory)
     mem_by_case = {(r["neuron"], r["T"], r["N"], r["dtype"]): r for r in mem_rows}
     rows, records = [], []
+    failed: list[str] = []
     for case in progress(cases, "neurons", disable=not show_progress):
         name, T, N, dtype = case["neuron"], case["T"], case["N"], case["dtype"]
-        ours, theirs = _pair(name, T, device)
-        x = torch.randn(T, N, device=device).to(getattr(torch, dtype))
-        copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
-        copy_thp_s = time_one(
-            lambda x=x: _advised_empty_like(x).copy_(x),
-            min_reps=timing.min_reps, budget_s=timing.budget_s, device=device,
-        )  # fmt: skip
-        f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
-        xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device).to(x.dtype)
-        fb_ours, fb_sj, fb_ratio = time_pair(
-            _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs(), device=device
-        )
-        mem = mem_by_case.get((name, T, N, dtype), {"ours": float("nan"), "sj": float("nan")})
-        record = {
-            **case,
-            "kernel": our_kernel(ours, T, N, device),
-            "copy_ms": copy_s * 1e3,
-            "copy_thp_ms": copy_thp_s * 1e3,
-            "fwd_over_copy_thp": f_ours / copy_thp_s,
-            "fwd_ms": {"ours": f_ours * 1e3, "sj": f_sj * 1e3},
-            "fwd_speedup": vars(f_ratio),
-            "fwd_over_copy": f_ours / copy_s,
-            "fwdbwd_ms": {"ours": fb_ours * 1e3, "sj": fb_sj * 1e3},
-            "fwdbwd_speedup": vars(fb_ratio),
-            "peak_mb": {"ours": mem["ours"] / 2**20, "sj": mem["sj"] / 2**20},
-        }
+        try:
+            record, row = _cell(case, timing, device, mem_by_case)
+        except Exception as error:  # one failing cell (say, a peer's backend refusing a dtype) keeps the others
+            failed.append(f"{name} T={T} N={pow2(N)} {dtype}: {type(error).__name__}: {str(error)[:300]}")
+            rows.append([name, T, pow2(N), dtype, "error", *["-"] * (len(HEADERS) - 5)])
+            continue
         records.append(record)
-        rows.append(
-            [
-                name,
-                T,
-                pow2(N),
-                dtype,
-                record["kernel"],
-                f"{copy_s * 1e3:.2f}",
-                f"{copy_thp_s * 1e3:.2f}",
-                f"{f_ours * 1e3:.2f}",
-                f"{f_sj * 1e3:.2f}",
-                str(f_ratio),
-                f"{f_ours / copy_s:.2f}",
-                f"{fb_ours * 1e3:.2f}",
-                f"{fb_sj * 1e3:.2f}",
-                str(fb_ratio),
-                f"{mem['ours'] / 2**20:.1f}",
-                f"{mem['sj'] / 2**20:.1f}",
-                f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-",
-            ]
-        )
+        rows.append(row)
+        if show_progress:  # each row as it is measured: a run stopped early keeps what it measured
+            print("| " + " | ".join(map(str, row)) + " |", file=sys.stderr, flush=True)
     table = markdown_table(HEADERS, rows, left=(0,))
     summary, headline = _summary([r for r in records if r["dtype"] == dtypes[0]], max(Ns), device)
     for dtype in dtypes[1:]:  # the first dtype's numbers at the top level, each other's under its name
         lines, headline[dtype] = _summary([r for r in records if r["dtype"] == dtype], max(Ns), device)
         summary += [f"{dtype}: {line}" for line in lines]
+    summary += [f"failed cell: {line}" for line in failed]
     return {
         "description": DESCRIPTION,
         "environment": env,
         "grid": {"Ts": Ts, "Ns": Ns, "neurons": neurons, "dtypes": dtypes, "timing": vars(timing)},
         "records": records,
+        "failed": failed,
         "table": table,
         "tables": [(None, table)],
         "summary": summary,
@@ -293,6 +259,57 @@ def run(
         "threads": torch.get_num_threads(),
         "device": device,
     }
+
+
+def _cell(case: dict, timing: Timing, device: str, mem_by_case: dict) -> tuple[dict, list]:
+    """One (neuron, T, N, dtype) cell: its record and table row."""
+    name, T, N, dtype = case["neuron"], case["T"], case["N"], case["dtype"]
+    ours, theirs = _pair(name, T, device, dtype)
+    x = torch.randn(T, N, device=device).to(getattr(torch, dtype))
+    copy_s = time_one(lambda x=x: x.clone(), min_reps=timing.min_reps, budget_s=timing.budget_s, device=device)
+    copy_thp_s = time_one(
+        lambda x=x: _advised_empty_like(x).copy_(x),
+        min_reps=timing.min_reps, budget_s=timing.budget_s, device=device,
+    )  # fmt: skip
+    f_ours, f_sj, f_ratio = time_pair(_forward(ours, x), _forward(theirs, x), **timing.kwargs(), device=device)
+    xg, grad = x.clone().requires_grad_(True), torch.randn(T, N, device=device).to(x.dtype)
+    fb_ours, fb_sj, fb_ratio = time_pair(
+        _forward_backward(ours, xg, grad), _forward_backward(theirs, xg, grad), **timing.kwargs(), device=device
+    )
+    mem = mem_by_case.get((name, T, N, dtype), {"ours": float("nan"), "sj": float("nan")})
+    record = {
+        **case,
+        "kernel": our_kernel(ours, T, N, device),
+        "copy_ms": copy_s * 1e3,
+        "copy_thp_ms": copy_thp_s * 1e3,
+        "fwd_over_copy_thp": f_ours / copy_thp_s,
+        "fwd_ms": {"ours": f_ours * 1e3, "sj": f_sj * 1e3},
+        "fwd_speedup": vars(f_ratio),
+        "fwd_over_copy": f_ours / copy_s,
+        "fwdbwd_ms": {"ours": fb_ours * 1e3, "sj": fb_sj * 1e3},
+        "fwdbwd_speedup": vars(fb_ratio),
+        "peak_mb": {"ours": mem["ours"] / 2**20, "sj": mem["sj"] / 2**20},
+    }
+    row = [
+        name,
+        T,
+        pow2(N),
+        dtype,
+        record["kernel"],
+        f"{copy_s * 1e3:.2f}",
+        f"{copy_thp_s * 1e3:.2f}",
+        f"{f_ours * 1e3:.2f}",
+        f"{f_sj * 1e3:.2f}",
+        str(f_ratio),
+        f"{f_ours / copy_s:.2f}",
+        f"{fb_ours * 1e3:.2f}",
+        f"{fb_sj * 1e3:.2f}",
+        str(fb_ratio),
+        f"{mem['ours'] / 2**20:.1f}",
+        f"{mem['sj'] / 2**20:.1f}",
+        f"{mem['ours'] / mem['sj']:.2f}" if mem["sj"] > 0 else "-",
+    ]
+    return record, row
 
 
 def _summary(records: list[dict], n_max: int, device: str = "cpu") -> tuple[list[str], dict]:
@@ -431,6 +448,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--floor", action="store_true", help="print the dense PSN's arithmetic floor and the kernel alone, then exit"
     )
+    parser.add_argument("--serial-h-in-memory", action="store_true",
+                        help="GPU: the serial backward keeps H in an fp32 buffer at every T (the register path's "
+                        "alternative; writes neurons_serial_h_in_memory.md)")  # fmt: skip
+    parser.add_argument("--ns", nargs="+", type=int, help="only these N of the grid (e.g. 4194304)")
     parser.add_argument("--ts", nargs="+", type=int, help="only these T of the grid (e.g. re-measure a few cells)")
     parser.add_argument("--neurons", nargs="+", choices=list(NEURONS),
                         help=f"default: the grid's ({', '.join(CPU_NEURONS)} on the CPU, all on a GPU)")  # fmt: skip
@@ -453,12 +474,21 @@ def main(argv: list[str] | None = None) -> int:
     dtypes = args.dtypes or (["float32"] if device == "cpu" else ["float32", "bfloat16"])
     if device != "cpu":
         prefer_sj_triton()
+    if args.serial_h_in_memory:
+        from psn_zoo.neurons import _triton_serial
+
+        _triton_serial.REGISTER_T_MAX = dict.fromkeys(_triton_serial.REGISTER_T_MAX, 0)
     Ts = [T for T in grid["Ts"] if T in args.ts] if args.ts else grid["Ts"]
     if not Ts:
         parser.error(f"--ts: none of {args.ts} is in the grid's T = {grid['Ts']}")
-    result = run(Ts, grid["Ns"], args.neurons or grid.get("neurons"), grid["timing"], device=device,
+    Ns = [N for N in grid["Ns"] if N in args.ns] if args.ns else grid["Ns"]
+    if not Ns:
+        parser.error(f"--ns: none of {args.ns} is in the grid's N = {grid['Ns']}")
+    result = run(Ts, Ns, args.neurons or grid.get("neurons"), grid["timing"], device=device,
                  dtypes=dtypes)  # fmt: skip
     name = "neurons_every_t" if args.every_t else "neurons"
+    if args.serial_h_in_memory:
+        name = "neurons_serial_h_in_memory"
     emit(result, name=name, title=f"Neurons ({device}{', every T' if args.every_t else ''})", out=args.out,
          json_path=args.json, plot=None if args.every_t else plot)  # fmt: skip
     return 0

@@ -135,10 +135,18 @@ def test_half_precision_inputs_accumulate_in_fp32(spec, dtype):
     full = _run(neuron, x.float(), grad.float(), triton=True)  # the same values in fp32
     assert half[0].dtype == half[1].dtype == dtype
     assert torch.equal(half[0].float(), full[0])  # spikes: the same fp32 arithmetic
-    torch.testing.assert_close(half[1], full[1].to(dtype), rtol=0, atol=0)  # grad_x: rounded once
+    if DEVICE == "cpu":  # grad_x: the fp32 run's, rounded once
+        torch.testing.assert_close(half[1], full[1].to(dtype), rtol=0, atol=0)
+    else:  # the compiled half and fp32 kernels may fuse multiply-adds differently: one rounding step apart
+        eps = torch.finfo(dtype).eps
+        torch.testing.assert_close(half[1].float(), full[1], rtol=eps, atol=eps * float(full[1].abs().max()))
     for name, g in half[2].items():
         assert g.dtype == torch.float32
-        assert torch.equal(g, full[2][name])  # parameter gradients accumulate in fp32 from the same values
+        if DEVICE == "cpu":  # parameter gradients accumulate in fp32 from the same values
+            assert torch.equal(g, full[2][name])
+        else:  # the compiler builds the half and fp32 kernels apart and may fuse their multiply-adds differently
+            ref = full[2][name]
+            torch.testing.assert_close(g, ref, rtol=1e-5, atol=1e-6 * float(ref.abs().max()))
     # against SpikingJelly in fp32: the documented bound is the half dtype's rounding of grad_x
     sj = _run(compat.to_spikingjelly(neuron.cpu()).to(DEVICE), x.float(), grad.float(), triton=False)
     neuron.to(DEVICE)
@@ -190,6 +198,33 @@ def test_parameter_gradients_are_reduced_in_a_fixed_order():
     first, second = _run(neuron, x, grad, triton=True), _run(neuron, x, grad, triton=True)
     for name in first[2]:
         assert torch.equal(first[2][name], second[2][name])
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize(
+    "spec", [SERIAL_SPECS[1], SERIAL_SPECS[3], SERIAL_SPECS[4], SERIAL_SPECS[6], SERIAL_SPECS[7]], ids=_ids
+)
+def test_serial_backward_with_the_membrane_in_registers_equals_the_one_through_memory(spec, dtype, monkeypatch):
+    """Up to REGISTER_T_MAX the serial backward keeps the recomputed H in registers (unrolled), beyond it in an
+    fp32 buffer: the same operations in the same order, so the same bits (the parameter gradient's partial sums
+    follow each path's block size: on a GPU they agree to round-off)."""
+    from psn_zoo.neurons import _triton_serial
+
+    neuron, _ = _build(spec)
+    x, grad = _input(12, dtype)
+    kind = _triton_serial._KINDS
+    assert all(_triton_serial.REGISTER_T_MAX[k] >= 12 for k in kind)
+    in_registers = _run(neuron, x, grad, triton=True)
+    monkeypatch.setattr(_triton_serial, "REGISTER_T_MAX", dict.fromkeys(kind, 0))
+    in_memory = _run(neuron, x, grad, triton=True)
+    assert torch.equal(in_registers[0], in_memory[0]) and torch.equal(in_registers[1], in_memory[1])
+    for name, g in in_registers[2].items():
+        if DEVICE == "cpu":
+            assert torch.equal(g, in_memory[2][name])
+        else:
+            torch.testing.assert_close(g, in_memory[2][name], rtol=1e-5, atol=0)
+    reference = _run(neuron, x.float(), grad.float(), triton=False)  # and the PyTorch path's spikes, at this T
+    assert torch.equal(in_registers[0].float(), reference[0])
 
 
 @pytest.mark.parametrize("spec", [SERIAL_SPECS[2], SERIAL_SPECS[7]], ids=_ids)
@@ -281,6 +316,7 @@ def test_every_kernel_variant_compiles_for_hopper_without_spilling():
     assert max(r["reg"] for r in rows) <= 255
 
 
+@pytest.mark.skipif(DEVICE == "cuda", reason="CPU tensors through the interpreter; test_cuda.py fits on the GPU")
 def test_a_bf16_mixed_lightning_fit_runs_the_kernels(tmp_path, monkeypatch):
     """Lightning's bf16-mixed precision with the Triton kernels (interpreted here): the neurons receive bf16
     inputs, the kernels run forward and backward, and the loss stays finite."""

@@ -5,9 +5,11 @@ same order as :mod:`._lif_kernels` (IEEE division for ``1/τ``, no fused multipl
 ``enable_fp_fusion=False``), in fp32: the spikes and membranes are those of the PyTorch path, bit for bit.
 
 - Forward reads ``x`` and ``v0`` once and writes the spikes and ``v_last``. It stores no membrane.
-- Backward recomputes the membrane sequence from ``x`` (into the ``grad_x`` buffer when that is fp32, so no extra
-  memory), then runs the reverse scan: surrogate and reset derivative in registers, ``grad_x``, ``grad_v0`` and,
-  for PLIF, a per-program fp32 partial of ``∂L/∂q`` summed afterwards in a fixed order.
+- Backward recomputes the membrane sequence from ``x``, then runs the reverse scan: surrogate and reset derivative
+  in registers, ``grad_x``, ``grad_v0`` and, for PLIF, a per-program fp32 partial of ``∂L/∂q`` summed afterwards in
+  a fixed order. Up to ``T = REGISTER_T_MAX`` the recomputed membrane stays in registers (the loops are unrolled),
+  so a forward + backward moves 5 ``[T, N]`` tensors (SpikingJelly's, which stores ``H`` in its forward: 6); longer
+  sequences keep it in an fp32 ``[T, N]`` buffer (the ``grad_x`` buffer when that is fp32).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._backend import interpreting
 from ._triton_common import (
     as_columns,
     column_block,
@@ -29,6 +32,10 @@ from ._triton_common import (
 )
 from .surrogate import Surrogate
 
+#: Longest T whose backward keeps the recomputed membrane in registers (reads X and ∂L/∂S once, writes ∂L/∂X once;
+#: longer sequences go through an fp32 [T, N] buffer: one more write and read). PLIF also carries V[t-1] and X[t]
+#: for its parameter gradient: beyond T = 16 it would spill (benchmarks.kernel_resources).
+REGISTER_T_MAX = {"if": 32, "lif": 32, "plif": 16}
 _KINDS = {"if": 0, "lif": 1, "plif": 2}
 _RESETS = {"hard": 0, "soft": 1, "none": 2}
 
@@ -80,58 +87,104 @@ def _forward_kernel(x_ptr, v0_ptr, q_ptr, out_ptr, v_ptr, N, stride_xt, stride_o
 
 
 @triton.jit
+def _reverse_step(h, gs, carry, v_prev, x, tau, q, v_threshold, r, alpha, KIND: tl.constexpr,
+                  DECAY_INPUT: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
+                  SURROGATE: tl.constexpr):  # fmt: skip
+    """One step of the reverse scan: ``(grad_x[t], carry into t-1, ∂L/∂q contribution)`` from ``H[t]``,
+    ``∂L/∂S[t]``, the carried ``∂L/∂V[t]`` and (PLIF) ``V[t-1]`` and ``X[t]``."""
+    sg = surrogate_grad(h - v_threshold, alpha, SURROGATE)
+    if RESET == 2:  # dV/dH = 1
+        gh = carry + gs * sg
+    elif RESET == 1:  # dV/dH = 1 - V_th·sg unless detached
+        gh = carry + gs * sg if DETACH else carry + sg * (gs - v_threshold * carry)
+    else:  # hard: dV/dH = 1 - Θ(H) (+ (r - H)·sg unless detached)
+        kept = tl.where(h >= v_threshold, 0.0, carry)
+        gh = kept + gs * sg if DETACH else kept + sg * (gs + carry * (r - h))
+    dq = gh * 0.0
+    if KIND == 0:
+        gx = gh
+        carry = gh
+    else:
+        decay = tl.math.div_rn(gh, tau) if KIND == 1 else gh * q
+        gx = decay if DECAY_INPUT else gh
+        carry = gh - decay
+        if KIND == 2:  # ∂H/∂q = X - (V[t-1] - r) (decay_input) or -(V[t-1] - r)
+            leak = v_prev - r
+            dq = gh * (x - leak) if DECAY_INPUT else -(gh * leak)
+    return gx, carry, dq
+
+
+@triton.jit
 def _backward_kernel(x_ptr, v0_ptr, q_ptr, g_ptr, gv_ptr, gx_ptr, h_ptr, gv0_ptr, gq_ptr, N, stride_xt, stride_gt,
                      stride_gxt, stride_ht, tau, v_threshold, r, alpha, T: tl.constexpr, BLOCK: tl.constexpr,
                      KIND: tl.constexpr, DECAY_INPUT: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
-                     SURROGATE: tl.constexpr, HAS_GV: tl.constexpr):  # fmt: skip
+                     SURROGATE: tl.constexpr, HAS_GV: tl.constexpr, IN_REGISTERS: tl.constexpr):  # fmt: skip
+    """``IN_REGISTERS``: the recomputed ``H[0..T-1]`` stay in registers (loops unrolled, T <= REGISTER_T_MAX);
+    else they go through the fp32 ``h_ptr`` buffer."""
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < N
     v0 = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     q = tl.load(q_ptr).to(tl.float32) if KIND == 2 else 0.0
-    v = v0
-    for t in range(T):  # the forward again, keeping H[t] (fp32) for the reverse scan
-        x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-        h = _charge(v, x, tau, q, r, KIND, DECAY_INPUT)
-        tl.store(h_ptr + t * stride_ht + cols, h, mask=cmask)
-        v = _after_fire(h, v_threshold, r, RESET)
     if HAS_GV:
         carry = tl.load(gv_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
     else:
         carry = tl.zeros([BLOCK], dtype=tl.float32)
     gq = tl.zeros([BLOCK], dtype=tl.float32)
-    for i in range(T):
-        t = T - 1 - i
-        h = tl.load(h_ptr + t * stride_ht + cols, mask=cmask, other=0.0)
-        gs = tl.load(g_ptr + t * stride_gt + cols, mask=cmask, other=0.0).to(tl.float32)
-        sg = surrogate_grad(h - v_threshold, alpha, SURROGATE)
-        if RESET == 2:  # dV/dH = 1
-            gh = carry + gs * sg
-        elif RESET == 1:  # dV/dH = 1 - V_th·sg unless detached
-            gh = carry + gs * sg if DETACH else carry + sg * (gs - v_threshold * carry)
-        else:  # hard: dV/dH = 1 - Θ(H) (+ (r - H)·sg unless detached)
-            kept = tl.where(h >= v_threshold, 0.0, carry)
-            gh = kept + gs * sg if DETACH else kept + sg * (gs + carry * (r - h))
-        if KIND == 0:
-            gx = gh
-            carry = gh
-        else:
-            decay = tl.math.div_rn(gh, tau) if KIND == 1 else gh * q
-            gx = decay if DECAY_INPUT else gh
-            carry = gh - decay
-            if KIND == 2:  # ∂H/∂q = X - (V[t-1] - r) (decay_input) or -(V[t-1] - r)
+    x = gq  # X[t] is read again only for PLIF with decay_input
+    v = v0
+    if IN_REGISTERS:
+        hs = ()
+        for t in tl.static_range(T):  # the forward again, keeping H[t] (fp32) in registers
+            xt = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+            h = _charge(v, xt, tau, q, r, KIND, DECAY_INPUT)
+            hs = hs + (h,)  # noqa: RUF005 (Triton builds tuples by concatenation, not unpacking)
+            v = _after_fire(h, v_threshold, r, RESET)
+        for i in tl.static_range(T):  # step t = T - 1 - i (spelled out: tuple indices must stay constexpr)
+            v_prev = v0
+            if i < T - 1:
+                v_prev = _after_fire(hs[T - 2 - i], v_threshold, r, RESET)
+            gs = tl.load(g_ptr + (T - 1 - i) * stride_gt + cols, mask=cmask, other=0.0).to(tl.float32)
+            if KIND == 2 and DECAY_INPUT:
+                x = tl.load(x_ptr + (T - 1 - i) * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+            gx, carry, dq = _reverse_step(hs[T - 1 - i], gs, carry, v_prev, x, tau, q, v_threshold, r, alpha, KIND,
+                                          DECAY_INPUT, RESET, DETACH, SURROGATE)  # fmt: skip
+            if KIND == 2:
+                gq += dq
+            gx = rounded_to(gx, gx_ptr.dtype.element_ty)
+            tl.store(gx_ptr + (T - 1 - i) * stride_gxt + cols, gx, mask=cmask)
+    else:
+        for t in range(T):  # the forward again, keeping H[t] (fp32) for the reverse scan
+            xt = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+            h = _charge(v, xt, tau, q, r, KIND, DECAY_INPUT)
+            tl.store(h_ptr + t * stride_ht + cols, h, mask=cmask)
+            v = _after_fire(h, v_threshold, r, RESET)
+        for i in range(T):
+            t = T - 1 - i
+            h = tl.load(h_ptr + t * stride_ht + cols, mask=cmask, other=0.0)
+            gs = tl.load(g_ptr + t * stride_gt + cols, mask=cmask, other=0.0).to(tl.float32)
+            v_prev = v0
+            if KIND == 2:
                 h_prev = tl.load(h_ptr + (t - 1) * stride_ht + cols, mask=cmask & (t > 0), other=0.0)
                 v_prev = tl.where(t > 0, _after_fire(h_prev, v_threshold, r, RESET), v0)
-                leak = v_prev - r
                 if DECAY_INPUT:
                     x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-                    gq += gh * (x - leak)
-                else:
-                    gq -= gh * leak
-        tl.store(gx_ptr + t * stride_gxt + cols, rounded_to(gx, gx_ptr.dtype.element_ty), mask=cmask)
+            gx, carry, dq = _reverse_step(h, gs, carry, v_prev, x, tau, q, v_threshold, r, alpha, KIND,
+                                          DECAY_INPUT, RESET, DETACH, SURROGATE)  # fmt: skip
+            if KIND == 2:
+                gq += dq
+            tl.store(gx_ptr + t * stride_gxt + cols, rounded_to(gx, gx_ptr.dtype.element_ty), mask=cmask)
     tl.store(gv0_ptr + cols, carry.to(gv0_ptr.dtype.element_ty), mask=cmask)
     if KIND == 2:
         tl.store(gq_ptr + pid, tl.sum(tl.where(cmask, gq, 0.0), axis=0))
+
+
+def backward_block(T: int, in_registers: bool) -> int:
+    """Columns per backward program: with ``H`` in registers, ``T_pad * block <= 4096`` (32 fp32 values per
+    thread of 4 warps, checked by ``benchmarks.kernel_resources``); else the forward's block."""
+    if not in_registers or interpreting():
+        return column_block(1)
+    return max(128, min(column_block(1), 4096 // triton.next_power_of_2(T)))
 
 
 class TritonSerial(torch.autograd.Function):
@@ -179,10 +232,13 @@ class TritonSerial(torch.autograd.Function):
         T, N = x2d.shape
         g2d = as_columns(grad_spikes, ctx.perm)
         grad_seq, gx2d = new_columns(grad_spikes, ctx.perm, x2d.dtype)
-        scratch = gx2d if gx2d.dtype == torch.float32 else torch.empty(T, N, dtype=torch.float32, device=x2d.device)
         gv = as_columns(grad_v.unsqueeze(0), ctx.perm)[0] if grad_v is not None else v0_1d
         grad_v0, gv0_1d = new_columns(grad_spikes[:1], ctx.perm, torch.float32)
-        block = column_block(1)
+        in_registers = REGISTER_T_MAX[kind] >= T
+        scratch = gx2d  # H in memory: the grad_x buffer when it is fp32 (each step is read before it is written)
+        if not in_registers and gx2d.dtype != torch.float32:
+            scratch = torch.empty(T, N, dtype=torch.float32, device=x2d.device)
+        block = backward_block(T, in_registers)
         blocks = triton.cdiv(N, block)
         gq = torch.zeros(max(blocks, 1), dtype=torch.float32, device=x2d.device)
         if N:
@@ -192,7 +248,7 @@ class TritonSerial(torch.autograd.Function):
                 float(tau or 1.0), float(v_threshold), float(r), surrogate.alpha,
                 T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
                 DETACH=bool(detach_reset), SURROGATE=surrogate_kind(surrogate), HAS_GV=grad_v is not None,
-                enable_fp_fusion=False,
+                IN_REGISTERS=in_registers, enable_fp_fusion=False,
             )  # fmt: skip
         grad_q = gq.sum() if q is not None and ctx.needs_input_grad[2] else None
         grad_v0 = grad_v0[0].to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
