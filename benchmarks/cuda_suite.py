@@ -124,8 +124,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "tests", "bf16"])
-    parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels"],
-                        help="also compile every kernel there and report registers (CI does it with Triton's ptxas)")
+    parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels", "alternatives"],
+                        help="kernels: compile every kernel there and report registers (CI does it with Triton's "
+                        "ptxas); alternatives: the PSN family with its multiply-add loop instead of tl.dot, and the "
+                        "serial backward with H in memory, at T = 16, 32 (the choices the defaults were made against)")
     args = parser.parse_args(argv)
     if args.prepare:
         return prepare(ROOT / ".whl")
@@ -159,6 +161,11 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "bfloat16",
                "--ts", "8", "32", "--ns", str(2**22), "--out", str(bf16)]  # fmt: skip
         steps.append(_step("neurons_bf16", cmd, args.out, 90))
+    if "alternatives" in args.only_extra:
+        for flag, neurons in (("--psn-loop", ["psn"]), ("--serial-h-in-memory", ["lif", "plif"])):
+            cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "float32",
+                   "--ts", "16", "32", "--neurons", *neurons, flag, "--out", str(args.out)]  # fmt: skip
+            steps.append(_step(flag.strip("-").replace("-", "_"), cmd, args.out, 60))
     if "kernels" in args.only_extra:
         cmd = [py, "-m", "benchmarks.kernel_resources", "--json", str(args.out / "kernels.json")]
         step = _step("kernels", cmd, args.out, 120)

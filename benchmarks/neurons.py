@@ -451,6 +451,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--serial-h-in-memory", action="store_true",
                         help="GPU: the serial backward keeps H in an fp32 buffer at every T (the register path's "
                         "alternative; writes neurons_serial_h_in_memory.md)")  # fmt: skip
+    parser.add_argument("--psn-loop", action="store_true",
+                        help="GPU: the PSN family's kernels use their multiply-add loop at every T instead of tl.dot "
+                        "at T = 9..32 (writes neurons_psn_loop.md)")  # fmt: skip
     parser.add_argument("--ns", nargs="+", type=int, help="only these N of the grid (e.g. 4194304)")
     parser.add_argument("--ts", nargs="+", type=int, help="only these T of the grid (e.g. re-measure a few cells)")
     parser.add_argument("--neurons", nargs="+", choices=list(NEURONS),
@@ -478,6 +481,10 @@ def main(argv: list[str] | None = None) -> int:
         from psn_zoo.neurons import _triton_serial
 
         _triton_serial.REGISTER_T_MAX = dict.fromkeys(_triton_serial.REGISTER_T_MAX, 0)
+    if args.psn_loop:
+        from psn_zoo.neurons import _triton_psn
+
+        _triton_psn.DOT_T_PAD = ()
     Ts = [T for T in grid["Ts"] if T in args.ts] if args.ts else grid["Ts"]
     if not Ts:
         parser.error(f"--ts: none of {args.ts} is in the grid's T = {grid['Ts']}")
@@ -489,6 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     name = "neurons_every_t" if args.every_t else "neurons"
     if args.serial_h_in_memory:
         name = "neurons_serial_h_in_memory"
+    if args.psn_loop:
+        name = "neurons_psn_loop"
     emit(result, name=name, title=f"Neurons ({device}{', every T' if args.every_t else ''})", out=args.out,
          json_path=args.json, plot=None if args.every_t else plot)  # fmt: skip
     return 0

@@ -39,6 +39,8 @@ PSN_SPECS = [
     {"name": "masked_psn", "T": 6, "k": 2, "lambda_": 1.0},
     {"name": "sliding_psn", "k": 3, "T": 7},
     {"name": "sliding_psn", "k": 5, "exp_init": False, "T": 4},  # k > T: the oldest taps never contribute
+    {"name": "psn", "T": 16},  # from T_PAD = 16 the kernels' products are tl.dot
+    {"name": "masked_psn", "T": 20, "k": 4, "lambda_": 0.5, "surrogate": {"name": "sigmoid", "alpha": 4.0}},
 ]
 SERIAL_SPECS = [
     {"name": "if"},
@@ -127,7 +129,9 @@ def test_no_reset_lif_matches_the_pytorch_path():
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=str)
-@pytest.mark.parametrize("spec", [PSN_SPECS[2], PSN_SPECS[3], PSN_SPECS[5], SERIAL_SPECS[2], SERIAL_SPECS[6]], ids=_ids)
+@pytest.mark.parametrize(
+    "spec", [PSN_SPECS[2], PSN_SPECS[3], PSN_SPECS[5], PSN_SPECS[8], SERIAL_SPECS[2], SERIAL_SPECS[6]], ids=_ids
+)
 def test_half_precision_inputs_accumulate_in_fp32(spec, dtype):
     neuron, T = _build(spec)
     x, grad = _input(T, dtype)
@@ -191,8 +195,9 @@ def test_any_time_first_layout(spec, monkeypatch):
     assert got[0].stride() == got[1].stride() == channels_last.stride()
 
 
-def test_parameter_gradients_are_reduced_in_a_fixed_order():
-    neuron, T = _build({"name": "psn", "T": 8})
+@pytest.mark.parametrize("T", [8, 16], ids=["loop", "dot"])
+def test_parameter_gradients_are_reduced_in_a_fixed_order(T):
+    neuron, T = _build({"name": "psn", "T": T})
     x = torch.randn(T, 64, 300, device=DEVICE)  # several programs, each with a partial sum
     grad = torch.randn_like(x)
     first, second = _run(neuron, x, grad, triton=True), _run(neuron, x, grad, triton=True)

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from ._backend import interpreting
 from ._triton_common import (
     as_columns,
     column_block,
@@ -50,14 +51,33 @@ def _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T: tl.co
 
 
 @triton.jit
+def _tile(ptr, stride_t, rows, rmask, cols, cmask):
+    """The ``[T_PAD, BLOCK]`` tile of a ``[T, N]`` tensor, in fp32 (zeros outside it)."""
+    mask = rmask[:, None] & cmask[None, :]
+    return tl.load(ptr + rows[:, None] * stride_t + cols[None, :], mask=mask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _matrix(w_ptr, rows, rmask, T: tl.constexpr):
+    """``W`` as a ``[T_PAD, T_PAD]`` fp32 tile (zeros outside ``[T, T]``)."""
+    w = tl.load(w_ptr + rows[:, None] * T + rows[None, :], mask=rmask[:, None] & rmask[None, :], other=0.0)
+    return w.to(tl.float32)
+
+
+@triton.jit
 def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl.constexpr, T_PAD: tl.constexpr,
-                    BLOCK: tl.constexpr):  # fmt: skip
+                    BLOCK: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < N
     rows = tl.arange(0, T_PAD)
     rmask = rows < T
-    h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+    if DOT:  # one fp32 matrix product of the tile (IEEE: no TF32 rounding)
+        x = _tile(x_ptr, stride_xt, rows, rmask, cols, cmask)
+        b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+        h = tl.dot(_matrix(w_ptr, rows, rmask, T), x, input_precision="ieee") + b[:, None]
+    else:
+        h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
     spikes = tl.where(h >= 0.0, 1.0, 0.0).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], spikes, mask=rmask[:, None] & cmask[None, :])
 
@@ -65,7 +85,8 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl
 @triton.jit
 def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, N, blocks, stride_xt, stride_gt,
                      stride_gxt, T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
-                     NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr):  # fmt: skip
+                     NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
+                     DOT: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     rows = tl.arange(0, T_PAD)
@@ -74,38 +95,94 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
     gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)  # this program's partial grad_W, in registers (T <= 32)
     gw_tile = gw_ptr + pid * T * T + rows[:, None] * T + rows[None, :]
     gw_mask = rmask[:, None] & rmask[None, :]
-    if NEED_W and T_PAD > 32:  # longer sequences accumulate in global memory (one program reads what it wrote)
-        tl.store(gw_tile, gw, mask=gw_mask)
+    if DOT:
+        _dot_backward_blocks(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_ptr + pid * T, alpha, N, blocks,
+                             stride_xt, stride_gt, stride_gxt, rows, rmask, T, BLOCK, KIND, NEED_X, NEED_W,
+                             NEED_B)  # fmt: skip
+    else:
+        if NEED_W and T_PAD > 32:  # longer sequences accumulate in global memory (one program reads what it wrote)
+            tl.store(gw_tile, gw, mask=gw_mask)
+        for blk in range(pid, blocks, programs):
+            cols = blk * BLOCK + tl.arange(0, BLOCK)
+            cmask = cols < N
+            tile = rmask[:, None] & cmask[None, :]
+            h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+            g = tl.load(g_ptr + rows[:, None] * stride_gt + cols[None, :], mask=tile, other=0.0).to(tl.float32)
+            gh = tl.where(tile, g * surrogate_grad(h, alpha, KIND), 0.0)
+            if NEED_X:  # grad_x[j] = Σ_t W[t, j]·grad_h[t]
+                for j in range(T):
+                    wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+                    gxj = tl.sum(wj[:, None] * gh, axis=0)
+                    tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
+            if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
+                block_gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)
+                for j in range(T):
+                    xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
+                    column = tl.sum(gh * xj[None, :], axis=1)
+                    block_gw += tl.where(rows[None, :] == j, column[:, None], 0.0)
+                if T_PAD > 32:
+                    tl.debug_barrier()  # every thread's earlier store of the partial is visible before it is read
+                    tl.store(gw_tile, tl.load(gw_tile, mask=gw_mask, other=0.0) + block_gw, mask=gw_mask)
+                    tl.debug_barrier()
+                else:
+                    gw += block_gw
+            if NEED_B:
+                gb += tl.sum(gh, axis=1)
+        if NEED_W and T_PAD <= 32:
+            tl.store(gw_tile, gw, mask=gw_mask)
+        if NEED_B:
+            tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
+
+
+@triton.jit
+def _dot_backward_blocks(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_row, alpha, N, blocks, stride_xt,
+                         stride_gt, stride_gxt, rows, rmask, T: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
+                         NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr):  # fmt: skip
+    """The backward's column blocks ``pid, pid + G, ...`` with the three products as fp32 ``tl.dot``: ``h = W·x + b``,
+    ``grad_x = Wᵀ·grad_h`` and this program's ``grad_W += grad_h·xᵀ`` (kept in registers, ``T_PAD <= 32``)."""
+    pid = tl.program_id(0)
+    programs = tl.num_programs(0)
+    w = _matrix(w_ptr, rows, rmask, T)
+    b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    gw = tl.zeros_like(w)
+    gb = tl.zeros_like(b)
     for blk in range(pid, blocks, programs):
         cols = blk * BLOCK + tl.arange(0, BLOCK)
         cmask = cols < N
         tile = rmask[:, None] & cmask[None, :]
-        h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
-        g = tl.load(g_ptr + rows[:, None] * stride_gt + cols[None, :], mask=tile, other=0.0).to(tl.float32)
+        x = _tile(x_ptr, stride_xt, rows, rmask, cols, cmask)
+        h = tl.dot(w, x, input_precision="ieee") + b[:, None]
+        g = _tile(g_ptr, stride_gt, rows, rmask, cols, cmask)
         gh = tl.where(tile, g * surrogate_grad(h, alpha, KIND), 0.0)
-        if NEED_X:  # grad_x[j] = Σ_t W[t, j]·grad_h[t]
-            for j in range(T):
-                wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
-                gxj = tl.sum(wj[:, None] * gh, axis=0)
-                tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
-        if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
-            block_gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)
-            for j in range(T):
-                xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-                column = tl.sum(gh * xj[None, :], axis=1)
-                block_gw += tl.where(rows[None, :] == j, column[:, None], 0.0)
-            if T_PAD > 32:
-                tl.debug_barrier()  # every thread's earlier store of the partial is visible before it is read
-                tl.store(gw_tile, tl.load(gw_tile, mask=gw_mask, other=0.0) + block_gw, mask=gw_mask)
-                tl.debug_barrier()
-            else:
-                gw += block_gw
+        if NEED_X:
+            gx = tl.dot(tl.trans(w), gh, input_precision="ieee")
+            gx = rounded_to(gx, gx_ptr.dtype.element_ty)
+            tl.store(gx_ptr + rows[:, None] * stride_gxt + cols[None, :], gx, mask=tile)
+        if NEED_W:
+            gw = tl.dot(gh, tl.trans(x), acc=gw, input_precision="ieee")
         if NEED_B:
             gb += tl.sum(gh, axis=1)
-    if NEED_W and T_PAD <= 32:
+    if NEED_W:
         tl.store(gw_tile, gw, mask=gw_mask)
     if NEED_B:
-        tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
+        tl.store(gb_row + rows, gb, mask=rmask)
+
+
+#: Padded lengths T_PAD whose kernels do their products with ``tl.dot`` (it needs every side >= 16; at 64 the
+#: backward's ``W``, ``grad_W`` partial and tiles spill: ``benchmarks.kernel_resources``); other T run the
+#: multiply-add loop.
+DOT_T_PAD = (16, 32)
+
+
+def use_dot(T: int) -> bool:
+    return triton.next_power_of_2(T) in DOT_T_PAD
+
+
+def backward_block(T: int) -> int:
+    """Columns per backward block: :func:`column_block`'s, halved for the ``tl.dot`` kernels (their operands and
+    ``grad_W`` partial would spill at T = 32 otherwise: ``benchmarks.kernel_resources``)."""
+    block = column_block(T, backward=True)
+    return max(16, block // 2) if use_dot(T) and not interpreting() else block
 
 
 def supports(T: int) -> bool:
@@ -127,7 +204,7 @@ class TritonThreshold(torch.autograd.Function):
         if N:
             _forward_kernel[(triton.cdiv(N, block),)](
                 x2d, weight_c, bias_c, out2d, N, x2d.stride(0), out2d.stride(0),
-                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block,
+                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, DOT=use_dot(T),
             )  # fmt: skip
         ctx.save_for_backward(x2d, weight_c, bias_c)
         ctx.perm, ctx.shape, ctx.surrogate = perm, x_seq.shape, surrogate
@@ -141,7 +218,7 @@ class TritonThreshold(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g2d = as_columns(grad_spike, ctx.perm)
         grad_seq, gx2d = new_columns(grad_spike, ctx.perm, x2d.dtype) if need_x else (None, g2d)
-        block = column_block(T, backward=True)
+        block = backward_block(T)
         blocks = triton.cdiv(N, block)
         programs = max(1, programs_for_reduction(blocks, x2d.device))
         gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if need_w else x2d
@@ -151,7 +228,7 @@ class TritonThreshold(torch.autograd.Function):
                 x2d, weight, bias, g2d, gx2d, gw, gb, ctx.surrogate.alpha, N, blocks,
                 x2d.stride(0), g2d.stride(0), gx2d.stride(0),
                 T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, KIND=surrogate_kind(ctx.surrogate),
-                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b,
+                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T),
             )  # fmt: skip
         elif need_w or need_b:
             gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_b else gb
