@@ -335,6 +335,30 @@ def test_the_kept_membrane_gives_the_recomputed_bits(T, N, monkeypatch):
 
 
 @needs_compiler
+def test_inference_keeps_no_membrane(monkeypatch):
+    """Under no_grad (evaluation, streaming) nothing can call backward, so the dense PSN keeps no W·x even at
+    T >= KEEP_MEMBRANE_T with parameters that require grad (for which autograd's needs_input_grad still says True);
+    with grad enabled it keeps it."""
+    from psn_zoo.neurons import make_neuron
+
+    kept = []
+    original = _native.NativeKernels.forward
+
+    def spy(self, *args, membrane=None, **kwargs):
+        kept.append(membrane is not None)
+        return original(self, *args, membrane=membrane, **kwargs)
+
+    monkeypatch.setattr(_native.NativeKernels, "forward", spy)
+    T = _psn_kernels.KEEP_MEMBRANE_T
+    neuron, x = make_neuron({"name": "psn", "T": T}), torch.randn(T, 4, 64)
+    with torch.no_grad():
+        inferred = neuron(x)
+    trained = neuron(x)
+    assert kept == [False, True]
+    assert torch.equal(inferred, trained)
+
+
+@needs_compiler
 def test_neurons_use_the_native_kernel_for_small_T_only(monkeypatch):
     calls = []
     originals = {name: getattr(_native.NativeKernels, name) for name in ("forward", "forward_sliding")}

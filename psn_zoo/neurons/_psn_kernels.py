@@ -101,6 +101,7 @@ class DenseThreshold(torch.autograd.Function):
     """``S = Θ(W @ x + b[:, None])`` with ``W: [T, T]``, ``b: [T]``, ``x: [T, *]`` (PSN, masked PSN, and the
     sliding PSN's banded matrix). ``band=k`` uses only the causal band of order k of ``W`` (``W ⊙ M_k``, entries
     outside it are ignored) and masks the gradient of ``W`` to it: the masked PSN at λ = 1 passes its raw weight.
+    ``recording``: ``torch.is_grad_enabled()`` at the call (no membrane is kept for a backward that cannot come).
     Small T (or a short band) on the CPU runs the fused C kernel (:mod:`._native`), which reads only the band; the
     rest runs the chunked PyTorch path below on ``W ⊙ M_k``. Both give the same spikes."""
 
@@ -112,6 +113,7 @@ class DenseThreshold(torch.autograd.Function):
         bias: torch.Tensor,
         surrogate: Surrogate,
         band: int | None = None,
+        recording: bool = True,
     ) -> torch.Tensor:
         x2d = _flat(x_seq)
         ctx.surrogate, ctx.band = surrogate, band
@@ -120,7 +122,9 @@ class DenseThreshold(torch.autograd.Function):
             weight = weight * _cached_band_mask(weight.shape[0], band, weight.device, weight.dtype)
         out, out2d = _fresh_with_flat(x_seq, x2d.shape)
         if ctx.native is not None:
-            keep = band is None and x2d.shape[0] >= KEEP_MEMBRANE_T and any(ctx.needs_input_grad[:3])
+            # ``recording``: grad mode was on at the call (inside forward it is always off, and needs_input_grad
+            # says True for parameters even under no_grad, when no backward can follow)
+            keep = recording and band is None and x2d.shape[0] >= KEEP_MEMBRANE_T and any(ctx.needs_input_grad[:3])
             membrane = fresh_like(x2d, torch.contiguous_format) if keep else None
             ctx.native.forward(x2d, weight, bias, out2d, membrane=membrane, band=band)
             ctx.save_for_backward(x2d, weight, bias, membrane)
@@ -144,7 +148,7 @@ class DenseThreshold(torch.autograd.Function):
             ctx.native.backward(
                 x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band, membrane=membrane
             )
-            return grad_seq, grad_w, grad_b, None, None
+            return grad_seq, grad_w, grad_b, None, None, None
         grad_w = torch.zeros_like(weight) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         bias_col = bias.unsqueeze(1)
@@ -161,7 +165,7 @@ class DenseThreshold(torch.autograd.Function):
                 grad_b.add_(grad_h.sum(1))
         if grad_w is not None and ctx.band is not None:
             grad_w.mul_(_cached_band_mask(weight.shape[0], ctx.band, weight.device, weight.dtype))
-        return grad_seq, grad_w, grad_b, None, None
+        return grad_seq, grad_w, grad_b, None, None, None
 
 
 class ToeplitzThreshold(torch.autograd.Function):

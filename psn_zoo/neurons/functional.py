@@ -77,7 +77,7 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if _tracing():
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
     else:
-        out = DenseThreshold.apply(x, weight, bias, surrogate)
+        out = DenseThreshold.apply(x, weight, bias, surrogate, None, torch.is_grad_enabled())
     return out.to(x_seq.dtype)
 
 
@@ -103,7 +103,7 @@ def masked_psn_multi_step(
     on_cpu_kernel = x_seq.device.type == "cpu" and _triton_psn(x_seq, surrogate, weight, bias) is None
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-        return DenseThreshold.apply(x, weight, bias, surrogate, k).to(x_seq.dtype)
+        return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -160,7 +160,9 @@ def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surr
         return ToeplitzThreshold.apply(x_seq, weight, bias, surrogate, kernels)
     if use_shifted_kernel(T, k):
         return ShiftedThreshold.apply(x_seq, weight, bias, surrogate)
-    return DenseThreshold.apply(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
+    return DenseThreshold.apply(
+        x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate, None, torch.is_grad_enabled()
+    )
 
 
 def _fma_chain(queue: list[torch.Tensor], taps: torch.Tensor) -> torch.Tensor:
