@@ -39,22 +39,25 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
         for T in ts:
             t_pad = triton.next_power_of_2(T)
             block, backward_block = column_block(T), psn.backward_block(T)
-            io = {"x_ptr": f"*{short}", "w_ptr": "*fp32", "b_ptr": "*fp32"}
+            io = {"x_ptr": f"*{short}", "w_ptr": "*fp32", "lam_ptr": "*fp32", "b_ptr": "*fp32"}
             ints = {"N": "i32"}
             fwd = {**io, "out_ptr": f"*{short}", **ints, "stride_xt": "i32", "stride_ot": "i32"}
             bwd = {**io, "g_ptr": f"*{short}", "gx_ptr": f"*{short}", "gw_ptr": "*fp32", "gb_ptr": "*fp32",
                    "alpha": "fp32", **ints, "blocks": "i32", "stride_xt": "i32", "stride_gt": "i32",
                    "stride_gxt": "i32"}  # fmt: skip
             # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative)
+            # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative); the
+            # masked PSN (its mask made in the kernel: BAND = k) where T allows a band of 3
             for dot in (psn.use_dot(T), False) if psn.use_dot(T) else (False,):
-                how = "dot" if dot else "loop"
-                const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "DOT": dot}
-                rows.append((f"psn forward T={T} {dtype} {how}", psn._forward_kernel, fwd, const))
-                for kind in (0, 1):
-                    const = {"T": T, "T_PAD": t_pad, "BLOCK": backward_block, "KIND": kind, "NEED_X": True,
-                             "NEED_W": True, "NEED_B": True, "DOT": dot}  # fmt: skip
-                    label = f"psn backward T={T} {dtype} surrogate={kind} {how}"
-                    rows.append((label, psn._backward_kernel, bwd, const))
+                for band in (0, 3) if T > 3 else (0,):
+                    how = ("dot" if dot else "loop") + (f" band={band}" if band else "")
+                    const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "DOT": dot, "BAND": band}
+                    rows.append((f"psn forward T={T} {dtype} {how}", psn._forward_kernel, fwd, const))
+                    for kind in (0, 1):
+                        const = {"T": T, "T_PAD": t_pad, "BLOCK": backward_block, "KIND": kind, "NEED_X": True,
+                                 "NEED_W": True, "NEED_B": True, "DOT": dot, "BAND": band}  # fmt: skip
+                        label = f"psn backward T={T} {dtype} surrogate={kind} {how}"
+                        rows.append((label, psn._backward_kernel, bwd, const))
         for kind, name in enumerate(("if", "lif", "plif")):
             for reset in (0, 1, 2):
                 const = {"T": 8, "BLOCK": column_block(1), "KIND": kind, "DECAY_INPUT": True, "RESET": reset}

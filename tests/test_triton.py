@@ -261,6 +261,21 @@ def test_streaming_and_the_membrane_state(spec, monkeypatch):
     assert_grads_close(grads["1"], grads["0"], terms=T)
 
 
+@pytest.mark.parametrize("lambda_", [0.25, 1.0])
+def test_the_masked_psn_mask_is_applied_in_the_kernel(lambda_, monkeypatch):
+    """The kernels make W ⊙ (λ·M_k + (1 − λ)·J) from the raw W and λ (read on the device): no masked matrix and
+    no autograd node of small ops per call, W's gradient straight from the kernel; the same results as the
+    PyTorch path's masked matrix (spikes up to counted ties, gradients to round-off)."""
+    neuron, T = _build({"name": "masked_psn", "T": 8, "k": 3, "lambda_": lambda_})
+    monkeypatch.setenv("PSN_ZOO_TRITON", "1")
+    out = neuron(_input(T)[0])
+    parents = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f is not None}
+    assert type(out.grad_fn).__name__ == "TritonThresholdBackward" and parents == {"AccumulateGrad"}, parents
+    x, grad = _input(T)
+    got, ref = _run(neuron, x, grad, triton=True), _run(neuron, x, grad, triton=False)
+    assert_neuron_outputs_match(neuron, x, got[:3], ref[:3])
+
+
 def test_psn_spikes_under_ties_are_counted_not_hidden():
     """Inputs on a grid make exact ties common: the kernel's spikes still agree with the exact sign wherever
     round-off cannot explain a difference, and the count of differing spikes is all ties."""

@@ -38,13 +38,39 @@ MAX_T = 128
 
 
 @triton.jit
-def _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T: tl.constexpr, T_PAD: tl.constexpr,
-              BLOCK: tl.constexpr):  # fmt: skip
+def _w_column(w_ptr, lam, rows, rmask, j, T: tl.constexpr, BAND: tl.constexpr):
+    """Column ``j`` of the effective ``W`` over the tile's rows, in fp32. ``BAND = k > 0``: the masked PSN's
+    ``W ⊙ (λ·M_k + (1 − λ)·J)`` made here from the raw ``W`` and ``λ``, with masked_weight's operations (so the
+    same bits), ``M_k`` the causal band ``0 <= t - j < k``."""
+    w = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+    if BAND > 0:
+        inside = (rows >= j) & (rows - j < BAND)
+        w = (lam * tl.where(inside, 1.0, 0.0) + (1.0 - lam)) * w
+    return w
+
+
+@triton.jit
+def _mask_factor(rows, lam, BAND: tl.constexpr):
+    """``[T_PAD, T_PAD]``: ``λ·M_k + (1 − λ)`` (BAND = k > 0), the factor between the raw ``W`` and the effective
+    one, and between their gradients."""
+    d = rows[:, None] - rows[None, :]
+    return lam * tl.where((d >= 0) & (d < BAND), 1.0, 0.0) + (1.0 - lam)
+
+
+@triton.jit
+def _lambda(lam_ptr, BAND: tl.constexpr):
+    """The masked PSN's λ (fp32, read on the device: no host sync), or 1.0 without a band."""
+    return tl.load(lam_ptr).to(tl.float32) if BAND > 0 else 1.0
+
+
+@triton.jit
+def _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T: tl.constexpr, T_PAD: tl.constexpr,
+              BLOCK: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
     """``h = W·x + b`` for one ``[T_PAD, BLOCK]`` tile, in fp32, summed over inputs oldest first."""
     acc = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
     for j in range(T):
         xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-        wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+        wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND)
         acc += wj[:, None] * xj[None, :]
     b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
     return acc + b[:, None]
@@ -58,16 +84,21 @@ def _tile(ptr, stride_t, rows, rmask, cols, cmask):
 
 
 @triton.jit
-def _matrix(w_ptr, rows, rmask, T: tl.constexpr):
-    """``W`` as a ``[T_PAD, T_PAD]`` fp32 tile (zeros outside ``[T, T]``)."""
+def _matrix(w_ptr, lam, rows, rmask, T: tl.constexpr, BAND: tl.constexpr):
+    """The effective ``W`` as a ``[T_PAD, T_PAD]`` fp32 tile (zeros outside ``[T, T]``; masked as in
+    :func:`_w_column` when ``BAND > 0``)."""
     w = tl.load(w_ptr + rows[:, None] * T + rows[None, :], mask=rmask[:, None] & rmask[None, :], other=0.0)
-    return w.to(tl.float32)
+    w = w.to(tl.float32)
+    if BAND > 0:
+        w = _mask_factor(rows, lam, BAND) * w
+    return w
 
 
 @triton.jit
-def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl.constexpr, T_PAD: tl.constexpr,
-                    BLOCK: tl.constexpr, DOT: tl.constexpr):  # fmt: skip
+def _forward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl.constexpr,
+                    T_PAD: tl.constexpr, BLOCK: tl.constexpr, DOT: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
+    lam = _lambda(lam_ptr, BAND)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < N
     rows = tl.arange(0, T_PAD)
@@ -75,18 +106,18 @@ def _forward_kernel(x_ptr, w_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl
     if DOT:  # one fp32 matrix product of the tile (IEEE: no TF32 rounding)
         x = _tile(x_ptr, stride_xt, rows, rmask, cols, cmask)
         b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        h = tl.dot(_matrix(w_ptr, rows, rmask, T), x, input_precision="ieee") + b[:, None]
+        h = tl.dot(_matrix(w_ptr, lam, rows, rmask, T, BAND), x, input_precision="ieee") + b[:, None]
     else:
-        h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+        h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND)
     spikes = tl.where(h >= 0.0, 1.0, 0.0).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], spikes, mask=rmask[:, None] & cmask[None, :])
 
 
 @triton.jit
-def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, N, blocks, stride_xt, stride_gt,
-                     stride_gxt, T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
-                     NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
-                     DOT: tl.constexpr):  # fmt: skip
+def _backward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, N, blocks, stride_xt,
+                     stride_gt, stride_gxt, T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr,
+                     KIND: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
+                     DOT: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     rows = tl.arange(0, T_PAD)
@@ -95,10 +126,11 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
     gw = tl.zeros([T_PAD, T_PAD], dtype=tl.float32)  # this program's partial grad_W, in registers (T <= 32)
     gw_tile = gw_ptr + pid * T * T + rows[:, None] * T + rows[None, :]
     gw_mask = rmask[:, None] & rmask[None, :]
+    lam = _lambda(lam_ptr, BAND)
     if DOT:
-        _dot_backward_blocks(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_ptr + pid * T, alpha, N, blocks,
-                             stride_xt, stride_gt, stride_gxt, rows, rmask, T, BLOCK, KIND, NEED_X, NEED_W,
-                             NEED_B)  # fmt: skip
+        _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_ptr + pid * T, alpha, N,
+                             blocks, stride_xt, stride_gt, stride_gxt, rows, rmask, T, BLOCK, KIND, NEED_X, NEED_W,
+                             NEED_B, BAND)  # fmt: skip
     else:
         if NEED_W and T_PAD > 32:  # longer sequences accumulate in global memory (one program reads what it wrote)
             tl.store(gw_tile, gw, mask=gw_mask)
@@ -106,12 +138,12 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
             cols = blk * BLOCK + tl.arange(0, BLOCK)
             cmask = cols < N
             tile = rmask[:, None] & cmask[None, :]
-            h = _membrane(x_ptr, w_ptr, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK)
+            h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND)
             g = tl.load(g_ptr + rows[:, None] * stride_gt + cols[None, :], mask=tile, other=0.0).to(tl.float32)
             gh = tl.where(tile, g * surrogate_grad(h, alpha, KIND), 0.0)
             if NEED_X:  # grad_x[j] = Σ_t W[t, j]·grad_h[t]
                 for j in range(T):
-                    wj = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
+                    wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND)
                     gxj = tl.sum(wj[:, None] * gh, axis=0)
                     tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
             if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
@@ -120,6 +152,8 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
                     xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
                     column = tl.sum(gh * xj[None, :], axis=1)
                     block_gw += tl.where(rows[None, :] == j, column[:, None], 0.0)
+                if BAND > 0:  # the raw W's gradient: the effective one's times the mask factor
+                    block_gw = _mask_factor(rows, lam, BAND) * block_gw
                 if T_PAD > 32:
                     tl.debug_barrier()  # every thread's earlier store of the partial is visible before it is read
                     tl.store(gw_tile, tl.load(gw_tile, mask=gw_mask, other=0.0) + block_gw, mask=gw_mask)
@@ -135,14 +169,15 @@ def _backward_kernel(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, 
 
 
 @triton.jit
-def _dot_backward_blocks(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_row, alpha, N, blocks, stride_xt,
+def _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_row, alpha, N, blocks, stride_xt,
                          stride_gt, stride_gxt, rows, rmask, T: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
-                         NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr):  # fmt: skip
+                         NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
+                         BAND: tl.constexpr):  # fmt: skip
     """The backward's column blocks ``pid, pid + G, ...`` with the three products as fp32 ``tl.dot``: ``h = W·x + b``,
     ``grad_x = Wᵀ·grad_h`` and this program's ``grad_W += grad_h·xᵀ`` (kept in registers, ``T_PAD <= 32``)."""
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
-    w = _matrix(w_ptr, rows, rmask, T)
+    w = _matrix(w_ptr, lam, rows, rmask, T, BAND)
     b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
     gw = tl.zeros_like(w)
     gb = tl.zeros_like(b)
@@ -163,6 +198,8 @@ def _dot_backward_blocks(x_ptr, w_ptr, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, g
         if NEED_B:
             gb += tl.sum(gh, axis=1)
     if NEED_W:
+        if BAND > 0:  # the raw W's gradient: the effective one's times the mask factor
+            gw = _mask_factor(rows, lam, BAND) * gw
         tl.store(gw_tile, gw, mask=gw_mask)
     if NEED_B:
         tl.store(gb_row + rows, gb, mask=rmask)
@@ -194,26 +231,37 @@ class TritonThreshold(torch.autograd.Function):
     ``x``'s dtype and layout, ``grad_W``/``grad_b`` in the parameters' dtypes, accumulated in fp32."""
 
     @staticmethod
-    def forward(ctx: Any, x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate):
+    def forward(
+        ctx: Any,
+        x_seq: torch.Tensor,
+        weight: torch.Tensor,
+        bias: torch.Tensor,
+        surrogate: Surrogate,
+        band: int = 0,
+        lambda_: torch.Tensor | float = 1.0,
+    ):
         perm = column_order(x_seq) or list(range(x_seq.dim()))
         x2d = as_columns(x_seq, perm)
         T, N = x2d.shape
         weight_c, bias_c = weight.detach().contiguous(), bias.detach().contiguous()
+        lam = weight_c  # read only with a band
+        if band:
+            lam = torch.as_tensor(lambda_, device=weight.device).detach().to(torch.float32).reshape(())
         out, out2d = new_columns(x_seq, perm, x_seq.dtype)
         block = column_block(T)
         if N:
             _forward_kernel[(triton.cdiv(N, block),)](
-                x2d, weight_c, bias_c, out2d, N, x2d.stride(0), out2d.stride(0),
-                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, DOT=use_dot(T),
+                x2d, weight_c, lam, bias_c, out2d, N, x2d.stride(0), out2d.stride(0),
+                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, DOT=use_dot(T), BAND=band,
             )  # fmt: skip
-        ctx.save_for_backward(x2d, weight_c, bias_c)
-        ctx.perm, ctx.shape, ctx.surrogate = perm, x_seq.shape, surrogate
+        ctx.save_for_backward(x2d, weight_c, bias_c, lam)
+        ctx.perm, ctx.shape, ctx.surrogate, ctx.band = perm, x_seq.shape, surrogate, band
         ctx.param_dtypes = weight.dtype, bias.dtype
         return out
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
-        x2d, weight, bias = ctx.saved_tensors
+        x2d, weight, bias, lam = ctx.saved_tensors
         T, N = x2d.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         g2d = as_columns(grad_spike, ctx.perm)
@@ -225,18 +273,28 @@ class TritonThreshold(torch.autograd.Function):
         gb = torch.empty(programs, T, dtype=torch.float32, device=x2d.device) if need_b else x2d
         if N:
             _backward_kernel[(programs,)](
-                x2d, weight, bias, g2d, gx2d, gw, gb, ctx.surrogate.alpha, N, blocks,
+                x2d, weight, lam, bias, g2d, gx2d, gw, gb, ctx.surrogate.alpha, N, blocks,
                 x2d.stride(0), g2d.stride(0), gx2d.stride(0),
                 T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, KIND=surrogate_kind(ctx.surrogate),
-                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T),
+                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T), BAND=ctx.band,
             )  # fmt: skip
         elif need_w or need_b:
             gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_b else gb
         grad_w = gw.sum(0).to(ctx.param_dtypes[0]) if need_w else None
         grad_b = gb.sum(0).to(ctx.param_dtypes[1]) if need_b else None
-        return grad_seq, grad_w, grad_b, None
+        return grad_seq, grad_w, grad_b, None, None, None
 
 
-def threshold(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
-    """Spikes ``Θ(W·x + b)`` of ``x_seq: [T, *]`` through the Triton kernels."""
-    return TritonThreshold.apply(x_seq, weight, bias, surrogate)
+def threshold(
+    x_seq: torch.Tensor,
+    weight: torch.Tensor,
+    bias: torch.Tensor,
+    surrogate: Surrogate,
+    band: int = 0,
+    lambda_: torch.Tensor | float = 1.0,
+) -> torch.Tensor:
+    """Spikes ``Θ(W·x + b)`` of ``x_seq: [T, *]`` through the Triton kernels. ``band = k > 0``: the masked PSN, whose
+    ``W ⊙ (λ·M_k + (1 − λ)·J)`` the kernels make from the raw ``W`` and ``λ`` (a 0-d tensor, read on the device), so
+    no masked matrix or autograd graph is built per call and the host never waits for λ; ``W`` gets the raw
+    gradient, ``λ`` none (it is the schedule's, not trained)."""
+    return TritonThreshold.apply(x_seq, weight, bias, surrogate, band, lambda_)

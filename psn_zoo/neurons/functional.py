@@ -94,13 +94,16 @@ def masked_psn_multi_step(
 
     At λ = 1 on the CPU ``W ⊙ M_k`` is exactly the band of ``W``: :class:`DenseThreshold` takes the raw ``W`` and
     the band (the fused kernel reads only the band), so no masked matrix or autograd graph is built for it; the
-    spikes and gradients are the same."""
+    spikes and gradients are the same. The Triton kernels take the raw ``W`` and ``λ`` at every λ and apply the
+    mask themselves (λ is read on the device, so the host never waits for it)."""
     T = x_seq.shape[0] if isinstance(x_seq, torch.Tensor) and x_seq.dim() else 0
     named = {"weight": (weight, (T, T)), "mask": (mask, (T, T)), "bias": (bias, (T,))}
     _check_args("masked_psn_multi_step", x_seq, named)
     if not 1 <= k <= T:
         raise ValueError(f"masked_psn_multi_step: the order k must be in 1..T = {T}; got {k}")
-    on_cpu_kernel = x_seq.device.type == "cpu" and _triton_psn(x_seq, surrogate, weight, bias) is None
+    if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # the kernels apply the mask
+        return triton.threshold(x_seq, weight, bias, surrogate, band=k, lambda_=lambda_)
+    on_cpu_kernel = x_seq.device.type == "cpu"
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
         return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
