@@ -13,7 +13,10 @@ Most important first, each step bounded by its own timeout, the benchmarks print
 4. ``pytest tests/test_cuda.py -k "mixed_precision or neurons_match"``: SJ parity on CUDA and bf16-mixed/16-mixed
    Lightning fits that must run the kernels (tests/test_triton.py runs on CUDA too when given the time);
 5. ``benchmarks.neurons`` in bf16 at T = 8, 32 and N = 2^22 (SJ autotunes its mixed-precision kernels per shape);
-6. with ``--only-extra kernels``: registers and spills of every kernel variant as compiled there.
+6. extras (``--only-extra``): ``kernels``, registers and spills of every kernel variant as compiled there;
+   ``alternatives``, the kernels the defaults were chosen against (PSN multiply-add loop instead of ``tl.dot``,
+   serial backward with H in memory); ``host-cpu``, the CPU kernel/parity/fingerprint tests on the device
+   machine's own CPU (an Intel Xeon where seen: the other CPU of issue 22).
 
 Everything lands in ``--out`` (``neurons.md``, ``models.md``, ``bf16/neurons.md``, ``machine.md``, each step's
 log, the JSON beside them), ready to copy into ``docs/benchmarks/cuda``.
@@ -124,10 +127,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "tests", "bf16"])
-    parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels", "alternatives"],
+    parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels", "alternatives", "host-cpu"],
                         help="kernels: compile every kernel there and report registers (CI does it with Triton's "
                         "ptxas); alternatives: the PSN family with its multiply-add loop instead of tl.dot, and the "
-                        "serial backward with H in memory, at T = 16, 32 (the choices the defaults were made against)")
+                        "serial backward with H in memory, at T = 16, 32 (the choices the defaults were made against); "
+                        "host-cpu: the CPU kernel, parity and fingerprint tests on the device machine's own CPU (an "
+                        "Intel Xeon where seen: issue 22's other CPU)")
     args = parser.parse_args(argv)
     if args.prepare:
         return prepare(ROOT / ".whl")
@@ -166,6 +171,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "float32",
                    "--ts", "16", "32", "--neurons", *neurons, flag, "--out", str(args.out)]  # fmt: skip
             steps.append(_step(flag.strip("-").replace("-", "_"), cmd, args.out, 60))
+    if "host-cpu" in args.only_extra:  # CUDA hidden: the CPU paths, on a CPU other than CI's
+        cmd = ["env", "CUDA_VISIBLE_DEVICES=", py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+               "tests/test_native.py", "tests/test_kernels.py", "tests/test_sj_parity.py", "tests/test_fingerprints.py",
+               "tests/test_data_fingerprints.py"]  # fmt: skip
+        steps.append(_step("host_cpu_tests", cmd, args.out, 300))
     if "kernels" in args.only_extra:
         cmd = [py, "-m", "benchmarks.kernel_resources", "--json", str(args.out / "kernels.json")]
         step = _step("kernels", cmd, args.out, 120)
