@@ -228,7 +228,12 @@ def supports(T: int) -> bool:
 
 class TritonThreshold(torch.autograd.Function):
     """``S = Θ(W @ x + b[:, None])`` on any ``[T, *]`` layout of ``x`` (fp32/fp16/bf16); spikes and ``grad_x`` in
-    ``x``'s dtype and layout, ``grad_W``/``grad_b`` in the parameters' dtypes, accumulated in fp32."""
+    ``x``'s dtype and layout, ``grad_W``/``grad_b`` in the parameters' dtypes, accumulated in fp32.
+
+    ``apply(x_seq, weight, bias, surrogate, band=0, lambda_=1.0)``. ``band = k > 0``: the masked PSN, whose
+    ``W ⊙ (λ·M_k + (1 − λ)·J)`` the kernels make from the raw ``W`` and ``λ`` (a 0-d tensor, read on the device), so
+    no masked matrix or autograd graph is built per call and the host never waits for λ; ``W`` gets the raw
+    gradient, ``λ`` none (it is the schedule's, not trained)."""
 
     @staticmethod
     def forward(
@@ -284,17 +289,3 @@ class TritonThreshold(torch.autograd.Function):
         grad_b = gb.sum(0).to(ctx.param_dtypes[1]) if need_b else None
         return grad_seq, grad_w, grad_b, None, None, None
 
-
-def threshold(
-    x_seq: torch.Tensor,
-    weight: torch.Tensor,
-    bias: torch.Tensor,
-    surrogate: Surrogate,
-    band: int = 0,
-    lambda_: torch.Tensor | float = 1.0,
-) -> torch.Tensor:
-    """Spikes ``Θ(W·x + b)`` of ``x_seq: [T, *]`` through the Triton kernels. ``band = k > 0``: the masked PSN, whose
-    ``W ⊙ (λ·M_k + (1 − λ)·J)`` the kernels make from the raw ``W`` and ``λ`` (a 0-d tensor, read on the device), so
-    no masked matrix or autograd graph is built per call and the host never waits for λ; ``W`` gets the raw
-    gradient, ``λ`` none (it is the schedule's, not trained)."""
-    return TritonThreshold.apply(x_seq, weight, bias, surrogate, band, lambda_)

@@ -72,7 +72,7 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     T = x_seq.shape[0] if isinstance(x_seq, torch.Tensor) and x_seq.dim() else 0
     _check_args("psn_multi_step", x_seq, {"weight": (weight, (T, T)), "bias": (bias, (T,))})
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:
-        return triton.threshold(x_seq, weight, bias, surrogate)
+        return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
     if _tracing():
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
@@ -102,7 +102,7 @@ def masked_psn_multi_step(
     if not 1 <= k <= T:
         raise ValueError(f"masked_psn_multi_step: the order k must be in 1..T = {T}; got {k}")
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # the kernels apply the mask
-        return triton.threshold(x_seq, weight, bias, surrogate, band=k, lambda_=lambda_)
+        return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, k, lambda_)
     on_cpu_kernel = x_seq.device.type == "cpu"
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
