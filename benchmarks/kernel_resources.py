@@ -47,15 +47,16 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
                    "stride_gxt": "i32"}  # fmt: skip
             # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative)
             # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative); the
-            # masked PSN (its mask made in the kernel: BAND = k) where T allows a band of 3
+            # masked PSN (mask made in the kernel: BAND = k) and the sliding PSN (band built from TAPS = k taps)
             for dot in (psn.use_dot(T), False) if psn.use_dot(T) else (False,):
-                for band in (0, 3) if T > 3 else (0,):
+                for band, taps in ((0, 0), (3, 0), (0, 3)) if T > 3 else ((0, 0),):
                     how = ("dot" if dot else "loop") + (f" band={band}" if band else "")
-                    const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "DOT": dot, "BAND": band}
+                    how += f" taps={taps}" if taps else ""
+                    const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "DOT": dot, "BAND": band, "TAPS": taps}
                     rows.append((f"psn forward T={T} {dtype} {how}", psn._forward_kernel, fwd, const))
                     for kind in (0, 1):
                         const = {"T": T, "T_PAD": t_pad, "BLOCK": backward_block, "KIND": kind, "NEED_X": True,
-                                 "NEED_W": True, "NEED_B": True, "DOT": dot, "BAND": band}  # fmt: skip
+                                 "NEED_W": True, "NEED_B": True, "DOT": dot, "BAND": band, "TAPS": taps}  # fmt: skip
                         label = f"psn backward T={T} {dtype} surrogate={kind} {how}"
                         rows.append((label, psn._backward_kernel, bwd, const))
         for kind, name in enumerate(("if", "lif", "plif")):

@@ -261,12 +261,23 @@ def test_streaming_and_the_membrane_state(spec, monkeypatch):
     assert_grads_close(grads["1"], grads["0"], terms=T)
 
 
-@pytest.mark.parametrize("lambda_", [0.25, 1.0])
-def test_the_masked_psn_mask_is_applied_in_the_kernel(lambda_, monkeypatch):
-    """The kernels make W ⊙ (λ·M_k + (1 − λ)·J) from the raw W and λ (read on the device): no masked matrix and
-    no autograd node of small ops per call, W's gradient straight from the kernel; the same results as the
-    PyTorch path's masked matrix (spikes up to counted ties, gradients to round-off)."""
-    neuron, T = _build({"name": "masked_psn", "T": 8, "k": 3, "lambda_": lambda_})
+@pytest.mark.parametrize(
+    "spec",
+    [
+        {"name": "masked_psn", "T": 8, "k": 3, "lambda_": 0.25},
+        {"name": "masked_psn", "T": 8, "k": 3, "lambda_": 1.0},
+        {"name": "sliding_psn", "k": 3, "T": 7},
+        {"name": "sliding_psn", "k": 4, "T": 18},  # the tl.dot kernels
+        {"name": "sliding_psn", "k": 2, "T": 40},  # grad_W partials in memory (T_PAD > 32)
+    ],
+    ids=_ids,
+)
+def test_the_masked_and_sliding_matrices_are_made_in_the_kernel(spec, monkeypatch):
+    """The kernels make the masked PSN's W ⊙ (λ·M_k + (1 − λ)·J) from the raw W and λ (read on the device), and the
+    sliding PSN's Toeplitz band from its taps, summing the band's gradient back onto them: no [T, T] matrix and no
+    autograd node of small ops per call, the parameters' gradients straight from the kernel; the same results as
+    the PyTorch path's matrices (spikes up to counted ties, gradients to round-off)."""
+    neuron, T = _build(spec)
     monkeypatch.setenv("PSN_ZOO_TRITON", "1")
     out = neuron(_input(T)[0])
     parents = {type(f).__name__ for f, _ in out.grad_fn.next_functions if f is not None}

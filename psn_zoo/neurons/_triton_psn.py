@@ -38,10 +38,14 @@ MAX_T = 128
 
 
 @triton.jit
-def _w_column(w_ptr, lam, rows, rmask, j, T: tl.constexpr, BAND: tl.constexpr):
+def _w_column(w_ptr, lam, rows, rmask, j, T: tl.constexpr, BAND: tl.constexpr, TAPS: tl.constexpr):
     """Column ``j`` of the effective ``W`` over the tile's rows, in fp32. ``BAND = k > 0``: the masked PSN's
     ``W ⊙ (λ·M_k + (1 − λ)·J)`` made here from the raw ``W`` and ``λ``, with masked_weight's operations (so the
-    same bits), ``M_k`` the causal band ``0 <= t - j < k``."""
+    same bits), ``M_k`` the causal band ``0 <= t - j < k``. ``TAPS = k > 0``: ``w_ptr`` holds the sliding PSN's k
+    taps and ``W[t, j] = taps[k - 1 - (t - j)]`` on the band (its Toeplitz matrix, built here)."""
+    if TAPS > 0:
+        lag = rows - j
+        return tl.load(w_ptr + (TAPS - 1 - lag), mask=rmask & (lag >= 0) & (lag < TAPS), other=0.0).to(tl.float32)
     w = tl.load(w_ptr + rows * T + j, mask=rmask, other=0.0).to(tl.float32)
     if BAND > 0:
         inside = (rows >= j) & (rows - j < BAND)
@@ -58,6 +62,22 @@ def _mask_factor(rows, lam, BAND: tl.constexpr):
 
 
 @triton.jit
+def _bias(b_ptr, rows, rmask, TAPS: tl.constexpr):
+    """``b`` over the tile's rows in fp32; the sliding PSN's (``TAPS > 0``) is one scalar for every step."""
+    return tl.load(b_ptr + rows * (0 if TAPS > 0 else 1), mask=rmask, other=0.0).to(tl.float32)
+
+
+@triton.jit
+def _store_taps(gw, gb, rows, gt_row, TAPS: tl.constexpr):
+    """The sliding PSN's parameter gradients from this program's partial ``grad_W`` and ``grad_b``: tap ``i``
+    sums the diagonal ``t - j = k - 1 - i``, the scalar bias sums ``grad_b``; stored as ``gt_row[0..k]``."""
+    lag = rows[:, None] - rows[None, :]
+    for i in tl.static_range(TAPS):
+        tl.store(gt_row + i, tl.sum(tl.sum(tl.where(lag == TAPS - 1 - i, gw, 0.0), axis=1), axis=0))
+    tl.store(gt_row + TAPS, tl.sum(gb, axis=0))
+
+
+@triton.jit
 def _lambda(lam_ptr, BAND: tl.constexpr):
     """The masked PSN's λ (fp32, read on the device: no host sync), or 1.0 without a band."""
     return tl.load(lam_ptr).to(tl.float32) if BAND > 0 else 1.0
@@ -65,14 +85,14 @@ def _lambda(lam_ptr, BAND: tl.constexpr):
 
 @triton.jit
 def _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T: tl.constexpr, T_PAD: tl.constexpr,
-              BLOCK: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
+              BLOCK: tl.constexpr, BAND: tl.constexpr, TAPS: tl.constexpr):  # fmt: skip
     """``h = W·x + b`` for one ``[T_PAD, BLOCK]`` tile, in fp32, summed over inputs oldest first."""
     acc = tl.zeros([T_PAD, BLOCK], dtype=tl.float32)
     for j in range(T):
         xj = tl.load(x_ptr + j * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
-        wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND)
+        wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND, TAPS)
         acc += wj[:, None] * xj[None, :]
-    b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    b = _bias(b_ptr, rows, rmask, TAPS)
     return acc + b[:, None]
 
 
@@ -84,9 +104,13 @@ def _tile(ptr, stride_t, rows, rmask, cols, cmask):
 
 
 @triton.jit
-def _matrix(w_ptr, lam, rows, rmask, T: tl.constexpr, BAND: tl.constexpr):
-    """The effective ``W`` as a ``[T_PAD, T_PAD]`` fp32 tile (zeros outside ``[T, T]``; masked as in
-    :func:`_w_column` when ``BAND > 0``)."""
+def _matrix(w_ptr, lam, rows, rmask, T: tl.constexpr, BAND: tl.constexpr, TAPS: tl.constexpr):
+    """The effective ``W`` as a ``[T_PAD, T_PAD]`` fp32 tile (zeros outside ``[T, T]``; masked or built from taps
+    as in :func:`_w_column`)."""
+    if TAPS > 0:
+        lag = rows[:, None] - rows[None, :]
+        inside = rmask[:, None] & rmask[None, :] & (lag >= 0) & (lag < TAPS)
+        return tl.load(w_ptr + (TAPS - 1 - lag), mask=inside, other=0.0).to(tl.float32)
     w = tl.load(w_ptr + rows[:, None] * T + rows[None, :], mask=rmask[:, None] & rmask[None, :], other=0.0)
     w = w.to(tl.float32)
     if BAND > 0:
@@ -96,7 +120,8 @@ def _matrix(w_ptr, lam, rows, rmask, T: tl.constexpr, BAND: tl.constexpr):
 
 @triton.jit
 def _forward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, out_ptr, N, stride_xt, stride_ot, T: tl.constexpr,
-                    T_PAD: tl.constexpr, BLOCK: tl.constexpr, DOT: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
+                    T_PAD: tl.constexpr, BLOCK: tl.constexpr, DOT: tl.constexpr, BAND: tl.constexpr,
+                    TAPS: tl.constexpr):  # fmt: skip
     pid = tl.program_id(0)
     lam = _lambda(lam_ptr, BAND)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
@@ -105,10 +130,10 @@ def _forward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, out_ptr, N, stride_xt, stride_
     rmask = rows < T
     if DOT:  # one fp32 matrix product of the tile (IEEE: no TF32 rounding)
         x = _tile(x_ptr, stride_xt, rows, rmask, cols, cmask)
-        b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
-        h = tl.dot(_matrix(w_ptr, lam, rows, rmask, T, BAND), x, input_precision="ieee") + b[:, None]
+        b = _bias(b_ptr, rows, rmask, TAPS)
+        h = tl.dot(_matrix(w_ptr, lam, rows, rmask, T, BAND, TAPS), x, input_precision="ieee") + b[:, None]
     else:
-        h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND)
+        h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND, TAPS)
     spikes = tl.where(h >= 0.0, 1.0, 0.0).to(out_ptr.dtype.element_ty)
     tl.store(out_ptr + rows[:, None] * stride_ot + cols[None, :], spikes, mask=rmask[:, None] & cmask[None, :])
 
@@ -117,7 +142,9 @@ def _forward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, out_ptr, N, stride_xt, stride_
 def _backward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr, alpha, N, blocks, stride_xt,
                      stride_gt, stride_gxt, T: tl.constexpr, T_PAD: tl.constexpr, BLOCK: tl.constexpr,
                      KIND: tl.constexpr, NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
-                     DOT: tl.constexpr, BAND: tl.constexpr):  # fmt: skip
+                     DOT: tl.constexpr, BAND: tl.constexpr, TAPS: tl.constexpr):  # fmt: skip
+    """Per program: ``grad_W``/``grad_b`` partials into ``gw_ptr[pid]``/``gb_ptr[pid]`` (``[T, T]``/``[T]``); for the
+    sliding PSN (``TAPS = k``) the taps' and the scalar bias's partials into ``gb_ptr[pid, 0..k]`` instead."""
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
     rows = tl.arange(0, T_PAD)
@@ -128,9 +155,10 @@ def _backward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr
     gw_mask = rmask[:, None] & rmask[None, :]
     lam = _lambda(lam_ptr, BAND)
     if DOT:
-        _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_ptr + pid * T, alpha, N,
-                             blocks, stride_xt, stride_gt, stride_gxt, rows, rmask, T, BLOCK, KIND, NEED_X, NEED_W,
-                             NEED_B, BAND)  # fmt: skip
+        gb_row = gb_ptr + pid * (TAPS + 1 if TAPS > 0 else T)
+        _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_row, alpha, N, blocks,
+                             stride_xt, stride_gt, stride_gxt, rows, rmask, T, BLOCK, KIND, NEED_X, NEED_W, NEED_B,
+                             BAND, TAPS)  # fmt: skip
     else:
         if NEED_W and T_PAD > 32:  # longer sequences accumulate in global memory (one program reads what it wrote)
             tl.store(gw_tile, gw, mask=gw_mask)
@@ -138,12 +166,12 @@ def _backward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr
             cols = blk * BLOCK + tl.arange(0, BLOCK)
             cmask = cols < N
             tile = rmask[:, None] & cmask[None, :]
-            h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND)
+            h = _membrane(x_ptr, w_ptr, lam, b_ptr, stride_xt, cols, cmask, rows, rmask, T, T_PAD, BLOCK, BAND, TAPS)
             g = tl.load(g_ptr + rows[:, None] * stride_gt + cols[None, :], mask=tile, other=0.0).to(tl.float32)
             gh = tl.where(tile, g * surrogate_grad(h, alpha, KIND), 0.0)
             if NEED_X:  # grad_x[j] = Σ_t W[t, j]·grad_h[t]
                 for j in range(T):
-                    wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND)
+                    wj = _w_column(w_ptr, lam, rows, rmask, j, T, BAND, TAPS)
                     gxj = tl.sum(wj[:, None] * gh, axis=0)
                     tl.store(gx_ptr + j * stride_gxt + cols, rounded_to(gxj, gx_ptr.dtype.element_ty), mask=cmask)
             if NEED_W:  # grad_W[:, j] += Σ_n grad_h[:, n]·x[j, n]
@@ -162,23 +190,29 @@ def _backward_kernel(x_ptr, w_ptr, lam_ptr, b_ptr, g_ptr, gx_ptr, gw_ptr, gb_ptr
                     gw += block_gw
             if NEED_B:
                 gb += tl.sum(gh, axis=1)
-        if NEED_W and T_PAD <= 32:
-            tl.store(gw_tile, gw, mask=gw_mask)
-        if NEED_B:
-            tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
+        if TAPS > 0:
+            if NEED_W and T_PAD > 32:  # the partial grad_W is in memory: read it back (after the last stores)
+                tl.debug_barrier()
+                gw = tl.load(gw_tile, mask=gw_mask, other=0.0)
+            _store_taps(gw, gb, rows, gb_ptr + pid * (TAPS + 1), TAPS)
+        else:
+            if NEED_W and T_PAD <= 32:
+                tl.store(gw_tile, gw, mask=gw_mask)
+            if NEED_B:
+                tl.store(gb_ptr + pid * T + rows, gb, mask=rmask)
 
 
 @triton.jit
 def _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_mask, gb_row, alpha, N, blocks, stride_xt,
                          stride_gt, stride_gxt, rows, rmask, T: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr,
-                         NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr,
-                         BAND: tl.constexpr):  # fmt: skip
+                         NEED_X: tl.constexpr, NEED_W: tl.constexpr, NEED_B: tl.constexpr, BAND: tl.constexpr,
+                         TAPS: tl.constexpr):  # fmt: skip
     """The backward's column blocks ``pid, pid + G, ...`` with the three products as fp32 ``tl.dot``: ``h = W·x + b``,
     ``grad_x = Wᵀ·grad_h`` and this program's ``grad_W += grad_h·xᵀ`` (kept in registers, ``T_PAD <= 32``)."""
     pid = tl.program_id(0)
     programs = tl.num_programs(0)
-    w = _matrix(w_ptr, lam, rows, rmask, T, BAND)
-    b = tl.load(b_ptr + rows, mask=rmask, other=0.0).to(tl.float32)
+    w = _matrix(w_ptr, lam, rows, rmask, T, BAND, TAPS)
+    b = _bias(b_ptr, rows, rmask, TAPS)
     gw = tl.zeros_like(w)
     gb = tl.zeros_like(b)
     for blk in range(pid, blocks, programs):
@@ -197,12 +231,15 @@ def _dot_backward_blocks(x_ptr, w_ptr, lam, b_ptr, g_ptr, gx_ptr, gw_tile, gw_ma
             gw = tl.dot(gh, tl.trans(x), acc=gw, input_precision="ieee")
         if NEED_B:
             gb += tl.sum(gh, axis=1)
-    if NEED_W:
-        if BAND > 0:  # the raw W's gradient: the effective one's times the mask factor
-            gw = _mask_factor(rows, lam, BAND) * gw
-        tl.store(gw_tile, gw, mask=gw_mask)
-    if NEED_B:
-        tl.store(gb_row + rows, gb, mask=rmask)
+    if NEED_W and BAND > 0:  # the raw W's gradient: the effective one's times the mask factor
+        gw = _mask_factor(rows, lam, BAND) * gw
+    if TAPS > 0:
+        _store_taps(gw, gb, rows, gb_row, TAPS)
+    else:
+        if NEED_W:
+            tl.store(gw_tile, gw, mask=gw_mask)
+        if NEED_B:
+            tl.store(gb_row + rows, gb, mask=rmask)
 
 
 #: Padded lengths T_PAD whose kernels do their products with ``tl.dot`` (it needs every side >= 16; at 64 the
@@ -230,10 +267,12 @@ class TritonThreshold(torch.autograd.Function):
     """``S = Θ(W @ x + b[:, None])`` on any ``[T, *]`` layout of ``x`` (fp32/fp16/bf16); spikes and ``grad_x`` in
     ``x``'s dtype and layout, ``grad_W``/``grad_b`` in the parameters' dtypes, accumulated in fp32.
 
-    ``apply(x_seq, weight, bias, surrogate, band=0, lambda_=1.0)``. ``band = k > 0``: the masked PSN, whose
+    ``apply(x_seq, weight, bias, surrogate, band=0, lambda_=1.0, taps=0)``. ``band = k > 0``: the masked PSN, whose
     ``W ⊙ (λ·M_k + (1 − λ)·J)`` the kernels make from the raw ``W`` and ``λ`` (a 0-d tensor, read on the device), so
     no masked matrix or autograd graph is built per call and the host never waits for λ; ``W`` gets the raw
-    gradient, ``λ`` none (it is the schedule's, not trained)."""
+    gradient, ``λ`` none (it is the schedule's, not trained). ``taps = k > 0``: the sliding PSN, ``weight`` its
+    ``[k]`` taps and ``bias`` its scalar; the kernels build the Toeplitz band from the taps and sum its gradient back
+    onto them (no ``[T, T]`` matrix, index or autograd graph of small ops per call)."""
 
     @staticmethod
     def forward(
@@ -244,6 +283,7 @@ class TritonThreshold(torch.autograd.Function):
         surrogate: Surrogate,
         band: int = 0,
         lambda_: torch.Tensor | float = 1.0,
+        taps: int = 0,
     ):
         perm = column_order(x_seq) or list(range(x_seq.dim()))
         x2d = as_columns(x_seq, perm)
@@ -257,10 +297,10 @@ class TritonThreshold(torch.autograd.Function):
         if N:
             _forward_kernel[(triton.cdiv(N, block),)](
                 x2d, weight_c, lam, bias_c, out2d, N, x2d.stride(0), out2d.stride(0),
-                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, DOT=use_dot(T), BAND=band,
+                T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, DOT=use_dot(T), BAND=band, TAPS=taps,
             )  # fmt: skip
         ctx.save_for_backward(x2d, weight_c, bias_c, lam)
-        ctx.perm, ctx.shape, ctx.surrogate, ctx.band = perm, x_seq.shape, surrogate, band
+        ctx.perm, ctx.shape, ctx.surrogate, ctx.band, ctx.taps = perm, x_seq.shape, surrogate, band, taps
         ctx.param_dtypes = weight.dtype, bias.dtype
         return out
 
@@ -275,17 +315,24 @@ class TritonThreshold(torch.autograd.Function):
         blocks = triton.cdiv(N, block)
         programs = max(1, programs_for_reduction(blocks, x2d.device))
         gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if need_w else x2d
-        gb = torch.empty(programs, T, dtype=torch.float32, device=x2d.device) if need_b else x2d
+        partials = (ctx.taps + 1) if ctx.taps else T  # per program: grad_b, or the taps' and the bias's
+        need_partials = need_b or (need_w and bool(ctx.taps))
+        gb = torch.empty(programs, partials, dtype=torch.float32, device=x2d.device) if need_partials else x2d
         if N:
             _backward_kernel[(programs,)](
                 x2d, weight, lam, bias, g2d, gx2d, gw, gb, ctx.surrogate.alpha, N, blocks,
                 x2d.stride(0), g2d.stride(0), gx2d.stride(0),
                 T=T, T_PAD=triton.next_power_of_2(T), BLOCK=block, KIND=surrogate_kind(ctx.surrogate),
-                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T), BAND=ctx.band,
+                NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T), BAND=ctx.band, TAPS=ctx.taps,
             )  # fmt: skip
         elif need_w or need_b:
-            gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_b else gb
+            gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_partials else gb
+        if ctx.taps:
+            summed = gb.sum(0) if need_partials else None
+            grad_w = summed[: ctx.taps].to(ctx.param_dtypes[0]) if need_w else None
+            grad_b = summed[ctx.taps].to(ctx.param_dtypes[1]) if need_b else None
+            return grad_seq, grad_w, grad_b, None, None, None, None
         grad_w = gw.sum(0).to(ctx.param_dtypes[0]) if need_w else None
         grad_b = gb.sum(0).to(ctx.param_dtypes[1]) if need_b else None
-        return grad_seq, grad_w, grad_b, None, None, None
+        return grad_seq, grad_w, grad_b, None, None, None, None
 

@@ -146,9 +146,8 @@ def sliding_psn_multi_step(
         shape = list(weight.shape) if isinstance(weight, torch.Tensor) else type(weight).__name__
         raise ValueError(f"sliding_psn_multi_step: weight must be the k >= 1 taps, shape [k]; got {shape}")
     _check_args("sliding_psn_multi_step", x_seq, {"weight": (weight, (k,)), "bias": (bias, ())})
-    if _triton_psn(x_seq, surrogate, weight, bias) is not None:  # the Toeplitz band, its gradient onto the taps
-        T = x_seq.shape[0]
-        return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
+    if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # builds the band, sums onto the taps
+        return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, 0, 1.0, k)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
     return _sliding(x, weight, bias, surrogate).to(x_seq.dtype)
 
