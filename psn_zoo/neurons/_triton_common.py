@@ -7,6 +7,7 @@ gradients in the input's dtype. A kernel's program owns a block of columns (neur
 
 from __future__ import annotations
 
+import functools
 import math
 
 import torch
@@ -56,6 +57,8 @@ def _order(t: torch.Tensor) -> list[int]:
 def column_order(x: torch.Tensor) -> list[int] | None:
     """The permutation ``[0, *dims]`` that makes each step of ``x: [T, *]`` contiguous, or None if its steps are not
     dense (then the caller copies ``x`` to a contiguous tensor)."""
+    if x.is_contiguous():  # the common case, without sorting strides (a few µs a call on the host)
+        return list(range(x.dim()))
     perm = [0, *_order(x)]
     step = x.permute(perm)[0]
     return perm if step.is_contiguous() else None
@@ -64,6 +67,8 @@ def column_order(x: torch.Tensor) -> list[int] | None:
 def as_columns(t: torch.Tensor, perm: list[int]) -> torch.Tensor:
     """``t: [T, *]`` as ``[T, N]`` with unit column stride, columns in the memory order ``perm`` gives (a view when
     ``t`` is laid out that way, else a copy in that order)."""
+    if t.is_contiguous() and perm == list(range(t.dim())):
+        return t.view(t.shape[0], -1)
     p = t.permute(perm)
     if not p[0].is_contiguous() or (p.shape[0] > 1 and p.stride(0) < p[0].numel()):
         p = p.contiguous()
@@ -77,6 +82,8 @@ def new_columns(like: torch.Tensor, perm: list[int], dtype: torch.dtype) -> tupl
     ``[T, N]`` view."""
     shape = [like.shape[d] for d in perm]
     flat = torch.empty(shape, dtype=dtype, device=like.device)
+    if perm == list(range(len(perm))):
+        return flat, flat.view(shape[0], -1)
     inverse = [perm.index(d) for d in range(len(perm))]
     return flat.permute(inverse), flat.view(shape[0], -1)
 
@@ -95,4 +102,9 @@ def programs_for_reduction(blocks: int, device: torch.device) -> int:
     own partial sum, which are added in a fixed order afterwards (deterministic, no float atomics)."""
     if device.type != "cuda":
         return min(blocks, 4)
-    return min(blocks, 4 * torch.cuda.get_device_properties(device).multi_processor_count)
+    return min(blocks, 4 * _multiprocessors(device.index if device.index is not None else torch.cuda.current_device()))
+
+
+@functools.cache
+def _multiprocessors(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
