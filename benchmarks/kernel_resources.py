@@ -45,11 +45,13 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
             bwd = {**io, "g_ptr": f"*{short}", "gx_ptr": f"*{short}", "gw_ptr": "*fp32", "gb_ptr": "*fp32",
                    "alpha": "fp32", **ints, "blocks": "i32", "stride_xt": "i32", "stride_gt": "i32",
                    "stride_gxt": "i32"}  # fmt: skip
-            # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative)
-            # the dispatched variant, and the multiply-add loop where tl.dot is dispatched (its alternative); the
-            # masked PSN (mask made in the kernel: BAND = k) and the sliding PSN (band built from TAPS = k taps)
-            for dot in (psn.use_dot(T), False) if psn.use_dot(T) else (False,):
-                for band, taps in ((0, 0), (3, 0), (0, 3)) if T > 3 else ((0, 0),):
+            # the dispatched variant, and (full set) the multiply-add loop where tl.dot is dispatched (its
+            # alternative); the masked PSN (mask made in the kernel: BAND = k) and the sliding PSN (band built from
+            # TAPS = k taps): in the quick set in fp32 only (they add loads, not registers per dtype)
+            alternatives = (psn.use_dot(T), False) if psn.use_dot(T) and not quick else (psn.use_dot(T),)
+            shapes = ((0, 0), (3, 0), (0, 3)) if T > 3 and (dtype == "float32" or not quick) else ((0, 0),)
+            for dot in alternatives:
+                for band, taps in shapes:
                     how = ("dot" if dot else "loop") + (f" band={band}" if band else "")
                     how += f" taps={taps}" if taps else ""
                     const = {"T": T, "T_PAD": t_pad, "BLOCK": block, "DOT": dot, "BAND": band, "TAPS": taps}
@@ -73,7 +75,10 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
                        "alpha": "fp32"}  # fmt: skip
                 for surrogate in (0, 1):
                     const_b = {**const, "DETACH": False, "SURROGATE": surrogate, "HAS_GV": True}
-                    for T, regs in ((8, False), *((T, True) for T in (1, 8, serial.REGISTER_T_MAX[name]))):
+                    # H in memory at T = 8; in registers at the longest T it is used for (the most registers),
+                    # and (full set) at T = 1 and 8
+                    in_registers = (serial.REGISTER_T_MAX[name],) if quick else (1, 8, serial.REGISTER_T_MAX[name])
+                    for T, regs in ((8, False), *((T, True) for T in in_registers)):
                         block = serial.backward_block(T, regs)
                         const_t = {**const_b, "T": T, "BLOCK": block, "IN_REGISTERS": regs}
                         where = f"T={T} H in registers" if regs else f"T={T} H in memory"
@@ -93,13 +98,31 @@ def compile_all(arch: int = 90, quick: bool = False) -> list[dict[str, Any]]:
     """Compile each variant for ``sm_<arch>``; one row per variant with registers, shared memory and spills."""
     if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
         raise SystemExit("kernel_resources: unset TRITON_INTERPRET (interpreted kernels cannot be compiled)")
+    count = len(_variants(quick))
+    workers = max(1, min(os.cpu_count() or 1, 8))
+    if workers == 1:
+        return _compile_share(arch, quick, 0, 1)
+    # compiling is single-threaded (Triton's front end and ptxas): one process per core, each a strided share
+    from concurrent.futures import ProcessPoolExecutor
+
+    with ProcessPoolExecutor(workers) as pool:
+        jobs = [(arch, quick, first, workers) for first in range(workers)]
+        shares = list(pool.map(_compile_share, *zip(*jobs, strict=True)))
+    rows = [row for share in shares for row in share]
+    order = {label: i for i, (label, *_rest) in enumerate(_variants(quick))}
+    assert len(rows) == count
+    return sorted(rows, key=lambda row: order[row["kernel"]])
+
+
+def _compile_share(arch: int, quick: bool, first: int, step: int) -> list[dict[str, Any]]:
+    """Compile variants ``first, first + step, ...`` of :func:`_variants` (one worker's share)."""
     import triton
     from triton.backends.compiler import GPUTarget
     from triton.compiler import ASTSource
 
     target, tool, out = GPUTarget("cuda", arch, 32), _cuobjdump(), []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, fn, signature, constexprs in _variants(quick):
+        for label, fn, signature, constexprs in _variants(quick)[first::step]:
             source = ASTSource(fn=fn, signature={**signature, **dict.fromkeys(constexprs, "constexpr")},
                                constexprs=constexprs)  # fmt: skip
             options = {"enable_fp_fusion": False} if "psn" not in label else {}
@@ -118,7 +141,7 @@ def compile_all(arch: int = 90, quick: bool = False) -> list[dict[str, Any]]:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--arch", type=int, default=90, help="compute capability ×10 (90: Hopper)")
-    parser.add_argument("--quick", action="store_true", help="T in {1, 3, 4, 16, 32} only")
+    parser.add_argument("--quick", action="store_true", help="T in {1, 3, 4, 16, 32}, fewer alternatives (CI's set)")
     parser.add_argument("--json", type=Path, help="also write the rows here")
     args = parser.parse_args(argv)
     rows = compile_all(args.arch, args.quick)
