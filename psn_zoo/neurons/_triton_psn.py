@@ -314,7 +314,10 @@ class TritonThreshold(torch.autograd.Function):
         block = backward_block(T)
         blocks = triton.cdiv(N, block)
         programs = max(1, programs_for_reduction(blocks, x2d.device))
-        gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if need_w else x2d
+        # grad_W partials [T, T] per program: the sliding PSN's go straight into its taps' partials, except where the
+        # multiply-add loop keeps them in memory (T_PAD > 32)
+        keeps_w = need_w and (not ctx.taps or (not use_dot(T) and triton.next_power_of_2(T) > 32))
+        gw = torch.empty(programs, T, T, dtype=torch.float32, device=x2d.device) if keeps_w else x2d
         partials = (ctx.taps + 1) if ctx.taps else T  # per program: grad_b, or the taps' and the bias's
         need_partials = need_b or (need_w and bool(ctx.taps))
         gb = torch.empty(programs, partials, dtype=torch.float32, device=x2d.device) if need_partials else x2d
@@ -326,7 +329,7 @@ class TritonThreshold(torch.autograd.Function):
                 NEED_X=need_x, NEED_W=need_w, NEED_B=need_b, DOT=use_dot(T), BAND=ctx.band, TAPS=ctx.taps,
             )  # fmt: skip
         elif need_w or need_b:
-            gw, gb = gw.zero_() if need_w else gw, gb.zero_() if need_partials else gb
+            gw, gb = gw.zero_() if keeps_w else gw, gb.zero_() if need_partials else gb
         if ctx.taps:
             summed = gb.sum(0) if need_partials else None
             grad_w = summed[: ctx.taps].to(ctx.param_dtypes[0]) if need_w else None
