@@ -10,10 +10,11 @@ Most important first, each step bounded by its own timeout, the benchmarks print
    (its Triton kernels for IF/LIF/PLIF, torch for the PSN family), with the copy floor and peak memory;
 3. ``benchmarks.models --device cuda --cuda-grid``: training steps of SEW-ResNet-18 and VGG-11-BN, batch 32 of
    128×128, in fp32 and bf16-mixed;
-4. ``pytest tests/test_cuda.py -k "mixed_precision or neurons_match"``: SJ parity on CUDA and bf16-mixed/16-mixed
+4. ``benchmarks.launch_floor``: what one call costs on a tiny input (the host's share of every cell);
+5. ``pytest tests/test_cuda.py -k "mixed_precision or neurons_match"``: SJ parity on CUDA and bf16-mixed/16-mixed
    Lightning fits that must run the kernels (tests/test_triton.py runs on CUDA too when given the time);
-5. ``benchmarks.neurons`` in bf16 at T = 8, 32 and N = 2^22 (SJ autotunes its mixed-precision kernels per shape);
-6. extras (``--only-extra``): ``kernels``, registers and spills of every kernel variant as compiled there;
+6. ``benchmarks.neurons`` in bf16 at T = 8, 32 and N = 2^22 (SJ autotunes its mixed-precision kernels per shape);
+7. extras (``--only-extra``): ``kernels``, registers and spills of every kernel variant as compiled there;
    ``alternatives``, the kernels the defaults were chosen against (PSN multiply-add loop instead of ``tl.dot``,
    serial backward with H in memory); ``host-cpu``, the CPU kernel/parity/fingerprint tests on the device
    machine's own CPU (an Intel Xeon where seen: the other CPU of issue 22).
@@ -126,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
-    parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "tests", "bf16"])
+    parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "floor", "tests", "bf16"])
     parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels", "alternatives", "host-cpu"],
                         help="kernels: compile every kernel there and report registers (CI does it with Triton's "
                         "ptxas); alternatives: the PSN family with its multiply-add loop instead of tl.dot, and the "
@@ -156,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
     if "models" not in args.skip:
         cmd = [py, "-m", "benchmarks.models", "--device", "cuda", "--cuda-grid", "--out", str(args.out)]
         steps.append(_step("models", cmd, args.out, 110))  # 8 cases, ~9 s each + memory
+    if "floor" not in args.skip:
+        cmd = [py, "-m", "benchmarks.launch_floor", "--device", "cuda", "--out", str(args.out)]
+        steps.append(_step("launch_floor", cmd, args.out, 40))  # what one call costs before any data moves
     if "tests" not in args.skip:
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", "-k",
                "mixed_precision or neurons_match"]  # fmt: skip
@@ -167,10 +171,14 @@ def main(argv: list[str] | None = None) -> int:
                "--ts", "8", "32", "--ns", str(2**22), "--out", str(bf16)]  # fmt: skip
         steps.append(_step("neurons_bf16", cmd, args.out, 90))
     if "alternatives" in args.only_extra:
-        for flag, neurons in (("--psn-loop", ["psn"]), ("--serial-h-in-memory", ["lif", "plif"])):
+        for flag, neurons in (("--psn-loop", ["psn"]), ("--serial-h-in-memory", ["lif"])):
             cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "float32",
                    "--ts", "16", "32", "--neurons", *neurons, flag, "--out", str(args.out)]  # fmt: skip
-            steps.append(_step(flag.strip("-").replace("-", "_"), cmd, args.out, 60))
+            steps.append(_step(flag.strip("-").replace("-", "_"), cmd, args.out, 45))
+    if "tests" not in args.skip:  # the kernel tests on CUDA tensors, last: the GPU's time goes to the tables first
+        cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton.py", "-k",
+               "not compiles_for_hopper"]  # fmt: skip
+        steps.append(_step("triton_tests", cmd, args.out, 90))
     if "host-cpu" in args.only_extra:  # CUDA hidden: the CPU paths, on a CPU other than CI's
         cmd = ["env", "CUDA_VISIBLE_DEVICES=", py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "tests/test_native.py", "tests/test_kernels.py", "tests/test_sj_parity.py", "tests/test_fingerprints.py",
