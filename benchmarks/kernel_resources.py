@@ -44,7 +44,7 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
             fwd = {**io, "out_ptr": f"*{short}", **ints, "stride_xt": "i32", "stride_ot": "i32"}
             bwd = {**io, "g_ptr": f"*{short}", "gx_ptr": f"*{short}", "gw_ptr": "*fp32", "gb_ptr": "*fp32",
                    "alpha": "fp32", **ints, "blocks": "i32", "stride_xt": "i32", "stride_gt": "i32",
-                   "stride_gxt": "i32"}  # fmt: skip
+                   "stride_gxt": "i32", "stride_pw": "i32", "stride_pb": "i32"}  # fmt: skip
             # the dispatched variant, and (full set) the multiply-add loop where tl.dot is dispatched (its
             # alternative); the masked PSN (mask made in the kernel: BAND = k) and the sliding PSN (band built from
             # TAPS = k taps): in the quick set in fp32 only (they add loads, not registers per dtype)
@@ -63,18 +63,19 @@ def _variants(quick: bool) -> list[tuple[str, Any, dict[str, str], dict[str, Any
                         rows.append((label, psn._backward_kernel, bwd, const))
         for kind, name in enumerate(("if", "lif", "plif")):
             for reset in (0, 1, 2):
-                const = {"T": 8, "BLOCK": column_block(1), "KIND": kind, "DECAY_INPUT": True, "RESET": reset}
+                const = {"T": 8, "BLOCK": column_block(1), "KIND": kind, "DECAY_INPUT": True, "RESET": reset,
+                         "HAS_V0": True}  # fmt: skip
                 fwd = {"x_ptr": f"*{short}", "v0_ptr": "*fp32", "q_ptr": "*fp32", "out_ptr": f"*{short}",
                        "v_ptr": "*fp32", "N": "i32", "stride_xt": "i32", "stride_ot": "i32", "tau": "fp32",
-                       "v_threshold": "fp32", "r": "fp32"}  # fmt: skip
+                       "v_threshold": "fp32", "r": "fp32", "v_init": "fp32"}  # fmt: skip
                 rows.append((f"{name} forward reset={reset} {dtype}", serial._forward_kernel, fwd, const))
                 bwd = {"x_ptr": f"*{short}", "v0_ptr": "*fp32", "q_ptr": "*fp32", "g_ptr": f"*{short}",
                        "gv_ptr": "*fp32", "gx_ptr": f"*{short}", "h_ptr": "*fp32", "gv0_ptr": "*fp32",
                        "gq_ptr": "*fp32", "N": "i32", "stride_xt": "i32", "stride_gt": "i32", "stride_gxt": "i32",
                        "stride_ht": "i32", "tau": "fp32", "v_threshold": "fp32", "r": "fp32",
-                       "alpha": "fp32"}  # fmt: skip
+                       "alpha": "fp32", "v_init": "fp32"}  # fmt: skip
                 for surrogate in (0, 1):
-                    const_b = {**const, "DETACH": False, "SURROGATE": surrogate, "HAS_GV": True}
+                    const_b = {**const, "DETACH": False, "SURROGATE": surrogate, "HAS_GV": True, "NEED_GV0": True}
                     # H in memory at T = 8; in registers at the longest T it is used for (the most registers),
                     # and (full set) at T = 1 and 8
                     in_registers = (serial.REGISTER_T_MAX[name],) if quick else (1, 8, serial.REGISTER_T_MAX[name])

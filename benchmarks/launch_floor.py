@@ -5,6 +5,7 @@ the launches. Timed per call, synchronised (as ``benchmarks.neurons`` times ever
 
 - ``synchronize``: an empty ``torch.cuda.synchronize()`` (the floor under every timed call);
 - ``torch clone``: one PyTorch kernel; ``Triton copy``: one trivial Triton kernel through ``kernel[grid](...)``;
+- ``mul fwd+bwd``: one op and its backward through autograd (the engine's fixed cost of a ``backward()`` call);
 - each neuron's forward (no grad) and forward+backward, ours and SpikingJelly's (its Triton kernels for LIF).
 
 A cell of ``benchmarks.neurons`` cannot take less than its row here, whatever the kernel; where a large-``N`` cell's
@@ -80,6 +81,12 @@ def measure(device: str) -> list[list[str]]:
     add("Triton copy", lambda: copy(x, y))
     grad = torch.randn_like(x)
     xg = x.clone().requires_grad_(True)
+
+    def autograd_floor() -> None:
+        xg.grad = None
+        (xg * 1.0).backward(grad)
+
+    add("mul fwd+bwd (autograd's floor)", autograd_floor)
     for name in NAMES:
         ours, theirs = _pair(name, T, device)
         for label, neuron in (("ours", ours), ("SJ", theirs)):

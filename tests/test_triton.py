@@ -77,7 +77,8 @@ def _run(neuron: torch.nn.Module, x: torch.Tensor, grad: torch.Tensor, *, triton
         out = neuron(x)
         node = type(out.grad_fn).__name__
         out.backward(grad)
-        return out.detach(), x.grad, {n: p.grad.clone() for n, p in neuron.named_parameters()}, node
+        grads = {n: None if p.grad is None else p.grad.clone() for n, p in neuron.named_parameters()}
+        return out.detach(), x.grad, grads, node
     finally:
         os.environ.pop("PSN_ZOO_TRITON") if old is None else os.environ.__setitem__("PSN_ZOO_TRITON", old)
 
@@ -259,6 +260,71 @@ def test_streaming_and_the_membrane_state(spec, monkeypatch):
         (out * torch.linspace(-1, 1, out.numel(), device=DEVICE).view_as(out)).sum().add(neuron.v.sum()).backward()
         grads[flag] = v0.grad
     assert_grads_close(grads["1"], grads["0"], terms=T)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=str)
+@pytest.mark.parametrize("spec", [SERIAL_SPECS[3], SERIAL_SPECS[6], {"name": "lif", "v_reset": 0.1}], ids=_ids)
+def test_a_fresh_state_starts_from_a_number_not_a_tensor(spec, dtype, monkeypatch):
+    """A reset neuron hands the kernels its start value as a number (no [*] tensor filled per call, no ∂L/∂V[-1]
+    stored): the same bits as starting from that value's tensor in the input's dtype, as the PyTorch path does."""
+    from psn_zoo.neurons import functional as F
+
+    neuron, _ = _build(spec)
+    x, grad = _input(6, dtype)
+    monkeypatch.setenv("PSN_ZOO_TRITON", "1")
+    start = float(neuron.v_reset or 0.0)
+    kwargs = {"surrogate": neuron.surrogate, "v_threshold": neuron.v_threshold, "v_reset": neuron.v_reset,
+              "detach_reset": neuron.detach_reset, **neuron._kernel_kwargs()}  # fmt: skip
+    runs = []
+    for v0 in (start, torch.full_like(x[0], start)):
+        xg = x.clone().requires_grad_(True)
+        spikes, v_last = F.serial_multi_step(xg, v0, **kwargs)
+        assert type(spikes.grad_fn).__name__ == "TritonSerialBackward"
+        spikes.backward(grad)
+        runs.append((spikes, v_last, xg.grad))
+    for a, b in zip(*runs, strict=True):
+        assert torch.equal(a, b)
+    reference = _run(neuron, x, grad, triton=False)
+    assert torch.equal(runs[0][0], reference[0])
+
+
+@pytest.mark.parametrize("spec", [SERIAL_SPECS[2], SERIAL_SPECS[6]], ids=_ids)
+def test_unused_outputs_and_frozen_parameters(spec, monkeypatch):
+    """Backward with only the spikes or only v_last in the loss (autograd hands the other's gradient over as None),
+    and with PLIF's w frozen: the gradients equal the PyTorch path's, and no input is written to."""
+    neuron, _ = _build(spec)
+    x = torch.randn(6, 4, 50, device=DEVICE) * 1.5
+    for p in neuron.parameters():
+        p.requires_grad_(False)
+    weights = torch.linspace(-1, 1, x.numel(), device=DEVICE).view_as(x)
+    for loss in (lambda out, v: (out * weights).sum(), lambda out, v: v.sum()):
+        grads = {}
+        for flag in ("1", "0"):
+            monkeypatch.setenv("PSN_ZOO_TRITON", flag)
+            reset_states(neuron)
+            xg, kept = x.clone().requires_grad_(True), x.clone()
+            loss(neuron(xg), neuron.v).backward()
+            assert torch.equal(xg.detach(), kept)
+            grads[flag] = xg.grad
+        assert_grads_close(grads["1"], grads["0"], terms=6)
+
+
+@pytest.mark.parametrize("spec", [PSN_SPECS[1], PSN_SPECS[5], PSN_SPECS[7]], ids=_ids)
+@pytest.mark.parametrize("frozen", ["weight", "bias", "both"])
+def test_psn_with_frozen_parameters(spec, frozen):
+    """The parameter partials share one buffer (one sum): with either parameter frozen the other's gradient and
+    grad_x still equal the PyTorch path's."""
+    neuron, T = _build(spec)
+    for name, p in neuron.named_parameters():
+        p.requires_grad_(frozen not in ("both", name))
+    x, grad = _input(T)
+    got, ref = _run(neuron, x, grad, triton=True), _run(neuron, x, grad, triton=False)
+    assert got[3] == "TritonThresholdBackward"
+    assert_grads_close(got[1], ref[1], terms=T)
+    for name, p in neuron.named_parameters():
+        assert (p.grad is None) == (not p.requires_grad)
+        if p.requires_grad:
+            assert_grads_close(got[2][name], ref[2][name], terms=x[0].numel())
 
 
 @pytest.mark.parametrize(

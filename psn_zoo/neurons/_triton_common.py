@@ -44,6 +44,17 @@ def rounded_to(value, dtype: tl.constexpr):
     return value.to(dtype)
 
 
+def pow2(n: int) -> int:
+    """The smallest power of two >= ``n`` (host code: ``triton.next_power_of_2`` is a constexpr function in Triton
+    3.5+, about 5 µs a call on the host, and a launch asks for several)."""
+    return 1 << (n - 1).bit_length() if n > 1 else 1
+
+
+def cdiv(a: int, b: int) -> int:
+    """``ceil(a / b)`` for launch grids (plain Python for the reason :func:`pow2` gives)."""
+    return -(-a // b)
+
+
 def surrogate_kind(surrogate: Surrogate) -> int:
     return FUSED_SURROGATES[type(surrogate)]
 
@@ -92,9 +103,13 @@ def column_block(T: int, backward: bool = False) -> int:
     """Columns per program: a ``[T_pad, block]`` fp32 tile of 4096 elements, 2048 for a backward pass (it holds
     the membrane and its gradient: no register spills, checked by ``benchmarks.kernel_resources``); larger under
     the interpreter, which runs programs one after another."""
-    t_pad = triton.next_power_of_2(T)
-    elements, widest = (1 << 16, 1 << 14) if interpreting() else (2048 if backward else 4096, 1024)
-    return max(16, min(widest, elements // t_pad))
+    return _column_block(T, backward, interpreting())
+
+
+@functools.cache
+def _column_block(T: int, backward: bool, interpreted: bool) -> int:
+    elements, widest = (1 << 16, 1 << 14) if interpreted else (2048 if backward else 4096, 1024)
+    return max(16, min(widest, elements // pow2(T)))
 
 
 def programs_for_reduction(blocks: int, device: torch.device) -> int:

@@ -14,6 +14,7 @@ same order as :mod:`._lif_kernels` (IEEE division for ``1/τ``, no fused multipl
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
@@ -23,9 +24,11 @@ import triton.language as tl
 from ._backend import interpreting
 from ._triton_common import (
     as_columns,
+    cdiv,
     column_block,
     column_order,
     new_columns,
+    pow2,
     rounded_to,
     surrogate_grad,
     surrogate_kind,
@@ -33,9 +36,11 @@ from ._triton_common import (
 from .surrogate import Surrogate
 
 #: Longest T whose backward keeps the recomputed membrane in registers (reads X and ∂L/∂S once, writes ∂L/∂X once;
-#: longer sequences go through an fp32 [T, N] buffer: one more write and read). PLIF also carries V[t-1] and X[t]
-#: for its parameter gradient: beyond T = 16 it would spill (benchmarks.kernel_resources).
-REGISTER_T_MAX = {"if": 32, "lif": 32, "plif": 16}
+#: longer sequences go through an fp32 [T, N] buffer: one more write and read). Measured on an H200
+#: (docs/benchmarks/cuda, LIF fwd+bwd at N = 2^22): at T = 32 the register path (254 registers a thread, few warps
+#: resident) took 1.86 ms against 1.51 ms through memory, at T = 16 1.17 against 1.15 ms (a tie: registers keep
+#: the bf16 path free of an fp32 scratch buffer). PLIF also carries V[t-1] and X[t]: beyond T = 16 it would spill.
+REGISTER_T_MAX = {"if": 16, "lif": 16, "plif": 16}
 _KINDS = {"if": 0, "lif": 1, "plif": 2}
 _RESETS = {"hard": 0, "soft": 1, "none": 2}
 
@@ -69,13 +74,14 @@ def _after_fire(h, v_threshold, r, RESET: tl.constexpr):
 
 
 @triton.jit
-def _forward_kernel(x_ptr, v0_ptr, q_ptr, out_ptr, v_ptr, N, stride_xt, stride_ot, tau, v_threshold, r,
+def _forward_kernel(x_ptr, v0_ptr, q_ptr, out_ptr, v_ptr, N, stride_xt, stride_ot, tau, v_threshold, r, v_init,
                     T: tl.constexpr, BLOCK: tl.constexpr, KIND: tl.constexpr, DECAY_INPUT: tl.constexpr,
-                    RESET: tl.constexpr):  # fmt: skip
+                    RESET: tl.constexpr, HAS_V0: tl.constexpr):  # fmt: skip
+    """``HAS_V0``: the initial membrane is read from ``v0_ptr``; else every column starts at ``v_init``."""
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < N
-    v = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    v = _initial(v0_ptr, cols, cmask, v_init, BLOCK, HAS_V0)
     q = tl.load(q_ptr).to(tl.float32) if KIND == 2 else 0.0
     for t in range(T):
         x = tl.load(x_ptr + t * stride_xt + cols, mask=cmask, other=0.0).to(tl.float32)
@@ -84,6 +90,16 @@ def _forward_kernel(x_ptr, v0_ptr, q_ptr, out_ptr, v_ptr, N, stride_xt, stride_o
         tl.store(out_ptr + t * stride_ot + cols, spike.to(out_ptr.dtype.element_ty), mask=cmask)
         v = _after_fire(h, v_threshold, r, RESET)
     tl.store(v_ptr + cols, v.to(v_ptr.dtype.element_ty), mask=cmask)
+
+
+@triton.jit
+def _initial(v0_ptr, cols, cmask, v_init, BLOCK: tl.constexpr, HAS_V0: tl.constexpr):
+    """``V[-1]`` of a block of columns (fp32): read, or the constant ``v_init`` (a fresh state: no tensor made)."""
+    if HAS_V0:
+        v = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    else:
+        v = tl.zeros([BLOCK], dtype=tl.float32) + v_init
+    return v
 
 
 @triton.jit
@@ -116,15 +132,17 @@ def _reverse_step(h, gs, carry, v_prev, x, tau, q, v_threshold, r, alpha, KIND: 
 
 @triton.jit
 def _backward_kernel(x_ptr, v0_ptr, q_ptr, g_ptr, gv_ptr, gx_ptr, h_ptr, gv0_ptr, gq_ptr, N, stride_xt, stride_gt,
-                     stride_gxt, stride_ht, tau, v_threshold, r, alpha, T: tl.constexpr, BLOCK: tl.constexpr,
+                     stride_gxt, stride_ht, tau, v_threshold, r, alpha, v_init, T: tl.constexpr, BLOCK: tl.constexpr,
                      KIND: tl.constexpr, DECAY_INPUT: tl.constexpr, RESET: tl.constexpr, DETACH: tl.constexpr,
-                     SURROGATE: tl.constexpr, HAS_GV: tl.constexpr, IN_REGISTERS: tl.constexpr):  # fmt: skip
+                     SURROGATE: tl.constexpr, HAS_GV: tl.constexpr, IN_REGISTERS: tl.constexpr,
+                     HAS_V0: tl.constexpr, NEED_GV0: tl.constexpr):  # fmt: skip
     """``IN_REGISTERS``: the recomputed ``H[0..T-1]`` stay in registers (loops unrolled, T <= REGISTER_T_MAX);
-    else they go through the fp32 ``h_ptr`` buffer."""
+    else they go through the fp32 ``h_ptr`` buffer. ``HAS_V0`` as in the forward; ``NEED_GV0``: store
+    ``∂L/∂V[-1]``."""
     pid = tl.program_id(0)
     cols = pid * BLOCK + tl.arange(0, BLOCK)
     cmask = cols < N
-    v0 = tl.load(v0_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
+    v0 = _initial(v0_ptr, cols, cmask, v_init, BLOCK, HAS_V0)
     q = tl.load(q_ptr).to(tl.float32) if KIND == 2 else 0.0
     if HAS_GV:
         carry = tl.load(gv_ptr + cols, mask=cmask, other=0.0).to(tl.float32)
@@ -174,7 +192,8 @@ def _backward_kernel(x_ptr, v0_ptr, q_ptr, g_ptr, gv_ptr, gx_ptr, h_ptr, gv0_ptr
             if KIND == 2:
                 gq += dq
             tl.store(gx_ptr + t * stride_gxt + cols, rounded_to(gx, gx_ptr.dtype.element_ty), mask=cmask)
-    tl.store(gv0_ptr + cols, carry.to(gv0_ptr.dtype.element_ty), mask=cmask)
+    if NEED_GV0:
+        tl.store(gv0_ptr + cols, carry.to(gv0_ptr.dtype.element_ty), mask=cmask)
     if KIND == 2:
         tl.store(gq_ptr + pid, tl.sum(tl.where(cmask, gq, 0.0), axis=0))
 
@@ -184,18 +203,19 @@ def backward_block(T: int, in_registers: bool) -> int:
     thread of 4 warps, checked by ``benchmarks.kernel_resources``); else the forward's block."""
     if not in_registers or interpreting():
         return column_block(1)
-    return max(128, min(column_block(1), 4096 // triton.next_power_of_2(T)))
+    return max(128, min(column_block(1), 4096 // pow2(T)))
 
 
 class TritonSerial(torch.autograd.Function):
-    """``(spikes [T, *], v_last [*]) = f(x_seq [T, *], v0 [*], q)``; ``q = sigmoid(w)`` for PLIF (a 0-d tensor) or
-    None. ``v_last`` and ``grad_v0`` are fp32 (the membrane state), spikes and ``grad_x`` in ``x``'s dtype."""
+    """``(spikes [T, *], v_last [*]) = f(x_seq [T, *], v0, q)``; ``v0`` is the initial membrane ``[*]`` or a number
+    (a fresh state: every neuron starts there, no tensor is made); ``q = sigmoid(w)`` for PLIF (a 0-d tensor) or None.
+    ``v_last`` and ``grad_v0`` are fp32 (the membrane state), spikes and ``grad_x`` in ``x``'s dtype."""
 
     @staticmethod
     def forward(
         ctx: Any,
         x_seq: torch.Tensor,
-        v0: torch.Tensor,
+        v0: torch.Tensor | float,
         q: torch.Tensor | None,
         tau: float | None,
         decay_input: bool,
@@ -205,51 +225,69 @@ class TritonSerial(torch.autograd.Function):
         detach_reset: bool,
         surrogate: Surrogate,
     ) -> tuple[torch.Tensor, torch.Tensor]:
+        ctx.set_materialize_grads(False)  # an unused v_last (or spikes) gets no zeros tensor in backward
         perm = column_order(x_seq) or list(range(x_seq.dim()))
         x2d = as_columns(x_seq, perm)
         T, N = x2d.shape
-        v0_1d = as_columns(v0.unsqueeze(0), perm)[0].to(torch.float32)
+        has_v0 = isinstance(v0, torch.Tensor)
+        v0_1d = as_columns(v0.unsqueeze(0), perm)[0].to(torch.float32) if has_v0 else x2d
+        v_init = 0.0 if has_v0 else initial_value(float(v0), x_seq.dtype)
         kind = "if" if tau is None and q is None else ("lif" if q is None else "plif")
-        q_arg = q.detach().to(torch.float32).reshape(()) if q is not None else v0_1d
+        q_arg = q.detach().to(torch.float32).reshape(()) if q is not None else x2d
         out, out2d = new_columns(x_seq, perm, x_seq.dtype)
-        v_last, v_last1d = new_columns(v0.unsqueeze(0), perm, torch.float32)
+        v_last, v_last1d = new_columns(x_seq[:1], perm, torch.float32)
         if N:
-            _forward_kernel[(triton.cdiv(N, block := column_block(1)),)](
+            _forward_kernel[(cdiv(N, block := column_block(1)),)](
                 x2d, v0_1d, q_arg, out2d, v_last1d, N, x2d.stride(0), out2d.stride(0),
-                float(tau or 1.0), float(v_threshold), float(r),
+                float(tau or 1.0), float(v_threshold), float(r), v_init,
                 T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
-                enable_fp_fusion=False,
+                HAS_V0=has_v0, enable_fp_fusion=False,
             )  # fmt: skip
-        ctx.save_for_backward(x2d, v0_1d, q_arg if q is not None else None)
+        ctx.save_for_backward(x2d, v0_1d if has_v0 else None, q_arg if q is not None else None)
         ctx.config = (kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate)
-        ctx.perm, ctx.v0_dtype = perm, v0.dtype
+        ctx.perm, ctx.v0_dtype, ctx.v_init, ctx.x_shape = perm, v0.dtype if has_v0 else None, v_init, x_seq.shape
         return out, v_last[0]
 
     @staticmethod
-    def backward(ctx: Any, grad_spikes: torch.Tensor, grad_v: torch.Tensor | None) -> tuple[Any, ...]:
+    def backward(ctx: Any, grad_spikes: torch.Tensor | None, grad_v: torch.Tensor | None) -> tuple[Any, ...]:
         x2d, v0_1d, q = ctx.saved_tensors
         kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate = ctx.config
         T, N = x2d.shape
+        if grad_spikes is None:  # only v_last reached the loss
+            grad_spikes = torch.zeros(ctx.x_shape, dtype=x2d.dtype, device=x2d.device)
         g2d = as_columns(grad_spikes, ctx.perm)
         grad_seq, gx2d = new_columns(grad_spikes, ctx.perm, x2d.dtype)
-        gv = as_columns(grad_v.unsqueeze(0), ctx.perm)[0] if grad_v is not None else v0_1d
-        grad_v0, gv0_1d = new_columns(grad_spikes[:1], ctx.perm, torch.float32)
+        gv = as_columns(grad_v.unsqueeze(0), ctx.perm)[0] if grad_v is not None else x2d
+        need_gv0 = v0_1d is not None and ctx.needs_input_grad[1]
+        grad_v0, gv0_1d = new_columns(grad_spikes[:1], ctx.perm, torch.float32) if need_gv0 else (None, x2d)
         in_registers = REGISTER_T_MAX[kind] >= T
         scratch = gx2d  # H in memory: the grad_x buffer when it is fp32 (each step is read before it is written)
         if not in_registers and gx2d.dtype != torch.float32:
             scratch = torch.empty(T, N, dtype=torch.float32, device=x2d.device)
         block = backward_block(T, in_registers)
-        blocks = triton.cdiv(N, block)
-        gq = torch.zeros(max(blocks, 1), dtype=torch.float32, device=x2d.device)
+        blocks = cdiv(N, block)
+        # PLIF: one ∂L/∂q partial per program (each program writes its own), summed below in a fixed order
+        gq = x2d
+        if q is not None:
+            gq = torch.empty(blocks, dtype=torch.float32, device=x2d.device) if N else q.new_zeros(1)
         if N:
             _backward_kernel[(blocks,)](
-                x2d, v0_1d, q if q is not None else v0_1d, g2d, gv, gx2d, scratch, gv0_1d, gq, N,
-                x2d.stride(0), g2d.stride(0), gx2d.stride(0), scratch.stride(0),
-                float(tau or 1.0), float(v_threshold), float(r), surrogate.alpha,
+                x2d, v0_1d if v0_1d is not None else x2d, q if q is not None else x2d, g2d, gv, gx2d, scratch,
+                gv0_1d, gq, N, x2d.stride(0), g2d.stride(0), gx2d.stride(0), scratch.stride(0),
+                float(tau or 1.0), float(v_threshold), float(r), surrogate.alpha, ctx.v_init,
                 T=T, BLOCK=block, KIND=_KINDS[kind], DECAY_INPUT=bool(decay_input), RESET=_RESETS[reset_mode],
                 DETACH=bool(detach_reset), SURROGATE=surrogate_kind(surrogate), HAS_GV=grad_v is not None,
-                IN_REGISTERS=in_registers, enable_fp_fusion=False,
+                IN_REGISTERS=in_registers, HAS_V0=v0_1d is not None, NEED_GV0=need_gv0, enable_fp_fusion=False,
             )  # fmt: skip
+        elif need_gv0:
+            gv0_1d.zero_()
         grad_q = gq.sum() if q is not None and ctx.needs_input_grad[2] else None
-        grad_v0 = grad_v0[0].to(ctx.v0_dtype) if ctx.needs_input_grad[1] else None
+        grad_v0 = grad_v0[0].to(ctx.v0_dtype) if need_gv0 else None
         return grad_seq, grad_v0, grad_q, None, None, None, None, None, None, None
+
+
+@functools.cache
+def initial_value(value: float, dtype: torch.dtype) -> float:
+    """``value`` as a fresh membrane of an input in ``dtype`` holds it (rounded to that dtype, as
+    ``torch.full_like(x, value)`` would: the PyTorch path's start), in fp32."""
+    return float(torch.tensor(value, dtype=dtype).float())

@@ -206,7 +206,7 @@ def sliding_psn_step(
 # ------------------------------------------------------------------------------- serial neurons
 def serial_multi_step(
     x_seq: torch.Tensor,
-    v: torch.Tensor,
+    v: torch.Tensor | float,
     *,
     surrogate: Surrogate,
     tau: float | None = None,
@@ -217,15 +217,20 @@ def serial_multi_step(
     reset: str = "auto",
     detach_reset: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """IF (``tau=w=None``), LIF (``tau``) or PLIF (``w``) over ``x_seq: [T, *]`` from ``v: [*]``.
+    """IF (``tau=w=None``), LIF (``tau``) or PLIF (``w``) over ``x_seq: [T, *]`` from ``v: [*]`` (or a number: every
+    neuron starts there, as ``torch.full_like(x_seq[0], v)`` would).
 
     ``reset="auto"`` is hard when ``v_reset`` is a number, soft when it is None; ``"none"`` disables it.
     Returns ``(spikes [T, *], v_last [*])``.
     """
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
-    if _tracing():
+    tracing = _tracing()
+    triton = not tracing and _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES)
+    if not triton and not isinstance(v, torch.Tensor):
+        v = torch.full_like(x_seq[0], float(v))
+    if tracing:
         return _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset)
-    if _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES):
+    if triton:
         r = 0.0 if v_reset is None or mode != "hard" else v_reset
         q = None if w is None else w.float().sigmoid()
         kernel = _backend.triton_serial().TritonSerial  # q's gradient reaches w through autograd

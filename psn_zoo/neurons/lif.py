@@ -57,9 +57,11 @@ class _SerialNeuron(SpikingNeuron):
     def reset(self) -> None:
         self.v = None
 
-    def _initial_v(self, x: torch.Tensor) -> torch.Tensor:
+    def _initial_v(self, x: torch.Tensor) -> torch.Tensor | float:
+        """The stored membrane, or for a fresh state the number every neuron starts at (the kernels need no tensor
+        of it)."""
         if self.v is None:
-            return torch.full_like(x, self.v_reset or 0.0)
+            return float(self.v_reset or 0.0)
         if self.v.shape != x.shape:
             raise ValueError(
                 f"{type(self).__name__}: stored membrane potential has shape {tuple(self.v.shape)} but this "
