@@ -118,3 +118,35 @@ def test_shipped_sequential_entry_reproduces_with_psn_zoo_validate(name, tmp_pat
     assert result.returncode == 0, result.stdout[-3000:]
     measured = float(_VAL_ACC.findall(result.stdout)[-1])
     assert abs(measured - info.metrics["top1"]) * 100 <= 0.5, (measured, info.metrics["top1"])
+
+
+def _unfitted_checkpoint(tmp_path: Path, **model: object) -> Path:
+    """A Lightning checkpoint of an untrained classifier (what publish reads: hyper-parameters and weights)."""
+    import lightning
+
+    module = SpikingClassifier(**{k: v for k, v in RECIPE["model"].items()} | model)
+    with torch.no_grad():
+        module.model(torch.zeros(2, 28, 1, 28))  # lazy parameters take their shapes
+    path = tmp_path / "model.ckpt"
+    torch.save({"state_dict": module.state_dict(), "hyper_parameters": dict(module.hparams),
+                "pytorch-lightning_version": lightning.__version__}, path)  # fmt: skip
+    return path
+
+
+def test_publish_refuses_a_recipe_that_would_not_rebuild_the_entry(tmp_path):
+    """An entry names its recipe so that ``psn-zoo validate --config <recipe> --model.pretrained <entry>`` rebuilds
+    it: a checkpoint trained with --model overrides, or evaluated on data the recipe does not make, is refused with
+    the fix, before anything is written."""
+    from psn_zoo.training.publish import publish_checkpoint
+
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text(yaml.safe_dump(RECIPE))
+    release = tmp_path / "release"
+    other = _unfitted_checkpoint(tmp_path, neuron="pmsn", neuron_kwargs={"n": 2})
+    with pytest.raises(ValueError, match=r"does not build this checkpoint's model \(neuron: recipe 'sliding_psn'"):
+        publish_checkpoint(other, recipe, "paper_seq_cnn.mismatch", release)
+    same = _unfitted_checkpoint(tmp_path)
+    with pytest.raises(ValueError, match=r"change the recipe's data \(permute_pixels\)"):
+        publish_checkpoint(same, recipe, "paper_seq_cnn.mismatch", release,
+                           data_args=["--data.init_args.permute_pixels", "true"])  # fmt: skip
+    assert not (release / "manifest.json").exists()

@@ -51,6 +51,35 @@ def _input_spec(dm: Any) -> dict[str, Any]:
     return {"kind": "static_image", "shape": list(dm.input_shape), "sensor_size": None, "transform": {}}
 
 
+MODEL_KEYS = ("model", "neuron", "neuron_kwargs", "model_kwargs", "num_classes")
+
+
+def _check_recipe_rebuilds(recipe: str | Path, module: Any, cli: Any, data_args: list[str]) -> None:
+    """The entry names ``recipe`` so that ``psn-zoo validate --config <recipe> --model.pretrained <entry>`` rebuilds
+    it: the recipe must build the checkpoint's model, and extra arguments may set only where and how data is read
+    (``RUNTIME_ARGS``), never what the test split holds."""
+    built = {k: cli.model.hparams.get(k) for k in MODEL_KEYS}
+    trained = {k: module.hparams.get(k) for k in MODEL_KEYS}
+    if built != trained:
+        diff = ", ".join(f"{k}: recipe {built[k]!r}, checkpoint {trained[k]!r}" for k in MODEL_KEYS
+                         if built[k] != trained[k])  # fmt: skip
+        raise ValueError(
+            f"recipe {recipe} does not build this checkpoint's model ({diff}): publish it with the recipe it was "
+            "trained with (add one under psn_zoo/recipes when it was trained with --model overrides)"
+        )
+    if data_args:
+        alone = run_cli(["--config", str(recipe), "--trainer.logger", "false"], run=False).datamodule
+        changed = sorted(
+            k for k in set(dict(alone.hparams)) | set(dict(cli.datamodule.hparams))
+            if k not in RUNTIME_ARGS and not k.startswith("_") and alone.hparams.get(k) != cli.datamodule.hparams.get(k)
+        )  # fmt: skip
+        if changed:
+            raise ValueError(
+                f"--recipe-args change the recipe's data ({', '.join(changed)}), so the entry's recipe would not "
+                f"rebuild its test split: put them in the recipe (only {', '.join(RUNTIME_ARGS)} may be set here)"
+            )
+
+
 def _datamodule_name(dm: Any) -> str:
     """The manifest's ``dataset.datamodule``: the class name of one of psn_zoo's DataModules."""
     name = type(dm).__name__
@@ -85,6 +114,7 @@ def publish_checkpoint(
     if name.split(".", 1)[0] != module.hparams.model:
         raise ValueError(f"entry name {name!r} must start with the architecture {module.hparams.model!r}")
     cli = run_cli(["--config", str(recipe), "--trainer.logger", "false", *(data_args or [])], run=False)
+    _check_recipe_rebuilds(recipe, module, cli, data_args or [])
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("test")
