@@ -132,7 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "floor", "tests", "bf16"])
-    parser.add_argument("--only-extra", nargs="*", default=[], choices=["kernels", "alternatives", "host-cpu"],
+    extras = ["kernels", "alternatives", "host-cpu", "frontier"]
+    parser.add_argument("--only-extra", nargs="*", default=[], choices=extras,
                         help="kernels: compile every kernel there and report registers (CI does it with Triton's "
                         "ptxas); alternatives: the PSN family with its multiply-add loop instead of tl.dot, and the "
                         "serial backward with H in memory, at T = 16, 32 (the choices the defaults were made against); "
@@ -184,6 +185,9 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton.py", "-k",
                "not compiles_for_hopper"]  # fmt: skip
         steps.append(_step("triton_tests", cmd, args.out, 75))  # 57 s
+    if "frontier" in args.only_extra:  # issue 21's Metric 5 on the GPU: every parallel neuron against T
+        cmd = [py, "-m", "benchmarks.frontier", "--speed", "--quick", "--device", "cuda", "--out", str(args.out)]
+        steps.append(_step("frontier_speed", cmd, args.out, 90))
     if "host-cpu" in args.only_extra:  # CUDA hidden: the CPU paths, on a CPU other than CI's
         cmd = ["env", "CUDA_VISIBLE_DEVICES=", py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "tests/test_native.py", "tests/test_kernels.py", "tests/test_sj_parity.py", "tests/test_fingerprints.py",

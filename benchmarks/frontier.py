@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import REPO_ROOT, Timing, markdown_table, time_pair
+from benchmarks._common import REPO_ROOT, Timing, check_device, markdown_table, time_pair
 
 OUT = REPO_ROOT / "docs" / "frontier"
 TASKS = ("columns", "permuted", "ndigits")
@@ -348,6 +348,11 @@ def report(out: Path) -> str:
     text = (f"# Frontier comparison: results so far\n\n{len(runs)} of {len(all_runs())} pre-registered runs made "
             f"(`python -m benchmarks.frontier --report`).\n\n## Test accuracy (%)\n\n{table}\n\n## Hypotheses\n\n"
             f"{verdicts}\n")  # fmt: skip
+    for name, where in (("speed.json", "CPU"), ("speed_cuda.json", "GPU")):  # Metric 5, where measured
+        if (out / name).exists():
+            measured = json.loads((out / name).read_text())
+            text += (f"\n## Speed against T ({where}, N = {measured['N']}, each neuron alone, ratio to LIF)\n\n"
+                     f"{speed_table(measured)}\n")  # fmt: skip
     (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     return text
@@ -372,21 +377,22 @@ def speed_specs(T: int) -> dict[str, dict[str, Any]]:
     }
 
 
-def speed(Ts: Sequence[int], N: int, timing: Timing) -> dict[str, Any]:
+def speed(Ts: Sequence[int], N: int, timing: Timing, device: str = "cpu") -> dict[str, Any]:
     """t_LIF / t_neuron for every arm's neuron, forward (no grad) and forward + backward, on ``[T, 64, N/64]``
-    (the ratio is the median over alternating blocks, with the range of the per-round ratios)."""
+    (the ratio is the median over alternating blocks, with the range of the per-round ratios); on a GPU each call
+    is synchronised (the Triton kernels where a neuron has them, PyTorch ops elsewhere)."""
     import torch
 
     from psn_zoo.neurons import make_neuron, reset_states
 
     rows = []
     for T in Ts:
-        x = torch.randn(T, 64, N // 64)
-        lif = make_neuron({"name": "lif", "tau": 2.0})
+        x = torch.randn(T, 64, N // 64, device=device)
+        lif = make_neuron({"name": "lif", "tau": 2.0}).to(device)
         for arm, spec in speed_specs(T).items():
             if arm == "lif":
                 continue
-            neuron = make_neuron(spec)
+            neuron = make_neuron(spec).to(device)
             neuron(x)  # per-channel neurons size themselves here
 
             def fwd(n: torch.nn.Module = neuron, x: torch.Tensor = x) -> Callable[[], object]:
@@ -406,11 +412,11 @@ def speed(Ts: Sequence[int], N: int, timing: Timing) -> dict[str, Any]:
 
                 return run
 
-            f_ours, f_lif, f_ratio = time_pair(fwd(), fwd(lif), **timing.kwargs())
-            b_ours, b_lif, b_ratio = time_pair(fb(), fb(lif), **timing.kwargs())
+            f_ours, f_lif, f_ratio = time_pair(fwd(), fwd(lif), **timing.kwargs(), device=device)
+            b_ours, b_lif, b_ratio = time_pair(fb(), fb(lif), **timing.kwargs(), device=device)
             rows.append({"neuron": arm, "T": T, "fwd_s": f_ours, "lif_fwd_s": f_lif, "fwd_ratio": str(f_ratio),
                          "fb_s": b_ours, "lif_fb_s": b_lif, "fb_ratio": str(b_ratio)})  # fmt: skip
-    return {"N": N, "rows": rows}
+    return {"N": N, "device": device, "rows": rows}
 
 
 def speed_table(result: Mapping[str, Any]) -> str:
@@ -458,6 +464,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--memory-one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--speed", action="store_true", help="Metric 5: each neuron alone against T")
     parser.add_argument("--quick", action="store_true", help="with --speed: T in {2, 8, 32}, fewer repeats")
+    parser.add_argument("--device", default="cpu", help="with --speed: cpu, or cuda (N = 2^20, speed_cuda.json)")
     parser.add_argument("--report", action="store_true", help="write <out>/results.md from the runs made")
     parser.add_argument("extra", nargs="*", help="after --: arguments appended to every run (tests shrink runs)")
     args = parser.parse_args(argv)
@@ -478,9 +485,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     elif args.speed:
         Ts = (2, 8, 32) if args.quick else SPEED_T
         timing = Timing(rounds=2, min_reps=3, budget_s=0.05, warmup=1) if args.quick else Timing(3, 20, 0.5, 3)
-        result = speed(Ts, 2**16, timing)
+        device = check_device(args.device)
+        result = speed(Ts, 2**16 if device == "cpu" else 2**20, timing, device)
         out.mkdir(parents=True, exist_ok=True)
-        (out / "speed.json").write_text(json.dumps(result, indent=1) + "\n")
+        name = "speed.json" if device == "cpu" else "speed_cuda.json"
+        (out / name).write_text(json.dumps(result, indent=1) + "\n")
         print(speed_table(result))
     elif args.memory:
         rows = []
