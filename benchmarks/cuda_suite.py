@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "floor", "tests", "bf16"])
-    extras = ["kernels", "alternatives", "host-cpu", "frontier"]
+    extras = ["kernels", "alternatives", "host-cpu", "frontier", "profile"]
     parser.add_argument("--only-extra", nargs="*", default=[], choices=extras,
                         help="kernels: compile every kernel there and report registers (CI does it with Triton's "
                         "ptxas); alternatives: the PSN family with its multiply-add loop instead of tl.dot, and the "
@@ -188,6 +188,11 @@ def main(argv: list[str] | None = None) -> int:
     if "frontier" in args.only_extra:  # issue 21's Metric 5 on the GPU: every parallel neuron against T
         cmd = [py, "-m", "benchmarks.frontier", "--speed", "--quick", "--device", "cuda", "--out", str(args.out)]
         steps.append(_step("frontier_speed", cmd, args.out, 90))
+    if "profile" in args.only_extra:  # the cells the last run could not explain, kernel by kernel
+        for neuron, T, dtype in (("psn", 8, "bfloat16"), ("psn", 8, "float32"), ("lif", 32, "float32")):
+            cmd = [py, "-m", "benchmarks.profile_cell", "--neuron", neuron, "--T", str(T), "--N", str(2**22),
+                   "--dtype", dtype, "--device", "cuda", "--out", str(args.out)]  # fmt: skip
+            steps.append(_step(f"profile_{neuron}_T{T}_{dtype}", cmd, args.out, 40))
     if "host-cpu" in args.only_extra:  # CUDA hidden: the CPU paths, on a CPU other than CI's
         cmd = ["env", "CUDA_VISIBLE_DEVICES=", py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "tests/test_native.py", "tests/test_kernels.py", "tests/test_sj_parity.py", "tests/test_fingerprints.py",

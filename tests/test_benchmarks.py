@@ -295,3 +295,16 @@ def test_parity_ties_counts_only_spikes_inside_the_round_off_bound():
     for T in (2, 5, 16):
         differ, near, unexplained = parity_ties.count(T, 4096)
         assert unexplained == 0 and 0 <= differ <= near
+
+
+def test_profile_cell_names_each_librarys_operations():
+    """benchmarks.profile_cell lists, per library, the operations a forward + backward spends its time in: our
+    fused kernel's autograd node on one side, SpikingJelly's matrix products on the other."""
+    from benchmarks.profile_cell import profile
+
+    tables = profile("psn", 4, 4096, "float32", "cpu", reps=2)
+    ours = " ".join(row[0] for row in tables["ours"])
+    theirs = " ".join(row[0] for row in tables["SpikingJelly"])
+    assert "DenseThreshold" in ours and "addmm" not in ours
+    assert "mm" in theirs and "DenseThreshold" not in theirs
+    assert all(float(row[2]) > 0 for rows in tables.values() for row in rows)
