@@ -158,6 +158,16 @@ def test_multi_step_needs_a_time_axis():
         make_neuron("lif")(torch.randn(5))
 
 
+@pytest.mark.parametrize("start", [0.0, torch.zeros(3, 4)], ids=["number", "tensor"])
+def test_serial_functional_refuses_an_empty_time_axis(start):
+    """``serial_multi_step`` on T = 0 names the problem (it used to fail with an IndexError deep inside)."""
+    from psn_zoo.neurons import functional as F
+    from psn_zoo.neurons.surrogate import ATan
+
+    with pytest.raises(ValueError, match=r"serial_multi_step: x_seq must be a time-first tensor \[T, \*\] with T >= 1"):
+        F.serial_multi_step(torch.zeros(0, 3, 4), start, surrogate=ATan(), tau=2.0)
+
+
 def test_state_shape_change_without_reset():
     lif = make_neuron("lif")
     lif(torch.randn(4, 8, 3))

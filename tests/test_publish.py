@@ -146,7 +146,10 @@ def test_publish_refuses_a_recipe_that_would_not_rebuild_the_entry(tmp_path):
     with pytest.raises(ValueError, match=r"does not build this checkpoint's model \(neuron: recipe 'sliding_psn'"):
         publish_checkpoint(other, recipe, "paper_seq_cnn.mismatch", release)
     same = _unfitted_checkpoint(tmp_path)
-    with pytest.raises(ValueError, match=r"change the recipe's data \(permute_pixels\)"):
-        publish_checkpoint(same, recipe, "paper_seq_cnn.mismatch", release,
-                           data_args=["--data.init_args.permute_pixels", "true"])  # fmt: skip
+    for args in (["--data.init_args.permute_pixels", "true"], ["--model.neuron", "pmsn"], ["--model.T=8"]):
+        with pytest.raises(ValueError, match=rf"--recipe-args {args[0].split('=')[0]}: only where and how data"):
+            publish_checkpoint(same, recipe, "paper_seq_cnn.mismatch", release, data_args=args)
+    longer = _unfitted_checkpoint(tmp_path, T=32)  # trained at another T: the recipe would validate it at 28
+    with pytest.raises(ValueError, match=r"\(T: recipe 28, checkpoint 32\)"):
+        publish_checkpoint(longer, recipe, "paper_seq_cnn.mismatch", release)
     assert not (release / "manifest.json").exists()

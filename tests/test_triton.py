@@ -311,13 +311,18 @@ def test_unused_outputs_and_frozen_parameters(spec, monkeypatch):
 
 @pytest.mark.parametrize("spec", [PSN_SPECS[1], PSN_SPECS[5], PSN_SPECS[7]], ids=_ids)
 @pytest.mark.parametrize("frozen", ["weight", "bias", "both"])
-def test_psn_with_frozen_parameters(spec, frozen):
+def test_psn_with_frozen_parameters(spec, frozen, monkeypatch):
     """The parameter partials share one buffer (one sum): with either parameter frozen the other's gradient and
-    grad_x still equal the PyTorch path's."""
+    grad_x still equal the PyTorch path's, and the input is never written to (the sliding PSN's kernels store its
+    taps' partials whatever is frozen)."""
     neuron, T = _build(spec)
     for name, p in neuron.named_parameters():
         p.requires_grad_(frozen not in ("both", name))
     x, grad = _input(T)
+    monkeypatch.setenv("PSN_ZOO_TRITON", "1")
+    xg = x.clone().requires_grad_(True)
+    neuron(xg).backward(grad)
+    assert torch.equal(xg.detach(), x)
     got, ref = _run(neuron, x, grad, triton=True), _run(neuron, x, grad, triton=False)
     assert got[3] == "TritonThresholdBackward"
     assert_grads_close(got[1], ref[1], terms=T)

@@ -324,7 +324,8 @@ class TritonThreshold(torch.autograd.Function):
         need_partials = need_b or (need_w and bool(ctx.taps))
         if ctx.taps:  # [programs, k + 1]: the taps' and the bias's partials (+ the loop's [T, T] in memory)
             gw = torch.empty(programs, T * T, dtype=torch.float32, device=x2d.device) if keeps_w else x2d
-            gb = torch.empty(programs, ctx.taps + 1, dtype=torch.float32, device=x2d.device) if need_partials else x2d
+            # always allocated (k + 1 floats a program): the kernels store the taps' partials unconditionally
+            gb = torch.empty(programs, ctx.taps + 1, dtype=torch.float32, device=x2d.device)
             stride_pw, stride_pb, partials = T * T, ctx.taps + 1, gb
         else:  # one [programs, T·T + T] buffer for both (one allocation, one sum)
             row_w, row_b = T * T if keeps_w else 0, T if need_b else 0

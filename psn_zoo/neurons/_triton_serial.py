@@ -235,7 +235,7 @@ class TritonSerial(torch.autograd.Function):
         kind = "if" if tau is None and q is None else ("lif" if q is None else "plif")
         q_arg = q.detach().to(torch.float32).reshape(()) if q is not None else x2d
         out, out2d = new_columns(x_seq, perm, x_seq.dtype)
-        v_last, v_last1d = new_columns(x_seq[:1], perm, torch.float32)
+        v_last, v_last1d = new_columns(v0.unsqueeze(0) if has_v0 else x_seq[:1], perm, torch.float32)
         if N:
             _forward_kernel[(cdiv(N, block := column_block(1)),)](
                 x2d, v0_1d, q_arg, out2d, v_last1d, N, x2d.stride(0), out2d.stride(0),

@@ -51,15 +51,34 @@ def _input_spec(dm: Any) -> dict[str, Any]:
     return {"kind": "static_image", "shape": list(dm.input_shape), "sensor_size": None, "transform": {}}
 
 
-MODEL_KEYS = ("model", "neuron", "neuron_kwargs", "model_kwargs", "num_classes")
+MODEL_KEYS = ("model", "neuron", "neuron_kwargs", "model_kwargs", "T", "num_classes", "in_channels")
 
 
-def _check_recipe_rebuilds(recipe: str | Path, module: Any, cli: Any, data_args: list[str]) -> None:
-    """The entry names ``recipe`` so that ``psn-zoo validate --config <recipe> --model.pretrained <entry>`` rebuilds
-    it: the recipe must build the checkpoint's model, and extra arguments may set only where and how data is read
-    (``RUNTIME_ARGS``), never what the test split holds."""
-    built = {k: cli.model.hparams.get(k) for k in MODEL_KEYS}
-    trained = {k: module.hparams.get(k) for k in MODEL_KEYS}
+def _model_spec(hparams: Any) -> dict[str, Any]:
+    """What builds the network, comparable across a saved checkpoint and a fresh CLI build (None kwargs = {})."""
+    spec = {k: hparams.get(k) for k in MODEL_KEYS}
+    for key in ("neuron_kwargs", "model_kwargs"):
+        spec[key] = dict(spec[key] or {})
+    return spec
+
+
+def _check_recipe_args(data_args: list[str]) -> None:
+    """The entry names its recipe so that ``psn-zoo validate --config <recipe> --model.pretrained <entry>`` rebuilds
+    it: extra arguments may set only where and how data is read (``RUNTIME_ARGS``), never the model or what the test
+    split holds."""
+    allowed = {f"--data.init_args.{name}" for name in RUNTIME_ARGS} | {f"--data.{name}" for name in RUNTIME_ARGS}
+    flags = [arg.split("=", 1)[0] for arg in data_args if arg.startswith("--")]
+    if refused := [flag for flag in flags if flag not in allowed]:
+        raise ValueError(
+            f"--recipe-args {' '.join(refused)}: only where and how data is read may be set here "
+            f"({', '.join(sorted(allowed))}); anything that changes the model or the test split belongs in the "
+            "recipe the entry names (add one under psn_zoo/recipes)"
+        )
+
+
+def _check_recipe_rebuilds(recipe: str | Path, module: Any, cli: Any) -> None:
+    """The recipe must build the checkpoint's model (the entry names it as what rebuilds it)."""
+    built, trained = _model_spec(cli.model.hparams), _model_spec(module.hparams)
     if built != trained:
         diff = ", ".join(f"{k}: recipe {built[k]!r}, checkpoint {trained[k]!r}" for k in MODEL_KEYS
                          if built[k] != trained[k])  # fmt: skip
@@ -67,17 +86,6 @@ def _check_recipe_rebuilds(recipe: str | Path, module: Any, cli: Any, data_args:
             f"recipe {recipe} does not build this checkpoint's model ({diff}): publish it with the recipe it was "
             "trained with (add one under psn_zoo/recipes when it was trained with --model overrides)"
         )
-    if data_args:
-        alone = run_cli(["--config", str(recipe), "--trainer.logger", "false"], run=False).datamodule
-        changed = sorted(
-            k for k in set(dict(alone.hparams)) | set(dict(cli.datamodule.hparams))
-            if k not in RUNTIME_ARGS and not k.startswith("_") and alone.hparams.get(k) != cli.datamodule.hparams.get(k)
-        )  # fmt: skip
-        if changed:
-            raise ValueError(
-                f"--recipe-args change the recipe's data ({', '.join(changed)}), so the entry's recipe would not "
-                f"rebuild its test split: put them in the recipe (only {', '.join(RUNTIME_ARGS)} may be set here)"
-            )
 
 
 def _datamodule_name(dm: Any) -> str:
@@ -113,8 +121,9 @@ def publish_checkpoint(
     model = module.model.eval()
     if name.split(".", 1)[0] != module.hparams.model:
         raise ValueError(f"entry name {name!r} must start with the architecture {module.hparams.model!r}")
+    _check_recipe_args(data_args or [])
     cli = run_cli(["--config", str(recipe), "--trainer.logger", "false", *(data_args or [])], run=False)
-    _check_recipe_rebuilds(recipe, module, cli, data_args or [])
+    _check_recipe_rebuilds(recipe, module, cli)
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("test")
