@@ -223,9 +223,7 @@ def serial_multi_step(
     ``reset="auto"`` is hard when ``v_reset`` is a number, soft when it is None; ``"none"`` disables it.
     Returns ``(spikes [T, *], v_last [*])``.
     """
-    if not isinstance(x_seq, torch.Tensor) or x_seq.dim() < 1 or x_seq.shape[0] < 1:
-        shape = list(x_seq.shape) if isinstance(x_seq, torch.Tensor) else type(x_seq).__name__
-        raise ValueError(f"serial_multi_step: x_seq must be a time-first tensor [T, *] with T >= 1; got {shape}")
+    _check_args("serial_multi_step", x_seq, {})
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
     tracing = _tracing()
     triton = not tracing and _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES)
