@@ -84,7 +84,7 @@ def test_the_fma_emulation_rounds_once():
 
 @needs_compiler
 @pytest.mark.parametrize("T", [2, 3, 4, 5, 7, 8, 10, 11, 16, 23, 32])
-@pytest.mark.parametrize("N", [_native.MIN_COLUMNS, 257, 1000, 3000])
+@pytest.mark.parametrize("N", [_native.MIN_COLUMNS, 257, 1000, 3000, 2048])  # 2048: a 4 KiB-multiple row stride
 def test_native_kernel_is_its_fixed_order_on_every_cpu(T, N):
     """The kernel takes every T (no BLAS probe can turn it off), its membrane, spikes and input gradient are its
     fma chains bit for bit, its parameter gradients agree with float64 to round-off, and SpikingJelly's spikes
@@ -313,7 +313,7 @@ def test_builds_for_other_cpus_give_the_same_bits(march, tmp_path, monkeypatch):
 
 
 @needs_compiler
-@pytest.mark.parametrize(("T", "N"), [(16, 256 * 40), (17, 1000), (29, 3000), (32, 300)])
+@pytest.mark.parametrize(("T", "N"), [(16, 256 * 40), (17, 1000), (29, 3000), (32, 300), (29, 2048), (16, 2048)])
 def test_the_kept_membrane_gives_the_recomputed_bits(T, N, monkeypatch):
     """At T >= KEEP_MEMBRANE_T the dense PSN keeps W·x for backward instead of recomputing it: every output and
     gradient is the same bit for bit (full and ragged column spans), and it is kept only when a gradient is needed."""

@@ -53,6 +53,8 @@ def _check_args(fn: str, x_seq: torch.Tensor, named: dict[str, tuple[torch.Tenso
 def _common_dtype(x_seq: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Inputs and parameters in their promoted dtype (a half-precision input with float32 parameters, as under
     mixed precision, runs in float32); the caller returns the spikes in ``x_seq``'s dtype (0 and 1 are exact)."""
+    if all(p.dtype == x_seq.dtype for p in params):  # the common case, without the casts' per-call cost
+        return x_seq, list(params)
     dtype = functools.reduce(torch.promote_types, (p.dtype for p in params), x_seq.dtype)
     return x_seq.to(dtype), [p.to(dtype) for p in params]
 
