@@ -160,7 +160,7 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
 
 
 def _quote(arg: str) -> str:
-    return f"'{arg}'" if any(c in arg for c in " {}\"") else arg
+    return f"'{arg}'" if any(c in arg for c in ' {}"') else arg
 
 
 LOCK = Path(os.environ.get("PSN_ZOO_BENCH_LOCK", "/tmp/BENCH_LOCK"))  # the machine's "someone is timing" flag
@@ -348,6 +348,8 @@ def report(out: Path) -> str:
     text = (f"# Frontier comparison: results so far\n\n{len(runs)} of {len(all_runs())} pre-registered runs made "
             f"(`python -m benchmarks.frontier --report`).\n\n## Test accuracy (%)\n\n{table}\n\n## Hypotheses\n\n"
             f"{verdicts}\n")  # fmt: skip
+    if (out / "memory.json").exists():  # Metrics 3 and 4, where measured
+        text += f"\n## Peak memory of a training step and neuron cost (Metrics 3, 4)\n\n{cost_table(out, runs)}\n"
     for name, where in (("speed.json", "CPU"), ("speed_cuda.json", "GPU")):  # Metric 5, where measured
         if (out / name).exists():
             measured = json.loads((out / name).read_text())
@@ -356,6 +358,26 @@ def report(out: Path) -> str:
     (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     return text
+
+
+def cost_table(out: Path, runs: dict[str, dict[str, Any]]) -> str:
+    """Metrics 3 and 4 from ``memory.json`` (``--memory``) and the test firing rates of the runs made."""
+    rows = []
+    for m in json.loads((out / "memory.json").read_text()):
+        rates = [r["test_firing_rate"] for s in SEEDS if (r := runs.get(run_id(m["task"], m["arm"], s)))]
+        rate = f"{statistics.mean(rates):.3f}" if rates else "—"
+        rows.append([m["task"], m["arm"], f"{m['peak_bytes'] / 2**20:.1f} ({m['batch']})", m["T"], m["neuron_layers"],
+                     m["neuron_params"], m["neurons_per_sample"], f"{m['macs_per_neuron_step']:g}",
+                     f"{m['acs_per_neuron_step']:g}", rate])  # fmt: skip
+    headers = ["task", "arm", "peak MiB (batch)", "T", "neuron layers", "neuron params", "neurons / sample",
+               "MACs / neuron / step", "ACs / neuron / step", "test firing rate"]  # fmt: skip
+    note = (
+        "Peak MiB: the rise of the peak resident set of one training step (forward + backward, the recipe's "
+        "batch) over the built model, in a fresh process (`python -m benchmarks.frontier --memory`). Neuron "
+        "cost at the end of training (the masked PSN at λ = 1), each class's `macs_per_neuron` over T; the "
+        "firing rate is the mean over the seeds made."
+    )
+    return f"{note}\n\n{markdown_table(headers, rows, left=(0, 1))}"
 
 
 # ------------------------------------------------------------------------------------------------ speed (Metric 5)
@@ -426,28 +448,54 @@ def speed_table(result: Mapping[str, Any]) -> str:
 
 
 # ------------------------------------------------------------------------------------------------ memory (Metric 3)
-def memory(task: str, arm: str) -> int:
-    """Peak resident-memory rise of one training step (forward + backward, the recipe's batch) over the built
-    model, in this process (run it in a fresh one)."""
+def memory(task: str, arm: str) -> dict[str, Any]:
+    """Metric 3 and the model side of Metric 4 for one arm and task, in this process (run it in a fresh one): the
+    peak resident-memory rise of one training step (forward + backward, the recipe's batch) over the built model,
+    and the neurons' cost in that model: layers, parameters, neurons per sample and multiply-adds / accumulates per
+    neuron and step (each class's ``macs_per_neuron``, docs/neurons.md)."""
     import torch
 
     from benchmarks._common import peak_rss_delta
+    from psn_zoo.efficiency import neuron_macs_per_neuron
+    from psn_zoo.neurons import SpikingNeuron
     from psn_zoo.training.cli import run_cli
 
-    cli = run_cli([*command(task, arm, 0), "--trainer.logger", "false"], run=False)
+    cli = run_cli([*command(task, arm, 0)[1:], "--trainer.logger", "false"], run=False)  # [1:]: no subcommand
     dm = cli.datamodule
     dm.prepare_data()
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     model = cli.model.model.train()
+    counted: dict[int, int] = {}  # id(neuron) -> neurons it holds for one sample
+    batch = int(y.shape[0])
+    hooks = [  # a neuron's output is [T, B, ...]: one step of one sample holds that layer's neurons
+        m.register_forward_hook(lambda m, i, o: counted.__setitem__(id(m), o[0].numel() // batch))
+        for m in model.modules()
+        if isinstance(m, SpikingNeuron)
+    ]
 
     def step() -> None:
         loss = torch.nn.functional.cross_entropy(model(x), y)
         loss.backward()
 
     step()  # first-touch allocations and lazy per-channel parameters happen once, before the measurement
+    for h in hooks:
+        h.remove()
     model.zero_grad(set_to_none=True)
-    return peak_rss_delta(step)
+    peak = peak_rss_delta(step)
+    T = int(cli.model.hparams.T)
+    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
+    if hasattr(neurons[0], "lambda_"):  # the masked PSN's cost once trained: its schedule ends at λ = 1
+        for m in neurons:
+            m.lambda_ = 1.0
+    macs, acs = neuron_macs_per_neuron(neurons[0], T)
+    return {
+        "task": task, "arm": arm, "peak_bytes": peak, "batch": batch, "T": T,
+        "neuron_layers": len(neurons),
+        "neuron_params": sum(p.numel() for m in neurons for p in m.parameters()),
+        "neurons_per_sample": sum(counted.get(id(m), 0) for m in neurons),
+        "macs_per_neuron_step": macs / T, "acs_per_neuron_step": acs / T,
+    }  # fmt: skip
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -473,7 +521,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_one(*parse_id(args.run_one), out, args.extra)
     elif args.memory_one:
         task, arm = args.memory_one.split("-", 1)
-        print(json.dumps({"task": task, "arm": arm, "peak_bytes": memory(task, arm)}))
+        print(json.dumps(memory(task, arm)))
     elif args.list:
         made = {p.stem for p in (out / "runs").glob("*.json")}
         for task, arm, seed in all_runs():

@@ -7,9 +7,11 @@ import json
 from pathlib import Path
 
 import pytest
+import yaml
 
 from benchmarks import frontier as fr
 from benchmarks._common import Timing
+from psn_zoo.training.recipes import recipe_path
 
 ROOT = Path(__file__).resolve().parents[1]
 PREREG = (ROOT / "docs" / "frontier_comparison.md").read_text()
@@ -137,3 +139,22 @@ def test_a_shared_run_pauses_while_someone_else_is_timing(tmp_path, monkeypatch)
     lock.unlink()
     thread.join(timeout=60)
     assert done and done[0].returncode == 0 and len(ticks.read_text()) == 20
+
+
+def test_memory_and_neuron_cost_of_one_arm_reach_the_report(tmp_path, monkeypatch):
+    """Metric 3 (one training step's peak memory) and Metric 4 (the neurons' cost) through the same builder the runs
+    use; the masked PSN is costed at the end of its schedule (λ = 1: its band, not T² multiply-adds)."""
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    row = fr.memory("permuted", "masked_psn")
+    assert row["peak_bytes"] > 0 and row["batch"] == 64 and row["T"] == 28
+    k, T = yaml.safe_load(recipe_path("seqdigits_masked_psn").read_text())["model"]["neuron_kwargs"]["k"], 28
+    assert row["neuron_layers"] > 0 and row["neurons_per_sample"] > 0 and row["neuron_params"] > 0
+    assert row["macs_per_neuron_step"] == (k * T - k * (k - 1) / 2) / T and row["acs_per_neuron_step"] == 0
+    (tmp_path / "out" / "runs").mkdir(parents=True)
+    (tmp_path / "out" / "memory.json").write_text(json.dumps([row]))
+    text = fr.report(tmp_path / "out")
+    cost = text[text.index("(Metrics 3, 4)") :]
+    line = next(x for x in cost.splitlines() if x.startswith("| permuted") and "| masked_psn" in x)
+    cells = [c.strip() for c in line.split("|")[3:8]]
+    assert cells == [f"{row['peak_bytes'] / 2**20:.1f} (64)", "28", "7", str(row["neuron_params"]), "8192"], cells
