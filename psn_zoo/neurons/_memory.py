@@ -134,20 +134,15 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
     nbytes = shape.numel() * dtype.itemsize
     if not limit or nbytes < POOL_MIN_BYTES:
         return None
-    stride, step = [], 1
-    for size in reversed(shape):
-        stride.append(step)
-        step *= max(size, 1)
-    stride.reverse()
     with _pool_lock:  # the tensor is made under the lock, so two threads never take the same free buffer
         storages = _pool.setdefault(nbytes, [])
         for storage in storages:
             if _free(storage):
-                return torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+                return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # no stride given: contiguous
         if len(storages) >= POOL_PER_SIZE or sum(st.nbytes() for s in _pool.values() for st in s) + nbytes > limit:
             return None
         storage = torch.UntypedStorage(nbytes)
-        out = torch.empty(0, dtype=dtype).set_(storage, 0, shape, stride)
+        out = torch.empty(0, dtype=dtype).set_(storage, 0, shape)
         advise_huge_pages(out)
         storages.append(storage)
         return out

@@ -171,7 +171,7 @@ def build(compiler: str, dest: Path) -> Path:
 
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
     """The C code trusts every pointer it gets: refuse anything but a contiguous float32 CPU tensor of ``shape``."""
-    if t.device.type != "cpu" or t.dtype != torch.float32 or not t.is_contiguous() or tuple(t.shape) != shape:
+    if not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.shape == shape):  # cheap: every call
         layout = "" if t.is_contiguous() else ", not contiguous"
         raise ValueError(
             f"fused PSN kernel: {name} must be a contiguous float32 CPU tensor of shape {list(shape)}; got "
