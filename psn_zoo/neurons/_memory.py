@@ -151,7 +151,7 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
 def fresh_like(t: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
     """``torch.empty_like(t, memory_format=...)``: a pooled buffer where one is free (contiguous CPU tensors of
     :data:`POOL_MIN_BYTES` and up), else a new one, on huge pages when that helps (see the module docstring)."""
-    if t.device.type == "cpu" and (
+    if t.is_cpu and (
         memory_format == torch.contiguous_format or (memory_format == torch.preserve_format and t.is_contiguous())
     ):
         out = _pooled_empty(t.shape, t.dtype)

@@ -356,7 +356,7 @@ def dense_kernels(
         2 <= T <= MAX_T
         and columns >= (MIN_COLUMNS if T <= WIDE_T else WIDE_T_MIN_COLUMNS)
         and type(surrogate) is ATan
-        and x.device.type == "cpu"
+        and x.is_cpu
         and x.dtype == weight.dtype == bias.dtype == torch.float32
         and x.is_contiguous()
         and enabled()

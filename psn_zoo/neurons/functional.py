@@ -105,7 +105,7 @@ def masked_psn_multi_step(
         raise ValueError(f"masked_psn_multi_step: the order k must be in 1..T = {T}; got {k}")
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # the kernels apply the mask
         return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, k, lambda_)
-    on_cpu_kernel = x_seq.device.type == "cpu"
+    on_cpu_kernel = x_seq.is_cpu
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
         return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
@@ -158,7 +158,7 @@ def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surr
     T, k = x_seq.shape[0], weight.shape[0]
     if _tracing():
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
-    if x_seq.device.type == "cpu":  # the kernel reads [T, N] rows: copy a permuted (channels-last) input, as
+    if x_seq.is_cpu:  # the kernel reads [T, N] rows: copy a permuted (channels-last) input, as
         x_seq = x_seq.contiguous()  # DenseThreshold does for PSN and masked PSN (no copy, no node when contiguous)
     if (kernels := _native.dense_kernels(x_seq, weight, bias, surrogate, band=k)) is not None:
         return ToeplitzThreshold.apply(x_seq, weight, bias, surrogate, kernels)

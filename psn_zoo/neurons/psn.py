@@ -40,8 +40,9 @@ class _StreamingPSN(SpikingNeuron):
         self._t = 0
 
     def reset(self) -> None:
-        self._queue = []
-        self._t = 0
+        if self._queue or self._t:  # nothing to forget after multi-step calls (Module.__setattr__ costs µs a call)
+            self._queue = []
+            self._t = 0
 
     def _check_stream_shape(self, x: torch.Tensor) -> None:
         if self._queue and self._queue[-1].shape != x.shape:
