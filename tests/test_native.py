@@ -293,7 +293,9 @@ def test_builds_for_other_cpus_give_the_same_bits(march, tmp_path, monkeypatch):
     other = _native.NativeKernels(_native.build(_native.find_compiler(), tmp_path / f"{march}.so"))
     assert other.isa == "portable"
     torch.manual_seed(7)
-    for T, band, N in [(4, None, 300), (7, None, 1000), (16, None, 777), (13, 4, 1000), (32, 2, 513), (6, 1, 260)]:
+    cases = [(4, None, 300), (7, None, 1000), (16, None, 777), (13, 4, 1000), (32, 2, 513), (6, 1, 260)]
+    cases.append((23, None, 2048))  # 2048: a 4 KiB-multiple row stride, the forward copies its blocks
+    for T, band, N in cases:
         x, grad = torch.randn(T, N) * 2, torch.randn(T, N)
         weight, bias = torch.randn(T, T) / T**0.5, torch.randn(T) * 0.1 - 1
         results = []
