@@ -145,8 +145,7 @@ def test_memory_and_neuron_cost_of_one_arm_reach_the_report(tmp_path, monkeypatc
     """Metric 3 (one training step's peak memory) and Metric 4 (the neurons' cost) through the same builder the runs
     use; the masked PSN is costed at the end of its schedule (λ = 1: its band, not T² multiply-adds)."""
     monkeypatch.setenv("WANDB_MODE", "disabled")
-    monkeypatch.chdir(tmp_path)
-    row = fr.memory("permuted", "masked_psn")
+    row = fr.memory_in_fresh_process("permuted", "masked_psn")  # as --memory measures it
     assert row["peak_bytes"] > 0 and row["batch"] == 64 and row["T"] == 28
     k, T = yaml.safe_load(recipe_path("seqdigits_masked_psn").read_text())["model"]["neuron_kwargs"]["k"], 28
     assert row["neuron_layers"] > 0 and row["neurons_per_sample"] > 0 and row["neuron_params"] > 0
