@@ -466,12 +466,11 @@ def memory(task: str, arm: str) -> dict[str, Any]:
     dm.setup("fit")
     x, y = next(iter(dm.train_dataloader()))
     model = cli.model.model.train()
+    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
     counted: dict[int, int] = {}  # id(neuron) -> neurons it holds for one sample
     batch = int(y.shape[0])
     hooks = [  # a neuron's output is [T, B, ...]: one step of one sample holds that layer's neurons
-        m.register_forward_hook(lambda m, i, o: counted.__setitem__(id(m), o[0].numel() // batch))
-        for m in model.modules()
-        if isinstance(m, SpikingNeuron)
+        m.register_forward_hook(lambda m, i, o: counted.__setitem__(id(m), o[0].numel() // batch)) for m in neurons
     ]
 
     def step() -> None:
@@ -484,7 +483,6 @@ def memory(task: str, arm: str) -> dict[str, Any]:
     model.zero_grad(set_to_none=True)
     peak = peak_rss_delta(step)
     T = int(cli.model.hparams.T)
-    neurons = [m for m in model.modules() if isinstance(m, SpikingNeuron)]
     if hasattr(neurons[0], "lambda_"):  # the masked PSN's cost once trained: its schedule ends at λ = 1
         for m in neurons:
             m.lambda_ = 1.0

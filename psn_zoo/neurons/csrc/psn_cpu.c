@@ -266,17 +266,6 @@ static void load_block(const float *src, int T, int64_t N, int64_t j0, int64_t n
     }
 }
 
-/* dst[t, 0:BLK] = src[t * ld : t * ld + BLK] for t < T (inline: a memcpy call per 256-byte row costs more). */
-static inline void copy_block(const float *restrict src, int64_t ld, int T, float *restrict dst) {
-    for (int t = 0; t < T; ++t) {
-#if defined(__AVX512F__) && BLK == 64
-        for (int q = 0; q < 4; ++q) _mm512_storeu_ps(dst + t * BLK + 16 * q, _mm512_loadu_ps(src + t * ld + 16 * q));
-#else
-        for (int l = 0; l < BLK; ++l) dst[t * BLK + l] = src[t * ld + l];
-#endif
-    }
-}
-
 /* Forward: s = Θ(W·x + b) = [W·x ≥ −b] (1.0 / 0.0); membrane (optional) = W·x without the bias. */
 void psn_forward(const float *W, int lo, int hi, const float *bias, const float *x, float *s, float *membrane, int T,
                  int64_t N, int threads) {
@@ -298,7 +287,7 @@ void psn_forward(const float *W, int lo, int hi, const float *bias, const float 
             if (n == BLK) { /* the common case: threshold (and keep the membrane) straight from the registers */
                 const Epilogue spikes = {.kind = THRESHOLD, .out = s, .ldo = N, .keep = membrane, .bias = neg_bias};
                 if (aliased) {
-                    copy_block(x + j0, N, T, xb);
+                    load_block(x, T, N, j0, BLK, BLK, xb);
                     mat_block(&w, xb, BLK, &spikes, j0);
                 } else {
                     mat_block(&w, x + j0, N, &spikes, j0);
