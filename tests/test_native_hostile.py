@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+from collections import OrderedDict
 
 import pytest
 import torch
@@ -203,7 +204,7 @@ def pool(monkeypatch):
         monkeypatch.setenv("PSN_ZOO_BUFFER_POOL_MB", mb)
         _memory.pool_limit_bytes.cache_clear()
 
-    monkeypatch.setattr(_memory, "_pool", {})
+    monkeypatch.setattr(_memory, "_pool", OrderedDict())
     yield make
     _memory.pool_limit_bytes.cache_clear()
 
@@ -255,6 +256,33 @@ def test_the_pool_keeps_to_its_cap_and_releases_free_buffers(pool):
     pool("lots")
     with pytest.raises(ValueError, match="PSN_ZOO_BUFFER_POOL_MB"):
         _memory.fresh_like(like)
+
+
+def test_a_full_pool_drops_free_buffers_of_the_least_recently_used_sizes(pool):
+    """Sizes a run has moved on from never lock the pool out of the sizes it uses now (a neuron swept over T once
+    filled the pool by T = 27, and every later output faulted afresh); a buffer a tensor holds is never dropped."""
+    from psn_zoo.neurons import _memory
+
+    def pooled(t: torch.Tensor) -> bool:
+        return t.untyped_storage().data_ptr() in {st.data_ptr() for sts in _memory._pool.values() for st in sts}
+
+    pool("4")
+    likes = [torch.empty(2**17 + 64 * i) for i in range(4)]  # four sizes of about 0.5 MiB
+    size = [like.nbytes for like in likes]
+    held = _memory.fresh_like(likes[0])  # the oldest size, held by a tensor
+    for like in likes[1:]:
+        _memory.fresh_like(like)  # made and let go: free
+    _memory.fresh_like(likes[1])  # size 1 used again: more recent than sizes 2 and 3
+    assert list(_memory._pool) == [size[0], size[2], size[3], size[1]]
+    got = _memory.fresh_like(torch.empty(5 * 2**17))  # 2.5 MiB: only fits once two free buffers go
+    assert pooled(got) and _memory.pooled_bytes() <= 4 << 20
+    assert list(_memory._pool) == [size[0], size[1], got.nbytes], "the least recently used free sizes went first"
+    assert pooled(held), "a held buffer is never dropped"
+    also_held = _memory.fresh_like(likes[1])  # reuses the free buffer of size 1
+    assert pooled(also_held)
+    extra = _memory.fresh_like(torch.empty(2**18))  # 1 MiB more does not fit and nothing is free: not pooled
+    assert not pooled(extra) and _memory.pooled_bytes() <= 4 << 20
+    assert list(_memory._pool) == [size[0], got.nbytes, size[1]], "a size that was not pooled leaves no entry"
 
 
 def test_pooled_outputs_change_no_value(pool):
