@@ -118,10 +118,30 @@ static inline void finish_row(const Epilogue *e, int t, int64_t j, const float *
     }
 }
 
+#if defined(__AVX512F__) && BLK == 64 && LANES == 16
+/* acc[i] += Σ_k P[k·RB + i]·in[k, 0:BLK] for the first R rows of a packed row block, k = k0 … k1 in ascending order
+ * (R a constant at every call site, so the accumulators stay in registers). */
+static inline __attribute__((always_inline)) void accumulate(__m512 acc[RB][4], const float *restrict P,
+                                                             const float *restrict in, int64_t ldi, int k0, int k1,
+                                                             const int R) {
+    for (int k = k0; k <= k1; ++k) {
+        const float *ik = in + k * ldi;
+        const __m512 v0 = _mm512_loadu_ps(ik), v1 = _mm512_loadu_ps(ik + 16);
+        const __m512 v2 = _mm512_loadu_ps(ik + 32), v3 = _mm512_loadu_ps(ik + 48);
+        for (int i = 0; i < R; ++i) {
+            const __m512 a = _mm512_set1_ps(P[k * RB + i]);
+            acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
+            acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
+            acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
+            acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
+        }
+    }
+}
+#endif
+
 /* For r < T and the BLK columns starting at column j of the epilogue's tensors: h[r, :] = Σ_k A[r, k]·in[k, :] over
  * the band k ∈ [r − lo, r + hi] (ascending-k fma chains from 0, RB rows at a time; a row block runs over the union of
- * its rows' bands, adding exact zeros; the last block's padding rows are computed and dropped), then the epilogue
- * on h. */
+ * its rows' bands, adding exact zeros; the last block computes only the rows it has), then the epilogue on h. */
 static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, const Epilogue *e, int64_t j) {
     const int T = m->T, lo = m->lo, hi = m->hi;
     for (int r = 0; r < T; r += RB) {
@@ -132,17 +152,11 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
         __m512 acc[RB][4];
         for (int i = 0; i < RB; ++i)
             for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_setzero_ps();
-        for (int k = k0; k <= k1; ++k) {
-            const float *ik = in + k * ldi;
-            const __m512 v0 = _mm512_loadu_ps(ik), v1 = _mm512_loadu_ps(ik + 16);
-            const __m512 v2 = _mm512_loadu_ps(ik + 32), v3 = _mm512_loadu_ps(ik + 48);
-            for (int i = 0; i < RB; ++i) {
-                const __m512 a = _mm512_set1_ps(P[k * RB + i]);
-                acc[i][0] = _mm512_fmadd_ps(a, v0, acc[i][0]);
-                acc[i][1] = _mm512_fmadd_ps(a, v1, acc[i][1]);
-                acc[i][2] = _mm512_fmadd_ps(a, v2, acc[i][2]);
-                acc[i][3] = _mm512_fmadd_ps(a, v3, acc[i][3]);
-            }
+        switch (rows) { /* the last block computes only its own rows (the padding rows' results were dropped) */
+        case 1: accumulate(acc, P, in, ldi, k0, k1, 1); break;
+        case 2: accumulate(acc, P, in, ldi, k0, k1, 2); break;
+        case 3: accumulate(acc, P, in, ldi, k0, k1, 3); break;
+        default: accumulate(acc, P, in, ldi, k0, k1, RB);
         }
 #pragma GCC unroll 4 /* unrolled, the accumulators stay in registers (rolled, gcc spilled all 16 to the stack) */
         for (int i = 0; i < RB; ++i) {
@@ -186,49 +200,61 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
     }
 }
 
+/* One register tile of grad_W: lw[t + i, k + m, :] += Σ_j grad_h[t + i, j]·in[k + m, j] over SPAN columns for
+ * i < RT, m < RK (RT, RK ≤ RB, constants at every call site, so the accumulators stay in registers), kept lane-wise:
+ * LANES partial sums per (t, k), each an fma chain over j in ascending order from 0, then added to lw. */
+static inline __attribute__((always_inline)) void outer_tile(const float *restrict gh, const float *restrict in,
+                                                             int64_t ld, int T, int t, int k, const int RT,
+                                                             const int RK, float *restrict lw) {
+#if defined(__AVX512F__) && LANES == 16
+    __m512 acc[RB][RB];
+    for (int i = 0; i < RT; ++i)
+        for (int m = 0; m < RK; ++m) acc[i][m] = _mm512_setzero_ps();
+    for (int64_t j = 0; j < SPAN; j += LANES) {
+        __m512 g[RB], v[RB];
+        for (int i = 0; i < RT; ++i) g[i] = _mm512_loadu_ps(gh + (t + i) * SPAN + j);
+        for (int m = 0; m < RK; ++m) v[m] = _mm512_loadu_ps(in + (k + m) * ld + j);
+        for (int i = 0; i < RT; ++i)
+            for (int m = 0; m < RK; ++m) acc[i][m] = _mm512_fmadd_ps(g[i], v[m], acc[i][m]);
+    }
+    for (int i = 0; i < RT; ++i)
+        for (int m = 0; m < RK; ++m) {
+            float *dst = lw + ((t + i) * T + k + m) * LANES;
+            _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[i][m]));
+        }
+#else
+    float acc[RB][RB][LANES];
+    memset(acc, 0, sizeof(acc));
+    for (int64_t j = 0; j < SPAN; j += LANES)
+        for (int i = 0; i < RT; ++i)
+            for (int m = 0; m < RK; ++m)
+                for (int l = 0; l < LANES; ++l)
+                    acc[i][m][l] = fmaf(gh[(t + i) * SPAN + j + l], in[(k + m) * ld + j + l], acc[i][m][l]);
+    for (int i = 0; i < RT; ++i)
+        for (int m = 0; m < RK; ++m)
+            for (int l = 0; l < LANES; ++l) lw[((t + i) * T + k + m) * LANES + l] += acc[i][m][l];
+#endif
+}
+
 /* lw[t, k, :] += Σ_j grad_h[t, j]·in[k, j] over SPAN columns for k in the band of row t, kept lane-wise (LANES
- * partial sums per (t, k)); RB × RB register tiles where a tile meets the band. */
+ * partial sums per (t, k)); register tiles of up to RB × RB where a tile meets the band, the last row and column
+ * blocks as narrow as T leaves them (every (t, k) takes the same arithmetic, whatever T % RB is). */
 static void outer_block(const float *restrict gh, const float *restrict in, int64_t ld, int T, int lo, int hi,
                         float *restrict lw) {
-    const int full = T - T % RB;
-    for (int t = 0; t < full; t += RB)
-        for (int k = 0; k < full; k += RB) {
-            if (k > t + RB - 1 + hi || k + RB - 1 < t - lo) continue; /* the tile is outside the band */
-#if defined(__AVX512F__) && LANES == 16
-            __m512 acc[RB][RB];
-            for (int i = 0; i < RB; ++i)
-                for (int m = 0; m < RB; ++m) acc[i][m] = _mm512_setzero_ps();
-            for (int64_t j = 0; j < SPAN; j += LANES) {
-                __m512 g[RB], v[RB];
-                for (int i = 0; i < RB; ++i) g[i] = _mm512_loadu_ps(gh + (t + i) * SPAN + j);
-                for (int m = 0; m < RB; ++m) v[m] = _mm512_loadu_ps(in + (k + m) * ld + j);
-                for (int i = 0; i < RB; ++i)
-                    for (int m = 0; m < RB; ++m) acc[i][m] = _mm512_fmadd_ps(g[i], v[m], acc[i][m]);
+    for (int t = 0; t < T; t += RB) {
+        const int rt = imin(RB, T - t);
+        for (int k = 0; k < T; k += RB) {
+            const int rk = imin(RB, T - k);
+            if (k > t + rt - 1 + hi || k + rk - 1 < t - lo) continue; /* the tile is outside the band */
+            switch (rt * 8 + rk) {
+#define TILE(a, b) \
+    case (a) * 8 + (b): outer_tile(gh, in, ld, T, t, k, a, b, lw); break;
+                TILE(1, 1) TILE(1, 2) TILE(1, 3) TILE(1, 4) TILE(2, 1) TILE(2, 2) TILE(2, 3) TILE(2, 4)
+                TILE(3, 1) TILE(3, 2) TILE(3, 3) TILE(3, 4) TILE(4, 1) TILE(4, 2) TILE(4, 3) TILE(4, 4)
+#undef TILE
             }
-            for (int i = 0; i < RB; ++i)
-                for (int m = 0; m < RB; ++m) {
-                    float *dst = lw + ((t + i) * T + k + m) * LANES;
-                    _mm512_storeu_ps(dst, _mm512_add_ps(_mm512_loadu_ps(dst), acc[i][m]));
-                }
-#else
-            float acc[RB][RB][LANES];
-            memset(acc, 0, sizeof(acc));
-            for (int64_t j = 0; j < SPAN; j += LANES)
-                for (int i = 0; i < RB; ++i)
-                    for (int m = 0; m < RB; ++m)
-                        for (int l = 0; l < LANES; ++l)
-                            acc[i][m][l] = fmaf(gh[(t + i) * SPAN + j + l], in[(k + m) * ld + j + l], acc[i][m][l]);
-            for (int i = 0; i < RB; ++i)
-                for (int m = 0; m < RB; ++m)
-                    for (int l = 0; l < LANES; ++l) lw[((t + i) * T + k + m) * LANES + l] += acc[i][m][l];
-#endif
         }
-    for (int t = 0; t < T; ++t) /* the rows and columns the tiles left (T not a multiple of RB) */
-        for (int k = imax(t < full ? full : 0, t - lo); k <= imin(T - 1, t + hi); ++k) {
-            float *acc = lw + (t * T + k) * LANES;
-            for (int64_t j = 0; j < SPAN; j += LANES)
-                for (int l = 0; l < LANES; ++l) acc[l] = fmaf(gh[t * SPAN + j + l], in[k * ld + j + l], acc[l]);
-        }
+    }
 }
 
 /* The SURROGATE epilogue on a stored membrane h: [T, SPAN] (leading dimension ldh), column blocks of BLK in
