@@ -152,7 +152,7 @@ static void mat_block(const Matrix *m, const float *restrict in, int64_t ldi, co
         __m512 acc[RB][4];
         for (int i = 0; i < RB; ++i)
             for (int q = 0; q < 4; ++q) acc[i][q] = _mm512_setzero_ps();
-        switch (rows) { /* the last block computes only its own rows (the padding rows' results were dropped) */
+        switch (rows) { /* the last block computes only the rows it has (no padding rows) */
         case 1: accumulate(acc, P, in, ldi, k0, k1, 1); break;
         case 2: accumulate(acc, P, in, ldi, k0, k1, 2); break;
         case 3: accumulate(acc, P, in, ldi, k0, k1, 3); break;
