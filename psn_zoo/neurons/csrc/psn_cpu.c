@@ -37,6 +37,7 @@
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
 #define RB 4            /* rows per register block */
+_Static_assert(RB == 4, "the tile switches in mat_block and outer_block list the sizes 1..4");
 
 int psn_abi_version(void) { return ABI_VERSION; }
 
