@@ -1,6 +1,11 @@
 """Prediction fingerprints of the published checkpoints: logits on a fixed input, the same on every CPU.
 
-    python tests/fingerprints.py      # rewrite tests/data/fingerprints.json from this machine (after a new entry)
+    python tests/fingerprints.py        # add the entries tests/data/fingerprints.json lacks (after a new entry)
+    python tests/fingerprints.py --all  # rewrite every entry from this machine (after weights were replaced)
+
+Entries already recorded keep their values by default: the file is the reference the other CPUs are held to, so a
+new entry measured on another CPU is added beside them (with the machine it was measured on) instead of moving the
+old ones by round-off.
 
 The input is built from scikit-learn's bundled digits with integer operations only (event counts, or pixel levels
 k/16), so its bits are the same on every machine. tests/test_fingerprints.py recomputes the logits and compares:
@@ -70,18 +75,30 @@ def logits_of(name: str) -> tuple[torch.Tensor, dict[str, Any]]:
     return logits, {"kind": kind, "shape": shape, "batch": BATCH, "seed": SEED}
 
 
-def compute() -> dict[str, Any]:
+def compute(recorded: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Fingerprints of every published entry: those in ``recorded`` (a previous file, same RTOL) as they were, the
+    rest measured here."""
     import psn_zoo
     from psn_zoo.machine import machine_summary
 
+    here = machine_summary()
+    kept = recorded["entries"] if recorded and recorded.get("rtol") == RTOL else {}
     entries = {}
     for name in psn_zoo.list_pretrained():
+        if name in kept:
+            entries[name] = kept[name]
+            continue
         logits, spec = logits_of(name)
         entries[name] = {"input": spec, "predictions": logits.argmax(1).tolist(), "logits": logits.tolist()}
-    return {"rtol": RTOL, "measured_on": machine_summary(), "entries": entries}
+        if kept:
+            entries[name]["measured_on"] = here
+    return {"rtol": RTOL, "measured_on": recorded["measured_on"] if kept else here, "entries": entries}
 
 
 if __name__ == "__main__":
+    import sys
+
     PATH.parent.mkdir(exist_ok=True)
-    PATH.write_text(json.dumps(compute(), indent=1) + "\n")
+    previous = json.loads(PATH.read_text()) if PATH.exists() and "--all" not in sys.argv[1:] else None
+    PATH.write_text(json.dumps(compute(previous), indent=1) + "\n")
     print(f"wrote {PATH}")
