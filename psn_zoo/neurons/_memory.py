@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import ctypes
 import functools
+import math
 import os
 import sys
 import threading
@@ -122,37 +123,40 @@ def pooled_bytes() -> int:
         return sum(st.nbytes() for storages in _pool.values() for st in storages)
 
 
-def release_pool() -> int:
-    """Drop the pool's free buffers (their memory goes back to malloc); returns the bytes released."""
+def _drop_free(wanted: float, spare: int | None = None) -> int:
+    """Drop free buffers, least recently used size first, until ``wanted`` bytes are released (``math.inf``: all of
+    them), never those of size ``spare``; returns the bytes released. Call with the lock held; a buffer a tensor
+    holds is never dropped."""
     released = 0
-    with _pool_lock:
-        for nbytes, storages in list(_pool.items()):
-            kept = [st for st in storages if not _free(st)]
-            released += (len(storages) - len(kept)) * nbytes
-            _pool[nbytes] = kept
-    return released
-
-
-def _make_room(nbytes: int, limit: int) -> bool:
-    """Whether ``nbytes`` more fit under ``limit``, after dropping free buffers of other sizes, least recently used
-    first, until they do (call with the lock held; buffers a tensor holds are never dropped)."""
-    excess = sum(size * len(storages) for size, storages in _pool.items()) + nbytes - limit
     for size in list(_pool):
-        if excess <= 0:
+        if released >= wanted:
             break
-        if size == nbytes:
+        if size == spare:
             continue
         kept = []
         for storage in _pool[size]:
-            if excess > 0 and _free(storage):
-                excess -= size
+            if released < wanted and _free(storage):
+                released += size
             else:
                 kept.append(storage)
         if kept:
             _pool[size] = kept
         else:
             del _pool[size]
-    return excess <= 0
+    return released
+
+
+def release_pool() -> int:
+    """Drop the pool's free buffers (their memory goes back to malloc); returns the bytes released."""
+    with _pool_lock:
+        return _drop_free(math.inf)
+
+
+def _make_room(nbytes: int, limit: int) -> bool:
+    """Whether ``nbytes`` more fit under ``limit``, after dropping free buffers of other sizes (least recently used
+    first) until they do. Call with the lock held."""
+    excess = sum(size * len(storages) for size, storages in _pool.items()) + nbytes - limit
+    return excess <= 0 or _drop_free(excess, spare=nbytes) >= excess
 
 
 def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
