@@ -181,6 +181,69 @@ def test_fpt_converges_to_the_serial_lif(lif_kwargs):
     assert torch.equal(halves, ref)
 
 
+def _plain_and_fused(monkeypatch, module, call):
+    """``call()`` through the fused Function and through the plain differentiable ops (what tracers see)."""
+    fused = call()
+    with monkeypatch.context() as m:
+        m.setattr(module, "_tracing", lambda: True)
+        plain = call()
+    return fused, plain
+
+
+FPT_RESETS = [(0.0, False), (0.0, True), (-0.3, False), (None, False), (None, True)]
+
+
+@pytest.mark.parametrize(
+    ("v_reset", "detach"), FPT_RESETS, ids=["hard", "hard-detach", "hard-r", "soft", "soft-detach"]
+)
+def test_fpt_fused_function_is_the_plain_iteration(monkeypatch, v_reset, detach):
+    """The fused Function runs the plain path's operations in its order, chunk by chunk (T·N above one chunk here),
+    so spikes and the last membrane are equal bit for bit; its hand-written backward agrees with autograd through
+    the plain iterations to float32 round-off of T-term sums over K iterations."""
+    from psn_zoo.neurons import fpt
+
+    torch.manual_seed(13)
+    T, N, K = 28, 20_000, 3
+    x0, v0 = torch.randn(T, N) * 2 + 0.4, torch.randn(N) * 0.3
+    g_s = torch.linspace(-1, 1, T * N).reshape(T, N)
+    g_v = torch.linspace(1, -1, N)
+
+    def call():
+        x, v = x0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
+        spikes, v_last = fpt.fpt_lif_multi_step(x, v, K=K, surrogate=make_neuron("lif").surrogate, tau=2.0,
+                                                decay_input=v_reset != -0.3, v_threshold=1.0, v_reset=v_reset,
+                                                detach_reset=detach)  # fmt: skip
+        ((spikes * g_s).sum() + (v_last * g_v).sum()).backward()
+        ran.append(type(spikes.grad_fn.next_functions[0][0]).__name__)  # under the reshape to x's shape
+        return spikes.detach(), v_last.detach(), x.grad, v.grad
+
+    ran = []
+    fused, plain = _plain_and_fused(monkeypatch, fpt, call)
+    assert ran[0] == "FixedPointLIFBackward" and ran[1] != ran[0]
+    assert torch.equal(fused[0], plain[0]) and torch.equal(fused[1], plain[1])
+    assert 0.05 < fused[0].mean() < 0.95
+    for got, want in zip(fused[2:], plain[2:], strict=True):
+        bound = 4 * T * K * torch.finfo(torch.float32).eps * float(want.abs().max())  # T-term sums, K rounds
+        torch.testing.assert_close(got, want, rtol=0, atol=bound)
+
+
+@pytest.mark.parametrize(("v_reset", "detach"), [r for r in FPT_RESETS if not r[1]], ids=["hard", "hard-r", "soft"])
+def test_gradcheck_fpt_function_with_its_last_membrane_float64(v_reset, detach):
+    """The hand-written backward of spikes and last membrane, from a non-rest membrane, against finite differences
+    (a detached reset's gradient is by design not the function's: those cases are checked against autograd above)."""
+    from psn_zoo.neurons.fpt import fpt_lif_multi_step
+
+    torch.manual_seed(14)
+    x = torch.randn(5, 6, dtype=torch.float64, requires_grad=True)
+    v = (torch.randn(6, dtype=torch.float64) * 0.3).requires_grad_(True)
+
+    def fn(x, v):
+        return fpt_lif_multi_step(x, v, K=3, surrogate=SmoothSpike(), tau=2.0, decay_input=True, v_threshold=0.5,
+                                  v_reset=v_reset, detach_reset=detach)  # fmt: skip
+
+    assert torch.autograd.gradcheck(fn, (x, v))
+
+
 def test_operation_counts():
     """Neuron-side operations per neuron and sample (for psn_zoo.efficiency's energy estimate)."""
     assert FPTLIFNode(K=3).macs_per_neuron(8) == (8 * 9 / 2 + 2 * 8 * 7 / 2, 0.0)
@@ -231,6 +294,58 @@ def test_paralif_membrane_follows_its_recurrence():
     assert torch.equal(ParaLIF(tau_mem=2.0, tau_syn=3.0, spike_mode="D", v_threshold=0.1)(x), (delta >= 0.1).double())
 
 
+@pytest.mark.parametrize("learn_tau", [False, True])
+def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, learn_tau):
+    """From rest, threshold spikes run as a sliding PSN with T taps (the fused kernel in float32): the spikes are the
+    two-filter path's except where the membrane lies within float32 round-off of θ (counted: ties only), the
+    gradients agree, and the state left behind (computed when a later call needs it) continues the sequence."""
+    from psn_zoo.neurons import paralif
+
+    torch.manual_seed(15)
+    T, N = 16, 40_000
+    x0 = torch.randn(T, 8, N // 8) * 2
+    neuron = ParaLIF(tau_mem=2.0, tau_syn=3.0, learn_tau=learn_tau)
+
+    def call():
+        x = x0.clone().requires_grad_(True)
+        neuron.zero_grad(set_to_none=True)
+        reset_states(neuron)
+        out = neuron(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        grads = [p.grad.clone() for p in neuron.parameters()]
+        reset_states(neuron)
+        ran.append(type(out.grad_fn).__name__)
+        return out.detach(), x.grad, grads
+
+    ran = []
+    fused, plain = _plain_and_fused(monkeypatch, paralif, call)
+    assert ran[0] == "ToeplitzThresholdBackward", ran  # the fused C kernel took the call
+    alpha, beta = (float(d.detach()) for d in neuron.decays(torch.float64))
+    i = v = torch.zeros(x0.shape[1:], dtype=torch.float64)
+    membrane = []
+    for frame in x0.double():  # the recurrence in float64
+        i = alpha * i + frame
+        v = beta * v + (1 - beta) * i
+        membrane.append(v)
+    membrane = torch.stack(membrane)
+    round_off = 4 * T * torch.finfo(torch.float32).eps  # T-term sums of float32 products
+    near = (membrane - neuron.v_threshold).abs() <= round_off * float(membrane.abs().max())
+    differ = fused[0] != plain[0]
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} spikes differ away from θ"
+    assert 0.05 < fused[0].mean() < 0.95
+    torch.testing.assert_close(fused[1], plain[1], rtol=0, atol=round_off * float(plain[1].abs().max()))
+    for got, want in zip(fused[2], plain[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=0)
+    # two calls (the second from the state the first left) = one call over the whole sequence
+    with torch.no_grad():
+        x = x0.double()
+        whole = neuron(x)
+        reset_states(neuron)
+        halves = torch.cat([neuron(x[: T // 2]), neuron(x[T // 2 :])])
+        reset_states(neuron)
+    assert torch.equal(halves, whole)
+
+
 def test_spsn_samples_bernoulli_of_the_sigmoid():
     torch.manual_seed(5)
     neuron = ParaLIF(spike_mode="SB")
@@ -259,6 +374,41 @@ def test_channel_sliding_with_shared_taps_is_the_sliding_psn():
         ours.weight.copy_(ref.weight.expand(5, -1))
         ours.bias.fill_(float(ref.bias))
     assert torch.equal(ours(x), ref(x))
+
+
+@pytest.mark.parametrize(
+    ("shape", "k", "dilation", "mul_free"),
+    [((28, 24, 16, 9, 9), 8, 3, True), ((12, 300, 64), 3, 1, False), ((5, 7), 4, 2, False)],
+    ids=["conv-dilated-mulfree", "fc", "one-channel-taps-past-T"],
+)
+def test_channel_sliding_fused_function_is_the_plain_membrane(monkeypatch, shape, k, dilation, mul_free):
+    """The fused Function (in-place taps per batch chunk, backward recomputing the membrane) gives the plain
+    per-tap path's spikes bit for bit (the same multiply then add per tap) and its gradients to float32 round-off of
+    k-term sums (input) and of sums over every element of a channel (taps, bias)."""
+    from psn_zoo.neurons import channel_sliding
+
+    torch.manual_seed(16)
+    x0 = torch.randn(shape) * 1.5
+    neuron = ChannelSlidingPSN(k=k, dilation=dilation, mul_free=mul_free, exp_init=False)
+    neuron(x0)  # sized here
+    grad = torch.randn(shape)
+
+    def call():
+        x = x0.clone().requires_grad_(True)
+        neuron.zero_grad(set_to_none=True)
+        out = neuron(x)
+        out.backward(grad)
+        ran.append(type(out.grad_fn.next_functions[0][0]).__name__)
+        return out.detach(), x.grad, neuron.weight.grad.clone(), neuron.bias.grad.clone()
+
+    ran = []
+    fused, plain = _plain_and_fused(monkeypatch, channel_sliding, call)
+    assert ran[0] == "ChannelShiftedThresholdBackward" and ran[1] != ran[0]
+    assert torch.equal(fused[0], plain[0]) and 0.05 < fused[0].mean() < 0.95
+    eps = torch.finfo(torch.float32).eps
+    per_channel = x0.numel() // neuron.channels
+    for got, want, terms in zip(fused[1:], plain[1:], (k, per_channel, per_channel), strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=4 * terms * eps * float(want.abs().max()))
 
 
 def test_channel_sliding_taps_are_per_channel_and_dilated():

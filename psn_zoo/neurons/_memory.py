@@ -184,6 +184,36 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
         return out
 
 
+_scratch = threading.local()
+
+
+def scratch_like(x: torch.Tensor, slot: int = 0) -> torch.Tensor:
+    """A contiguous tensor shaped like ``x``, contents undefined, valid until this thread's next call with the same
+    ``slot``: on the CPU a view of one per-thread buffer per slot and dtype, grown to the largest size asked for and
+    reused chunk after chunk and call after call (a fresh multi-MiB allocation per chunk page-faults more than the
+    arithmetic done in it costs); elsewhere a new tensor."""
+    if not x.is_cpu:
+        return torch.empty(x.shape, dtype=x.dtype, device=x.device)
+    buffers = getattr(_scratch, "buffers", None)
+    if buffers is None:
+        buffers = _scratch.buffers = {}
+    key = (slot, x.dtype)
+    buffer = buffers.get(key)
+    if buffer is None or buffer.numel() < x.numel():
+        buffer = buffers[key] = torch.empty(x.numel(), dtype=x.dtype)
+    return buffer[: x.numel()].view(x.shape)
+
+
+def fresh_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
+    """``torch.empty(shape, dtype=dtype, device=device)``, contiguous: a pooled buffer on the CPU where one is free
+    (see :func:`fresh_like`)."""
+    out = _pooled_empty(torch.Size(shape), dtype) if device.type == "cpu" else None
+    if out is None:
+        out = torch.empty(shape, dtype=dtype, device=device)
+        advise_huge_pages(out)
+    return out
+
+
 def fresh_like(t: torch.Tensor, memory_format: torch.memory_format = torch.preserve_format) -> torch.Tensor:
     """``torch.empty_like(t, memory_format=...)``: a pooled buffer where one is free (contiguous CPU tensors of
     :data:`POOL_MIN_BYTES` and up), else a new one, on huge pages when that helps (see the module docstring)."""

@@ -20,13 +20,12 @@ kernel; parameter gradients are summed chunk by chunk, so they agree to float ro
 from __future__ import annotations
 
 import functools
-import threading
 from typing import Any
 
 import torch
 
 from . import _native
-from ._memory import fresh_like
+from ._memory import fresh_like, scratch_like
 from .surrogate import Surrogate
 
 #: From this T on, the fused kernel keeps the dense PSN's membrane W·x ([T, N] float32, one more tensor between the
@@ -36,23 +35,6 @@ KEEP_MEMBRANE_T = 16
 
 #: Elements of one [T, chunk] block; 2**19 float32 = 2 MiB, the L2 size of one core here.
 CHUNK_ELEMENTS = 1 << 19
-
-_scratch = threading.local()
-
-
-def _scratch_like(x: torch.Tensor) -> torch.Tensor:
-    """A reusable per-thread buffer shaped like the chunk ``x`` (CPU): a fresh allocation per chunk
-    costs page faults that are slower than the arithmetic done in it."""
-    if x.device.type != "cpu":
-        return torch.empty_like(x)
-    key = (x.dtype, x.shape[0])
-    pool = getattr(_scratch, "pool", None)
-    if pool is None:
-        pool = _scratch.pool = {}
-    buffer = pool.get(key)
-    if buffer is None or buffer.shape[1] < x.shape[1]:
-        buffer = pool[key] = torch.empty(x.shape[0], max(x.shape[1], CHUNK_ELEMENTS // x.shape[0]), dtype=x.dtype)
-    return buffer[:, : x.shape[1]]
 
 
 def _chunks(x2d: torch.Tensor) -> list[slice]:
@@ -155,7 +137,7 @@ class DenseThreshold(torch.autograd.Function):
         weight_t = weight.t()
         for cols in _chunks(x2d):
             x = x2d[:, cols]
-            h = torch.addmm(bias_col, weight, x, out=_scratch_like(x))
+            h = torch.addmm(bias_col, weight, x, out=scratch_like(x))
             grad_h = ctx.surrogate.backward_(h, grad_spike[:, cols])
             if grad_x is not None:
                 torch.mm(weight_t, grad_h, out=grad_x[:, cols])
@@ -242,7 +224,7 @@ class ShiftedThreshold(torch.autograd.Function):
         taps = [(i, k - 1 - i) for i in range(max(0, k - T), k)]  # (tap, time shift), newest last
         for cols in _chunks(x2d):
             x = x2d[:, cols]
-            membrane = _shifted_membrane(x, weight, _scratch_like(x)).add_(bias)
+            membrane = _shifted_membrane(x, weight, scratch_like(x)).add_(bias)
             grad_h = ctx.surrogate.backward_(membrane, grad_spike[:, cols])
             if grad_x is not None:  # dL/dx[j] = Σ_i w_i·dL/dh[j + shift_i]; the newest tap covers every row
                 torch.mul(grad_h, weight[k - 1], out=grad_x[:, cols])

@@ -353,4 +353,3 @@ class TritonThreshold(torch.autograd.Function):
         grad_w = summed[: T * T].view(T, T).to(ctx.param_dtypes[0]) if need_w else None
         grad_b = summed[T * T if need_w else 0 :].to(ctx.param_dtypes[1]) if need_b else None
         return grad_seq, grad_w, grad_b, None, None, None, None
-

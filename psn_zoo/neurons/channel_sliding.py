@@ -22,9 +22,12 @@ from typing import Any, ClassVar
 import torch
 
 from ._channelwise import ChannelwiseNeuron, fp32_compute, positive_int
+from ._memory import fresh_like, scratch_like
+from ._psn_kernels import CHUNK_ELEMENTS
 from .base import StepMode
+from .functional import _tracing
 from .registry import register_neuron
-from .surrogate import SurrogateSpec
+from .surrogate import Surrogate, SurrogateSpec
 
 #: Exponent range of the power-of-two taps (``mul_free=True``).
 POW2_MIN_EXP, POW2_MAX_EXP = -8, 3
@@ -69,6 +72,76 @@ def channel_sliding_membrane(
         w = taps[:, i].reshape(view)
         h = torch.cat([h[:lag], h[lag:] + w * x_seq[: T - lag]]) if lag else h + w * x_seq
     return h + bias.reshape(view)
+
+
+def _batch_chunks(x: torch.Tensor) -> list[slice]:
+    """Slices of dim 1 (the batch) of ``x: [T, B, C, R]`` holding about :data:`CHUNK_ELEMENTS` elements each."""
+    per_row = x.shape[0] * x.shape[2] * x.shape[3]
+    rows = max(1, CHUNK_ELEMENTS // max(per_row, 1)) if x.is_cpu else x.shape[1]
+    return [slice(b, min(b + rows, x.shape[1])) for b in range(0, x.shape[1], rows)]
+
+
+class ChannelShiftedThreshold(torch.autograd.Function):
+    """``S = Θ(Σ_i taps[:, i]·X[t − d(k−1−i)] + b)`` on ``x: [T, B, C, R]``, ``taps: [C, k]``, ``bias: [C]``.
+
+    Why not autograd over :func:`channel_sliding_membrane`: that builds a new ``[T, *]`` tensor per tap and keeps it
+    for backward. Here each batch chunk (L2-sized) accumulates its taps in place, oldest first, each a multiply then
+    an add as the streaming step does (so the spikes are :func:`channel_sliding_membrane`'s bit for bit), and backward
+    recomputes the membrane instead of storing it: ``gx[t − lag_i] += w_i·gh[t]``, ``gw_i = Σ gh[t]·x[t − lag_i]``,
+    ``gb = Σ gh`` (sums over time, batch and the rest, per channel)."""
+
+    @staticmethod
+    def forward(
+        ctx: Any, x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, dilation: int, surrogate: Surrogate
+    ) -> torch.Tensor:
+        spikes = fresh_like(x, torch.contiguous_format)
+        for rows in _batch_chunks(x):
+            h, _ = _membrane(x[:, rows], taps, bias, dilation)
+            torch.ge(h, 0, out=spikes[:, rows])
+        ctx.save_for_backward(x, taps, bias)
+        ctx.dilation, ctx.surrogate = dilation, surrogate
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        x, taps, bias = ctx.saved_tensors
+        need_x, need_w, need_b = ctx.needs_input_grad[:3]
+        T, k = x.shape[0], taps.shape[1]
+        grad_x = fresh_like(x, torch.contiguous_format) if need_x else None
+        grad_w = torch.zeros_like(taps) if need_w else None
+        grad_b = torch.zeros_like(bias) if need_b else None
+        lags = [(i, ctx.dilation * (k - 1 - i)) for i in range(k - 1, -1, -1) if ctx.dilation * (k - 1 - i) < T]
+        for rows in _batch_chunks(x):
+            xc = x[:, rows]
+            h, spare = _membrane(xc, taps, bias, ctx.dilation)
+            gh = ctx.surrogate.backward_(h, grad_spikes[:, rows])
+            if grad_b is not None:
+                grad_b += gh.sum((0, 1, 3))
+            for i, lag in lags:  # newest tap (lag 0) first: it writes every row of grad_x
+                w = taps[:, i].reshape(-1, 1)
+                if grad_x is not None:
+                    if lag == 0:
+                        torch.mul(gh, w, out=grad_x[:, rows])
+                    else:
+                        grad_x[: T - lag, rows] += torch.mul(gh[lag:], w, out=spare[: T - lag])
+                if grad_w is not None:
+                    grad_w[:, i] += torch.mul(gh[lag:], xc[: T - lag], out=spare[: T - lag]).sum((0, 1, 3))
+        return grad_x, grad_w, grad_b, None, None
+
+
+def _membrane(
+    x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, dilation: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(H, scratch)`` for one batch chunk ``x: [T, b, C, R]``: H in a reused buffer, accumulated as
+    :func:`channel_sliding_membrane` does (``scratch``: a second buffer of the same shape, free after the call)."""
+    T, k = x.shape[0], taps.shape[1]
+    h, spare = (scratch_like(x, slot) for slot in (0, 1))
+    h.zero_()
+    for i in range(k):
+        lag = dilation * (k - 1 - i)
+        if lag < T:
+            h[lag:] += torch.mul(taps[:, i].reshape(-1, 1), x[: T - lag], out=spare[: T - lag])
+    return h.add_(bias.reshape(-1, 1)), spare
 
 
 @register_neuron
@@ -140,8 +213,11 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
         flat = x_seq.unsqueeze(-1) if x_seq.dim() == 2 else x_seq
         with fp32_compute(x_seq) as dtype:
             taps, bias = self.effective_weight().to(dtype), self.bias.to(dtype)
-            h = channel_sliding_membrane(flat.to(dtype), taps, bias, self.dilation)
-            spikes = self.surrogate(h)
+            if self.surrogate.fires_heaviside and not _tracing():
+                x4 = flat.to(dtype).reshape(*flat.shape[:3], -1)
+                spikes = ChannelShiftedThreshold.apply(x4, taps, bias, self.dilation, self.surrogate)
+            else:
+                spikes = self.surrogate(channel_sliding_membrane(flat.to(dtype), taps, bias, self.dilation))
         return spikes.reshape(x_seq.shape).to(x_seq.dtype)
 
     def single_step(self, x: torch.Tensor) -> torch.Tensor:

@@ -37,6 +37,7 @@ StateDict = Mapping[str, torch.Tensor]
 GLIF_PAPER_NAMES = {"alpha": "alpha", "beta": "beta", "gamma": "gamma", "tau": "tau", "Vth": "v_threshold",
                     "leak": "linear_decay", "reVth": "v_subreset", "conduct": "conduct"}  # fmt: skip
 
+
 def neuron_kind(neuron: nn.Module) -> str:
     """The registry name of a psn_zoo neuron instance (its class's ``name``)."""
     from .registry import NEURONS

@@ -28,7 +28,9 @@ from typing import Any, ClassVar
 import torch
 
 from ._channelwise import fp32_compute, lower_toeplitz, positive_int
+from ._fpt_kernel import FixedPointLIF
 from .base import SpikingNeuron, StepMode
+from .functional import _tracing
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
@@ -49,6 +51,11 @@ def fpt_lif_multi_step(
     returns ``(spikes [T, *], V[T−1] [*])`` (the last membrane after reset, exact when ``K >= T``)."""
     T = x_seq.shape[0]
     x = x_seq.reshape(T, -1)
+    if not _tracing():  # the fused Function: the same forward values, a hand-written backward
+        spikes, v_last = FixedPointLIF.apply(
+            x, v.reshape(-1), K, surrogate, tau, decay_input, v_threshold, v_reset, detach_reset
+        )
+        return spikes.reshape(x_seq.shape), v_last.reshape(v.shape)
     beta = torch.tensor(1.0 - 1.0 / tau, dtype=x.dtype, device=x.device)
     r = 0.0 if v_reset is None else v_reset
     u = x / tau if decay_input else x

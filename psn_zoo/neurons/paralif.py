@@ -26,6 +26,7 @@ from torch import nn
 
 from ._channelwise import finite_number, fp32_compute, lower_toeplitz
 from .base import SpikingNeuron, StepMode
+from .functional import _tracing, sliding_psn_multi_step
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
@@ -98,6 +99,7 @@ class ParaLIF(SpikingNeuron):
             self.register_buffer("beta", torch.tensor(beta), persistent=False)
             self.register_buffer("alpha", torch.tensor(alpha), persistent=False)
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # (I, V) after the last step
+        self._pending: tuple[Any, ...] | None = None  # (x, taps, α, shape) of a call from rest: its state, on demand
         self.step_mode = step_mode
 
     def macs_per_neuron(self, T: int) -> tuple[float, float]:
@@ -112,6 +114,8 @@ class ParaLIF(SpikingNeuron):
         return self.alpha.to(dtype), self.beta.to(dtype)
 
     def _initial(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._pending is not None:
+            self._state, self._pending = self._state_from_rest(*self._pending), None
         if self._state is None:
             zero = torch.zeros(x.shape, dtype=dtype, device=x.device)
             return zero, zero
@@ -122,9 +126,36 @@ class ParaLIF(SpikingNeuron):
             )
         return self._state[0].to(dtype), self._state[1].to(dtype)
 
+    def taps(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        """The membrane's impulse response from rest as sliding-PSN taps ``[T]``, newest last:
+        ``V[t] = Σ_d taps[T−1−d]·X[t−d]`` with ``taps[T−1−d] = (1 − β)·Σ_{i<=d} β^(d−i)·α^i``."""
+        alpha, beta = self.decays(dtype)
+        response = (lower_toeplitz(beta, T) @ lower_toeplitz(alpha, T))[:, 0]
+        return ((1 - beta) * response).flip(0)
+
+    @staticmethod
+    def _state_from_rest(
+        x: torch.Tensor, taps: torch.Tensor, alpha: torch.Tensor, shape: torch.Size
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(I, V)`` at the last step of a call from rest over ``x: [T, N]`` (``taps``, ``alpha``: the call's)."""
+        powers = alpha ** torch.arange(x.shape[0] - 1, -1, -1, dtype=x.dtype, device=x.device)
+        return (powers @ x).reshape(shape), (taps @ x).reshape(shape)
+
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`)."""
+        """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`).
+
+        From rest with threshold spikes the membrane is a fixed causal filter: the call runs as a sliding PSN with
+        ``T`` taps (:meth:`taps`) through the fused kernels, and the state it leaves is computed only if a later
+        call asks for it."""
         T = x_seq.shape[0]
+        from_rest = self._state is None and self._pending is None
+        if self.spike_mode == "T" and from_rest and self.surrogate.fires_heaviside and not _tracing():
+            with fp32_compute(x_seq) as dtype:
+                taps = self.taps(T, dtype)
+                bias = torch.tensor(-self.v_threshold, dtype=dtype, device=x_seq.device)
+                spikes = sliding_psn_multi_step(x_seq.to(dtype), taps, bias, self.surrogate)
+                self._pending = (x_seq.reshape(T, -1).to(dtype), taps, self.decays(dtype)[0], x_seq.shape[1:])
+            return spikes.to(x_seq.dtype)
         with fp32_compute(x_seq) as dtype:
             x = x_seq.reshape(T, -1).to(dtype)
             i0, v0 = (s.reshape(-1) for s in self._initial(x_seq[0], dtype))
@@ -149,6 +180,7 @@ class ParaLIF(SpikingNeuron):
 
     def reset(self) -> None:
         self._state = None
+        self._pending = None
 
     def spec_kwargs(self) -> dict[str, Any]:
         return {

@@ -54,13 +54,49 @@ def pmsn_dendrites(x_seq: torch.Tensor, kernel: torch.Tensor, d: torch.Tensor) -
     """``y[t] = Σ_{j<=t} K[t−j]·u[j] + D·u[t]``: ``x_seq [T, B, C, R]``, ``kernel [C, T]``, ``d [C]`` ->
     ``[T, B, C, R]``.
 
-    One batched ``[T, T]`` lower-triangular Toeplitz product per channel (T multiply-adds per element)."""
-    T, B, C, R = x_seq.shape
-    lag = torch.arange(T, device=x_seq.device).unsqueeze(1) - torch.arange(T, device=x_seq.device)
-    toeplitz = torch.where(lag >= 0, kernel[:, lag.clamp(min=0)], torch.zeros((), dtype=kernel.dtype))  # [C, T, T]
-    u = x_seq.permute(2, 0, 1, 3).reshape(C, T, B * R)
-    y = torch.bmm(toeplitz, u).reshape(C, T, B, R).permute(1, 2, 0, 3)
+    One batched ``[T, T]`` lower-triangular Toeplitz product per channel (T multiply-adds per element), on
+    channel-first copies so the product and its backward run on contiguous matrices (a strided gradient sent the
+    batched product's backward through a copy per channel, 2·C copies a call)."""
+    T, C = x_seq.shape[0], x_seq.shape[2]
+    padded = torch.cat([kernel.flip(1), kernel.new_zeros(C, T - 1)], 1)  # q[m] = K[T−1−m], then zeros
+    toeplitz = padded.unfold(1, T, 1).flip(1)  # row t: q[T−1−t : 2T−1−t] = (K[t], K[t−1], …, K[0], 0, …)
+    u = _channels_first(x_seq)
+    y = _channels_last(torch.bmm(toeplitz, u), x_seq.shape)
     return y + d.reshape(C, 1) * x_seq
+
+
+def _channels_first(x: torch.Tensor) -> torch.Tensor:
+    """``[T, B, C, R] -> [C, T, B·R]``, contiguous. With ``R = 1`` as a 2-D transpose: PyTorch copies the 4-D
+    permutation with its trailing 1 about 4× slower."""
+    T, B, C, R = x.shape
+    if R == 1:
+        return x.reshape(T * B, C).t().contiguous().view(C, T, B)
+    return x.permute(2, 0, 1, 3).reshape(C, T, B * R).contiguous()  # reshape may keep a strided view
+
+
+def _channels_last(y: torch.Tensor, shape: torch.Size) -> torch.Tensor:
+    """``[C, T, B·R] -> [T, B, C, R]`` (``shape``), contiguous: the inverse of :func:`_channels_first`; its backward
+    hands ``y`` a contiguous gradient (one copy, 2-D when ``R = 1``)."""
+    T, B, C, R = shape
+    if R == 1:
+        return _contiguous_gradient(y.view(C, T * B)).t().contiguous().view(shape)
+    return _contiguous_gradient(y).view(C, T, B, R).permute(1, 2, 0, 3).contiguous()
+
+
+class _ContiguousGradient(torch.autograd.Function):
+    """Identity whose backward hands on a contiguous gradient."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor) -> torch.Tensor:
+        return x.view_as(x)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
+        return grad.contiguous()
+
+
+def _contiguous_gradient(x: torch.Tensor) -> torch.Tensor:
+    return _ContiguousGradient.apply(x)
 
 
 def decoupled_soma(

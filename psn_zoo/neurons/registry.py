@@ -49,6 +49,7 @@ def register_neuron(cls: type[SpikingNeuron]) -> type[SpikingNeuron]:
         raise ValueError(f"{cls.__name__}.reset_kind = {cls.reset_kind!r}; choose one of {sorted(RESET_KINDS)}")
     return NEURONS.register(cls.name, aliases=tuple(cls.aliases))(cls)
 
+
 #: Arguments every neuron accepts but which are not part of its identity.
 _RUNTIME_KWARGS = ("step_mode",)
 
@@ -169,6 +170,7 @@ def list_neurons(pattern: str | None = None) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------------ family tree
+
 
 def _family(cls: type[nn.Module]) -> dict[str, Any]:
     streamable = getattr(cls, "streamable", None)

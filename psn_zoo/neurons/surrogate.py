@@ -49,6 +49,12 @@ class Surrogate(nn.Module):
     def forward(self, h: torch.Tensor) -> torch.Tensor:
         return _SpikeFunction.apply(h, self)
 
+    @property
+    def fires_heaviside(self) -> bool:
+        """Whether the forward is ``Θ(h)`` (every built-in surrogate), so fused kernels may threshold in its place;
+        a subclass that overrides :meth:`forward` (a smooth stand-in in a test) runs the plain ops instead."""
+        return type(self).forward is Surrogate.forward
+
     def derivative(self, h: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
