@@ -498,6 +498,35 @@ def test_pmsn_soma_gradient_is_decoupled():
     torch.testing.assert_close(jac, torch.diag(sg.derivative(m - 1.0).reshape(-1)))
 
 
+@pytest.mark.parametrize("shape", [(28, 24, 16, 9, 9), (6, 500, 40)], ids=["conv", "fc"])
+def test_pmsn_fused_soma_is_the_plain_soma(monkeypatch, shape):
+    """The chunked soma gives the plain ops' spikes bit for bit (same operations, same order) and the gradient of the
+    surrogate at the same membrane, masked by relu, to float32 round-off."""
+    from psn_zoo.neurons import pmsn
+
+    torch.manual_seed(17)
+    x0 = torch.randn(shape)
+    neuron = PMSN(n=3, channels=shape[2])
+
+    def call():
+        x = x0.clone().requires_grad_(True)
+        neuron.zero_grad(set_to_none=True)
+        out = neuron(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        ran.append(type(out.grad_fn.next_functions[0][0]).__name__)
+        return out.detach(), x.grad, [p.grad.clone() for p in neuron.parameters()]
+
+    ran = []
+    fused, plain = _plain_and_fused(monkeypatch, pmsn, call)
+    assert ran[0] == "FusedSomaBackward" and ran[1] != ran[0]
+    assert torch.equal(fused[0], plain[0]) and 0.02 < fused[0].mean() < 0.98
+    eps = torch.finfo(torch.float32).eps  # the surrogate's derivative rounds differently in place: a few eps, then
+    T, per_channel = shape[0], x0.numel() // shape[2]  # T-term sums to the input, per-channel sums to the parameters
+    torch.testing.assert_close(fused[1], plain[1], rtol=0, atol=4 * T * eps * float(plain[1].abs().max()))
+    for got, want in zip(fused[2], plain[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=4 * per_channel * eps * float(want.abs().max()))
+
+
 def test_pmsn_kernel_is_the_impulse_response():
     neuron = PMSN(n=2, channels=3).double()
     T = 16

@@ -27,7 +27,10 @@ from typing import Any, ClassVar
 import torch
 
 from ._channelwise import ChannelwiseNeuron, finite_number, fp32_compute, positive_int
+from ._memory import fresh_like, scratch_like
+from ._psn_kernels import _chunks
 from .base import StepMode
+from .functional import _tracing
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
@@ -109,6 +112,42 @@ def decoupled_soma(
         rho = p - threshold * torch.floor(p / threshold)  # ρ[t], [T, *]
         before = torch.cat([torch.zeros_like(z[:1]) if residual is None else residual.unsqueeze(0), rho[:-1]])
     return surrogate(before + z - threshold), rho[-1]
+
+
+class FusedSoma(torch.autograd.Function):
+    """:func:`decoupled_soma` of ``relu(y)`` from rest, ``y: [T, N]`` -> spikes ``[T, N]``, on L2-sized column
+    chunks in reused scratch (the same operations in the same order, so the same spikes); backward recomputes the
+    membrane. Why: the plain ops make about ten full-size temporaries, each a pass over memory."""
+
+    @staticmethod
+    def forward(ctx: Any, y: torch.Tensor, threshold: float, surrogate: torch.nn.Module) -> torch.Tensor:
+        spikes = fresh_like(y, torch.contiguous_format)
+        for cols in _chunks(y):
+            torch.ge(_soma_membrane(y[:, cols], threshold), 0, out=spikes[:, cols])
+        ctx.save_for_backward(y)
+        ctx.threshold, ctx.surrogate = threshold, surrogate
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        (y,) = ctx.saved_tensors
+        grad_y = fresh_like(y, torch.contiguous_format)
+        for cols in _chunks(y):
+            yc = y[:, cols]
+            grad = ctx.surrogate.backward_(_soma_membrane(yc, ctx.threshold), grad_spikes[:, cols])
+            torch.where(yc > 0, grad, grad.new_zeros(()), out=grad_y[:, cols])  # relu's gradient
+        return grad_y, None, None
+
+
+def _soma_membrane(y: torch.Tensor, threshold: float) -> torch.Tensor:
+    """``m − θ`` of :func:`decoupled_soma` from rest over ``z = relu(y)`` for one chunk ``y: [T, n]``, in scratch."""
+    z, rho, m = (scratch_like(y, slot) for slot in range(3))
+    torch.clamp_min(y, 0, out=z)
+    torch.cumsum(z, 0, out=rho)
+    rho.sub_(torch.div(rho, threshold, out=m).floor_().mul_(threshold))  # ρ = P − θ·⌊P/θ⌋
+    m[0] = z[0]  # ρ[−1] = 0
+    torch.add(rho[:-1], z[1:], out=m[1:])
+    return m.sub_(threshold)
 
 
 @register_neuron
@@ -197,7 +236,10 @@ class PMSN(ChannelwiseNeuron):
         with fp32_compute(x_seq) as dtype:
             x = self._as_4d(x_seq.to(dtype))
             y = pmsn_dendrites(x, self.kernel(x.shape[0], dtype), self.d.to(dtype))
-            spikes, _ = decoupled_soma(torch.relu(y), None, self.v_threshold, self.surrogate)
+            if self.surrogate.fires_heaviside and not _tracing():
+                spikes = FusedSoma.apply(y.view(y.shape[0], -1), self.v_threshold, self.surrogate)
+            else:
+                spikes, _ = decoupled_soma(torch.relu(y), None, self.v_threshold, self.surrogate)
         return spikes.reshape(x_seq.shape).to(x_seq.dtype)
 
     def single_step(self, x: torch.Tensor) -> torch.Tensor:
