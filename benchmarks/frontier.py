@@ -24,6 +24,7 @@ import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -159,6 +160,48 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
     return record
 
 
+# ------------------------------------------------------------------------------------------------ re-measures
+#: Files of the measurements made again after the deviation of 2026-12-05 (docs/frontier_comparison.md,
+#: "Deviations"): the neurons' fused implementations, timed next to the pre-registered ones.
+AFTER = {"speed": "speed_kernels.json", "throughput": "throughput_kernels.json"}
+THROUGHPUT_TASK = "columns"
+
+
+def throughput_one(arm: str, epochs: int, root: Path, extra: Sequence[str] = ()) -> dict[str, Any]:
+    """Training throughput of one arm on the column digits (the seed-0 command, ``epochs`` epochs, no test): the
+    median samples/s over epochs 2 … E, as Metric 2 reads a full run."""
+    from psn_zoo.training import EpochClock
+    from psn_zoo.training.cli import run_cli
+
+    args = [*command(THROUGHPUT_TASK, arm, 0), "--trainer.max_epochs", str(epochs), "--trainer.logger", "false",
+            "--trainer.default_root_dir", str(root / arm), "--trainer.callbacks+=psn_zoo.training.EpochClock",
+            "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
+    load = os.getloadavg()[0]
+    alone = LOCK.exists() and load < 1.0
+    trainer = run_cli(args).trainer
+    clock = next(cb for cb in trainer.callbacks if isinstance(cb, EpochClock))
+    rates = [e["samples_per_s"] for e in clock.epochs[1:]] or [e["samples_per_s"] for e in clock.epochs]
+    return {"task": THROUGHPUT_TASK, "arm": arm, "epochs": clock.epochs, "samples_per_s": statistics.median(rates),
+            "load_at_start": load, "alone": alone}  # fmt: skip
+
+
+def throughput(arms: Sequence[str], epochs: int, extra: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """:func:`throughput_one` for each arm, each in a fresh process holding /tmp/BENCH_LOCK, after the load has
+    dropped (a run counts as alone only when the 1-minute load is under 1 at its start)."""
+    rows = []
+    with bench_lock(), tempfile.TemporaryDirectory() as root:
+        for arm in arms:
+            deadline = time.time() + 180
+            while os.getloadavg()[0] >= 0.9 and time.time() < deadline:
+                time.sleep(5)
+            cmd = [sys.executable, "-m", "benchmarks.frontier", "--throughput-one", arm, "--epochs", str(epochs),
+                   "--out", root, "--", *extra]  # fmt: skip
+            done = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+            rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
+            print(f"[frontier] {arm}: {rows[-1]['samples_per_s']:.0f} samples/s", flush=True)
+    return rows
+
+
 def _quote(arg: str) -> str:
     return f"'{arg}'" if any(c in arg for c in ' {}"') else arg
 
@@ -264,8 +307,12 @@ def faster(time_a: float, time_b: float, factor: float = 1.1) -> str:
     return "contradicted" if time_a > factor * time_b else "not shown"
 
 
-def hypotheses(runs: Mapping[str, dict], speed: Mapping[str, Any] | None = None) -> list[tuple[str, str, str]]:
-    """``(hypothesis, verdict, evidence)`` for H1-H7 from the runs that exist (and the speed grid for H6)."""
+def hypotheses(
+    runs: Mapping[str, dict], speed: Mapping[str, Any] | None = None, after: Mapping[str, Any] | None = None
+) -> list[tuple[str, str, str]]:
+    """``(hypothesis, verdict, evidence)`` for H1-H7 from the runs that exist (and the speed grid for H6); ``after``
+    (``{"speed": grid, "throughput": rows}``, the re-measures of the deviation of 2026-12-05) adds H5 and H6 judged
+    again on them."""
     out: list[tuple[str, str, str]] = []
 
     def acc_rule(label: str, task: str, a: str, b: str) -> None:
@@ -297,6 +344,29 @@ def hypotheses(runs: Mapping[str, dict], speed: Mapping[str, Any] | None = None)
                     f"{a:.0f} vs {b:.0f} samples/s (median over runs made alone)"))  # fmt: skip
     xa, xb = accuracies(runs, "ndigits", "paralif"), accuracies(runs, "ndigits", "lif")
     acc = "not run yet" if xa is None or xb is None else beats(xa, xb, ONE_ITEM["ndigits"])
+    out.append(_h6("H6 ParaLIF beats LIF on N-Digits and is faster at T >= 8", acc, speed))
+    if after is not None:
+        label = "(fused implementations, deviation of 2026-12-05)"
+        rates = {r["arm"]: r["samples_per_s"] for r in after.get("throughput") or () if r.get("alone")}
+        if "fpt_lif" in rates and "lif" in rates:
+            a, b = rates["fpt_lif"], rates["lif"]
+            out.append((f"H5 FPT-LIF trains faster than LIF (digits) {label}", faster(1 / a, 1 / b),
+                        f"{a:.0f} vs {b:.0f} samples/s ({THROUGHPUT_TASK}, short runs made alone)"))  # fmt: skip
+        else:
+            out.append((f"H5 FPT-LIF trains faster than LIF (digits) {label}", "not run yet", "needs --throughput"))
+        out.append(_h6(f"H6 ParaLIF beats LIF on N-Digits and is faster at T >= 8 {label}", acc, after.get("speed")))
+    means = {arm: statistics.mean(x) for arm in NEW if (x := accuracies(runs, "permuted", arm)) is not None}
+    if len(means) < len(NEW) or accuracies(runs, "permuted", "sliding_psn") is None:
+        out.append(("H7 the best new neuron beats sliding PSN (permuted; post hoc)", "not run yet", "needs all"))
+    else:
+        best = max(means, key=means.__getitem__)
+        acc_rule(f"H7 the best new neuron ({best}, chosen post hoc) beats sliding PSN (permuted)", "permuted", best,
+                 "sliding_psn")  # fmt: skip
+    return out
+
+
+def _h6(label: str, acc: str, speed: Mapping[str, Any] | None) -> tuple[str, str, str]:
+    """H6 from its accuracy verdict and a speed grid (ParaLIF against LIF, forward + backward, every T >= 8)."""
     speed_verdict = "not run yet"
     if speed:
         rows = [r for r in speed["rows"] if r["neuron"] == "paralif" and r["T"] >= 8]
@@ -306,16 +376,7 @@ def hypotheses(runs: Mapping[str, dict], speed: Mapping[str, Any] | None = None)
     both_parts = {acc, speed_verdict}
     h6 = acc if len(both_parts) == 1 else ("not run yet" if "not run yet" in both_parts else
                                           "contradicted" if "contradicted" in both_parts else "not shown")  # fmt: skip
-    out.append(("H6 ParaLIF beats LIF on N-Digits and is faster at T >= 8", h6,
-                f"accuracy: {acc}; speed: {speed_verdict}"))  # fmt: skip
-    means = {arm: statistics.mean(x) for arm in NEW if (x := accuracies(runs, "permuted", arm)) is not None}
-    if len(means) < len(NEW) or accuracies(runs, "permuted", "sliding_psn") is None:
-        out.append(("H7 the best new neuron beats sliding PSN (permuted; post hoc)", "not run yet", "needs all"))
-    else:
-        best = max(means, key=means.__getitem__)
-        acc_rule(f"H7 the best new neuron ({best}, chosen post hoc) beats sliding PSN (permuted)", "permuted", best,
-                 "sliding_psn")  # fmt: skip
-    return out
+    return label, h6, f"accuracy: {acc}; speed: {speed_verdict}"
 
 
 def _throughput(runs: Mapping[str, dict], task: str, arm: str) -> list[float] | None:
@@ -331,6 +392,7 @@ def report(out: Path) -> str:
     runs = load_runs(out)
     speed_path = out / "speed.json"
     speed = json.loads(speed_path.read_text()) if speed_path.exists() else None
+    after = {key: json.loads((out / name).read_text()) for key, name in AFTER.items() if (out / name).exists()}
     rows = []
     for task in TASKS:
         for arm in ARMS:
@@ -344,20 +406,36 @@ def report(out: Path) -> str:
             rows.append([task, arm.name, *cells, summary, rate])
     table = markdown_table(["task", "arm", "seed 0", "seed 1", "seed 2", "mean ± sd", "train samples/s"], rows,
                            left=(0, 1))  # fmt: skip
-    verdicts = markdown_table(["hypothesis", "verdict", "evidence"], hypotheses(runs, speed), left=(0, 1, 2))
+    judged = hypotheses(runs, speed, after or None)
+    verdicts = markdown_table(["hypothesis", "verdict", "evidence"], judged, left=(0, 1, 2))
     text = (f"# Frontier comparison: results so far\n\n{len(runs)} of {len(all_runs())} pre-registered runs made "
             f"(`python -m benchmarks.frontier --report`).\n\n## Test accuracy (%)\n\n{table}\n\n## Hypotheses\n\n"
             f"{verdicts}\n")  # fmt: skip
     if (out / "memory.json").exists():  # Metrics 3 and 4, where measured
         text += f"\n## Peak memory of a training step and neuron cost (Metrics 3, 4)\n\n{cost_table(out, runs)}\n"
-    for name, where in (("speed.json", "CPU"), ("speed_cuda.json", "GPU")):  # Metric 5, where measured
-        if (out / name).exists():
+    if "throughput" in after:
+        heading = "Training throughput, fused implementations (deviation of 2026-12-05)"
+        text += f"\n## {heading}\n\n{throughput_table(after['throughput'])}\n"
+    fused = "fused implementations of 2026-12-05, "
+    for name, where in (("speed.json", "CPU, "), (AFTER["speed"], f"CPU, {fused}"), ("speed_cuda.json", "GPU, "),
+                        ("speed_cuda_kernels.json", f"GPU, {fused}")):  # fmt: skip
+        if (out / name).exists():  # Metric 5, where measured
             measured = json.loads((out / name).read_text())
-            text += (f"\n## Speed against T ({where}, N = {measured['N']}, each neuron alone, ratio to LIF)\n\n"
+            text += (f"\n## Speed against T ({where}N = {measured['N']}, each neuron alone, ratio to LIF)\n\n"
                      f"{speed_table(measured)}\n")  # fmt: skip
     (out / "results.md").parent.mkdir(parents=True, exist_ok=True)
     (out / "results.md").write_text(text)
     return text
+
+
+def throughput_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The re-measured Metric 2 (``--throughput --after``): each arm's short run on the column digits."""
+    note = (
+        "Each arm's seed-0 command on the column digits for a few epochs, alone on the machine "
+        "(`python -m benchmarks.frontier --throughput --after`); samples/s is the median over epochs 2 … E."
+    )
+    table = [[r["arm"], len(r["epochs"]), f"{r['samples_per_s']:.0f}", "yes" if r["alone"] else "no"] for r in rows]
+    return f"{note}\n\n{markdown_table(['arm', 'epochs', 'train samples/s', 'alone'], table, left=(0,))}"
 
 
 def cost_table(out: Path, runs: dict[str, dict[str, Any]]) -> str:
@@ -520,12 +598,24 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speed", action="store_true", help="Metric 5: each neuron alone against T")
     parser.add_argument("--quick", action="store_true", help="with --speed: T in {2, 8, 32}, fewer repeats")
     parser.add_argument("--device", default="cpu", help="with --speed: cpu, or cuda (N = 2^20, speed_cuda.json)")
+    parser.add_argument("--after", action="store_true", help="with --speed / --throughput: the re-measure of the "
+                        "deviation of 2026-12-05 (writes speed_kernels.json / throughput_kernels.json)")  # fmt: skip
+    parser.add_argument("--throughput", action="store_true", help="Metric 2 again: each arm alone, a short run of "
+                        "the column digits (--epochs)")  # fmt: skip
+    parser.add_argument("--epochs", type=int, default=4, help="with --throughput: epochs per arm (median of 2 … E)")
+    parser.add_argument("--throughput-one", default=None, help=argparse.SUPPRESS)
     parser.add_argument("--report", action="store_true", help="write <out>/results.md from the runs made")
     parser.add_argument("extra", nargs="*", help="after --: arguments appended to every run (tests shrink runs)")
     args = parser.parse_args(argv)
     out = Path(args.out)
     if args.run_one:
         run_one(*parse_id(args.run_one), out, args.extra)
+    elif args.throughput_one:
+        print(json.dumps(throughput_one(args.throughput_one, args.epochs, out, args.extra)))
+    elif args.throughput:
+        rows = throughput([a.name for a in ARMS], args.epochs, args.extra)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / (AFTER["throughput"] if args.after else "throughput.json")).write_text(json.dumps(rows, indent=1) + "\n")
     elif args.memory_one:
         task, arm = args.memory_one.split("-", 1)
         print(json.dumps(memory(task, arm)))
@@ -544,6 +634,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         result = speed(Ts, 2**16 if device == "cpu" else 2**20, timing, device)
         out.mkdir(parents=True, exist_ok=True)
         name = "speed.json" if device == "cpu" else "speed_cuda.json"
+        if args.after:
+            name = AFTER["speed"] if device == "cpu" else "speed_cuda_kernels.json"
         (out / name).write_text(json.dumps(result, indent=1) + "\n")
         print(speed_table(result))
     elif args.memory:

@@ -157,3 +157,44 @@ def test_memory_and_neuron_cost_of_one_arm_reach_the_report(tmp_path, monkeypatc
     line = next(x for x in cost.splitlines() if x.startswith("| permuted") and "| masked_psn" in x)
     cells = [c.strip() for c in line.split("|")[3:8]]
     assert cells == [f"{row['peak_bytes'] / 2**20:.1f} (64)", "28", "7", str(row["neuron_params"]), "8192"], cells
+
+
+def test_the_deviations_remeasures_rejudge_h5_and_h6_next_to_the_originals(tmp_path):
+    """The re-measures of 2026-12-05 (docs/frontier_comparison.md, "Deviations") add H5 and H6 rows judged on them;
+    the pre-registered rows stay as they were."""
+    runs = {}
+    for seed in fr.SEEDS:
+        for arm, acc in (("paralif", 90.0 + seed), ("lif", 80.0 + seed)):
+            runs[fr.run_id("ndigits", arm, seed)] = _record("ndigits", arm, seed, acc)
+    runs[fr.run_id("columns", "lif", 0)] = _record("columns", "lif", 0, 98.0, rate=300.0)
+    runs[fr.run_id("columns", "fpt_lif", 0)] = _record("columns", "fpt_lif", 0, 97.0, rate=200.0)
+    grid = {"N": 256, "rows": [{"neuron": "paralif", "T": T, "fb_s": 1.0, "lif_fb_s": lif, "fwd_ratio": "1",
+                                "fb_ratio": "1"} for T, lif in ((8, 2.0), (32, 3.0))]}  # fmt: skip
+    slow = {"N": 256, "rows": [{**r, "lif_fb_s": 0.5} for r in grid["rows"]]}
+    after = {"speed": grid, "throughput": [{"arm": "lif", "samples_per_s": 300.0, "alone": True, "epochs": [{}] * 4},
+                                           {"arm": "fpt_lif", "samples_per_s": 450.0, "alone": True,
+                                            "epochs": [{}] * 4}]}  # fmt: skip
+    judged = {label: verdict for label, verdict, _ in fr.hypotheses(runs, slow, after)}
+    h5 = {k: v for k, v in judged.items() if k.startswith("H5")}
+    h6 = {k: v for k, v in judged.items() if k.startswith("H6")}
+    assert sorted(h5.values()) == ["contradicted", "shown"] and sorted(h6.values()) == ["contradicted", "shown"]
+    assert all(v == "shown" for k, v in {**h5, **h6}.items() if "fused implementations" in k)
+    (tmp_path / "runs").mkdir()
+    for rid, record in runs.items():
+        (tmp_path / "runs" / f"{rid}.json").write_text(json.dumps(record))
+    (tmp_path / "speed.json").write_text(json.dumps(slow))
+    (tmp_path / fr.AFTER["speed"]).write_text(json.dumps(grid))
+    (tmp_path / fr.AFTER["throughput"]).write_text(json.dumps(after["throughput"]))
+    text = fr.report(tmp_path)
+    assert "## Training throughput, fused implementations" in text and "| fpt_lif |      4 |             450 |" in text
+    assert "## Speed against T (CPU, N = 256" in text and "## Speed against T (CPU, fused implementations" in text
+
+
+def test_the_throughput_of_one_arm_is_a_short_run_of_its_command(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "disabled")
+    monkeypatch.chdir(tmp_path)
+    shrink = ["--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
+              "--data.init_args.images_per_class", "8"]  # fmt: skip
+    row = fr.throughput_one("fpt_lif", 2, tmp_path, shrink)
+    assert row["arm"] == "fpt_lif" and row["task"] == "columns" and len(row["epochs"]) == 2
+    assert row["samples_per_s"] == row["epochs"][1]["samples_per_s"] > 0
