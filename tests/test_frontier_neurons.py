@@ -191,22 +191,34 @@ def _plain_and_fused(monkeypatch, module, call):
 
 
 FPT_RESETS = [(0.0, False), (0.0, True), (-0.3, False), (None, False), (None, True)]
+FPT_IDS = ["hard", "hard-detach", "hard-r", "soft", "soft-detach"]
 
 
-@pytest.mark.parametrize(
-    ("v_reset", "detach"), FPT_RESETS, ids=["hard", "hard-detach", "hard-r", "soft", "soft-detach"]
-)
-def test_fpt_fused_function_is_the_plain_iteration(monkeypatch, v_reset, detach):
+def _chunked_products_are_the_whole(T: int, x: torch.Tensor) -> bool:
+    """Whether this machine's BLAS gives ``L @ x`` the same bits computed per column chunk as the fused paths do (a
+    property of its code path, not of ours: most give it, none promise it)."""
+    from psn_zoo.neurons._channelwise import lower_toeplitz
+    from psn_zoo.neurons._psn_kernels import _chunks
+
+    L = lower_toeplitz(torch.tensor(0.5, dtype=x.dtype), T)
+    return torch.equal(L @ x, torch.cat([L @ x[:, c].contiguous() for c in _chunks(x)], 1))
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+@pytest.mark.parametrize(("v_reset", "detach"), FPT_RESETS, ids=FPT_IDS)
+def test_fpt_fused_function_is_the_plain_iteration(monkeypatch, v_reset, detach, dtype):
     """The fused Function runs the plain path's operations in its order, chunk by chunk (T·N above one chunk here),
-    so spikes and the last membrane are equal bit for bit; its hand-written backward agrees with autograd through
-    the plain iterations to float32 round-off of T-term sums over K iterations."""
+    and its hand-written backward agrees with autograd through the plain iterations to round-off of T-term sums
+    over K iterations. In float64 (no membrane within round-off of θ) the spikes are equal and the last membrane
+    agrees to round-off on any BLAS; in float32 both are equal bit for bit wherever the BLAS's chunked products are
+    the whole product's (checked on this machine first)."""
     from psn_zoo.neurons import fpt
 
     torch.manual_seed(13)
     T, N, K = 28, 20_000, 3
-    x0, v0 = torch.randn(T, N) * 2 + 0.4, torch.randn(N) * 0.3
-    g_s = torch.linspace(-1, 1, T * N).reshape(T, N)
-    g_v = torch.linspace(1, -1, N)
+    x0, v0 = (torch.randn(T, N, dtype=dtype) * 2 + 0.4), torch.randn(N, dtype=dtype) * 0.3
+    g_s = torch.linspace(-1, 1, T * N, dtype=dtype).reshape(T, N)
+    g_v = torch.linspace(1, -1, N, dtype=dtype)
 
     def call():
         x, v = x0.clone().requires_grad_(True), v0.clone().requires_grad_(True)
@@ -220,11 +232,15 @@ def test_fpt_fused_function_is_the_plain_iteration(monkeypatch, v_reset, detach)
     ran = []
     fused, plain = _plain_and_fused(monkeypatch, fpt, call)
     assert ran[0] == "FixedPointLIFBackward" and ran[1] != ran[0]
-    assert torch.equal(fused[0], plain[0]) and torch.equal(fused[1], plain[1])
     assert 0.05 < fused[0].mean() < 0.95
+    eps = torch.finfo(dtype).eps
+    if dtype == torch.float64:
+        assert torch.equal(fused[0], plain[0])
+        torch.testing.assert_close(fused[1], plain[1], rtol=0, atol=4 * T * K * eps * float(plain[1].abs().max()))
+    elif _chunked_products_are_the_whole(T, x0):
+        assert torch.equal(fused[0], plain[0]) and torch.equal(fused[1], plain[1])
     for got, want in zip(fused[2:], plain[2:], strict=True):
-        bound = 4 * T * K * torch.finfo(torch.float32).eps * float(want.abs().max())  # T-term sums, K rounds
-        torch.testing.assert_close(got, want, rtol=0, atol=bound)
+        torch.testing.assert_close(got, want, rtol=0, atol=4 * T * K * eps * float(want.abs().max()))
 
 
 @pytest.mark.parametrize(("v_reset", "detach"), [r for r in FPT_RESETS if not r[1]], ids=["hard", "hard-r", "soft"])
@@ -319,7 +335,12 @@ def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, le
 
     ran = []
     fused, plain = _plain_and_fused(monkeypatch, paralif, call)
-    assert ran[0] == "ToeplitzThresholdBackward", ran  # the fused C kernel took the call
+    from psn_zoo.neurons import _native
+
+    sliding = {"ToeplitzThresholdBackward", "ShiftedThresholdBackward", "DenseThresholdBackward"}
+    assert ran[0] in sliding and ran[1] not in sliding, ran  # a sliding-PSN Function took the call
+    built = _native.enabled() and _native.load() is not None
+    assert (ran[0] == "ToeplitzThresholdBackward") == built  # the C kernel wherever it is built
     alpha, beta = (float(d.detach()) for d in neuron.decays(torch.float64))
     i = v = torch.zeros(x0.shape[1:], dtype=torch.float64)
     membrane = []

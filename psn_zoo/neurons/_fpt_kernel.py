@@ -5,8 +5,9 @@ Why not autograd: it keeps every iteration's intermediates (about six ``[T, N]``
 elementwise step as its own pass over freshly allocated memory. Here ``N`` is walked in L2-sized column chunks (the
 iterations are independent per column, so all ``K`` of them and their elementwise steps run on data still in cache,
 in buffers reused from chunk to chunk), with the same operations in the same order as the plain path, so the spikes
-and the last membrane are the plain path's bit for bit. Backward keeps only the membranes ``h^k`` it needs (``h^K``
-alone when the reset is soft and detached, the comparison's setting) and runs the iterations in reverse:
+and the last membrane are the plain path's bit for bit wherever the BLAS computes a chunk's product as it computes
+the whole one's. Backward keeps only the membranes ``h^k`` it needs (``h^K`` alone when the reset is soft and
+detached, the comparison's setting) and runs the iterations in reverse:
 
     gh^K = gS ⊙ g'(h^K − θ),   ga = Σ_k gh^k,
     gh^(k−1) = −ρ(L'ᵀ·gh^k, h^(k−1)),   ρ(g, h) = g ⊙ ŝ (hard reset) + g'(h − θ) ⊙ g ⊙ (h − r) (hard, not detached)
