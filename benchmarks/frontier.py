@@ -163,7 +163,7 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
 # ------------------------------------------------------------------------------------------------ re-measures
 #: Files of the measurements made again after the deviation of 2026-12-05 (docs/frontier_comparison.md,
 #: "Deviations"): the neurons' fused implementations, timed next to the pre-registered ones.
-AFTER = {"speed": "speed_kernels.json", "throughput": "throughput_kernels.json"}
+AFTER = {"speed": "speed_kernels.json", "throughput": "throughput_kernels.json", "memory": "memory_kernels.json"}
 THROUGHPUT_TASK = "columns"
 
 
@@ -441,19 +441,27 @@ def throughput_table(rows: Sequence[Mapping[str, Any]]) -> str:
 def cost_table(out: Path, runs: dict[str, dict[str, Any]]) -> str:
     """Metrics 3 and 4 from ``memory.json`` (``--memory``) and the test firing rates of the runs made."""
     rows = []
+    fused_path = out / AFTER["memory"]
+    fused = {(m["task"], m["arm"]): m for m in json.loads(fused_path.read_text())} if fused_path.exists() else None
     for m in json.loads((out / "memory.json").read_text()):
         rates = [r["test_firing_rate"] for s in SEEDS if (r := runs.get(run_id(m["task"], m["arm"], s)))]
         rate = f"{statistics.mean(rates):.3f}" if rates else "—"
-        rows.append([m["task"], m["arm"], f"{m['peak_bytes'] / 2**20:.1f} ({m['batch']})", m["T"], m["neuron_layers"],
-                     m["neuron_params"], m["neurons_per_sample"], f"{m['macs_per_neuron_step']:g}",
-                     f"{m['acs_per_neuron_step']:g}", rate])  # fmt: skip
-    headers = ["task", "arm", "peak MiB (batch)", "T", "neuron layers", "neuron params", "neurons / sample",
-               "MACs / neuron / step", "ACs / neuron / step", "test firing rate"]  # fmt: skip
+        peak = [f"{m['peak_bytes'] / 2**20:.1f} ({m['batch']})"]
+        if fused is not None:
+            again = fused.get((m["task"], m["arm"]))
+            peak.append(f"{again['peak_bytes'] / 2**20:.1f}" if again else "—")
+        rows.append([m["task"], m["arm"], *peak, m["T"], m["neuron_layers"], m["neuron_params"],
+                     m["neurons_per_sample"], f"{m['macs_per_neuron_step']:g}", f"{m['acs_per_neuron_step']:g}",
+                     rate])  # fmt: skip
+    headers = ["task", "arm", "peak MiB (batch)", *(["peak MiB, fused (2026-12-05)"] if fused is not None else []),
+               "T", "neuron layers", "neuron params", "neurons / sample", "MACs / neuron / step",
+               "ACs / neuron / step", "test firing rate"]  # fmt: skip
     note = (
         "Peak MiB: the rise of the peak resident set of one training step (forward + backward, the recipe's "
         "batch) over the built model, in a fresh process (`python -m benchmarks.frontier --memory`). Neuron "
         "cost at the end of training (the masked PSN at λ = 1), each class's `macs_per_neuron` over T; the "
-        "firing rate is the mean over the seeds made."
+        "firing rate is the mean over the seeds made. *Fused*: measured again with the implementations of the "
+        "deviation of 2026-12-05 (`--memory --after`)."
     )
     return f"{note}\n\n{markdown_table(headers, rows, left=(0, 1))}"
 
@@ -598,8 +606,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--speed", action="store_true", help="Metric 5: each neuron alone against T")
     parser.add_argument("--quick", action="store_true", help="with --speed: T in {2, 8, 32}, fewer repeats")
     parser.add_argument("--device", default="cpu", help="with --speed: cpu, or cuda (N = 2^20, speed_cuda.json)")
-    parser.add_argument("--after", action="store_true", help="with --speed / --throughput: the re-measure of the "
-                        "deviation of 2026-12-05 (writes speed_kernels.json / throughput_kernels.json)")  # fmt: skip
+    parser.add_argument("--after", action="store_true", help="with --speed / --throughput / --memory: the "
+                        "re-measure of the deviation of 2026-12-05 (writes *_kernels.json)")  # fmt: skip
     parser.add_argument("--throughput", action="store_true", help="Metric 2 again: each arm alone, a short run of "
                         "the column digits (--epochs)")  # fmt: skip
     parser.add_argument("--epochs", type=int, default=4, help="with --throughput: epochs per arm (median of 2 … E)")
@@ -640,7 +648,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(speed_table(result))
     elif args.memory:
         rows = [memory_in_fresh_process(task, arm.name) for task in TASKS for arm in ARMS]
-        (out / "memory.json").write_text(json.dumps(rows, indent=1) + "\n")
+        (out / (AFTER["memory"] if args.after else "memory.json")).write_text(json.dumps(rows, indent=1) + "\n")
     elif args.report:
         print(report(out))
     else:

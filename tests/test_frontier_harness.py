@@ -185,7 +185,18 @@ def test_the_deviations_remeasures_rejudge_h5_and_h6_next_to_the_originals(tmp_p
     (tmp_path / "speed.json").write_text(json.dumps(slow))
     (tmp_path / fr.AFTER["speed"]).write_text(json.dumps(grid))
     (tmp_path / fr.AFTER["throughput"]).write_text(json.dumps(after["throughput"]))
+    cost = {"task": "ndigits", "arm": "pmsn", "peak_bytes": 300 * 2**20, "batch": 32, "T": 4, "neuron_layers": 8,
+            "neuron_params": 0, "neurons_per_sample": 10, "macs_per_neuron_step": 3.0,
+            "acs_per_neuron_step": 0.0}  # fmt: skip
+    (tmp_path / "memory.json").write_text(json.dumps([cost]))
+    (tmp_path / fr.AFTER["memory"]).write_text(json.dumps([{**cost, "peak_bytes": 120 * 2**20}]))
     text = fr.report(tmp_path)
+    cost_rows = text[text.index("(Metrics 3, 4)") :].splitlines()
+    row = next(line for line in cost_rows if line.startswith("| ndigits") and "| pmsn" in line)
+    assert "| peak MiB, fused (2026-12-05) |" in text and [c.strip() for c in row.split("|")[3:5]] == [
+        "300.0 (32)",
+        "120.0",
+    ]
     assert "## Training throughput, fused implementations" in text and "| fpt_lif |      4 |             450 |" in text
     assert "## Speed against T (CPU, N = 256" in text and "## Speed against T (CPU, fused implementations" in text
 
