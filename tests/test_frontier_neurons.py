@@ -399,8 +399,13 @@ def test_channel_sliding_with_shared_taps_is_the_sliding_psn():
 
 @pytest.mark.parametrize(
     ("shape", "k", "dilation", "mul_free"),
-    [((28, 24, 16, 9, 9), 8, 3, True), ((12, 300, 64), 3, 1, False), ((5, 7), 4, 2, False)],
-    ids=["conv-dilated-mulfree", "fc", "one-channel-taps-past-T"],
+    [
+        ((28, 24, 16, 9, 9), 8, 3, True),
+        ((12, 300, 64), 3, 1, False),
+        ((5, 7), 4, 2, False),
+        ((4, 2, 8, 20000), 3, 1, False),
+    ],
+    ids=["conv-dilated-mulfree", "fc", "one-channel-taps-past-T", "rows-cut-along-R"],
 )
 def test_channel_sliding_fused_function_is_the_plain_membrane(monkeypatch, shape, k, dilation, mul_free):
     """The fused Function (in-place taps per batch chunk, backward recomputing the membrane) gives the plain

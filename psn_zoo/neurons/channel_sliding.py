@@ -74,30 +74,40 @@ def channel_sliding_membrane(
     return h + bias.reshape(view)
 
 
-def _batch_chunks(x: torch.Tensor) -> list[slice]:
-    """Slices of dim 1 (the batch) of ``x: [T, B, C, R]`` holding about :data:`CHUNK_ELEMENTS` elements each."""
-    per_row = x.shape[0] * x.shape[2] * x.shape[3]
-    rows = max(1, CHUNK_ELEMENTS // max(per_row, 1)) if x.is_cpu else x.shape[1]
-    return [slice(b, min(b + rows, x.shape[1])) for b in range(0, x.shape[1], rows)]
+def _blocks(x: torch.Tensor) -> list[tuple[slice, slice, slice, slice]]:
+    """Index tuples of ``x: [T, B, C, R]`` cutting it into blocks of about :data:`CHUNK_ELEMENTS` elements: whole
+    batch rows where one fits, else each row cut along R (time and channels stay whole: the taps run along time, the
+    weights along channels). One block off the CPU."""
+    T, B, C, R = x.shape
+    whole = slice(None)
+    if not x.is_cpu:
+        return [(whole, whole, whole, whole)]
+    per_row = T * C * R
+    if per_row <= CHUNK_ELEMENTS:
+        step = CHUNK_ELEMENTS // max(per_row, 1)
+        return [(whole, slice(b, min(b + step, B)), whole, whole) for b in range(0, B, step)]
+    width = max(1, CHUNK_ELEMENTS // (T * C))
+    return [(whole, slice(b, b + 1), whole, slice(r, min(r + width, R))) for b in range(B) for r in range(0, R, width)]
 
 
 class ChannelShiftedThreshold(torch.autograd.Function):
     """``S = Θ(Σ_i taps[:, i]·X[t − d(k−1−i)] + b)`` on ``x: [T, B, C, R]``, ``taps: [C, k]``, ``bias: [C]``.
 
     Why not autograd over :func:`channel_sliding_membrane`: that builds a new ``[T, *]`` tensor per tap and keeps it
-    for backward. Here each batch chunk (L2-sized) accumulates its taps in place, oldest first, each a multiply then
-    an add as the streaming step does (so the spikes are :func:`channel_sliding_membrane`'s bit for bit), and backward
-    recomputes the membrane instead of storing it: ``gx[t − lag_i] += w_i·gh[t]``, ``gw_i = Σ gh[t]·x[t − lag_i]``,
-    ``gb = Σ gh`` (sums over time, batch and the rest, per channel)."""
+    for backward. Here each block of about 2 MiB (batch rows, or pieces of one row along R: :func:`_blocks`)
+    accumulates its taps in place, oldest first, each a multiply then an add as the streaming step does (so the spikes
+    are :func:`channel_sliding_membrane`'s bit for bit), and backward recomputes the membrane instead of storing it:
+    ``gx[t − lag_i] += w_i·gh[t]``, ``gw_i = Σ gh[t]·x[t − lag_i]``, ``gb = Σ gh`` (sums over time, batch and the
+    rest, per channel)."""
 
     @staticmethod
     def forward(
         ctx: Any, x: torch.Tensor, taps: torch.Tensor, bias: torch.Tensor, dilation: int, surrogate: Surrogate
     ) -> torch.Tensor:
         spikes = fresh_like(x, torch.contiguous_format)
-        for rows in _batch_chunks(x):
-            h, _ = _membrane(x[:, rows], taps, bias, dilation)
-            torch.ge(h, 0, out=spikes[:, rows])
+        for block in _blocks(x):
+            h, _ = _membrane(x[block], taps, bias, dilation)
+            torch.ge(h, 0, out=spikes[block])
         ctx.save_for_backward(x, taps, bias)
         ctx.dilation, ctx.surrogate = dilation, surrogate
         return spikes
@@ -111,19 +121,20 @@ class ChannelShiftedThreshold(torch.autograd.Function):
         grad_w = torch.zeros_like(taps) if need_w else None
         grad_b = torch.zeros_like(bias) if need_b else None
         lags = [(i, ctx.dilation * (k - 1 - i)) for i in range(k - 1, -1, -1) if ctx.dilation * (k - 1 - i) < T]
-        for rows in _batch_chunks(x):
-            xc = x[:, rows]
+        for block in _blocks(x):
+            xc = x[block]
             h, spare = _membrane(xc, taps, bias, ctx.dilation)
-            gh = ctx.surrogate.backward_(h, grad_spikes[:, rows])
+            gh = ctx.surrogate.backward_(h, grad_spikes[block])
+            gx = grad_x[block] if grad_x is not None else None
             if grad_b is not None:
                 grad_b += gh.sum((0, 1, 3))
             for i, lag in lags:  # newest tap (lag 0) first: it writes every row of grad_x
                 w = taps[:, i].reshape(-1, 1)
                 if grad_x is not None:
                     if lag == 0:
-                        torch.mul(gh, w, out=grad_x[:, rows])
+                        torch.mul(gh, w, out=gx)
                     else:
-                        grad_x[: T - lag, rows] += torch.mul(gh[lag:], w, out=spare[: T - lag])
+                        gx[: T - lag] += torch.mul(gh[lag:], w, out=spare[: T - lag])
                 if grad_w is not None:
                     grad_w[:, i] += torch.mul(gh[lag:], xc[: T - lag], out=spare[: T - lag]).sum((0, 1, 3))
         return grad_x, grad_w, grad_b, None, None
