@@ -150,6 +150,7 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
         "wall_s": wall,
         "load_at_start": load,
         "alone": alone,
+        "commit": _commit(),
         "finished": time.strftime("%Y-%m-%d %H:%M:%S"),
     }  # fmt: skip
     path = out / "runs" / f"{rid}.json"
@@ -200,6 +201,12 @@ def throughput(arms: Sequence[str], epochs: int, extra: Sequence[str] = ()) -> l
             rows.append(json.loads(done.stdout.strip().splitlines()[-1]))
             print(f"[frontier] {arm}: {rows[-1]['samples_per_s']:.0f} samples/s", flush=True)
     return rows
+
+
+def _commit() -> str | None:
+    """The commit of the code that made a run (the checkout the harness runs from), or None outside git."""
+    done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+    return done.stdout.strip() or None if done.returncode == 0 else None
 
 
 def _quote(arg: str) -> str:

@@ -109,6 +109,7 @@ def test_a_run_is_made_recorded_and_not_repeated(tmp_path, monkeypatch):
     assert [e["epoch"] for e in record["epochs"]] == [0, 1]
     assert all(e["samples_per_s"] > 0 and 0 < e["samples"] <= 2 * 64 for e in record["epochs"])  # <= 2 batches
     assert record["command"].startswith("psn-zoo fit --config seqdigits_sliding_psn --model.neuron pmsn")
+    assert record["commit"] is None or len(record["commit"]) == 40  # the code that made it (None outside git)
     assert "permuted-pmsn-s0" not in {fr.run_id(*r) for r in fr.pending(tmp_path, None)}
 
 
