@@ -130,8 +130,8 @@ class ParaLIF(SpikingNeuron):
         """The membrane's impulse response from rest as sliding-PSN taps ``[T]``, newest last:
         ``V[t] = Σ_d taps[T−1−d]·X[t−d]`` with ``taps[T−1−d] = (1 − β)·Σ_{i<=d} β^(d−i)·α^i``."""
         alpha, beta = self.decays(dtype)
-        response = (lower_toeplitz(beta, T) @ lower_toeplitz(alpha, T))[:, 0]
-        return ((1 - beta) * response).flip(0)
+        current = alpha ** torch.arange(T, dtype=dtype, device=alpha.device)  # I's response to X[0] = 1 (0^0 = 1)
+        return ((1 - beta) * (lower_toeplitz(beta, T) @ current)).flip(0)
 
     @staticmethod
     def _state_from_rest(
