@@ -367,6 +367,37 @@ def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, le
     assert torch.equal(halves, whole)
 
 
+def test_spsn_from_rest_draws_the_plain_paths_samples(monkeypatch):
+    """SPSN's fused path computes σ(V) per chunk from one filter and draws over the whole tensor, so with the same
+    seed it draws what the plain path draws (a draw can differ only where the uniform number falls within round-off
+    of σ(V): none here); the straight-through gradient agrees to float32 round-off of T-term sums."""
+    from psn_zoo.neurons import paralif
+
+    T = 16
+    x0 = torch.randn(T, 4, 10_000) * 2
+    neuron = ParaLIF(spike_mode="SB", learn_tau=True)
+
+    def call():
+        torch.manual_seed(18)
+        x = x0.clone().requires_grad_(True)
+        neuron.zero_grad(set_to_none=True)
+        reset_states(neuron)
+        out = neuron(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        ran.append(type(out.grad_fn.next_functions[0][0]).__name__)
+        reset_states(neuron)
+        return out.detach(), x.grad, [p.grad.clone() for p in neuron.parameters()]
+
+    ran = []
+    fused, plain = _plain_and_fused(monkeypatch, paralif, call)
+    assert ran[0] == "_FilteredBernoulliBackward" and ran[1] != ran[0]
+    assert torch.equal(fused[0], plain[0]) and 0.05 < fused[0].mean() < 0.95
+    round_off = 4 * T * torch.finfo(torch.float32).eps
+    torch.testing.assert_close(fused[1], plain[1], rtol=0, atol=round_off * float(plain[1].abs().max()))
+    for got, want in zip(fused[2], plain[2], strict=True):
+        torch.testing.assert_close(got, want, rtol=1e-4, atol=0)
+
+
 def test_spsn_samples_bernoulli_of_the_sigmoid():
     torch.manual_seed(5)
     neuron = ParaLIF(spike_mode="SB")

@@ -25,8 +25,10 @@ import torch
 from torch import nn
 
 from ._channelwise import finite_number, fp32_compute, lower_toeplitz
+from ._memory import fresh_like, scratch_like
+from ._psn_kernels import _chunks
 from .base import SpikingNeuron, StepMode
-from .functional import _tracing, sliding_psn_multi_step
+from .functional import _tracing, sliding_psn_multi_step, sliding_weight_matrix
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
@@ -41,6 +43,38 @@ class _BernoulliST(torch.autograd.Function):
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> torch.Tensor:
         return grad
+
+
+class _FilteredBernoulli(torch.autograd.Function):
+    """SPSN from rest: ``S ~ Bernoulli(σ(W·x))`` with the straight-through gradient ``∂S/∂V = σ'(V)``, ``W: [T, T]``
+    (the membrane's causal filter), ``x: [T, N]``. The probabilities are computed per L2-sized column chunk and the
+    draws made over the whole ``[T, N]`` at once (the random stream of ``torch.bernoulli(σ(V))``); backward
+    recomputes ``V`` per chunk instead of keeping ``σ(V)``. Why not autograd: two ``[T, T]`` products and a sigmoid
+    each kept for backward, every step a pass over fresh memory."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+        probability = fresh_like(x, torch.contiguous_format)
+        for cols in _chunks(x):
+            torch.sigmoid(torch.mm(weight, x[:, cols], out=scratch_like(x[:, cols])), out=probability[:, cols])
+        spikes = torch.bernoulli(probability)
+        ctx.save_for_backward(x, weight)
+        return spikes
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        x, weight = ctx.saved_tensors
+        need_x, need_w = ctx.needs_input_grad[:2]
+        grad_x = fresh_like(x, torch.contiguous_format) if need_x else None
+        grad_w = torch.zeros_like(weight) if need_w else None
+        for cols in _chunks(x):
+            p = torch.mm(weight, x[:, cols], out=scratch_like(x[:, cols])).sigmoid_()
+            grad_v = p.mul_(torch.sub(1.0, p, out=scratch_like(p, 1))).mul_(grad[:, cols])  # g·σ(V)·(1 − σ(V))
+            if grad_x is not None:
+                torch.mm(weight.t(), grad_v, out=grad_x[:, cols])
+            if grad_w is not None:
+                grad_w.addmm_(grad_v, x[:, cols].t())
+        return grad_x, grad_w
 
 
 def paralif_fire(v: torch.Tensor, v_prev: torch.Tensor, mode: str, v_threshold: float, surrogate: Surrogate):
@@ -144,17 +178,22 @@ class ParaLIF(SpikingNeuron):
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`).
 
-        From rest with threshold spikes the membrane is a fixed causal filter: the call runs as a sliding PSN with
-        ``T`` taps (:meth:`taps`) through the fused kernels, and the state it leaves is computed only if a later
-        call asks for it."""
+        From rest the membrane is a fixed causal filter of ``T`` taps (:meth:`taps`): threshold spikes run as a
+        sliding PSN through its fused kernels, SPSN's draws through :class:`_FilteredBernoulli`; the state a call
+        leaves is computed only if a later call asks for it."""
         T = x_seq.shape[0]
-        from_rest = self._state is None and self._pending is None
-        if self.spike_mode == "T" and from_rest and self.surrogate.fires_heaviside and not _tracing():
+        from_rest = self._state is None and self._pending is None and not _tracing()
+        fused = self.spike_mode == "SB" or (self.spike_mode == "T" and self.surrogate.fires_heaviside)
+        if from_rest and fused:
             with fp32_compute(x_seq) as dtype:
                 taps = self.taps(T, dtype)
-                bias = torch.tensor(-self.v_threshold, dtype=dtype, device=x_seq.device)
-                spikes = sliding_psn_multi_step(x_seq.to(dtype), taps, bias, self.surrogate)
-                self._pending = (x_seq.reshape(T, -1).to(dtype), taps, self.decays(dtype)[0], x_seq.shape[1:])
+                x = x_seq.reshape(T, -1).to(dtype)
+                if self.spike_mode == "T":
+                    bias = torch.tensor(-self.v_threshold, dtype=dtype, device=x_seq.device)
+                    spikes = sliding_psn_multi_step(x_seq.to(dtype), taps, bias, self.surrogate)
+                else:
+                    spikes = _FilteredBernoulli.apply(x.contiguous(), sliding_weight_matrix(taps, T)).view(x_seq.shape)
+                self._pending = (x, taps, self.decays(dtype)[0], x_seq.shape[1:])
             return spikes.to(x_seq.dtype)
         with fp32_compute(x_seq) as dtype:
             x = x_seq.reshape(T, -1).to(dtype)
