@@ -29,9 +29,9 @@ from ._psn_kernels import _chunks
 from .surrogate import Surrogate
 
 
-class _Setup:
-    """Per-call constants: the decay matrices ``L`` (with diagonal) and ``L'`` (strict) ``[T, T]``, ``β^(t+1)``
-    ``[T, 1]``, built as the plain path builds them."""
+class DecayMatrices:
+    """Per-call constants of both paths: the decay matrices ``L`` (with diagonal) and ``L'`` (strict) ``[T, T]``,
+    ``β^(t+1)`` ``[T, 1]``."""
 
     def __init__(self, T: int, tau: float, dtype: torch.dtype, device: torch.device) -> None:
         beta = torch.tensor(1.0 - 1.0 / tau, dtype=dtype, device=device)
@@ -67,7 +67,7 @@ class FixedPointLIF(torch.autograd.Function):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         T, N = x.shape
         iterations = min(K, T)  # iteration k is exact on steps 0 … k−1: from T on nothing changes
-        setup = _Setup(T, tau, x.dtype, x.device)
+        setup = DecayMatrices(T, tau, x.dtype, x.device)
         keep_all = not (detach_reset and v_reset is None)  # a soft detached reset passes no gradient back
         kept = fresh_empty((iterations if keep_all else 1, T, N), x.dtype, x.device)
         spikes, v_last = fresh_like(x, torch.contiguous_format), x.new_empty(N)

@@ -27,8 +27,8 @@ from typing import Any, ClassVar
 
 import torch
 
-from ._channelwise import fp32_compute, lower_toeplitz, positive_int
-from ._fpt_kernel import FixedPointLIF
+from ._channelwise import fp32_compute, positive_int
+from ._fpt_kernel import DecayMatrices, FixedPointLIF
 from .base import SpikingNeuron, StepMode
 from .functional import _tracing
 from .registry import register_neuron
@@ -56,14 +56,13 @@ def fpt_lif_multi_step(
             x, v.reshape(-1), K, surrogate, tau, decay_input, v_threshold, v_reset, detach_reset
         )
         return spikes.reshape(x_seq.shape), v_last.reshape(v.shape)
-    beta = torch.tensor(1.0 - 1.0 / tau, dtype=x.dtype, device=x.device)
+    decay = DecayMatrices(T, tau, x.dtype, x.device)  # L, L' and β^(t+1), as the fused Function builds them
     r = 0.0 if v_reset is None else v_reset
     u = x / tau if decay_input else x
     if r != 0.0:
         u = u + r / tau
-    decays = beta ** torch.arange(1, T + 1, dtype=x.dtype, device=x.device)  # β^(t+1)
-    a = lower_toeplitz(beta, T) @ u + decays.unsqueeze(1) * v.reshape(1, -1)
-    strict = lower_toeplitz(beta, T, strict=True)
+    a = decay.full @ u + decay.decays * v.reshape(1, -1)
+    strict = decay.strict
     h, spike, removed = a, None, None
     for k in range(K):
         if k:
