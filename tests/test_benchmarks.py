@@ -308,3 +308,38 @@ def test_profile_cell_names_each_librarys_operations():
     assert "DenseThreshold" in ours and "addmm" not in ours
     assert "mm" in theirs and "DenseThreshold" not in theirs
     assert all(float(row[2]) > 0 for rows in tables.values() for row in rows)
+
+
+def test_per_call_bare_function_runs_the_neurons_own_kernel_calls():
+    """benchmarks.per_call splits a call into kernel, bare autograd Function and our Python: its bare Function must
+    compute what the neuron computes (same spikes and gradients, bit for bit: the same kernel calls), else
+    *ours − bare* would not be our Python's cost. Its report has a row per (neuron, T)."""
+    import torch
+
+    from benchmarks import per_call
+    from psn_zoo.neurons import _native
+
+    kernels = _native.load() if _native.enabled() else None
+    if kernels is None:  # the neurons run the PyTorch path: nothing to split
+        pytest.skip("the fused C kernel is off here (PSN_ZOO_NATIVE=0 or no compiler)")
+    torch.manual_seed(0)
+    for name in neurons.PSN_FAMILY:
+        ours, _ = neurons._pair(name, 5)
+        x, grad = torch.randn(5, 4096), torch.randn(5, 4096)
+        forward, backward, params = per_call.kernel_calls(kernels, ours)
+        leaves = [p.clone().requires_grad_() for p in params]
+        xb, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
+        spikes = per_call.bare_function(forward, backward).apply(xb, *leaves)
+        spikes.backward(grad)
+        reference = ours(xo)
+        reference.backward(grad)
+        assert 0 < spikes.sum() < spikes.numel(), name  # both spike values occur: the comparison means something
+        assert torch.equal(spikes, reference), name
+        assert torch.equal(xb.grad, xo.grad), name
+        for leaf, p in zip(leaves, ours.parameters(), strict=True):
+            assert torch.equal(leaf.grad.reshape(p.shape), p.grad), name
+    result = per_call.run([2], N=4096, neurons=("psn", "sliding_psn"), rounds=1, budget_s=0.0)
+    headers, rows = tables(result["table"])[0]
+    assert headers == per_call.HEADERS and [r[:2] for r in rows] == [["psn", "2"], ["sliding_psn", "2"]]
+    for r in result["records"]:
+        assert all(math.isfinite(r[f"{c}_ms"]) and r[f"{c}_ms"] > 0 for c in ("kernel", "bare", "ours", "SJ"))

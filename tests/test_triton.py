@@ -374,7 +374,7 @@ def test_psn_spikes_under_ties_are_counted_not_hidden():
 
 
 def test_dispatch_rules(monkeypatch):
-    cuda = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, numel=lambda: 1024)
+    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: 1024)
     monkeypatch.setenv("PSN_ZOO_TRITON", "0")
     with pytest.warns(RuntimeWarning, match="PSN_ZOO_TRITON=0"):
         _backend._warn_once.cache_clear()
@@ -397,7 +397,7 @@ def test_dispatch_rules(monkeypatch):
         assert not _backend.use_triton(cuda, Custom())
     assert any("fuse only" in str(w.message) for w in caught)
     assert not _backend.use_triton(torch.zeros(2, dtype=torch.float64), ATan())  # fp64 runs the PyTorch path
-    huge = SimpleNamespace(device=torch.device("cuda"), dtype=torch.float32, numel=lambda: _backend.MAX_ELEMENTS)
+    huge = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: _backend.MAX_ELEMENTS)
     assert not _backend.use_triton(huge, ATan())  # 32-bit offsets: the PyTorch path takes it
 
 

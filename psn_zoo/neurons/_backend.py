@@ -47,7 +47,12 @@ def interpreting() -> bool:
 
 
 def _setting() -> str:
-    value = os.environ.get(ENV, "auto").strip().lower() or "auto"
+    return _parse_setting(os.environ.get(ENV, "auto"))
+
+
+@functools.cache  # read on every neuron call: parse each raw value once (a bad one raises every time, uncached)
+def _parse_setting(raw: str) -> str:
+    value = raw.strip().lower() or "auto"
     if value not in ("0", "1", "auto"):
         raise ValueError(f"{ENV} must be 0 (PyTorch path on GPUs), 1 or auto (Triton on GPUs); got {value!r}")
     return value
@@ -61,14 +66,14 @@ def _warn_once(message: str) -> None:
 def use_triton(x: torch.Tensor, surrogate: Surrogate) -> bool:
     """Whether ``x`` (a neuron's input) runs the Triton kernels."""
     setting = _setting()
-    if x.device.type == "cuda":
+    if x.is_cuda:  # a property, unlike ``x.device`` (which builds an object): this runs on every neuron call
         if setting == "0":
             _warn_once(f"psn_zoo: {ENV}=0, so the neurons run their PyTorch path on the GPU (slower)")
             return False
         if (problem := _triton_problem()) is not None:
             _warn_once(f"psn_zoo: the neurons run their PyTorch path on the GPU (slower): {problem}")
             return False
-    elif not (x.device.type == "cpu" and setting == "1" and interpreting()):
+    elif not (setting == "1" and x.is_cpu and interpreting()):
         return False
     if type(surrogate) not in FUSED_SURROGATES:
         _warn_once(

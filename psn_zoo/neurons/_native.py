@@ -179,12 +179,11 @@ def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
         )
 
 
-def _check_columns(x2d: torch.Tensor) -> tuple[int, int]:
+def _columns(x2d: torch.Tensor) -> torch.Size:
+    """``(T, N)`` of ``x: [T, N]``, non-empty (its dtype, device and layout are checked with the other tensors)."""
     if x2d.dim() != 2 or x2d.shape[0] < 1 or x2d.shape[1] < 1:
         raise ValueError(f"fused PSN kernel: x must be a non-empty [T, N] tensor; got {list(x2d.shape)}")
-    T, N = x2d.shape
-    _check("x", x2d, (T, N))
-    return T, N
+    return x2d.shape
 
 
 def _check_taps(taps: torch.Tensor) -> None:
@@ -193,9 +192,11 @@ def _check_taps(taps: torch.Tensor) -> None:
     _check("taps", taps, tuple(taps.shape))
 
 
-def _check_optional(named: dict[str, torch.Tensor | None], shape: tuple[int, ...]) -> None:
-    for name, t in named.items():
-        if t is not None:
+def _require(*specs: tuple[str, torch.Tensor | None, tuple[int, ...]]) -> None:
+    """:func:`_check` for each ``(name, tensor, shape)``; a None tensor (a gradient not asked for) is skipped. The
+    common case runs inline, without a call per tensor: this runs twice per neuron call."""
+    for name, t, shape in specs:
+        if t is not None and not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.shape == shape):
             _check(name, t, shape)
 
 
@@ -233,15 +234,15 @@ class NativeKernels:
         membrane: torch.Tensor | None = None, band: int | None = None,
     ) -> torch.Tensor:  # fmt: skip
         """``out = Θ(W·x + b)`` (1.0/0.0); ``membrane`` (optional) receives ``W·x`` without the bias."""
-        T, N = _check_columns(x2d)
+        T, N = _columns(x2d)
         weight, bias = weight.contiguous(), bias.contiguous()
-        _check_optional({"weight": weight}, (T, T))
-        _check_optional({"bias": bias}, (T,))
-        _check_optional({"out": out, "membrane": membrane}, (T, N))
-        if band is not None and not 1 <= band <= T:
-            raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
+        _require(
+            ("x", x2d, (T, N)), ("weight", weight, (T, T)), ("bias", bias, (T,)), ("out", out, (T, N)),
+            ("membrane", membrane, (T, N)),
+        )  # fmt: skip
+        lo, hi = _band_limits(T, band)
         self._lib.psn_forward(
-            weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
+            weight.data_ptr(), lo, hi, bias.data_ptr(), x2d.data_ptr(), out.data_ptr(),
             None if membrane is None else membrane.data_ptr(), T, N, torch.get_num_threads(),
         )  # fmt: skip
         return out
@@ -254,19 +255,20 @@ class NativeKernels:
         """Fill the requested gradients (None: not needed) through the ATan surrogate with ``alpha``; ``grad_w`` is
         zero outside the band. ``membrane``: :meth:`forward`'s ``W·x`` ([T, N]) if it was kept (then it is not
         recomputed; same bits)."""
-        T, N = _check_columns(x2d)
+        T, N = _columns(x2d)
         weight, bias, grad_spike = weight.contiguous(), bias.contiguous(), grad_spike.contiguous()
-        _check_optional({"weight": weight, "grad_w": grad_w}, (T, T))
-        _check_optional({"bias": bias, "grad_b": grad_b}, (T,))
-        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x, "membrane": membrane}, (T, N))
-        if band is not None and not 1 <= band <= T:
-            raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
+        _require(
+            ("x", x2d, (T, N)), ("weight", weight, (T, T)), ("grad_w", grad_w, (T, T)), ("bias", bias, (T,)),
+            ("grad_b", grad_b, (T,)), ("grad_spike", grad_spike, (T, N)), ("grad_x", grad_x, (T, N)),
+            ("membrane", membrane, (T, N)),
+        )  # fmt: skip
+        lo, hi = _band_limits(T, band)
         a = alpha / 2  # SpikingJelly's constants, rounded to float32 as its elementwise kernels do
         self._lib.psn_backward(
-            weight.data_ptr(), *_band_limits(T, band), bias.data_ptr(), x2d.data_ptr(),
+            weight.data_ptr(), lo, hi, bias.data_ptr(), x2d.data_ptr(),
             None if membrane is None else membrane.data_ptr(), grad_spike.data_ptr(),
-            *(None if g is None else g.data_ptr() for g in (grad_x, grad_w, grad_b)),
-            T, N, a, math.pi * a, torch.get_num_threads(),
+            None if grad_x is None else grad_x.data_ptr(), None if grad_w is None else grad_w.data_ptr(),
+            None if grad_b is None else grad_b.data_ptr(), T, N, a, math.pi * a, torch.get_num_threads(),
         )  # fmt: skip
 
     def forward_sliding(
@@ -274,11 +276,10 @@ class NativeKernels:
     ) -> torch.Tensor:
         """The sliding PSN: :meth:`forward` with the banded Toeplitz matrix of ``taps: [k]`` (built in C, band k) and
         the scalar ``bias`` at every step."""
-        T, N = _check_columns(x2d)
+        T, N = _columns(x2d)
         taps, bias = taps.contiguous(), bias.contiguous().reshape(1)
         _check_taps(taps)
-        _check_optional({"bias": bias}, (1,))
-        _check_optional({"out": out}, (T, N))
+        _require(("x", x2d, (T, N)), ("bias", bias, (1,)), ("out", out, (T, N)))
         self._lib.psn_forward_sliding(
             taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), out.data_ptr(), T, N,
             torch.get_num_threads(),
@@ -291,13 +292,14 @@ class NativeKernels:
     ) -> None:  # fmt: skip
         """:meth:`backward` of :meth:`forward_sliding`: the matrix gradient is summed onto the taps (diagonal by
         diagonal, rows in order) and the bias gradient over the steps, in C."""
-        T, N = _check_columns(x2d)
+        T, N = _columns(x2d)
         taps, bias, grad_spike = taps.contiguous(), bias.contiguous().reshape(1), grad_spike.contiguous()
         _check_taps(taps)
-        _check_optional({"grad_taps": grad_taps}, tuple(taps.shape))
-        _check_optional({"bias": bias}, (1,))
-        _check_optional({"grad_bias": None if grad_bias is None else grad_bias.reshape(1)}, (1,))
-        _check_optional({"grad_spike": grad_spike, "grad_x": grad_x}, (T, N))
+        _require(
+            ("x", x2d, (T, N)), ("grad_taps", grad_taps, tuple(taps.shape)), ("bias", bias, (1,)),
+            ("grad_bias", None if grad_bias is None else grad_bias.reshape(1), (1,)),
+            ("grad_spike", grad_spike, (T, N)), ("grad_x", grad_x, (T, N)),
+        )  # fmt: skip
         a = alpha / 2
         self._lib.psn_backward_sliding(
             taps.data_ptr(), taps.shape[0], bias.data_ptr(), x2d.data_ptr(), grad_spike.data_ptr(),
@@ -342,7 +344,11 @@ def describe() -> str:
 
 def _band_limits(T: int, band: int | None) -> tuple[int, int]:
     """(lo, hi): row t of W holds its nonzeros in columns t - lo ... t + hi."""
-    return (T - 1, T - 1) if band is None else (band - 1, 0)
+    if band is None:
+        return T - 1, T - 1
+    if not 1 <= band <= T:
+        raise ValueError(f"fused PSN kernel: band must be in 1..T = {T}; got {band}")
+    return band - 1, 0
 
 
 def dense_kernels(

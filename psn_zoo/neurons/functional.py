@@ -36,15 +36,16 @@ def _check_args(fn: str, x_seq: torch.Tensor, named: dict[str, tuple[torch.Tenso
         raise ValueError(f"{fn}: x_seq must be a time-first tensor [T, *] with T >= 1; got {shape}")
     if not x_seq.is_floating_point():
         raise TypeError(f"{fn}: x_seq must be a floating-point tensor; got {x_seq.dtype} (convert it with .float())")
+    on_cpu = x_seq.is_cpu  # (runs on every neuron call: properties, not device objects, in the common case)
     for name, (t, shape) in named.items():
         if not isinstance(t, torch.Tensor):
             raise TypeError(f"{fn}: {name} must be a tensor of shape {list(shape)}; got {type(t).__name__}")
-        if tuple(t.shape) != shape:
+        if t.shape != shape:
             raise ValueError(
                 f"{fn}: {name} must have shape {list(shape)} for x_seq of shape {list(x_seq.shape)} "
                 f"(T = {x_seq.shape[0]}); got {list(t.shape)}"
             )
-        if t.device != x_seq.device:
+        if t.is_cpu != on_cpu or (not on_cpu and t.device != x_seq.device):
             raise ValueError(f"{fn}: {name} is on {t.device} but x_seq on {x_seq.device}: move both to one device")
         if not t.is_floating_point():
             raise TypeError(f"{fn}: {name} must be floating-point; got {t.dtype}")
@@ -53,9 +54,13 @@ def _check_args(fn: str, x_seq: torch.Tensor, named: dict[str, tuple[torch.Tenso
 def _common_dtype(x_seq: torch.Tensor, *params: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """Inputs and parameters in their promoted dtype (a half-precision input with float32 parameters, as under
     mixed precision, runs in float32); the caller returns the spikes in ``x_seq``'s dtype (0 and 1 are exact)."""
-    if all(p.dtype == x_seq.dtype for p in params):  # the common case, without the casts' per-call cost
+    dtype = x_seq.dtype
+    for p in params:
+        if p.dtype != dtype:
+            break
+    else:  # the common case, without the casts' per-call cost
         return x_seq, list(params)
-    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params), x_seq.dtype)
+    dtype = functools.reduce(torch.promote_types, (p.dtype for p in params), dtype)
     return x_seq.to(dtype), [p.to(dtype) for p in params]
 
 
@@ -80,7 +85,12 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
     else:
         out = DenseThreshold.apply(x, weight, bias, surrogate, None, torch.is_grad_enabled())
-    return out.to(x_seq.dtype)
+    return _in_dtype(out, x_seq.dtype)
+
+
+def _in_dtype(spikes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+    """``spikes`` in the caller's dtype (0 and 1 are exact in every float dtype); no call when it already is."""
+    return spikes if spikes.dtype == dtype else spikes.to(dtype)
 
 
 def masked_psn_multi_step(
@@ -108,7 +118,7 @@ def masked_psn_multi_step(
     on_cpu_kernel = x_seq.is_cpu
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-        return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
+        return _in_dtype(DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()), x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -151,7 +161,7 @@ def sliding_psn_multi_step(
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # builds the band, sums onto the taps
         return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, 0, 1.0, k)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-    return _sliding(x, weight, bias, surrogate).to(x_seq.dtype)
+    return _in_dtype(_sliding(x, weight, bias, surrogate), x_seq.dtype)
 
 
 def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
