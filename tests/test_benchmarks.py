@@ -327,19 +327,22 @@ def test_per_call_bare_function_runs_the_neurons_own_kernel_calls():
         ours, _ = neurons._pair(name, 5)
         x, grad = torch.randn(5, 4096), torch.randn(5, 4096)
         forward, backward, params = per_call.kernel_calls(kernels, ours)
-        leaves = [p.clone().requires_grad_() for p in params]
+        bare = per_call.BareNeuron(per_call.bare_function(forward, backward), params)
         xb, xo = x.clone().requires_grad_(), x.clone().requires_grad_()
-        spikes = per_call.bare_function(forward, backward).apply(xb, *leaves)
+        spikes = bare(xb)
         spikes.backward(grad)
         reference = ours(xo)
         reference.backward(grad)
         assert 0 < spikes.sum() < spikes.numel(), name  # both spike values occur: the comparison means something
         assert torch.equal(spikes, reference), name
         assert torch.equal(xb.grad, xo.grad), name
-        for leaf, p in zip(leaves, ours.parameters(), strict=True):
+        for leaf, p in zip(bare.parameters(), ours.parameters(), strict=True):
             assert torch.equal(leaf.grad.reshape(p.shape), p.grad), name
     result = per_call.run([2], N=4096, neurons=("psn", "sliding_psn"), rounds=1, budget_s=0.0)
     headers, rows = tables(result["table"])[0]
     assert headers == per_call.HEADERS and [r[:2] for r in rows] == [["psn", "2"], ["sliding_psn", "2"]]
     for r in result["records"]:
         assert all(math.isfinite(r[f"{c}_ms"]) and r[f"{c}_ms"] > 0 for c in ("kernel", "bare", "ours", "SJ"))
+    ops = per_call.op_costs(N=4096, repeat=2, rounds=1, budget_s=0.0)  # every op runs inside the bare call
+    assert list(ops) == list(per_call.OPS) and ops["nothing (the baseline)"] == 0.0
+    assert all(math.isfinite(us) for us in ops.values())
