@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import fnmatch
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -289,18 +290,37 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+@contextlib.contextmanager
+def _errors_as_one_line(command: str, from_python: bool, *kinds: type[Exception]) -> Iterator[None]:
+    """psn_zoo's errors (ValueError, LookupError, OSError: they name the problem and the fix) and ``kinds`` raised
+    inside print as one line and exit 2 on the command line; from Python, or with ``PSN_ZOO_TRACEBACK=1``, they
+    propagate."""
+    try:
+        yield
+    except (ValueError, LookupError, OSError, *kinds) as err:
+        if from_python or os.environ.get("PSN_ZOO_TRACEBACK"):
+            raise
+        message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        print(f"psn-zoo {command}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    """The ``psn-zoo`` command. From the command line (``argv=None``) a zoo command's error prints as one line and
-    exits 2; called from Python with ``argv``, the exception propagates."""
+    """The ``psn-zoo`` command. From the command line (``argv=None``) a command's error prints as one line and
+    exits 2 (for ``fit``/``validate``/``test``/``predict`` also Lightning's configuration errors); called from Python
+    with ``argv``, the exception propagates."""
     args_list = sys.argv[1:] if argv is None else list(argv)
     if args_list and args_list[0] in (*LIGHTNING_COMMANDS, "demo"):
         from ._environment import check_torchvision
 
         check_torchvision()  # before Lightning and torchmetrics import it
     if args_list and args_list[0] in LIGHTNING_COMMANDS:
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
         from .training.cli import run_cli
 
-        run_cli(None if argv is None else args_list)
+        with _errors_as_one_line(args_list[0], argv is not None, MisconfigurationException):
+            run_cli(None if argv is None else args_list)
         return 0
     if args_list and args_list[0] == "bench":
         return run_bench(args_list[1:])
@@ -311,14 +331,8 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(psn-zoo --help describes them)", file=sys.stderr)  # fmt: skip
         return 2
     args = build_parser().parse_args(args_list)
-    try:
+    with _errors_as_one_line(args_list[0], argv is not None):
         return int(args.func(args))
-    except (ValueError, LookupError, OSError) as err:  # psn_zoo's errors name the problem and the fix
-        if argv is not None or os.environ.get("PSN_ZOO_TRACEBACK"):
-            raise  # called from Python (main([...])): the caller gets the exception
-        message = err.args[0] if isinstance(err, KeyError) and err.args else err
-        print(f"psn-zoo {args_list[0]}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
-        return 2
 
 
 if __name__ == "__main__":

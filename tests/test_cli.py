@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 import sys
@@ -125,3 +126,29 @@ def test_neurons_command_shows_the_family_tree_and_flags(capsys):
     assert main(["neurons", "sliding_psn"]) == 0
     listing = capsys.readouterr().out
     assert "reset: none" in listing and "streamable" in listing
+
+
+@pytest.mark.parametrize(
+    "extra, message",
+    [
+        (["--trainer.enable_checkpointing", "false"], "enable_checkpointing=False` but found `ModelCheckpoint`"),
+        (["--model.neuron_kwargs", '{"T": 0}'], "neuron spec fixes T=0 but the model runs T=28"),
+    ],
+    ids=["lightning-misconfiguration", "bad-neuron-argument"],
+)
+def test_a_training_command_error_is_one_line_on_the_command_line(extra, message, tmp_path):
+    """`psn-zoo fit` with a setting Lightning refuses or a neuron argument psn_zoo refuses: one line naming it,
+    exit 2, no traceback (PSN_ZOO_TRACEBACK=1 shows it), and no LightningCLI warning about being given both an
+    argument list and a command line (the recipe name is resolved into a list on every console run)."""
+    exe = shutil.which("psn-zoo")
+    assert exe, "the console script is installed with the package"
+    command = [exe, "fit", "--config", "seqdigits_psn", *extra, "--trainer.fast_dev_run", "1",
+               "--trainer.logger", "false", "--trainer.default_root_dir", str(tmp_path)]  # fmt: skip
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-2000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith("psn-zoo fit: error: ") and message in last and "PSN_ZOO_TRACEBACK=1" in last, last
+    assert "Traceback" not in done.stderr and "args parameter is intended" not in done.stderr, done.stderr[-2000:]
+    traced = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                            env={**os.environ, "PSN_ZOO_TRACEBACK": "1"})  # fmt: skip
+    assert traced.returncode != 0 and "Traceback" in traced.stderr and message in traced.stderr

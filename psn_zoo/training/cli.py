@@ -170,7 +170,11 @@ class ZooCLI(LightningCLI):
     def parse_arguments(self, parser, args) -> None:
         if args is None or isinstance(args, (list, tuple)):
             args = self._prepare_args(list(sys.argv[1:] if args is None else args))
-        super().parse_arguments(parser, args)
+        argv, sys.argv = sys.argv, sys.argv[:1]  # the prepared list is the command line: LightningCLI would warn
+        try:  # that it got both (on every console run)
+            super().parse_arguments(parser, args)
+        finally:
+            sys.argv = argv
 
     def _prepare_args(self, args: list[str]) -> list[str]:
         """Resolve recipe names, refuse LightningCLI's optimizer flags, and take the linked model values out of the
