@@ -314,7 +314,7 @@ def test_paralif_membrane_follows_its_recurrence():
 def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, learn_tau):
     """From rest, threshold spikes run as a sliding PSN with T taps (the fused kernel in float32): the spikes are the
     two-filter path's except where the membrane lies within float32 round-off of θ (counted: ties only), the
-    gradients agree, and the state left behind (computed when a later call needs it) continues the sequence."""
+    gradients agree, and the state left behind (two weighted sums over the input) continues the sequence."""
     from psn_zoo.neurons import paralif
 
     torch.manual_seed(15)
@@ -747,3 +747,111 @@ def test_an_unsized_channelwise_model_loads_weights_through_the_build_path(neuro
     assert load_backbone_weights(fresh, trained.state_dict()) == []
     with torch.no_grad():
         torch.testing.assert_close(fresh(x), expected, rtol=0, atol=0)
+
+
+FUSED_SPECS = [
+    {"name": "fpt_lif", "K": 3, "tau": 2.0},
+    {"name": "paralif", "spike_mode": "T"},
+    {"name": "paralif", "spike_mode": "SB"},
+    {"name": "channel_sliding_psn", "k": 2, "mul_free": True},
+    {"name": "pmsn", "n": 2},
+]
+
+
+@pytest.mark.parametrize("spec", FUSED_SPECS, ids=lambda s: "-".join(f"{v}" for v in s.values()))
+def test_an_inference_mode_call_leaves_training_working(spec):
+    """The fused paths' per-thread scratch grows to the largest call: grown under ``torch.inference_mode`` (a
+    validation pass with a larger batch, Lightning's sanity check) it must still be writable by the next training
+    call, whose spikes and gradients are those of a thread that never ran inference."""
+    from psn_zoo.neurons import _memory
+
+    def train(neuron, x):
+        torch.manual_seed(3)  # SPSN draws
+        x = x.clone().requires_grad_(True)
+        reset_states(neuron)
+        out = neuron(x)
+        out.backward(torch.linspace(-1, 1, out.numel()).reshape(out.shape))
+        reset_states(neuron)
+        return out.detach(), x.grad
+
+    torch.manual_seed(0)
+    small, large = torch.randn(6, 4, 3, 5) * 2, torch.randn(6, 32, 3, 5) * 2
+    neuron = make_neuron(spec)
+    _memory._scratch.buffers = {}
+    expected = train(neuron, small)
+    _memory._scratch.buffers = {}  # this thread's scratch is now grown under inference_mode
+    with torch.inference_mode():
+        neuron(large)
+        reset_states(neuron)
+    assert not any(b.is_inference() for b in _memory._scratch.buffers.values())
+    got = train(neuron, small)
+    assert torch.equal(got[0], expected[0]) and torch.equal(got[1], expected[1])
+
+
+@pytest.mark.parametrize("spike_mode", ["T", "SB"])
+def test_paralif_state_is_not_read_from_the_callers_tensor_after_the_call(spike_mode):
+    """A call from rest leaves ParaLIF's state for the next call: refilling the caller's input buffer in place
+    between the calls (a streaming loop) must not change it, so chunk 2 is the same with a reused buffer as with
+    fresh tensors."""
+    torch.manual_seed(1)
+    first, second = torch.randn(8, 4, 64) * 2, torch.randn(8, 4, 64) * 2
+
+    def chunks(reuse: bool) -> torch.Tensor:
+        neuron = ParaLIF(tau_mem=2.0, tau_syn=3.0, spike_mode=spike_mode)
+        buffer = first.clone()
+        torch.manual_seed(2)
+        neuron(buffer)
+        if reuse:
+            buffer.copy_(second)
+        return neuron(buffer if reuse else second.clone())
+
+    assert torch.equal(chunks(reuse=True), chunks(reuse=False))
+
+
+def test_a_surrogate_subclass_that_redefines_its_derivative_trains_with_it(monkeypatch):
+    """Subclassing a built-in surrogate and redefining ``derivative`` (or ``vjp``) changes the gradient on every
+    path: the fused kernels call ``backward_``, which must not keep the parent's hard-coded formula."""
+    from psn_zoo.neurons import fpt
+    from psn_zoo.neurons.surrogate import ATan, Sigmoid
+
+    class WideATan(ATan):
+        def derivative(self, h: torch.Tensor) -> torch.Tensor:
+            return 0.5 * super().derivative(h * 0.25)
+
+    class ScaledSigmoid(Sigmoid):
+        def vjp(self, h: torch.Tensor, grad_spike: torch.Tensor) -> torch.Tensor:
+            return 3.0 * super().vjp(h, grad_spike)
+
+    h, g = torch.linspace(-2, 2, 101), torch.linspace(1, 2, 101)
+    cases = ((WideATan(), g * WideATan().derivative(h)), (ScaledSigmoid(), 3.0 * Sigmoid().vjp(h, g)))
+    for surrogate, expected in cases:
+        assert torch.allclose(surrogate.backward_(h.clone(), g), expected, rtol=1e-6, atol=0)
+        assert torch.allclose(surrogate.vjp(h, g), expected, rtol=1e-6, atol=0)
+    assert torch.allclose(WideATan().derivative_(h.clone()), WideATan().derivative(h), rtol=1e-6, atol=0)
+    assert ATan.backward_ is not Surrogate.backward_  # the built-ins keep their fused forms
+
+    torch.manual_seed(0)
+    x0 = torch.randn(6, 3, 40) * 2
+
+    def grad():
+        x = x0.clone().requires_grad_()
+        FPTLIFNode(K=3, surrogate=WideATan()).forward(x).sum().backward()
+        return x.grad
+
+    fused, plain = _plain_and_fused(monkeypatch, fpt, grad)
+    assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-7)
+    parent = x0.clone().requires_grad_()
+    FPTLIFNode(K=3).forward(parent).sum().backward()
+    assert not torch.allclose(fused, parent.grad, rtol=1e-2)  # the redefinition took effect
+
+
+@pytest.mark.parametrize("spec", FUSED_SPECS, ids=lambda s: "-".join(f"{v}" for v in s.values()))
+def test_an_empty_batch_passes_through(spec):
+    """A batch of 0 samples (the last, empty shard of a split) gives 0 spikes of the same shape, forward and back."""
+    x = torch.randn(5, 0, 4, 3, requires_grad=True)
+    neuron = make_neuron(spec)
+    neuron(torch.randn(5, 1, 4, 3))  # sized (channel-wise neurons learn C from a first input)
+    reset_states(neuron)
+    out = neuron(x)
+    out.sum().backward()
+    assert out.shape == x.shape and x.grad.shape == x.shape

@@ -200,7 +200,8 @@ def scratch_like(x: torch.Tensor, slot: int = 0) -> torch.Tensor:
     key = (slot, x.dtype)
     buffer = buffers.get(key)
     if buffer is None or buffer.numel() < x.numel():
-        buffer = buffers[key] = torch.empty(x.numel(), dtype=x.dtype)
+        with torch.inference_mode(False):  # grown under inference_mode it would be an inference tensor, which no
+            buffer = buffers[key] = torch.empty(x.numel(), dtype=x.dtype)  # later training call may write
     return buffer[: x.numel()].view(x.shape)
 
 

@@ -225,7 +225,7 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
         with fp32_compute(x_seq) as dtype:
             taps, bias = self.effective_weight().to(dtype), self.bias.to(dtype)
             if self.surrogate.fires_heaviside and not _tracing():
-                x4 = flat.to(dtype).reshape(*flat.shape[:3], -1)
+                x4 = flat.to(dtype).reshape(*flat.shape[:3], math.prod(flat.shape[3:]))  # not -1: B may be 0
                 spikes = ChannelShiftedThreshold.apply(x4, taps, bias, self.dilation, self.surrogate)
             else:
                 spikes = self.surrogate(channel_sliding_membrane(flat.to(dtype), taps, bias, self.dilation))

@@ -133,7 +133,6 @@ class ParaLIF(SpikingNeuron):
             self.register_buffer("beta", torch.tensor(beta), persistent=False)
             self.register_buffer("alpha", torch.tensor(alpha), persistent=False)
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # (I, V) after the last step
-        self._pending: tuple[Any, ...] | None = None  # (x, taps, α, shape) of a call from rest: its state, on demand
         self.step_mode = step_mode
 
     def macs_per_neuron(self, T: int) -> tuple[float, float]:
@@ -148,8 +147,6 @@ class ParaLIF(SpikingNeuron):
         return self.alpha.to(dtype), self.beta.to(dtype)
 
     def _initial(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._pending is not None:
-            self._state, self._pending = self._state_from_rest(*self._pending), None
         if self._state is None:
             zero = torch.zeros(x.shape, dtype=dtype, device=x.device)
             return zero, zero
@@ -179,10 +176,11 @@ class ParaLIF(SpikingNeuron):
         """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`).
 
         From rest the membrane is a fixed causal filter of ``T`` taps (:meth:`taps`): threshold spikes run as a
-        sliding PSN through its fused kernels, SPSN's draws through :class:`_FilteredBernoulli`; the state a call
-        leaves is computed only if a later call asks for it."""
+        sliding PSN through its fused kernels, SPSN's draws through :class:`_FilteredBernoulli`; the state the call
+        leaves is two weighted sums over ``x`` (computed now: keeping ``x`` for later would read the caller's
+        tensor after the call, which the caller may have refilled)."""
         T = x_seq.shape[0]
-        from_rest = self._state is None and self._pending is None and not _tracing()
+        from_rest = self._state is None and not _tracing()
         fused = self.spike_mode == "SB" or (self.spike_mode == "T" and self.surrogate.fires_heaviside)
         if from_rest and fused:
             with fp32_compute(x_seq) as dtype:
@@ -193,7 +191,7 @@ class ParaLIF(SpikingNeuron):
                     spikes = sliding_psn_multi_step(x_seq.to(dtype), taps, bias, self.surrogate)
                 else:
                     spikes = _FilteredBernoulli.apply(x.contiguous(), sliding_weight_matrix(taps, T)).view(x_seq.shape)
-                self._pending = (x, taps, self.decays(dtype)[0], x_seq.shape[1:])
+                self._state = self._state_from_rest(x, taps, self.decays(dtype)[0], x_seq.shape[1:])
             return spikes.to(x_seq.dtype)
         with fp32_compute(x_seq) as dtype:
             x = x_seq.reshape(T, -1).to(dtype)
@@ -219,7 +217,6 @@ class ParaLIF(SpikingNeuron):
 
     def reset(self) -> None:
         self._state = None
-        self._pending = None
 
     def spec_kwargs(self) -> dict[str, Any]:
         return {

@@ -228,7 +228,7 @@ class PMSN(ChannelwiseNeuron):
         """``[T, B]``/``[T, B, C, ...]`` -> ``[T, B, C, R]``."""
         if x_seq.dim() == 2:
             return x_seq.reshape(*x_seq.shape, 1, 1)
-        return x_seq.reshape(*x_seq.shape[:3], -1)
+        return x_seq.reshape(*x_seq.shape[:3], math.prod(x_seq.shape[3:]))  # not -1: an empty batch has no -1
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``[T, B, ...] -> [T, B, ...]``; each call is an independent sequence from rest (as the PSN family)."""

@@ -39,6 +39,20 @@ class Surrogate(nn.Module):
     name: ClassVar[str]
     default_alpha: ClassVar[float]
 
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """A subclass that redefines the derivative (``derivative`` or ``vjp``) but not the faster forms derived
+        from it inherits its parent's hard-coded formulas there: reset those to the generic ones, which call the
+        new derivative (else the fused kernels, which call ``backward_``, would train with the parent's gradient)."""
+        super().__init_subclass__(**kwargs)
+        own = vars(cls)
+        if "derivative" in own:
+            if "vjp" not in own:
+                cls.vjp = Surrogate.vjp
+            if "derivative_" not in own:
+                cls.derivative_ = Surrogate.derivative_
+        if ("derivative" in own or "vjp" in own) and "backward_" not in own:
+            cls.backward_ = Surrogate.backward_
+
     def __init__(self, alpha: float | None = None) -> None:
         super().__init__()
         alpha = self.default_alpha if alpha is None else alpha
