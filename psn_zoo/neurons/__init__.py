@@ -3,10 +3,12 @@ that followed PSN (PMSN, the channel-wise sliding PSN, FPT-LIF, ParaLIF/SPSN), a
 (KLIF, GLIF).
 
 Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B, ...]``
-(``step_mode="s"``, causal neurons only). Pick a neuron by name with :func:`make_neuron`.
+(``step_mode="s"``, causal neurons only). Pick a neuron by name with :func:`make_neuron`. Inside
+:func:`plain_ops` every neuron runs plain PyTorch ops instead of its fused kernels (twice differentiable).
 """
 
 from . import functional
+from ._backend import plain_ops
 from ._channelwise import size_from_state_dict
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .channel_sliding import ChannelSlidingPSN
@@ -64,6 +66,7 @@ __all__ = [
     "neuron_info",
     "neuron_tree",
     "neurons_of",
+    "plain_ops",
     "register_neuron",
     "reset_states",
     "set_step_mode",

@@ -6,16 +6,22 @@ PyTorch.
 - A CPU tensor goes to the fused C kernel where :mod:`._native` takes it, else to PyTorch. With
   ``PSN_ZOO_TRITON=1`` and ``TRITON_INTERPRET=1`` (set before Triton is first imported) CPU tensors run the Triton
   kernels in Triton's interpreter instead: how the GPU kernels are tested on machines without a GPU.
-- Under ``torch.compile``/``torch.export`` the plain differentiable ops run (the functional layer decides that).
+- Under ``torch.compile``/``torch.export``, and inside :func:`plain_ops`, the plain differentiable ops run (the
+  functional layer decides that). The fused kernels' backward is differentiable once: a backward asked for a graph
+  (``create_graph=True``) refuses with the way out (:func:`refuse_create_graph`), instead of a gradient whose
+  second-order terms silently vanish.
 
 Only the ATan and Sigmoid surrogates are fused into the kernels; another surrogate runs the PyTorch path.
 """
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import functools
 import os
 import warnings
+from collections.abc import Iterator
 from types import ModuleType
 
 import torch
@@ -29,6 +35,37 @@ FUSED_SURROGATES: dict[type[Surrogate], int] = {ATan: 0, Sigmoid: 1}
 MAX_ELEMENTS = 2**31
 #: Input and parameter dtypes the kernels read (they compute in fp32).
 KERNEL_DTYPES = (torch.float32, torch.float16, torch.bfloat16)
+
+
+_PLAIN = contextvars.ContextVar("psn_zoo_plain_ops", default=False)
+
+
+@contextlib.contextmanager
+def plain_ops() -> Iterator[None]:
+    """Inside it every neuron runs its plain differentiable PyTorch ops instead of its fused kernels: the same values,
+    slower, and twice differentiable (a gradient penalty, a Hessian-vector product, MAML need that; the fused
+    kernels' backward is differentiable once). Run the forward and the backward inside it."""
+    token = _PLAIN.set(True)
+    try:
+        yield
+    finally:
+        _PLAIN.reset(token)
+
+
+def plain_requested() -> bool:
+    """Whether :func:`plain_ops` is active in this context."""
+    return _PLAIN.get()
+
+
+def refuse_create_graph(function: str) -> None:
+    """First line of every fused Function's backward: grad mode is on there only under ``create_graph=True``, and
+    the kernels' backward builds no graph, so the second-order terms would silently be zero."""
+    if torch.is_grad_enabled():
+        raise RuntimeError(
+            f"{function}: psn_zoo's fused kernels are differentiable once, and this backward was asked for a graph "
+            "(create_graph=True: a gradient penalty, a Hessian-vector product). Run the forward and the backward "
+            "inside `with psn_zoo.neurons.plain_ops():` (the neurons' plain PyTorch ops, twice differentiable)"
+        )
 
 
 @functools.cache

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 
+from . import _backend
 from ._channelwise import lower_toeplitz
 from ._memory import fresh_empty, fresh_like, scratch_like
 from ._psn_kernels import _chunks
@@ -105,6 +106,7 @@ class FixedPointLIF(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor | None, grad_v_last: torch.Tensor | None) -> tuple[Any, ...]:
+        _backend.refuse_create_graph("FixedPointLIF")
         (kept,) = ctx.saved_tensors
         setup, surrogate = ctx.setup, ctx.surrogate
         tau, decay_input, theta, v_reset, detach = ctx.args

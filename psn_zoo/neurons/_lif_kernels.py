@@ -21,6 +21,7 @@ from typing import Any
 
 import torch
 
+from . import _backend
 from ._memory import fresh_like
 from .surrogate import Surrogate
 
@@ -96,6 +97,7 @@ class SerialNeuron(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor, grad_v: torch.Tensor | None) -> tuple[Any, ...]:
+        _backend.refuse_create_graph("SerialNeuron")
         x_seq, v0, w, h_seq = ctx.saved_tensors
         tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate = ctx.config
         q = None if w is None else w.sigmoid()

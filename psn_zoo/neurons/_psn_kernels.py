@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from . import _native
+from . import _backend, _native
 from ._memory import fresh_like, scratch_like
 from .surrogate import Surrogate
 
@@ -121,6 +121,7 @@ class DenseThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _backend.refuse_create_graph("DenseThreshold")
         x2d, weight, bias, membrane = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
@@ -171,6 +172,7 @@ class ToeplitzThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _backend.refuse_create_graph("ToeplitzThreshold")
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
@@ -215,6 +217,7 @@ class ShiftedThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _backend.refuse_create_graph("ShiftedThreshold")
         x2d, weight, bias = ctx.saved_tensors
         k, T = weight.shape[0], x2d.shape[0]
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

@@ -20,6 +20,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _backend
 from ._backend import interpreting
 from ._triton_common import (
     as_columns,
@@ -310,6 +311,7 @@ class TritonThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spike: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _backend.refuse_create_graph("TritonThreshold")
         x2d, weight, bias, lam = ctx.saved_tensors
         T, N = x2d.shape
         need_x, need_w, need_b = ctx.needs_input_grad[:3]

@@ -21,6 +21,7 @@ import torch
 import triton
 import triton.language as tl
 
+from . import _backend
 from ._backend import interpreting
 from ._triton_common import (
     as_columns,
@@ -250,6 +251,7 @@ class TritonSerial(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor | None, grad_v: torch.Tensor | None) -> tuple[Any, ...]:
+        _backend.refuse_create_graph("TritonSerial")
         x2d, v0_1d, q = ctx.saved_tensors
         kind, tau, decay_input, v_threshold, r, reset_mode, detach_reset, surrogate = ctx.config
         T, N = x2d.shape

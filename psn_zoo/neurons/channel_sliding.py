@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from . import _backend
 from ._channelwise import ChannelwiseNeuron, fp32_compute, positive_int
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import CHUNK_ELEMENTS
@@ -114,6 +115,7 @@ class ChannelShiftedThreshold(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[torch.Tensor | None, ...]:
+        _backend.refuse_create_graph("ChannelShiftedThreshold")
         x, taps, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         T, k = x.shape[0], taps.shape[1]

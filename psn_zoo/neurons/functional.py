@@ -22,9 +22,10 @@ def _as_2d(x_seq: torch.Tensor) -> torch.Tensor:
 
 
 def _tracing() -> bool:
-    """Under ``torch.export`` / ``torch.compile`` the neurons use plain differentiable ops (same values):
-    the fused kernels' chunked ``out=`` writes are an eager-mode optimisation tracers should not see."""
-    return torch.compiler.is_compiling() or torch.compiler.is_exporting()
+    """Whether the neurons run their plain differentiable ops (same values): under ``torch.export`` /
+    ``torch.compile`` (the fused kernels' chunked ``out=`` writes are an eager-mode optimisation tracers should not
+    see) and inside :func:`~psn_zoo.neurons.plain_ops` (twice differentiable)."""
+    return _backend.plain_requested() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
 # --------------------------------------------------------------------------------------- PSN family

@@ -24,6 +24,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from . import _backend
 from ._channelwise import finite_number, fp32_compute, lower_toeplitz
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import _chunks
@@ -63,6 +64,7 @@ class _FilteredBernoulli(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        _backend.refuse_create_graph("_FilteredBernoulli")
         x, weight = ctx.saved_tensors
         need_x, need_w = ctx.needs_input_grad[:2]
         grad_x = fresh_like(x, torch.contiguous_format) if need_x else None

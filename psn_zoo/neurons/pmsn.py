@@ -26,6 +26,7 @@ from typing import Any, ClassVar
 
 import torch
 
+from . import _backend
 from ._channelwise import ChannelwiseNeuron, finite_number, fp32_compute, positive_int
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import _chunks
@@ -130,6 +131,7 @@ class FusedSoma(torch.autograd.Function):
 
     @staticmethod
     def backward(ctx: Any, grad_spikes: torch.Tensor) -> tuple[torch.Tensor, None, None]:
+        _backend.refuse_create_graph("FusedSoma")
         (y,) = ctx.saved_tensors
         grad_y = fresh_like(y, torch.contiguous_format)
         for cols in _chunks(y):
