@@ -855,3 +855,23 @@ def test_an_empty_batch_passes_through(spec):
     out = neuron(x)
     out.sum().backward()
     assert out.shape == x.shape and x.grad.shape == x.shape
+
+
+def test_fpt_keeps_no_membranes_when_no_backward_can_follow(monkeypatch):
+    """Inference (no_grad, or nothing needs a gradient) stores none of the K membranes the backward reads; the
+    spikes are the training call's."""
+    from psn_zoo.neurons import _fpt_kernel
+
+    kept, real = [], _fpt_kernel.fresh_empty
+    monkeypatch.setattr(_fpt_kernel, "fresh_empty", lambda shape, *args: kept.append(shape) or real(shape, *args))
+    neuron = FPTLIFNode(K=3, v_reset=0.0)
+    x = torch.randn(8, 4, 100) * 2
+    with torch.no_grad():
+        inferred = neuron(x.clone().requires_grad_())
+    reset_states(neuron)
+    untracked = neuron(x)
+    reset_states(neuron)
+    assert kept == []
+    trained = neuron(x.clone().requires_grad_())
+    assert kept == [(3, 8, 400)]
+    assert torch.equal(inferred, trained) and torch.equal(untracked, trained)

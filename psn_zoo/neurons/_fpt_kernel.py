@@ -51,7 +51,8 @@ def _fire(h: torch.Tensor, theta: float, surrogate: Surrogate, out: torch.Tensor
 
 class FixedPointLIF(torch.autograd.Function):
     """``(spikes [T, N], v_last [N]) = FPT(x [T, N], v [N])``; the arguments after ``v`` as
-    :func:`~psn_zoo.neurons.fpt.fpt_lif_multi_step`."""
+    :func:`~psn_zoo.neurons.fpt.fpt_lif_multi_step`, then ``recording`` (False: no backward can follow, so none of
+    the ``K`` membranes is kept)."""
 
     @staticmethod
     def forward(
@@ -65,12 +66,14 @@ class FixedPointLIF(torch.autograd.Function):
         v_threshold: float,
         v_reset: float | None,
         detach_reset: bool,
+        recording: bool = True,
     ) -> tuple[torch.Tensor, torch.Tensor]:
         T, N = x.shape
         iterations = min(K, T)  # iteration k is exact on steps 0 … k−1: from T on nothing changes
         setup = DecayMatrices(T, tau, x.dtype, x.device)
         keep_all = not (detach_reset and v_reset is None)  # a soft detached reset passes no gradient back
-        kept = fresh_empty((iterations if keep_all else 1, T, N), x.dtype, x.device)
+        # ``recording``: a backward can follow (grad mode on at the call and an input that needs a gradient)
+        kept = fresh_empty((iterations if keep_all else 1, T, N), x.dtype, x.device) if recording else None
         spikes, v_last = fresh_like(x, torch.contiguous_format), x.new_empty(N)
         r = 0.0 if v_reset is None else v_reset
         for cols in _chunks(x):
@@ -95,7 +98,7 @@ class FixedPointLIF(torch.autograd.Function):
                     torch.sub(h, r, out=removed).mul_(spike)
                 else:
                     torch.mul(spike, v_threshold, out=removed)
-                if keep_all or k == iterations - 1:
+                if kept is not None and (keep_all or k == iterations - 1):
                     kept[k if keep_all else 0, :, cols] = h
             spikes[:, cols] = spike
             torch.sub(h[-1], removed[-1], out=v_last[cols])
@@ -142,7 +145,7 @@ class FixedPointLIF(torch.autograd.Function):
                     grad_x[:, cols] = gu
             if grad_v is not None:
                 grad_v[cols] = (setup.decays.t() @ ga)[0]
-        return grad_x, grad_v, None, None, None, None, None, None, None
+        return grad_x, grad_v, None, None, None, None, None, None, None, None
 
 
 class _Reset:

@@ -52,8 +52,9 @@ def fpt_lif_multi_step(
     T = x_seq.shape[0]
     x = x_seq.reshape(T, -1)
     if not _tracing():  # the fused Function: the same forward values, a hand-written backward
+        recording = torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)
         spikes, v_last = FixedPointLIF.apply(
-            x, v.reshape(-1), K, surrogate, tau, decay_input, v_threshold, v_reset, detach_reset
+            x, v.reshape(-1), K, surrogate, tau, decay_input, v_threshold, v_reset, detach_reset, recording
         )
         return spikes.reshape(x_seq.shape), v_last.reshape(v.shape)
     decay = DecayMatrices(T, tau, x.dtype, x.device)  # L, L' and β^(t+1), as the fused Function builds them
