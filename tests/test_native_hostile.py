@@ -308,3 +308,38 @@ def test_pooled_outputs_change_no_value(pool):
     reference = {name: (o, g) for mb, name, o, g in results if mb == "0"}
     for _, name, o, g in results:
         assert torch.equal(o, reference[name][0]) and torch.equal(g, reference[name][1])
+
+
+def test_a_storage_held_by_name_or_shared_with_another_process_is_never_handed_out_again(pool):
+    """Two holders no tensor count sees: ``out.untyped_storage()`` (the pool's own storage object) and a tensor
+    moved to shared memory, as ``torch.multiprocessing`` does when it sends one to another process (which reads it
+    after this one lets go). Neither buffer is handed out again, so what the holder reads does not change."""
+    from psn_zoo.neurons import PSN, _memory
+
+    pool("64")
+    torch.manual_seed(0)
+    neuron, x = PSN(4), torch.randn(4, 2**16)
+    with torch.no_grad():
+        out = neuron(x)
+        storage, values = out.untyped_storage(), out.clone()
+        del out
+        later = [neuron(x * s) for s in (2.0, 3.0)]
+        assert all(t.untyped_storage().data_ptr() != storage.data_ptr() for t in later)
+        assert torch.equal(torch.empty(0).set_(storage, 0, values.shape), values)
+        del storage, later
+        sent = neuron(x).share_memory_()
+        received = torch.empty(0).set_(sent.untyped_storage(), 0, sent.shape)  # the other process's view
+        values, pointer = sent.clone(), sent.untyped_storage().data_ptr()
+        del sent
+        later = [neuron(x * s) for s in (4.0, 5.0, 6.0)]
+        assert all(t.untyped_storage().data_ptr() != pointer for t in later)
+        assert torch.equal(received, values)
+        assert all(not st.is_shared() for sts in _memory._pool.values() for st in sts)  # evicted, not kept forever
+
+
+def test_an_infinite_pool_cap_is_refused_by_name(pool):
+    from psn_zoo.neurons import _memory
+
+    pool("inf")
+    with pytest.raises(ValueError, match="PSN_ZOO_BUFFER_POOL_MB must be a finite number"):
+        _memory.pool_limit_bytes()

@@ -267,3 +267,72 @@ def test_half_precision_input_with_float32_parameters(spec, dtype):
     assert torch.equal(gx, gx_ref.to(dtype))
     for name, grad in gp.items():
         assert grad.dtype == torch.float32 and torch.equal(grad, gp_ref[name])
+
+
+@pytest.mark.parametrize(
+    "spec", [{"name": "psn", "T": 8}, {"name": "masked_psn", "T": 8, "k": 3, "lambda_": 1.0}], ids=lambda s: s["name"]
+)
+def test_a_transposed_weight_trains_through_the_kernel(spec):
+    """A weight that is a transposed view (``load_state_dict(..., assign=True)`` of ``W.t()``) runs forward and
+    backward like a contiguous copy of it: the gradient buffers the kernel writes are made contiguous."""
+    torch.manual_seed(0)
+    neuron, reference = make_neuron(spec), make_neuron(spec)
+    weight = torch.randn(8, 8)
+    neuron.weight = nn.Parameter(weight.t().contiguous().t())  # the same values, transposed strides
+    reference.weight = nn.Parameter(weight.clone())
+    assert not neuron.weight.is_contiguous()
+    x = torch.randn(8, 4, 300) * 2
+    out, grad_x, grads = forward_backward(neuron, x, torch.ones_like(x))
+    ref_out, ref_grad_x, ref_grads = forward_backward(reference, x, torch.ones_like(x))
+    assert torch.equal(out, ref_out) and torch.equal(grad_x, ref_grad_x)
+    assert all(torch.equal(grads[name], ref_grads[name]) for name in ref_grads)
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [{"name": "sliding_psn", "k": 3}, {"name": "masked_psn", "T": 6, "k": 3, "lambda_": 1.0},
+     {"name": "channel_sliding_psn", "k": 2, "dilation": 2}, {"name": "lif"}],
+    ids=lambda s: s["name"],
+)  # fmt: skip
+def test_streaming_with_a_refilled_input_buffer(spec):
+    """Single-step streaming that refills one input buffer in place each step (a sensor loop) gives the spikes of
+    fresh tensors: the neurons that remember past inputs keep copies, not the caller's buffer."""
+    torch.manual_seed(0)
+    xs = torch.randn(6, 4, 3, 20) * 2
+
+    def stream(refill: bool) -> torch.Tensor:
+        torch.manual_seed(1)  # the same initial weights
+        neuron = make_neuron({**spec, "step_mode": "s"})
+        buffer, out = torch.empty_like(xs[0]), []
+        for x in xs:
+            if refill:
+                buffer.copy_(x)
+            out.append(neuron(buffer if refill else x.clone()))
+        return torch.stack(out)
+
+    assert torch.equal(stream(refill=True), stream(refill=False))
+
+
+@pytest.mark.parametrize("name", ["if", "lif", "plif"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+def test_serial_plain_ops_accumulate_half_precision_in_float32_as_the_kernel_does(name, dtype):
+    """torch.compile/export and plain_ops() run the serial neurons' plain ops: on a half-precision input they keep the
+    membrane in float32 like the kernel, so the spikes are the kernel's."""
+    from psn_zoo.neurons import plain_ops
+
+    torch.manual_seed(0)
+    neuron = make_neuron({"name": name})
+    x = (torch.randn(8, 4, 500) * 2).to(dtype)
+    fused = neuron(x)
+    reset_states(neuron)
+    with plain_ops():
+        plain = neuron(x)
+    assert plain.dtype == fused.dtype == dtype and torch.equal(plain, fused)
+
+
+def test_a_state_dict_lambda_outside_zero_one_is_refused_on_load():
+    neuron = MaskedPSN(T=4, k=2)
+    state = {**neuron.state_dict(), "lambda_": torch.tensor(1.5)}
+    with pytest.raises(ValueError, match=r"lambda_ must be in \[0, 1\], got 1.5"):
+        neuron.load_state_dict(state)
+    assert float(neuron.lambda_) == 0.0

@@ -109,12 +109,23 @@ def pool_limit_bytes() -> int:
         raise ValueError(
             f"PSN_ZOO_BUFFER_POOL_MB must be a number of MiB (0 switches the pool off); got {raw!r}"
         ) from err
+    if not math.isfinite(mb):
+        raise ValueError(f"PSN_ZOO_BUFFER_POOL_MB must be a finite number of MiB (0: no pool); got {raw!r}")
     return int(mb * (1 << 20)) if mb > 0 and hasattr(torch._C, "_storage_Use_Count") else 0
 
 
 def _free(storage: torch.UntypedStorage) -> bool:
-    """No tensor holds ``storage``: the pool's own Python object is its only reference."""
-    return torch._C._storage_Use_Count(storage._cdata) == 1
+    """Nothing outside the pool holds ``storage``: no tensor (its use count is the pool's 1) and no Python name
+    either (``out.untyped_storage()`` returns this very object: 4 references are the pool's list, the caller's loop
+    variable, this argument and getrefcount's own)."""
+    return torch._C._storage_Use_Count(storage._cdata) == 1 and sys.getrefcount(storage) <= 4
+
+
+def _evict_shared(storages: list[torch.UntypedStorage]) -> None:
+    """Drop the buffers moved to shared memory (a tensor on them was sent to another process, which may read it
+    after this one lets go): never handed out again, freed when their last user lets go."""
+    if any(st.is_shared() for st in storages):
+        storages[:] = [st for st in storages if not st.is_shared()]
 
 
 def pooled_bytes() -> int:
@@ -134,6 +145,7 @@ def _drop_free(wanted: float, spare: int | None = None) -> int:
         if size == spare:
             continue
         kept = []
+        _evict_shared(_pool[size])
         for storage in _pool[size]:
             if released < wanted and _free(storage):
                 released += size
@@ -168,6 +180,7 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
     with _pool_lock:  # the tensor is made under the lock, so two threads never take the same free buffer
         storages = _pool.setdefault(nbytes, [])
         _pool.move_to_end(nbytes)
+        _evict_shared(storages)
         for storage in storages:
             if _free(storage):
                 return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # no stride given: contiguous

@@ -70,6 +70,11 @@ def _fresh_with_flat(like: torch.Tensor, flat_shape: torch.Size) -> tuple[torch.
     return full, full.view(*flat_shape)  # ints, not a Size: view(Size) costs 3x more per call
 
 
+def _contiguous_empty(t: torch.Tensor) -> torch.Tensor:
+    """A contiguous tensor shaped like ``t`` (``torch.empty_like`` keeps a transposed parameter's strides)."""
+    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
+
+
 def _grad_buffers(
     grad_spike: torch.Tensor, x2d: torch.Tensor, need_x: bool
 ) -> tuple[torch.Tensor | None, torch.Tensor | None, torch.Tensor]:
@@ -126,8 +131,8 @@ class DenseThreshold(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         if ctx.native is not None:
-            grad_w = torch.empty_like(weight) if need_w else None
-            grad_b = torch.empty_like(bias) if need_b else None
+            grad_w = _contiguous_empty(weight) if need_w else None  # the kernel writes [T, T] rows: a
+            grad_b = _contiguous_empty(bias) if need_b else None  # transposed weight's empty_like would not be
             ctx.native.backward(
                 x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band, membrane=membrane
             )
@@ -176,8 +181,8 @@ class ToeplitzThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
-        grad_w = torch.empty_like(weight) if need_w else None
-        grad_b = torch.empty_like(bias) if need_b else None
+        grad_w = _contiguous_empty(weight) if need_w else None
+        grad_b = _contiguous_empty(bias) if need_b else None
         ctx.kernels.backward_sliding(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b)
         return grad_seq, grad_w, grad_b, None, None
 

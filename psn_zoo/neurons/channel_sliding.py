@@ -240,7 +240,7 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
                 f"{type(self).__name__}: single-step input shape changed from {tuple(self._history[-1].shape)} to "
                 f"{tuple(x.shape)} within one sequence; call reset() (psn_zoo.neurons.reset_states(model)) first"
             )
-        self._history = [*self._history, x][-self.receptive_field :]
+        self._history = [*self._history, x.clone()][-self.receptive_field :]  # a copy: the caller may refill x
         flat = x.unsqueeze(-1) if x.dim() == 1 else x
         with fp32_compute(x) as dtype:
             taps, bias = self.effective_weight().to(dtype), self.bias.to(dtype)

@@ -199,9 +199,10 @@ def masked_psn_step(
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
     """One streaming step of a masked PSN at λ = 1 (``weight`` already masked, ``[T, T]``).
 
-    ``queue`` holds up to ``k - 1`` previous inputs, oldest first; returns ``(spike, new_queue)``.
+    ``queue`` holds up to ``k - 1`` previous inputs, oldest first (copies: the caller may refill ``x`` in place
+    before the next step); returns ``(spike, new_queue)``.
     """
-    queue = [*queue, x][-k:]
+    queue = [*queue, x.clone()][-k:]
     taps = weight[t, t + 1 - len(queue) : t + 1]
     return surrogate(_fma_chain(queue, taps) + bias[t]), queue[1:] if len(queue) == k else queue
 
@@ -209,9 +210,9 @@ def masked_psn_step(
 def sliding_psn_step(
     x: torch.Tensor, queue: list[torch.Tensor], weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate
 ) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """One streaming step of a sliding PSN; ``queue`` holds up to ``k - 1`` previous inputs."""
+    """One streaming step of a sliding PSN; ``queue`` holds up to ``k - 1`` previous inputs (copies, as above)."""
     k = weight.shape[0]
-    queue = [*queue, x][-k:]
+    queue = [*queue, x.clone()][-k:]
     taps = weight[k - len(queue) :]
     return surrogate(_fma_chain(queue, taps) + bias), queue[1:] if len(queue) == k else queue
 
@@ -242,15 +243,18 @@ def serial_multi_step(
     triton = not tracing and _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES)
     if not isinstance(v, torch.Tensor) and not triton:
         v = torch.full(x_seq.shape[1:], float(v), dtype=x_seq.dtype, device=x_seq.device)
+    # the membrane is accumulated in fp32 when the input is half precision (mixed precision); spikes in its dtype
+    state = torch.promote_types(x_seq.dtype, torch.float32)
     if tracing:
-        return _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset)
+        spikes, v_last = _serial_reference(
+            x_seq.to(state), v.to(state), surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset
+        )
+        return spikes.to(x_seq.dtype), v_last
     if triton:
         r = 0.0 if v_reset is None or mode != "hard" else v_reset
         q = None if w is None else w.float().sigmoid()
         kernel = _backend.triton_serial().TritonSerial  # q's gradient reaches w through autograd
         return kernel.apply(x_seq, v, q, tau, decay_input, v_threshold, r, mode, detach_reset, surrogate)
-    # the membrane is accumulated in fp32 when the input is half precision (mixed precision); spikes in its dtype
-    state = torch.promote_types(x_seq.dtype, torch.float32)
     x, v0 = x_seq.to(state), v.to(state)
     spikes, v_last = SerialNeuron.apply(x, v0, w, tau, decay_input, v_threshold, v_reset, mode, detach_reset, surrogate)
     return spikes.to(x_seq.dtype), v_last

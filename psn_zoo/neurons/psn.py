@@ -136,6 +136,13 @@ class MaskedPSN(_StreamingPSN):
             return
         super().__setattr__(name, value)
 
+    def _load_from_state_dict(self, state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+        """A state dict's λ is checked as an assigned one is (a value outside [0, 1] would load, then fail later)."""
+        stored = state_dict.get(prefix + "lambda_")
+        if isinstance(stored, torch.Tensor) and stored.numel() == 1:
+            _check_lambda(stored.item())
+        super()._load_from_state_dict(state_dict, prefix, *args)
+
     def check_single_step(self) -> None:
         if float(self.lambda_) < 1.0:
             raise ValueError(
