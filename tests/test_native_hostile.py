@@ -343,3 +343,23 @@ def test_an_infinite_pool_cap_is_refused_by_name(pool):
     pool("inf")
     with pytest.raises(ValueError, match="PSN_ZOO_BUFFER_POOL_MB must be a finite number"):
         _memory.pool_limit_bytes()
+
+
+def test_a_pooled_output_resized_by_its_user_leaves_the_pool(pool):
+    """``out.untyped_storage().resize_(0)`` (or a grown ``resize_``) changes a pooled buffer's size under the pool:
+    the next calls of that size get buffers of their size, and the pool's count stays true."""
+    from psn_zoo.neurons import PSN, _memory
+
+    pool("64")
+    neuron, x = PSN(4), torch.randn(4, 2**16)
+    with torch.no_grad():
+        shrunk = neuron(x)
+        expected = shrunk.clone()
+        shrunk.untyped_storage().resize_(0)
+        grown = neuron(x)
+        grown.resize_(8, 2**16)
+        del shrunk, grown
+        again = [neuron(x) for _ in range(3)]
+    assert all(torch.equal(a, expected) for a in again)
+    sizes = {size: [st.nbytes() for st in sts] for size, sts in _memory._pool.items()}
+    assert all(n == size for size, ns in sizes.items() for n in ns), sizes

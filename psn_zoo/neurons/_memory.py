@@ -121,11 +121,12 @@ def _free(storage: torch.UntypedStorage) -> bool:
     return torch._C._storage_Use_Count(storage._cdata) == 1 and sys.getrefcount(storage) <= 4
 
 
-def _evict_shared(storages: list[torch.UntypedStorage]) -> None:
-    """Drop the buffers moved to shared memory (a tensor on them was sent to another process, which may read it
-    after this one lets go): never handed out again, freed when their last user lets go."""
-    if any(st.is_shared() for st in storages):
-        storages[:] = [st for st in storages if not st.is_shared()]
+def _evict_foreign(storages: list[torch.UntypedStorage], nbytes: int) -> None:
+    """Drop the buffers no longer the pool's to hand out: moved to shared memory (a tensor on them was sent to
+    another process, which may read it after this one lets go) or resized by a user (``resize_``: no longer
+    ``nbytes``). They are freed when their last user lets go."""
+    if any(st.is_shared() or st.nbytes() != nbytes for st in storages):
+        storages[:] = [st for st in storages if not st.is_shared() and st.nbytes() == nbytes]
 
 
 def pooled_bytes() -> int:
@@ -145,7 +146,7 @@ def _drop_free(wanted: float, spare: int | None = None) -> int:
         if size == spare:
             continue
         kept = []
-        _evict_shared(_pool[size])
+        _evict_foreign(_pool[size], size)
         for storage in _pool[size]:
             if released < wanted and _free(storage):
                 released += size
@@ -180,7 +181,7 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
     with _pool_lock:  # the tensor is made under the lock, so two threads never take the same free buffer
         storages = _pool.setdefault(nbytes, [])
         _pool.move_to_end(nbytes)
-        _evict_shared(storages)
+        _evict_foreign(storages, nbytes)
         for storage in storages:
             if _free(storage):
                 return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # no stride given: contiguous
