@@ -114,11 +114,17 @@ def pool_limit_bytes() -> int:
     return int(mb * (1 << 20)) if mb > 0 and hasattr(torch._C, "_storage_Use_Count") else 0
 
 
-def _free(storage: torch.UntypedStorage) -> bool:
-    """Nothing outside the pool holds ``storage``: no tensor (its use count is the pool's 1) and no Python name
-    either (``out.untyped_storage()`` returns this very object: 4 references are the pool's list, the caller's loop
-    variable, this argument and getrefcount's own)."""
-    return torch._C._storage_Use_Count(storage._cdata) == 1 and sys.getrefcount(storage) <= 4
+def _free(storage: torch.UntypedStorage, nbytes: int) -> bool:
+    """``storage`` can be handed out as a buffer of ``nbytes``: nothing outside the pool holds it (no tensor: its
+    use count is the pool's 1; no Python name either: ``out.untyped_storage()`` returns this very object, and 4
+    references are the pool's list, the caller's loop variable, this argument and getrefcount's own), and it is
+    still the pool's (see :func:`_evict_foreign`)."""
+    return (
+        torch._C._storage_Use_Count(storage._cdata) == 1
+        and sys.getrefcount(storage) <= 4
+        and storage.nbytes() == nbytes
+        and not storage.is_shared()
+    )
 
 
 def _evict_foreign(storages: list[torch.UntypedStorage], nbytes: int) -> None:
@@ -148,7 +154,7 @@ def _drop_free(wanted: float, spare: int | None = None) -> int:
         kept = []
         _evict_foreign(_pool[size], size)
         for storage in _pool[size]:
-            if released < wanted and _free(storage):
+            if released < wanted and _free(storage, size):
                 released += size
             else:
                 kept.append(storage)
@@ -181,10 +187,10 @@ def _pooled_empty(shape: torch.Size, dtype: torch.dtype) -> torch.Tensor | None:
     with _pool_lock:  # the tensor is made under the lock, so two threads never take the same free buffer
         storages = _pool.setdefault(nbytes, [])
         _pool.move_to_end(nbytes)
-        _evict_foreign(storages, nbytes)
         for storage in storages:
-            if _free(storage):
+            if _free(storage, nbytes):
                 return torch.empty(0, dtype=dtype).set_(storage, 0, shape)  # no stride given: contiguous
+        _evict_foreign(storages, nbytes)  # none free: make room of what is no longer the pool's
         if len(storages) >= POOL_PER_SIZE:
             return None
         if not _make_room(nbytes, limit):
