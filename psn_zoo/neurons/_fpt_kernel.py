@@ -51,8 +51,8 @@ def _fire(h: torch.Tensor, theta: float, surrogate: Surrogate, out: torch.Tensor
 
 class FixedPointLIF(torch.autograd.Function):
     """``(spikes [T, N], v_last [N]) = FPT(x [T, N], v [N])``; the arguments after ``v`` as
-    :func:`~psn_zoo.neurons.fpt.fpt_lif_multi_step`, then ``recording`` (False: no backward can follow, so none of
-    the ``K`` membranes is kept)."""
+    :func:`~psn_zoo.neurons.fpt.fpt_lif_multi_step`, then ``recording`` (``torch.is_grad_enabled()`` at the call:
+    without it no backward can follow, so none of the ``K`` membranes is kept)."""
 
     @staticmethod
     def forward(
@@ -72,7 +72,9 @@ class FixedPointLIF(torch.autograd.Function):
         iterations = min(K, T)  # iteration k is exact on steps 0 … k−1: from T on nothing changes
         setup = DecayMatrices(T, tau, x.dtype, x.device)
         keep_all = not (detach_reset and v_reset is None)  # a soft detached reset passes no gradient back
-        # ``recording``: a backward can follow (grad mode on at the call and an input that needs a gradient)
+        # ``recording``: grad mode was on at the call (inside forward it is always off), and with an input that
+        # needs a gradient a backward can follow: only then are the membranes kept, as DenseThreshold does
+        recording = recording and any(ctx.needs_input_grad[:2])
         kept = fresh_empty((iterations if keep_all else 1, T, N), x.dtype, x.device) if recording else None
         spikes, v_last = fresh_like(x, torch.contiguous_format), x.new_empty(N)
         r = 0.0 if v_reset is None else v_reset

@@ -122,17 +122,19 @@ def _free(storage: torch.UntypedStorage, nbytes: int) -> bool:
     return (
         torch._C._storage_Use_Count(storage._cdata) == 1
         and sys.getrefcount(storage) <= 4
-        and storage.nbytes() == nbytes
-        and not storage.is_shared()
+        and not _foreign(storage, nbytes)
     )
 
 
+def _foreign(storage: torch.UntypedStorage, nbytes: int) -> bool:
+    """No longer the pool's to hand out: moved to shared memory (a tensor on it was sent to another process, which
+    may read it after this one lets go) or resized by a user (``resize_``: no longer ``nbytes``)."""
+    return storage.is_shared() or storage.nbytes() != nbytes
+
+
 def _evict_foreign(storages: list[torch.UntypedStorage], nbytes: int) -> None:
-    """Drop the buffers no longer the pool's to hand out: moved to shared memory (a tensor on them was sent to
-    another process, which may read it after this one lets go) or resized by a user (``resize_``: no longer
-    ``nbytes``). They are freed when their last user lets go."""
-    if any(st.is_shared() or st.nbytes() != nbytes for st in storages):
-        storages[:] = [st for st in storages if not st.is_shared() and st.nbytes() == nbytes]
+    """Drop the :func:`_foreign` buffers from ``storages``; they are freed when their last user lets go."""
+    storages[:] = [st for st in storages if not _foreign(st, nbytes)]
 
 
 def pooled_bytes() -> int:

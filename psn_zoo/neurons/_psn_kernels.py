@@ -25,7 +25,7 @@ from typing import Any
 import torch
 
 from . import _backend, _native
-from ._memory import fresh_like, scratch_like
+from ._memory import fresh_empty, fresh_like, scratch_like
 from .surrogate import Surrogate
 
 #: From this T on, the fused kernel keeps the dense PSN's membrane W·x ([T, N] float32, one more tensor between the
@@ -68,11 +68,6 @@ def _fresh_with_flat(like: torch.Tensor, flat_shape: torch.Size) -> tuple[torch.
     kernels write)."""
     full = fresh_like(like, torch.contiguous_format)
     return full, full.view(*flat_shape)  # ints, not a Size: view(Size) costs 3x more per call
-
-
-def _contiguous_empty(t: torch.Tensor) -> torch.Tensor:
-    """A contiguous tensor shaped like ``t`` (``torch.empty_like`` keeps a transposed parameter's strides)."""
-    return torch.empty(t.shape, dtype=t.dtype, device=t.device)
 
 
 def _grad_buffers(
@@ -131,8 +126,9 @@ class DenseThreshold(torch.autograd.Function):
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
         if ctx.native is not None:
-            grad_w = _contiguous_empty(weight) if need_w else None  # the kernel writes [T, T] rows: a
-            grad_b = _contiguous_empty(bias) if need_b else None  # transposed weight's empty_like would not be
+            # contiguous (the kernel writes [T, T] rows; empty_like would keep a transposed weight's strides)
+            grad_w = fresh_empty(weight.shape, weight.dtype, weight.device) if need_w else None
+            grad_b = fresh_empty(bias.shape, bias.dtype, bias.device) if need_b else None
             ctx.native.backward(
                 x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b, ctx.band, membrane=membrane
             )
@@ -181,8 +177,8 @@ class ToeplitzThreshold(torch.autograd.Function):
         x2d, weight, bias = ctx.saved_tensors
         need_x, need_w, need_b = ctx.needs_input_grad[:3]
         grad_seq, grad_x, grad_spike = _grad_buffers(grad_spike, x2d, need_x)
-        grad_w = _contiguous_empty(weight) if need_w else None
-        grad_b = _contiguous_empty(bias) if need_b else None
+        grad_w = fresh_empty(weight.shape, weight.dtype, weight.device) if need_w else None
+        grad_b = fresh_empty(bias.shape, bias.dtype, bias.device) if need_b else None
         ctx.kernels.backward_sliding(x2d, weight, bias, grad_spike, ctx.surrogate.alpha, grad_x, grad_w, grad_b)
         return grad_seq, grad_w, grad_b, None, None
 

@@ -52,7 +52,7 @@ def fpt_lif_multi_step(
     T = x_seq.shape[0]
     x = x_seq.reshape(T, -1)
     if not _tracing():  # the fused Function: the same forward values, a hand-written backward
-        recording = torch.is_grad_enabled() and (x.requires_grad or v.requires_grad)
+        recording = torch.is_grad_enabled()
         spikes, v_last = FixedPointLIF.apply(
             x, v.reshape(-1), K, surrogate, tau, decay_input, v_threshold, v_reset, detach_reset, recording
         )
@@ -63,11 +63,10 @@ def fpt_lif_multi_step(
     if r != 0.0:
         u = u + r / tau
     a = decay.full @ u + decay.decays * v.reshape(1, -1)
-    strict = decay.strict
     h, spike, removed = a, None, None
     for k in range(K):
         if k:
-            h = a - strict @ removed
+            h = a - decay.strict @ removed
         spike = surrogate(h - v_threshold)
         s = spike.detach() if detach_reset else spike
         removed = s * (h - r) if v_reset is not None else s * v_threshold

@@ -86,12 +86,7 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
     else:
         out = DenseThreshold.apply(x, weight, bias, surrogate, None, torch.is_grad_enabled())
-    return _in_dtype(out, x_seq.dtype)
-
-
-def _in_dtype(spikes: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``spikes`` in the caller's dtype (0 and 1 are exact in every float dtype); no call when it already is."""
-    return spikes if spikes.dtype == dtype else spikes.to(dtype)
+    return out.to(x_seq.dtype)
 
 
 def masked_psn_multi_step(
@@ -119,7 +114,7 @@ def masked_psn_multi_step(
     on_cpu_kernel = x_seq.is_cpu
     if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-        return _in_dtype(DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()), x_seq.dtype)
+        return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
 
 
@@ -162,7 +157,7 @@ def sliding_psn_multi_step(
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # builds the band, sums onto the taps
         return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, 0, 1.0, k)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-    return _in_dtype(_sliding(x, weight, bias, surrogate), x_seq.dtype)
+    return _sliding(x, weight, bias, surrogate).to(x_seq.dtype)
 
 
 def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:

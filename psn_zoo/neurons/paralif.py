@@ -172,7 +172,8 @@ class ParaLIF(SpikingNeuron):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(I, V)`` at the last step of a call from rest over ``x: [T, N]`` (``taps``, ``alpha``: the call's)."""
         powers = alpha ** torch.arange(x.shape[0] - 1, -1, -1, dtype=x.dtype, device=x.device)
-        return (powers @ x).reshape(shape), (taps @ x).reshape(shape)
+        current, membrane = torch.stack([powers, taps]) @ x  # one pass over x for both
+        return current.reshape(shape), membrane.reshape(shape)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``[T, B, ...] -> [T, B, ...]`` from the stored state (rest after :meth:`reset`).
