@@ -301,11 +301,14 @@ def test_profile_cell_names_each_librarys_operations():
     """benchmarks.profile_cell lists, per library, the operations a forward + backward spends its time in: our
     fused kernel's autograd node on one side, SpikingJelly's matrix products on the other."""
     from benchmarks.profile_cell import profile
+    from psn_zoo.neurons import _native
 
     tables = profile("psn", 4, 4096, "float32", "cpu", reps=2)
     ours = " ".join(row[0] for row in tables["ours"])
     theirs = " ".join(row[0] for row in tables["SpikingJelly"])
-    assert "DenseThreshold" in ours and "addmm" not in ours
+    assert "DenseThreshold" in ours
+    if _native.enabled() and _native.load() is not None:  # the fused C kernel makes no matrix product of PyTorch's
+        assert "addmm" not in ours
     assert "mm" in theirs and "DenseThreshold" not in theirs
     assert all(float(row[2]) > 0 for rows in tables.values() for row in rows)
 
