@@ -193,10 +193,9 @@ def _check_taps(taps: torch.Tensor) -> None:
 
 
 def _require(*specs: tuple[str, torch.Tensor | None, tuple[int, ...]]) -> None:
-    """:func:`_check` for each ``(name, tensor, shape)``; a None tensor (a gradient not asked for) is skipped. The
-    common case runs inline, without a call per tensor: this runs twice per neuron call."""
+    """:func:`_check` for each ``(name, tensor, shape)``; a None tensor (a gradient not asked for) is skipped."""
     for name, t, shape in specs:
-        if t is not None and not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.shape == shape):
+        if t is not None:
             _check(name, t, shape)
 
 
