@@ -86,7 +86,13 @@ def checked_checkpoint(source: str | Path, *, timeout: float = 60.0) -> Iterator
     """
     with local_copy(source, timeout=timeout) as path:
         try:
-            load_torch_file(path)
+            ckpt = load_torch_file(path)
         except ValueError as err:
             raise ValueError(str(err).replace(str(path), str(source), 1)) from None
+        parts = ("state_dict", "hyper_parameters")
+        if not isinstance(ckpt, dict) or any(not isinstance(ckpt.get(k, {}), dict) for k in parts):
+            raise ValueError(
+                f"{source} is not a Lightning checkpoint (a dict whose state_dict and hyper_parameters are dicts, as "
+                "Trainer.save_checkpoint writes); for a bare state dict use --model.pretrained instead"
+            )
         yield path

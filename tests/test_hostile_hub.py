@@ -10,6 +10,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -18,6 +19,7 @@ import pytest
 import torch
 import yaml
 from hub_servers import FileServer
+from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
 from psn_zoo.cli import main
@@ -489,3 +491,124 @@ def test_a_fine_tuned_checkpoint_does_not_need_its_pretrained_file(tmp_path):
     with pytest.raises(ValueError, match=r"invalid checkpoint name 'paper_seq_cnn.a/../x'"):
         publish_checkpoint(ckpt, config, "paper_seq_cnn.a/../x", out)
     assert tree(out) == before and leftovers(tmp_path) == []
+
+
+# ===================================================================== sources, fine-tuning files, recipe arguments
+class BadLengthServer(FileServer):
+    """Sends the right bytes under a ``Content-Length`` that is not a number (a broken server or proxy)."""
+
+    def __init__(self, files: dict[str, bytes], header: str) -> None:
+        self.header = header
+        super().__init__(files)
+
+    def handle(self, handler) -> None:
+        data = self.files[handler.path.lstrip("/")]
+        handler.send_response(200)
+        handler.send_header("Content-Length", self.header)
+        handler.end_headers()
+        handler.wfile.write(data)
+
+
+@pytest.mark.parametrize("header", ["abc", "10, 10", "-5", "²"])
+def test_a_malformed_content_length_passes_to_the_next_source(release, tmp_path, header):
+    name = release.info.weights.file
+    with BadLengthServer({name: release.data}, header) as bad, FileServer({name: release.data}) as good:
+        state = load_pretrained_weights(TINY, manifest=with_sources(release, bad.url, good.url))
+        assert bad.gets(name) == 1 and good.gets(name) == 1
+        assert set(state) == set(safetensors_load(release.data))
+        shutil.rmtree(os.environ["PSN_ZOO_CACHE"])
+        with pytest.raises(FileNotFoundError, match="malformed Content-Length") as err:
+            load_pretrained_weights(TINY, manifest=with_sources(release, bad.url))
+    assert "Traceback" not in str(err.value)
+
+
+def test_a_source_url_naming_the_file_itself_is_used_whatever_its_name(release, tmp_path, monkeypatch):
+    """A mirror may store the weights under another name: a URL ending in .safetensors is the file, still verified."""
+    folder = tmp_path / "renamed"
+    folder.mkdir()
+    (folder / "weights.safetensors").write_bytes(release.data)
+    manifest = with_sources(release)
+    with FileServer({"weights.safetensors": release.data}) as server:
+        for url in (server.url + "weights.safetensors", f"file://{folder}/weights.safetensors"):
+            shutil.rmtree(os.environ["PSN_ZOO_CACHE"], ignore_errors=True)
+            state = load_pretrained_weights(TINY, manifest=manifest, source=url)
+            assert set(state) == set(safetensors_load(release.data))
+        (folder / "weights.safetensors").write_bytes(release.data[:-1] + b"\0")  # another file under that name
+        shutil.rmtree(os.environ["PSN_ZOO_CACHE"])
+        with pytest.raises(ChecksumError):
+            load_pretrained_weights(TINY, manifest=manifest, source=f"file://{folder}/weights.safetensors")
+
+
+def test_offline_mode_reads_a_file_url_but_downloads_nothing(release, tmp_path, monkeypatch):
+    monkeypatch.setenv("PSN_ZOO_OFFLINE", "1")
+    with FileServer({release.info.weights.file: release.data}) as server:
+        with pytest.raises(OSError, match="offline mode: not downloading"):
+            load_pretrained_weights(TINY, manifest=with_sources(release, server.url))
+        assert server.gets() == 0
+    state = load_pretrained_weights(TINY, manifest=with_sources(release, mirror_of(release, tmp_path)))
+    assert state  # a local file is no download
+
+
+def test_fine_tuning_verifies_the_sha256_a_file_name_carries(release, tmp_path):
+    """``--model.pretrained x-<sha>.safetensors`` is checked as ``create_model(arch, pretrained=x-<sha>...)`` is."""
+    sha = release.info.weights.sha256
+    good = tmp_path / f"tiny-{sha[:8]}.safetensors"
+    good.write_bytes(release.data)
+    bad = tmp_path / f"tampered-{sha[:8]}.safetensors"
+    bad.write_bytes(release.data[:-4] + b"\0\0\0\0")
+    kwargs = {"model": "paper_cifar10dvs_vgg", "neuron": "psn", "T": 2, "num_classes": 3, "in_channels": 2,
+              "model_kwargs": TINY_KWARGS, "log_input_samples": 0}  # fmt: skip
+    SpikingClassifier(**kwargs, pretrained=str(good))
+    for load in (lambda: SpikingClassifier(**kwargs, pretrained=str(bad)), lambda: read_weights(str(bad))):
+        with pytest.raises(ChecksumError, match=f"named for sha256 {sha[:8]}"):
+            load()
+
+
+@pytest.mark.parametrize(
+    "args, refused",
+    [
+        (["-c", "other.yaml"], "-c"),
+        (["--config", "other.yaml"], "--config"),
+        (["--data.init_args.data_dir", "/d", "--model.T", "8"], "--model.T"),
+        (["--data.init_args.batch_size=64", "--data.init_args.permute_pixels=true"], "permute_pixels"),
+        (["--data.init_args.num_workers", "2", "stray"], "stray"),
+    ],
+)
+def test_publish_recipe_args_refuse_all_but_where_and_how_data_is_read(args, refused):
+    from psn_zoo.training.publish import _check_recipe_args
+
+    with pytest.raises(ValueError, match="only where and how data is read may be set here") as err:
+        _check_recipe_args(args)
+    assert refused in str(err.value).split(":")[0]
+
+
+def test_publish_recipe_args_accept_runtime_flags_in_both_forms():
+    from psn_zoo.training.publish import _check_recipe_args
+
+    _check_recipe_args(["--data.init_args.data_dir", "/d", "--data.num_workers=2", "--data.init_args.batch_size", "8"])
+
+
+@pytest.mark.parametrize("content", ["list", "hparams-list", "state-list"])
+def test_cli_ckpt_path_that_is_not_a_lightning_checkpoint_is_one_clear_error(tmp_path, content):
+    path = tmp_path / "odd.ckpt"
+    value = {"list": [1, 2], "hparams-list": {"state_dict": {}, "hyper_parameters": [1]},
+             "state-list": {"state_dict": [torch.zeros(1)]}}[content]  # fmt: skip
+    torch.save(value, path)
+    with pytest.raises(ValueError, match=r"is not a Lightning checkpoint .*use --model.pretrained instead"):
+        main(cli_args("validate", str(path)))
+
+
+def test_import_sj_errors_name_the_file_and_the_flags(tmp_path):
+    out = tmp_path / "release"
+    argv = ["--tag", "t", "--out", str(out), "--arch", "sew_resnet18", "--neuron", "lif", "--T", "2", "--num-classes"]
+    listed = tmp_path / "list.pth"
+    torch.save([torch.zeros(1)], listed)
+    with pytest.raises(ValueError, match=f"{listed} holds no state dict: save SpikingJelly's model with"):
+        main(["import-sj", str(listed), *argv, "3"])
+    wrong = tmp_path / "ok.pth"  # a SEW-ResNet with the default cnf, imported as if it were another
+    torch.save(create_model("sew_resnet18", neuron="lif", T=2, num_classes=3).state_dict(), wrong)
+    with pytest.raises(ValueError, match=r"the classifier in .* has another number of classes .* --num-classes"):
+        main(["import-sj", str(wrong), *argv, "5"])
+    with pytest.raises(ValueError, match=r"do not fit this SpikingVGG .*Give --arch, --neuron, --T"):
+        main(["import-sj", str(wrong), *argv[:5], "spiking_vgg11_bn", *argv[6:], "3"])
+    assert not out.exists()

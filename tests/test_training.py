@@ -11,6 +11,8 @@ import torch
 import yaml
 
 from psn_zoo.datamodules import SequentialDigitsDataModule
+from psn_zoo.models import load_backbone_weights as load_state
+from psn_zoo.models import read_weights
 from psn_zoo.neurons import MaskedPSN
 from psn_zoo.training import MaskedPSNSchedule, SpikingClassifier, load_backbone_weights, paper_lambda
 from psn_zoo.training.cli import run_cli
@@ -150,8 +152,10 @@ def test_finetuning_replaces_the_head_and_can_freeze_the_backbone(tmp_path):
     assert tuned.model.get_classifier().out_features == 4
     trainable = {n for n, p in tuned.model.named_parameters() if p.requires_grad}
     assert trainable == {"fc.3.weight", "fc.3.bias"}
+    with pytest.raises(ValueError, match=r"belong to another model: T=28 \(this model: T=14\)"):
+        load_backbone_weights(tiny_classifier(T=14).model, str(path))  # the checkpoint's hyperparameters say T=28
     with pytest.raises(ValueError, match=r"do not fit this SequentialCNN \(T=14.*shape mismatches"):
-        load_backbone_weights(tiny_classifier(T=14).model, str(path))
+        load_state(tiny_classifier(T=14).model, read_weights(str(path)))  # and the PSN's weights' shapes too
 
 
 def test_model_and_data_must_agree(tmp_path):
@@ -299,11 +303,12 @@ def test_finetuning_from_another_architecture_names_the_model_to_set(tmp_path):
         SpikingClassifier(model="paper_cifar10dvs_vgg", neuron="psn", T=4, in_channels=2, pretrained=str(path),
                           model_kwargs={"input_size": 34, "width_mult": 0.25})  # fmt: skip
     message = str(err.value)
-    assert "belong to another architecture (paper_seq_cnn), not to paper_cifar10dvs_vgg" in message
+    assert "belong to another model: architecture paper_seq_cnn (this model: paper_cifar10dvs_vgg)" in message
     assert f"--model.model paper_seq_cnn --model.model_kwargs '{SEQ_KWARGS}'" in message
     assert "with data of T=28" in message and "missing" not in message
     # a published entry: its metadata names the architecture
-    expected = r"another architecture \(paper_cifar10dvs_vgg\).*--model.model paper_cifar10dvs_vgg --model.model_kwargs"
+    expected = r"architecture paper_cifar10dvs_vgg \(this model: sew_resnet18\).*--model.model paper_cifar10dvs_vgg"
+    expected += " --model.model_kwargs"
     with pytest.raises(ValueError, match=expected + r" '\{\"input_size\": 34"):
         SpikingClassifier(model="sew_resnet18", neuron="psn", T=4, in_channels=2,
                           pretrained="paper_cifar10dvs_vgg.ndigits_psn_t4")  # fmt: skip

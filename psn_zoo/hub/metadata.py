@@ -239,6 +239,8 @@ class CheckpointInfo:
         channels = shape[0] if i["kind"] == "static_image" else shape[1]
         if channels != raw["in_channels"]:
             raise fail("input", f"shape {list(shape)} has {channels} channels but in_channels is {raw['in_channels']}")
+        if i["kind"] != "static_image" and shape[0] != raw["T"]:
+            raise fail("input", f"shape {list(shape)} has {shape[0]} time steps but T is {raw['T']}")
         sensor = i.get("sensor_size")
         if sensor is not None and (not isinstance(sensor, list | tuple) or not all(_positive_int(n) for n in sensor)):
             raise fail("input", f"sensor_size must be positive integers or null, got {sensor!r}")

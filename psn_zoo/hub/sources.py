@@ -138,6 +138,15 @@ def _copy_limited(read: Callable[[int], bytes], out: BinaryIO, size: int | None,
             )
 
 
+def _content_length(header: str | None, origin: str) -> int | None:
+    """The byte count a server announces (None without one); a malformed one is a broken source (the next is tried)."""
+    if header is None or not header.strip():
+        return None
+    if not (header.strip().isascii() and header.strip().isdigit()):
+        raise ConnectionError(f"{origin} sent a malformed Content-Length {header[:40]!r}: a broken server or proxy")
+    return int(header) or None
+
+
 def _check_declared_length(total: int | None, size: int | None, origin: str) -> None:
     if total is not None and size is not None and total > size:
         raise SizeError(
@@ -182,7 +191,7 @@ def _http_fill(url: str, label: str, size: int | None, timeout: float) -> Callab
     def fill(out: BinaryIO) -> None:
         request = urllib.request.Request(url, headers={"User-Agent": "psn-zoo"})
         with urllib.request.urlopen(request, timeout=timeout) as response:
-            total = int(response.headers.get("Content-Length") or 0) or None
+            total = _content_length(response.headers.get("Content-Length"), url)
             _check_declared_length(total, size, url)
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}", leave=False) as bar:
                 got = _copy_limited(response.read, out, size, url, bar)
@@ -276,6 +285,11 @@ def hf_metadata_file(spec: str, filename: str = "config.json", *, endpoint: str 
     return path.read_bytes(), commit
 
 
+def _names_a_file(url: str) -> bool:
+    """Is ``url`` the weights file itself (its path ends in ``.safetensors``, whatever its name), not a folder?"""
+    return urllib.parse.urlparse(url).path.endswith(".safetensors")
+
+
 def fetch(
     filename: str,
     sha256: str,
@@ -314,16 +328,16 @@ def fetch(
             except OSError as err:  # offline miss, Hub unreachable, no such repo/revision/file: try the next source
                 errors.append(f"{source}: {err}")
                 continue
-        if offline():
-            errors.append(f"offline mode: not downloading {source}")
-            continue
-        url = source if source.endswith(filename) else urllib.parse.urljoin(source.rstrip("/") + "/", filename)
-        if url.startswith("file://"):
+        url = source if _names_a_file(source) else urllib.parse.urljoin(source.rstrip("/") + "/", filename)
+        if url.startswith("file://"):  # a local file: no download, so offline mode allows it
             local_file = Path(urllib.parse.unquote(urllib.parse.urlparse(url).path))
             if not local_file.exists():
                 errors.append(f"{url}: no such file")
                 continue
             return _copy_local(local_file, cached, sha256, size)
+        if offline():
+            errors.append(f"offline mode: not downloading {source}")
+            continue
         try:
             return _download(url, cached, sha256, timeout, size)
         except (OSError, http.client.HTTPException) as err:

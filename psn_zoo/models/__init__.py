@@ -12,6 +12,7 @@ from ._builder import (
     list_models,
     load_backbone_weights,
     load_pretrained,
+    read_checkpoint,
     read_weights,
     unfreeze,
 )
@@ -28,6 +29,7 @@ __all__ = [
     "load_backbone_weights",
     "load_pretrained",
     "model_info",
+    "read_checkpoint",
     "read_weights",
     "register_model",
     "unfreeze",

@@ -38,7 +38,6 @@ from ..hub import (
     hf_hub_info,
     list_pretrained,
     load_entry_weights,
-    load_pretrained_weights,
 )
 from ..neurons import NEURONS, NeuronSpec, size_from_state_dict
 from ..safe_load import load_torch_file, local_copy, suffix_of
@@ -193,35 +192,38 @@ def _is_path(value: str | os.PathLike) -> bool:
 
 
 def _check_request(info: CheckpointInfo, requested: Mapping[str, Any]) -> None:
-    """Every requested argument must be the checkpoint's (``num_classes`` is handled by re-heading)."""
+    """Every requested argument must be the checkpoint's (``num_classes`` is handled by re-heading); a neuron
+    argument equal to the neuron's default is the checkpoint's when its record leaves it out."""
     build = info.build_kwargs()
     defaults = model_info(info.architecture)["defaults"]
-    wrong = []
+    stored = NeuronSpec.parse(info.neuron)
+    neuron_args = [k for k in NEURONS.get(stored.name).accepted_kwargs() if k not in ("T", "step_mode")]
+    wrong: list[str] = []
     for key, value in requested.items():
-        if value is None:
+        if value is None or key in neuron_args or key == "neuron":
             continue
-        if key == "neuron":
-            spec = NeuronSpec.parse(value).to_dict()  # canonical name (aliases resolved); unknown names raise
-            want = spec["name"]
-            if want != info.neuron["name"] and want not in NEURONS.aliases(info.neuron["name"]):
-                wrong.append(f"neuron={want!r} (checkpoint: {info.neuron['name']!r})")
-            for arg, given in spec.items():
-                if arg != "name" and info.neuron.get(arg) != given:
-                    wrong.append(f"neuron {arg}={given!r} (checkpoint: {info.neuron.get(arg)!r})")
-        elif key in build or key in defaults:
+        if key in build or key in defaults:
             have = build[key] if key in build else defaults[key]
             if have != value:
                 wrong.append(f"{key}={value!r} (checkpoint: {have!r})")
-        elif key in info.neuron:
-            if info.neuron[key] != value:
-                wrong.append(f"{key}={value!r} (checkpoint's neuron: {info.neuron[key]!r})")
         else:
-            wrong.append(f"{key}={value!r} (not an argument of {info.architecture} or of its neuron)")
+            wrong.append(
+                f"{key}={value!r} (not an argument of {info.architecture} or of its {stored.name!r} neuron, which "
+                f"takes {', '.join(neuron_args) or 'nothing'})"
+            )
+    loose = {k: v for k, v in requested.items() if k in neuron_args and v is not None}
+    if requested.get("neuron") is not None or loose:
+        asked = NeuronSpec.parse(requested["neuron"]) if requested.get("neuron") is not None else stored
+        asked = NeuronSpec.parse({"name": asked.name, **asked.kwargs, **loose})
+        for diff in stored.differences(asked, given_only=True):
+            whose = "(checkpoint:" if diff.startswith("neuron=") else "(checkpoint's neuron:"
+            wrong.append(diff.replace("(here:", whose))
     if wrong:
         raise ValueError(
             f"pretrained checkpoint {info.name!r} does not match the request: {', '.join(wrong)}. A checkpoint fixes "
-            "its architecture, T, neuron and input channels; drop those arguments (num_classes=N re-initialises the "
-            "classifier), or build the architecture without weights (pretrained=False)"
+            "its architecture, T, neuron and input channels: drop those arguments (num_classes=N re-initialises the "
+            "classifier), or build its architecture with other settings and no weights: "
+            f"create_model({info.name!r}, pretrained=False, ...)"
         )
 
 
@@ -234,12 +236,13 @@ def _from_entry(
     release_dir: str | Path | None = None,
     **kwargs: Any,
 ) -> nn.Module:
-    """The entry's architecture, with its weights when ``load`` (a catalog entry or a pushed repository)."""
-    _check_request(info, kwargs)
+    """The entry's architecture, with its weights when ``load`` (a catalog entry or a pushed repository); without
+    them, ``kwargs`` override the entry's settings."""
     classes = info.num_classes if num_classes is None else num_classes
-    model = build_model(info.architecture, **{**info.build_kwargs(), "num_classes": classes or info.num_classes})
     if not load:
-        return model
+        return build_model(info.architecture, **{**info.build_kwargs(), **kwargs, "num_classes": classes})
+    _check_request(info, kwargs)
+    model = build_model(info.architecture, **{**info.build_kwargs(), "num_classes": classes or info.num_classes})
     state = load_entry_weights(info, source=source, release_dir=release_dir)
     reinitialized = load_backbone_weights(model, state, origin=info.name)
     if classes == 0:
@@ -256,7 +259,7 @@ def _from_path(arch: str, path: str | os.PathLike, *, num_classes: int | None, *
             raise ValueError(f"{folder} holds a {info.architecture} checkpoint ({info.name}), not a {arch}")
         return _from_entry(info, load=True, num_classes=num_classes, source=folder, **kwargs)
     model = build_model(arch, **_with_classes(kwargs, num_classes))
-    reinitialized = load_backbone_weights(model, str(path))
+    reinitialized = load_backbone_weights(model, str(path), architecture=arch)
     return _loaded(model, None, reinitialized)
 
 
@@ -292,6 +295,12 @@ def _loaded(model: nn.Module, info: CheckpointInfo | None, reinitialized: list[s
 
 
 # ========================================================================================= weights in
+#: What a checkpoint records about the model its weights belong to: ``model`` (architecture), ``model_kwargs``,
+#: ``T``, ``neuron`` (name) and ``neuron_kwargs`` (a published entry's metadata, a Lightning checkpoint's
+#: hyperparameters); None for a bare state dict or ``.safetensors`` file.
+Described = dict[str, Any] | None
+
+
 def read_weights(source: str | Path, *, manifest: str | Path | None = None) -> dict[str, torch.Tensor]:
     """The model state dict in ``source``: a Lightning ``.ckpt``, a ``.pt``/``.pth`` state dict or a
     ``.safetensors`` file (a path or an ``http(s)://`` URL), or a published entry name / ``hf-hub:org/repo``
@@ -300,6 +309,13 @@ def read_weights(source: str | Path, *, manifest: str | Path | None = None) -> d
     Torch files are read with ``weights_only=True`` only: one that would unpickle code is refused. A safetensors file
     named ``<stem>-<hex>.safetensors`` must have a sha256 starting with ``<hex>`` (torch.hub's convention).
     """
+    return read_checkpoint(source, manifest=manifest)[0]
+
+
+def read_checkpoint(
+    source: str | Path, *, manifest: str | Path | None = None
+) -> tuple[dict[str, torch.Tensor], Described]:
+    """:func:`read_weights`, and what the source records about its model (:data:`Described`)."""
     suffix = suffix_of(source)
     if suffix in _TORCH_SUFFIXES:
         with local_copy(source) as path:
@@ -309,8 +325,14 @@ def read_weights(source: str | Path, *, manifest: str | Path | None = None) -> d
 
         with local_copy(source, what="weights file") as path:
             _check_sha_in_name(path, str(source))
-            return load_file(str(path))
-    return load_pretrained_weights(str(source), manifest=manifest)
+            return load_file(str(path)), None
+    name = str(source)
+    info = hf_hub_info(name) if name.startswith(HF_HUB_PREFIX) else get_pretrained_info(name, manifest=manifest)
+    release_dir = Path(manifest).parent if manifest is not None else None
+    state = load_entry_weights(info, release_dir=release_dir)
+    neuron = dict(info.neuron)
+    described = {"model": info.architecture, "model_kwargs": dict(info.model_kwargs), "T": info.T}
+    return state, described | {"neuron": neuron.pop("name"), "neuron_kwargs": neuron}
 
 
 def _check_sha_in_name(path: Path, shown: str) -> None:
@@ -326,7 +348,7 @@ def _check_sha_in_name(path: Path, shown: str) -> None:
         )
 
 
-def _torch_file_state(path: Path, shown: str) -> dict[str, torch.Tensor]:
+def _torch_file_state(path: Path, shown: str) -> tuple[dict[str, torch.Tensor], Described]:
     try:
         ckpt = load_torch_file(path)  # weights_only: a file that would unpickle code is refused
     except ValueError as err:
@@ -334,7 +356,21 @@ def _torch_file_state(path: Path, shown: str) -> dict[str, torch.Tensor]:
     state = ckpt.get("state_dict", ckpt) if isinstance(ckpt, dict) else None
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise ValueError(f"{shown} holds no state dict (a Lightning checkpoint or torch.save(model.state_dict()))")
-    return {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
+    state = {k.removeprefix("model."): v for k, v in state.items() if k.startswith("model.")} or dict(state)
+    return state, _hparams_described(ckpt.get("hyper_parameters"), shown)
+
+
+def _hparams_described(hparams: Any, shown: str) -> Described:
+    """A Lightning checkpoint's record of its SpikingClassifier (None for another module's)."""
+    if not isinstance(hparams, Mapping) or not isinstance(hparams.get("model"), str):
+        return None
+    described = {k: hparams.get(k) for k in ("model", "model_kwargs", "T", "neuron", "neuron_kwargs")}
+    shapes = {"model_kwargs": (Mapping, type(None)), "T": (int, type(None)), "neuron": (str, type(None)),
+              "neuron_kwargs": (Mapping, type(None))}  # fmt: skip
+    bad = [k for k, kinds in shapes.items() if not isinstance(described[k], kinds)]
+    if bad:
+        raise ValueError(f"{shown}: its hyper_parameters {bad} are not a SpikingClassifier's; is it a psn_zoo run?")
+    return described
 
 
 def classifier_keys(model: nn.Module) -> list[str]:
@@ -344,26 +380,64 @@ def classifier_keys(model: nn.Module) -> list[str]:
     return [f"{prefix}.{n}" for n in head.state_dict()]
 
 
+def _described_mismatch(model: nn.Module, described: Mapping[str, Any], architecture: str | None) -> list[str]:
+    """How the model a checkpoint records differs from ``model`` (built as ``architecture``), in what the weights
+    do not pin by their shapes: architecture, T, the neuron and its pinned arguments."""
+    wrong = []
+    if architecture is not None and described.get("model") not in (None, architecture):
+        wrong.append(f"architecture {described['model']} (this model: {architecture})")
+    if described.get("T") is not None and described["T"] != model.T:
+        wrong.append(f"T={described['T']} (this model: T={model.T})")
+    if described.get("neuron"):
+        try:
+            theirs = NeuronSpec.parse({**(described.get("neuron_kwargs") or {}), "name": described["neuron"]})
+        except (TypeError, ValueError) as err:
+            return [*wrong, f"a neuron this version cannot build ({err})"]
+        mine = NeuronSpec.parse(model.neuron_spec)
+        wrong += [d.replace("(here:", "(this model:") for d in mine.differences(theirs, pinned_only=True)]
+    return wrong
+
+
 def load_backbone_weights(
     model: nn.Module,
     source: str | Path | Mapping[str, torch.Tensor],
     *,
     origin: str | None = None,
     fix: str = "Build the model with the checkpoint's architecture, T and neuron (see its metadata)",
+    architecture: str | None = None,
+    described: Described = None,
 ) -> list[str]:
-    """Load ``source`` (anything :func:`read_weights` reads, or a state dict) into ``model``, strictly except for
-    the classifier: when its shape differs (another ``num_classes``) it keeps its initial values. Returns those keys.
+    """Load ``source`` (anything :func:`read_weights` reads, or a state dict) into ``model`` (built as the registered
+    ``architecture``, when given), strictly except for the classifier: when the checkpoint's has another shape (another
+    ``num_classes``) or none (a features-only checkpoint), it keeps its initial values; a model without one
+    (``num_classes=0``) takes no classifier. Returns the keys left at their initial values.
 
-    Any other mismatch (another architecture, T or neuron) is an error that says what differs.
+    Any other mismatch is an error that says what differs: shapes, and what the checkpoint records about its model
+    (:func:`read_checkpoint`; ``described`` for a state dict) -- its architecture, T and neuron, which a LIF's weights,
+    say, do not show. To load weights regardless (e.g. a LIF's at another T), pass their state dict:
+    ``load_backbone_weights(model, read_weights(path))``.
     """
-    state = dict(source) if isinstance(source, Mapping) else read_weights(source)
+    if isinstance(source, Mapping):
+        state = dict(source)
+    else:
+        state, described = read_checkpoint(source)
     shown = origin or (str(source) if not isinstance(source, Mapping) else "the state dict")
+    wrong = _described_mismatch(model, described, architecture) if described else []
+    if wrong:
+        raise ValueError(
+            f"the weights in {shown} belong to another model: {'; '.join(wrong)}. {fix}. (To load them anyway, "
+            "pass their state dict: psn_zoo.models.load_backbone_weights(model, psn_zoo.models.read_weights(path)))"
+        )
     size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
     own = model.state_dict()
-    head = set(classifier_keys(model))
+    prefix = model.classifier_path + "."
+    head = {k for k in own if k.startswith(prefix)}
+    theirs = {k for k in state if k.startswith(prefix)}
     replaced: list[str] = []
-    if any(k in state and state[k].shape != own[k].shape for k in head):
-        state = {k: v for k, v in state.items() if k not in head}
+    if not head:  # num_classes=0: the model has no classifier to fill
+        state = {k: v for k, v in state.items() if k not in theirs}
+    elif not theirs or any(k in state and state[k].shape != own[k].shape for k in head):
+        state = {k: v for k, v in state.items() if k not in theirs}
         replaced = sorted(head)
     mismatched = [
         f"{k}: checkpoint {tuple(v.shape)} vs model {tuple(own[k].shape)}"

@@ -242,11 +242,17 @@ class SpikingModel(nn.Module):
         classifier = self.get_classifier()
         return classifier.in_features if isinstance(classifier, nn.Linear) else self._num_features
 
+    def new_classifier(self, in_features: int) -> nn.Module:
+        """The final layer for ``num_classes`` outputs: a fresh ``Linear(in_features, num_classes)``, or an identity
+        for ``num_classes = 0`` (the model then returns features, timm's convention)."""
+        self._num_features = in_features
+        return nn.Linear(in_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
+
     def reset_classifier(self, num_classes: int) -> None:
         """Replace the final linear layer by a fresh one with ``num_classes`` outputs (0: identity)."""
         in_features = self.num_features
-        self._num_features = in_features
-        new: nn.Module = nn.Linear(in_features, num_classes) if num_classes > 0 else nn.Identity()
+        self.num_classes = num_classes
+        new = self.new_classifier(in_features)
         parent_path, _, last = self.classifier_path.rpartition(".")
         parent: nn.Module = self
         for part in parent_path.split(".") if parent_path else []:
@@ -257,7 +263,6 @@ class SpikingModel(nn.Module):
             parent[int(last)] = new  # type: ignore[index]
         else:
             setattr(parent, last, new)
-        self.num_classes = num_classes
 
     @property
     def pretrained_info(self) -> Any:

@@ -39,7 +39,7 @@ from torch import nn
 
 from ..hub.metadata import CheckpointInfo, entry_name
 from ..hub.publish import ensure_new_entry, make_info, write_entry
-from ..neurons import compat, neurons_of, size_from_state_dict
+from ..neurons import compat, neurons_of
 from ..safe_load import load_torch_file
 from .registry import build_model
 
@@ -441,9 +441,17 @@ def read_paper_checkpoint(
     if model is None:
         model = build_model(layout.architecture, **kwargs)
     converted = from_paper(state, model, layout.experiment, lambda_=lam if lam is not None else 1.0)
-    size_from_state_dict(model, converted)  # channel-wise neurons (GLIF) take their sizes from the file
-    model.load_state_dict(converted)
+    fix = f"Pass no model (one is built for the {layout.network} layout the file has), or build that network"
+    _load_exactly(model, converted, str(path), fix)  # channel-wise neurons (GLIF) take their sizes from the file
     return PaperCheckpoint(model, layout, epoch, lam, source)
+
+
+def _load_exactly(model: nn.Module, state: StateDict, shown: str, fix: str) -> None:
+    """Load every tensor of ``state`` into ``model``, the classifier included (an import keeps it)."""
+    from ._builder import load_backbone_weights
+
+    if load_backbone_weights(model, state, origin=shown, fix=fix):
+        raise ValueError(f"the classifier in {shown} has another number of classes than the model. {fix}")
 
 
 def load_paper_checkpoint(
@@ -547,9 +555,18 @@ def import_spikingjelly_state(
     ensure_new_entry(Path(out_dir), name, overwrite)
     state = load_torch_file(path)
     state = state.get("model", state.get("state_dict", state)) if isinstance(state, dict) else state
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ValueError(
+            f"{path} holds no state dict: save SpikingJelly's model with torch.save(net.state_dict(), path) (a dict "
+            "of tensors, possibly under 'model' or 'state_dict')"
+        )
     extra = dict(model_kwargs or {})
     model = build_model(architecture, neuron=neuron, T=T, num_classes=num_classes, in_channels=in_channels, **extra)
-    model.load_state_dict(from_spikingjelly(state, model))
+    fix = (
+        "Give --arch, --neuron, --T, --num-classes, --in-channels and --model-kwargs (e.g. '{\"cnf\": \"ADD\"}') as "
+        "SpikingJelly's model was built"
+    )
+    _load_exactly(model, from_spikingjelly(state, model), str(path), fix)
     return write_entry(
         out_dir,
         name,

@@ -55,7 +55,7 @@ class DvsVGG(SpikingModel):
         self.features = nn.Sequential(*layers)
         self.flatten = L.FlattenFeatures()
         side = input_size // 16  # average pools floor odd sizes
-        self.classifier = nn.Sequential(nn.Dropout(dropout), nn.Linear(cin * side * side, self.num_classes))
+        self.classifier = nn.Sequential(nn.Dropout(dropout), self.new_classifier(cin * side * side))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

@@ -152,7 +152,7 @@ class SpikingResNet(SpikingModel):
         self.layer4 = self._make_layer(block, 512, layers[3], stride=2)
         self.avgpool = L.AdaptiveAvgPool2d((1, 1))
         self.flatten = L.FlattenFeatures()
-        self.fc = nn.Linear(512 * block.expansion, self.num_classes)
+        self.fc = self.new_classifier(512 * block.expansion)
         for m in self.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")

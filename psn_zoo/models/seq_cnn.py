@@ -42,7 +42,7 @@ class SequentialCNN(SpikingModel):
             L.FlattenFeatures(spatial_dims=1),
             nn.Linear(channels * (length // 4), fc_hidden),
             self.make_neuron(),
-            nn.Linear(fc_hidden, self.num_classes),
+            self.new_classifier(fc_hidden),
         )
 
     def _features(self, x_seq: torch.Tensor) -> torch.Tensor:

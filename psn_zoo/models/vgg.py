@@ -62,11 +62,11 @@ class SpikingVGG(SpikingModel):
                 nn.Linear(4096, 4096),
                 self.make_neuron(),
                 L.Dropout(dropout),
-                nn.Linear(4096, self.num_classes),
+                self.new_classifier(4096),
             )
         elif head == "compact":
             self.avgpool = L.AdaptiveAvgPool2d((1, 1))
-            self.classifier = nn.Sequential(L.Dropout(dropout), nn.Linear(512, self.num_classes))
+            self.classifier = nn.Sequential(L.Dropout(dropout), self.new_classifier(512))
             self.classifier_path = "classifier.1"
         else:
             raise ValueError(f"head must be 'torchvision' or 'compact', got {head!r}")

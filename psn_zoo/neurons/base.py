@@ -51,6 +51,9 @@ class SpikingNeuron(StatefulModule):
     streamable: ClassVar[bool | None] = None
     #: ``{other neuron: condition}`` under which this neuron reduces to the other exactly.
     generalises: ClassVar[Mapping[str, str]] = {}
+    #: Constructor arguments that loaded weights do not pin: initial values the state dict replaces, and the
+    #: surrogate (it shapes training only). Fine-tuning a checkpoint may set them differently.
+    initial_kwargs: ClassVar[tuple[str, ...]] = ("surrogate",)
 
     def __init__(self, surrogate: SurrogateSpec = "atan") -> None:
         """Subclasses call this first, define their parameters, then set ``self.step_mode``."""

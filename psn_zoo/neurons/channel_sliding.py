@@ -167,6 +167,7 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
     """
 
     name = "channel_sliding_psn"
+    initial_kwargs = ("surrogate", "exp_init")
     aliases = ("cw_psn", "mulfree_psn")
 
     reset_kind: ClassVar[str] = "none"

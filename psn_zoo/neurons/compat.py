@@ -80,6 +80,11 @@ def state_from_spikingjelly(kind: str, sd: StateDict) -> dict[str, torch.Tensor]
     if kind == "glif":
         _expect(sd, tuple(GLIF_PAPER_NAMES.values()), "SpikingJelly", kind)
         return {k: sd[k] for k in GLIF_PAPER_NAMES.values()}
+    if sd:
+        raise ValueError(
+            f"SpikingJelly 2.0.0 has no {kind!r} neuron with parameters, yet the state dict has "
+            f"{', '.join(sorted(sd))} for it: is the model built with the neuron the SpikingJelly network used?"
+        )
     return {}
 
 
@@ -97,6 +102,11 @@ def state_to_spikingjelly(kind: str, sd: StateDict) -> dict[str, torch.Tensor]:
         }
     if kind in ("sliding_psn", "plif", "klif", "glif"):
         return dict(sd)
+    if sd:  # learned parameters SpikingJelly has no place for: dropping them would export another network
+        raise ValueError(
+            f"SpikingJelly 2.0.0 has no {kind!r} neuron, so its learned parameters ({', '.join(sorted(sd))}) cannot "
+            "be exported; keep the model in psn_zoo's format (safetensors), or train it with a neuron SpikingJelly has"
+        )
     return {}
 
 

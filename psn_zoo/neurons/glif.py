@@ -62,6 +62,7 @@ class GLIFNode(ChannelwiseNeuron):
     membrane constant is learnable; ``T`` steps exactly (time-dependent conductance ``[T, C]``)."""
 
     name = "glif"
+    initial_kwargs = ("surrogate", "init_tau", "init_v_threshold", "init_linear_decay", "init_conduct")
     aliases: ClassVar[tuple[str, ...]] = ("gated_lif",)
     causal: ClassVar[bool] = True
     needs_T: ClassVar[bool] = True

@@ -173,6 +173,7 @@ class ParametricLIFNode(_SerialNeuron):
     """LIF with a learnable time constant: ``1/τ = sigmoid(w)``, ``w`` initialised from ``init_tau``."""
 
     name = "plif"
+    initial_kwargs = ("surrogate", "init_tau")
     generalises: ClassVar[dict[str, str]] = {"lif": "w = −log(τ − 1) and not trained"}
 
     def __init__(

@@ -164,6 +164,7 @@ class PMSN(ChannelwiseNeuron):
     """
 
     name = "pmsn"
+    initial_kwargs = ("surrogate", "dt_min", "dt_max")
 
     reset_kind: ClassVar[str] = "decoupled"
     streamable: ClassVar[bool] = True

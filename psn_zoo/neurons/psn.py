@@ -102,6 +102,7 @@ class MaskedPSN(_StreamingPSN):
     """
 
     name = "masked_psn"
+    initial_kwargs = ("surrogate", "lambda_")
     aliases = ("if5pmd8",)
     needs_T = True
     reset_kind = "none"
@@ -206,6 +207,7 @@ class SlidingPSN(_StreamingPSN):
     """
 
     name = "sliding_psn"
+    initial_kwargs = ("surrogate", "exp_init")
     aliases = ("mspsn",)
     reset_kind = "none"
 

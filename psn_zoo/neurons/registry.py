@@ -98,6 +98,27 @@ class NeuronSpec:
         """``{"name": ..., **kwargs}`` -- the plain form for YAML and checkpoint metadata."""
         return {"name": self.name, **self.kwargs}
 
+    def differences(
+        self, other: NeuronSpec | str | Mapping[str, Any], *, pinned_only: bool = False, given_only: bool = False
+    ) -> list[str]:
+        """How ``other`` builds another neuron than this spec: ``["tau=3.0 (here: 2.0)", ...]``, defaults filled in
+        on both sides (``{"name": "lif"}`` equals ``{"name": "lif", "tau": 2.0}``); empty when they build the same.
+        ``pinned_only``: ignore the class's :attr:`~SpikingNeuron.initial_kwargs` (what loaded weights replace);
+        ``given_only``: compare only the arguments ``other`` names. Arguments a model supplies (``T``, ``channels``,
+        ``step_mode``) are not compared."""
+        other = NeuronSpec.parse(other)
+        if other.name != self.name:
+            return [f"neuron={other.name!r} (here: {self.name!r})"]
+        params = inspect.signature(self.neuron_class).parameters
+        defaults = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+        skip = {"T", "channels", *_RUNTIME_KWARGS, *(self.neuron_class.initial_kwargs if pinned_only else ())}
+        wrong = []
+        for key in sorted((set(other.kwargs) if given_only else set(self.kwargs) | set(other.kwargs)) - skip):
+            mine, theirs = self.kwargs.get(key, defaults.get(key)), other.kwargs.get(key, defaults.get(key))
+            if mine != theirs:
+                wrong.append(f"{key}={theirs!r} (here: {mine!r})")
+        return wrong
+
     @property
     def neuron_class(self) -> type[SpikingNeuron]:
         """The class that holds this neuron type's identity (name, causal, needs_T, reset kind, MAC count)."""

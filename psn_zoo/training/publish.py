@@ -67,8 +67,14 @@ def _check_recipe_args(data_args: list[str]) -> None:
     it: extra arguments may set only where and how data is read (``RUNTIME_ARGS``), never the model or what the test
     split holds."""
     allowed = {f"--data.init_args.{name}" for name in RUNTIME_ARGS} | {f"--data.{name}" for name in RUNTIME_ARGS}
-    flags = [arg.split("=", 1)[0] for arg in data_args if arg.startswith("--")]
-    if refused := [flag for flag in flags if flag not in allowed]:
+    refused, i = [], 0
+    while i < len(data_args):  # each item an allowed "--flag=value", or an allowed "--flag" and then its value
+        flag, eq, _ = data_args[i].partition("=")
+        if flag not in allowed:
+            refused.append(flag)  # a model flag, a config file (-c/--config), a stray value
+        has_value = flag.startswith("-") and not eq and i + 1 < len(data_args)
+        i += 2 if has_value and not data_args[i + 1].startswith("--") else 1
+    if refused:
         raise ValueError(
             f"--recipe-args {' '.join(refused)}: only where and how data is read may be set here "
             f"({', '.join(sorted(allowed))}); anything that changes the model or the test split belongs in the "
