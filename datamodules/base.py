@@ -5,9 +5,10 @@ Pipeline per sample::
     Tonic dataset (native files, Tonic's reader)
       -> preprocessing (deterministic: ValidEvents, the one check every recording passes, then Tonic's Denoise,
          Downsample, ToFrame(n_time_bins=T))
-      -> cache (Tonic's MemoryCachedDataset filled once, in parallel, before the first epoch; or its
-         DiskCachedDataset in a folder keyed by a hash of every preprocessing parameter, so a changed transform
-         never reads a stale cache)
+      -> cache (Tonic's MemoryCachedDataset filled once, in parallel, before the first epoch; or a disk cache of
+         Tonic's HDF5 files, written atomically, in a folder keyed by a hash of every preprocessing parameter and
+         reader option, with a sub-folder per list of member files, so a changed transform or split never reads
+         a stale cache)
       -> per-access transforms (float tensor, random flip / translation for training)
 
 ``prepare_data`` downloads or verifies once (rank 0); ``setup`` opens the splits in every process. A missing
@@ -26,6 +27,7 @@ import json
 import os
 import socket
 import tarfile
+import tempfile
 import zipfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -35,7 +37,9 @@ import lightning as L
 import numpy as np
 import tonic
 import torch
-from torch.utils.data import DataLoader, Dataset, RandomSampler, Subset
+from lightning.pytorch.overrides.distributed import UnrepeatedDistributedSampler
+from tonic.cached_dataset import load_from_disk_cache, save_to_disk_cache
+from torch.utils.data import DataLoader, Dataset, RandomSampler, Sampler, Subset
 from tqdm.auto import tqdm
 
 from .errors import DatasetNotFoundError, MissingSampleError, NamedErrors, require_samples
@@ -48,7 +52,17 @@ Slicing = Literal["time", "count"]
 ValSplit = Literal["holdout", "test"]
 
 #: Bumped whenever the meaning of cached frames changes.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2
+#: Arguments that never change what is read or framed from a file (loading, splitting, augmentation): the disk
+#: cache's key leaves them out; every other constructor argument (e.g. ``first_saccade_only``) is part of it.
+NOT_FRAMING = frozenset({"data_dir", "batch_size", "num_workers", "val_fraction", "seed", "random_flip",
+                         "random_translate", "cache", "download_timeout_s", "pin_memory", "val_split"})  # fmt: skip
+
+
+def downsampled(size: int, factor: float) -> int:
+    """Pixels along an axis of ``size`` after Tonic's ``Downsample(spatial_factor=factor)``: it maps the last
+    pixel, ``size - 1``, to ``int((size - 1) * factor)`` (a float product cast back to the integer field)."""
+    return int((size - 1) * factor) + 1
 
 
 def default_data_dir() -> Path:
@@ -87,16 +101,38 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
+def eval_shards(datamodule: Any) -> dict[str, int] | None:
+    """``num_replicas`` and ``rank`` of the distributed trainer ``datamodule`` is attached to (None: not sharded)."""
+    trainer = getattr(datamodule, "trainer", None)
+    kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
+    connector = getattr(trainer, "_accelerator_connector", None)
+    if not kwargs or kwargs.get("num_replicas", 1) <= 1 or not getattr(connector, "use_distributed_sampler", True):
+        return None
+    return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])}
+
+
 def seeded_loader(
-    dataset: Dataset, batch_size: int, shuffle: bool, num_workers: int, seed: int, pin_memory: bool = False
+    dataset: Dataset,
+    batch_size: int,
+    shuffle: bool,
+    num_workers: int,
+    seed: int,
+    pin_memory: bool = False,
+    shards: dict[str, int] | None = None,
 ) -> DataLoader:
     """A DataLoader that never touches the global random state: its order comes from :class:`EpochShuffle`,
     its workers' seeds from its own generator. Workers are not persistent, so each epoch's workers see the
-    epoch set on the dataset."""
+    epoch set on the dataset.
+
+    An evaluation loader (``shuffle=False``) with ``shards`` (:func:`eval_shards`) reads every sample exactly once
+    over the ranks (Lightning keeps this sampler; its own pads the shards with repeated samples)."""
+    sampler: Sampler | None = EpochShuffle(dataset, seed) if shuffle else None
+    if not shuffle and shards is not None:
+        sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **shards)
     return DataLoader(
         dataset,
         batch_size=batch_size,
-        sampler=EpochShuffle(dataset, seed) if shuffle else None,
+        sampler=sampler,
         num_workers=num_workers,
         pin_memory=pin_memory,
         generator=torch.Generator().manual_seed(seed),
@@ -162,6 +198,66 @@ class OnDemandMemoryCache(Dataset):
                 bar.update(len(batch))
 
 
+def member_sources(dataset: Dataset) -> list[str]:
+    """Where each sample of ``dataset`` (a :class:`NamedErrors`, a ``Subset`` of one, or a cache of either) comes
+    from, in order."""
+    if isinstance(dataset, Subset):
+        inner = member_sources(dataset.dataset)
+        return [inner[i] for i in dataset.indices]
+    if isinstance(dataset, NamedErrors):
+        return [dataset.describe(i) for i in range(len(dataset))]
+    inner = getattr(dataset, "dataset", None)
+    if inner is None:
+        raise TypeError(f"cannot tell which files {type(dataset).__name__} reads (expected NamedErrors or a Subset)")
+    return member_sources(inner)
+
+
+class DiskCache(Dataset):
+    """The frames of ``dataset`` in ``folder``, one HDF5 file per sample (Tonic's format, ``<index>_0.hdf5``).
+
+    An entry is written under a temporary name and renamed into place, so a killed writer never leaves a partial
+    entry under the real name; an entry that cannot be read (e.g. left by an older writer) is made again.
+    """
+
+    def __init__(self, dataset: Dataset, folder: Path) -> None:
+        self.dataset = dataset
+        self.folder = Path(folder)
+        self.folder.mkdir(parents=True, exist_ok=True)
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getitem__(self, index: int) -> Any:
+        path = self.folder / f"{index}_0.hdf5"
+        try:
+            return load_from_disk_cache(path)
+        except FileNotFoundError:
+            pass
+        except Exception as err:  # a damaged entry: drop it and make it again
+            try:
+                path.unlink(missing_ok=True)
+            except OSError as unlink_err:
+                raise OSError(
+                    f"the disk-cache entry {path} is unreadable ({type(err).__name__}: {err}) and cannot be removed "
+                    f"({unlink_err.strerror}): delete {self.folder}"
+                ) from err
+        data, target = self.dataset[index]
+        self._write(path, data, target)
+        return load_from_disk_cache(path)
+
+    def _write(self, path: Path, data: Any, target: Any) -> None:
+        """Write to a new temporary file (``mkstemp``: never an existing file or link), then rename it to ``path``."""
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=self.folder)
+        try:
+            with os.fdopen(fd, "w+b") as handle:
+                save_to_disk_cache(data, target, file_path=handle)  # h5py writes through the open file
+            os.replace(tmp, path)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                os.unlink(tmp)
+            raise
+
+
 @dataclasses.dataclass(frozen=True)
 class LocalCopy:
     """Where a split's extracted recordings live: ``count`` files ``*<extension>`` under ``folder`` at least
@@ -191,8 +287,8 @@ class EventDataModule(L.LightningDataModule):
         slicing: ``"time"``: T frames of equal duration (``n_time_bins``); ``"count"``: T frames with equal
             event counts (``n_event_bins``, SpikingJelly's ``split_by="number"``, the paper's CIFAR10-DVS frames).
         cache: ``"memory"`` (Tonic's MemoryCachedDataset, filled once before the first epoch by ``num_workers``
-            processes, then served in-process), ``"disk"`` (Tonic's DiskCachedDataset under
-            ``data_dir/cache/<hash of the preprocessing>``) or ``"none"``.
+            processes, then served in-process), ``"disk"`` (:class:`DiskCache` under ``data_dir/cache/<name>-<split>-
+            <hash of the preprocessing and reader options>/members-<hash of the split's files>``) or ``"none"``.
         download_timeout_s: socket timeout of download attempts.
         pin_memory: DataLoader ``pin_memory``.
         val_split: what ``validate`` runs on: the ``"holdout"`` part of the training split, or the ``"test"``
@@ -293,7 +389,7 @@ class EventDataModule(L.LightningDataModule):
     def frame_sensor_size(self) -> tuple[int, int, int]:
         """``(W, H, P)`` after downsampling."""
         W, H, P = self.sensor_size
-        return int(W * self.spatial_factor), int(H * self.spatial_factor), P
+        return downsampled(W, self.spatial_factor), downsampled(H, self.spatial_factor), P
 
     @property
     def input_shape(self) -> tuple[int, int, int, int]:
@@ -317,7 +413,8 @@ class EventDataModule(L.LightningDataModule):
     def event_check(self) -> ValidEvents:
         """The check of every recording's raw events (see :mod:`psn_zoo.datamodules.validation`)."""
         W, H, _ = self.sensor_size
-        return ValidEvents(W, H, self.polarities, time_bins=self.slicing == "time", dtype=self.tonic_dataset.dtype)
+        time_bins = self.slicing == "time"
+        return ValidEvents(W, H, self.polarities, time_bins=time_bins, dtype=self.tonic_dataset.dtype, bins=self.T)
 
     def event_fixes(self) -> list[Callable]:
         """Per-dataset corrections applied to raw events before anything else (none by default)."""
@@ -336,16 +433,20 @@ class EventDataModule(L.LightningDataModule):
         return Compose(self.access_steps(train))
 
     def cache_key(self, split: str) -> str:
-        """Hash of everything that determines the cached frames of ``split``."""
+        """Hash of everything that determines the frames cached for each file of ``split``: the preprocessing and
+        every constructor argument that may change what is read (all but :data:`NOT_FRAMING`). Which files the
+        split holds, in which order, names a sub-folder (:meth:`_cached`)."""
+        options = {k: getattr(self, k, v) for k, v in self.hparams.items() if k not in NOT_FRAMING}
         identity = {
             "dataset": self.name,
             "split": split,
             "root": str(self.tonic_root().resolve()),  # e.g. each N-Digits configuration has its own root
             "preprocessing": repr(self.preprocessing()),
+            "options": options,
             "tonic": tonic.__version__,
             "format": CACHE_FORMAT,
         }
-        return hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()[:16]
+        return hashlib.sha256(json.dumps(identity, sort_keys=True, default=repr).encode()).hexdigest()[:16]
 
     # ---------------------------------------------------------------------------------- Lightning hooks
     def prepare_data(self) -> None:
@@ -497,9 +598,10 @@ class EventDataModule(L.LightningDataModule):
         return self.name
 
     def _cached(self, dataset: Dataset, split: str) -> Dataset:
-        if self.cache == "disk":
-            path = self.data_dir / "cache" / f"{self.name}-{split}-{self.cache_key(split)}"
-            return tonic.DiskCachedDataset(dataset, cache_path=str(path))
+        if self.cache == "disk":  # entry i is sample i of these files in this order: their list names the folder
+            members = hashlib.sha256(json.dumps(member_sources(dataset)).encode()).hexdigest()[:16]
+            path = self.data_dir / "cache" / f"{self.name}-{split}-{self.cache_key(split)}" / f"members-{members}"
+            return DiskCache(dataset, path)
         if self.cache == "memory":
             return OnDemandMemoryCache(dataset, f"{self.name} {split}", self.num_workers)
         return dataset
@@ -513,7 +615,8 @@ class EventDataModule(L.LightningDataModule):
         if isinstance(source, OnDemandMemoryCache):
             source.fill(members)  # only what this loader reads: a test run never frames the training set
         workers = 0 if self.cache == "memory" else self.num_workers  # a filled memory cache needs no workers
-        return seeded_loader(self.datasets[split], self.batch_size, shuffle, workers, self.seed, self.pin_memory)
+        dataset, shards = self.datasets[split], eval_shards(self)
+        return seeded_loader(dataset, self.batch_size, shuffle, workers, self.seed, self.pin_memory, shards)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", shuffle=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import default_data_dir, network_timeout, seeded_loader, stratified_split
+from .base import default_data_dir, eval_shards, network_timeout, seeded_loader, stratified_split
 from .errors import DatasetNotFoundError, require_samples
 from .transforms import MapDataset
 
@@ -86,7 +86,8 @@ class _SplitLoaders:
         if not self.datasets:
             self.setup()
         dataset = require_samples(self, self._split(stage), self.datasets[self._split(stage)])
-        return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, torch.cuda.is_available())
+        pin = torch.cuda.is_available()
+        return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, pin, eval_shards(self))
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

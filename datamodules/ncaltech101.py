@@ -10,6 +10,7 @@ import numpy as np
 import tonic
 
 from .base import EventDataModule, LocalCopy, Split
+from .errors import DatasetNotFoundError
 
 
 class NCaltech101DataModule(EventDataModule):
@@ -36,10 +37,17 @@ class NCaltech101DataModule(EventDataModule):
 
     @property
     def classes(self) -> list[str]:  # type: ignore[override]
+        """The category folders, sorted (read once they exist; Tonic ships no list of them)."""
         if self._classes is None:
             folder = self.tonic_root() / self.name / tonic.datasets.NCALTECH101.folder_name
-            dirs = folder.iterdir() if folder.exists() else []
-            self._classes = sorted(p.name for p in dirs if p.is_dir() and not p.name.startswith("."))
+            dirs = folder.iterdir() if folder.is_dir() else []
+            listed = sorted(p.name for p in dirs if p.is_dir() and not p.name.startswith("."))
+            if not listed:
+                raise DatasetNotFoundError(
+                    f"{self.name}: the classes are the category folders of {folder}, which holds none yet: download "
+                    f"the dataset first (NCaltech101DataModule(data_dir=...).prepare_data()).\n{self.download_help()}"
+                )
+            self._classes = listed
         return self._classes
 
     def open_split(self, split: Split, transform: Callable | None) -> Any:

@@ -72,6 +72,7 @@ from scipy import ndimage
 from tqdm.auto import tqdm
 
 from .base import stratified_split
+from .errors import EmptySplitError
 from .native_formats import encode_atis_bin, satisfy_existence_check, write_atis_bin
 from .nmnist import NMNISTDataModule
 
@@ -553,10 +554,27 @@ class NDigitsDataModule(NMNISTDataModule):
         return "NMNIST"
 
     def prepare_data(self) -> None:
+        self._check_split_fits()
         self.metadata = generate_ndigits(self.tonic_root(), self.config)
         super().prepare_data()
 
+    def _check_split_fits(self) -> None:
+        """Each side of the split by image needs an image of every digit: ``round(n · test_fraction)`` of the ``n``
+        images per digit are test images (:func:`stratified_split`)."""
+        n, fraction = self.config.images_per_class, self.config.test_fraction
+        if n is None or 0 < round(n * fraction) < n:
+            return
+        fits = next((k for k in range(n, 1000) if 0 < round(k * fraction) < k), None)
+        side = "test" if round(n * fraction) == 0 else "train"
+        raise EmptySplitError(
+            f"{self.name}: images_per_class={n} with test_fraction={fraction} leaves the {side} split without "
+            f"images (round({n} × {fraction}) = {round(n * fraction)} test images per digit): use "
+            + (f"images_per_class >= {fits}, or " if fits else "")
+            + "images_per_class=None (all 1797 images)"
+        )
+
     def setup(self, stage: str | None = None) -> None:
+        self._check_split_fits()
         if self.metadata is None:
             meta = self.tonic_root() / "ndigits.json"
             if not meta.exists():  # setup without prepare_data (e.g. a bare script)

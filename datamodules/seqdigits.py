@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import ValSplit, seeded_loader, stratified_split
+from .base import ValSplit, eval_shards, seeded_loader, stratified_split
 from .errors import require_samples
 from .ndigits import mnist_style_digits
 from .transforms import MapDataset, RandomTranslateFrames
@@ -151,7 +151,8 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         if not self.datasets:
             self.setup()
         require_samples(self, split, self.datasets[split])
-        return seeded_loader(self.datasets[split], self.batch_size, shuffle, self.num_workers, self.seed)
+        dataset, shards = self.datasets[split], eval_shards(self)
+        return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, shards=shards)
 
     def train_dataloader(self) -> DataLoader:
         return self._loader("train", True)

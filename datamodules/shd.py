@@ -11,7 +11,7 @@ import h5py
 import tonic
 from tonic.download_utils import download_and_extract_archive
 
-from .base import EventDataModule, Split
+from .base import EventDataModule, Split, downsampled
 from .transforms import AsSequence
 
 
@@ -33,7 +33,7 @@ class SHDDataModule(EventDataModule):
 
     @property
     def frame_sensor_size(self) -> tuple[int, int, int]:
-        return int(self.sensor_size[0] * self.spatial_factor), 1, 1
+        return downsampled(self.sensor_size[0], self.spatial_factor), 1, 1
 
     @property
     def input_shape(self) -> tuple[int, int, int]:  # type: ignore[override]

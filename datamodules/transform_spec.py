@@ -60,7 +60,8 @@ def step_spec(step: Callable) -> StepSpec:
         )
     if not dataclasses.is_dataclass(step):
         return {"name": name, "kwargs": {}}
-    kwargs = {f.name: _encode(getattr(step, f.name)) for f in dataclasses.fields(step) if f.init}
+    fields = [f for f in dataclasses.fields(step) if f.init and f.metadata.get("stored", True)]
+    kwargs = {f.name: _encode(getattr(step, f.name)) for f in fields}
     return {"name": name, "kwargs": kwargs}
 
 
@@ -106,7 +107,20 @@ def build_transform(spec: Sequence[Mapping[str, Any]]) -> Compose:
         except (TypeError, ValueError) as err:
             message = f"step {i} ({item['name']}) cannot be built from {dict(kwargs)!r}: {err}"
             raise TransformSpecError(message) from None
-    return Compose(steps)
+    return Compose(_linked(steps))
+
+
+def _linked(steps: list[Callable]) -> list[Callable]:
+    """Each :class:`ValidEvents` gets ``bins`` (not stored) from the frame count of the ``ToFrame`` after it."""
+    linked = list(steps)
+    for i, step in enumerate(linked):
+        if not isinstance(step, ValidEvents):
+            continue
+        frames = next((s for s in linked[i + 1 :] if isinstance(s, tonic.transforms.ToFrame)), None)
+        count = None if frames is None else frames.n_time_bins if step.time_bins else frames.n_event_bins
+        if isinstance(count, int) and count > 0:
+            linked[i] = dataclasses.replace(step, bins=count)
+    return linked
 
 
 def _encode(value: Any) -> Any:

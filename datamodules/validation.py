@@ -5,7 +5,8 @@ and ``ToFrame`` accept, without a word, events that make no sense:
 
 - ``x = -1`` indexes the last column (numpy's negative indexing): the event lands on the opposite edge;
 - a polarity of 5 in DVS128 Gesture's ``.npy`` is cast to ``bool`` (ON); ``-1`` indexes the ON channel;
-- decreasing timestamps, or one timestamp for every event, give all-zero frames with ``n_time_bins``;
+- decreasing timestamps, or one timestamp for every event, give all-zero frames with ``n_time_bins``; so does a
+  recording spanning fewer µs than there are frames (``n_time_bins``), or holding fewer events (``n_event_bins``);
 - NaN or infinite values in float files (SHD's times, ``.mat`` or ``.npy`` doubles) turn into arbitrary integers.
 
 :class:`ValidEvents` is the first step of every event DataModule's preprocessing
@@ -47,7 +48,8 @@ def _show(value: float | int | bool) -> str:
 @dataclasses.dataclass(frozen=True)
 class ValidEvents:
     """Refuse a recording unless every event is inside the sensor, has an allowed polarity, finite values and
-    non-decreasing timestamps; with ``time_bins`` (frames of equal duration) it must also span a positive time.
+    non-decreasing timestamps. It must also span at least ``bins`` µs with ``time_bins`` (frames of equal duration),
+    or hold at least ``bins`` events without (frames of equal event count): else ``ToFrame`` makes only empty frames.
 
     Args:
         width: sensor width; ``0 <= x < width``.
@@ -55,6 +57,8 @@ class ValidEvents:
         polarities: the polarity values the format allows.
         time_bins: frames are binned by time, so a recording whose events share one timestamp has no frames.
         dtype: Tonic's event ``dtype``: events read with :func:`widened` fields are cast back to it.
+        bins: the frames ``ToFrame`` makes of a recording (``T``). Not stored in a transform spec: the ``ToFrame``
+            after it states it (:func:`psn_zoo.datamodules.transform_spec.build_transform` links them).
     """
 
     width: int
@@ -62,6 +66,7 @@ class ValidEvents:
     polarities: tuple[int, ...] = (0, 1)
     time_bins: bool = True
     dtype: np.dtype | None = dataclasses.field(default=None, repr=False, compare=False)
+    bins: int = dataclasses.field(default=1, metadata={"stored": False})
 
     def __call__(self, events: np.ndarray) -> np.ndarray:
         self.check(events)
@@ -132,4 +137,16 @@ class ValidEvents:
             raise InvalidEvents(
                 f"all {n} events share one timestamp (t = {_show(t[0])} µs): the recording spans no time, so "
                 "frames binned by time (n_time_bins) would be empty"
+            )
+        if self.time_bins:
+            span = int(np.floor(t[-1])) - int(np.floor(t[0]))  # what Tonic's integer timestamps span
+            if span < self.bins:
+                raise InvalidEvents(
+                    f"the recording spans {span} µs (t = {_show(t[0])} … {_show(t[-1])} µs), less than T={self.bins}: "
+                    f"frames binned by time (n_time_bins={self.bins}) would all be empty"
+                )
+        elif n < self.bins:
+            raise InvalidEvents(
+                f"the recording holds {n} events, fewer than T={self.bins}: frames of equal event count "
+                f"(n_event_bins={self.bins}) would all be empty"
             )

@@ -290,17 +290,39 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _data_errors() -> tuple[type[Exception], ...]:
+    """The data errors that are not ValueError, LookupError or OSError (``CorruptSampleError``), once imported."""
+    errors = sys.modules.get("psn_zoo.datamodules.errors")
+    return (errors.CorruptSampleError,) if errors is not None else ()
+
+
+def _without_worker_traceback(message: str) -> str:
+    """An error's message without what PyTorch adds when a DataLoader worker raised it ("Caught X in DataLoader
+    worker process N", the worker's traceback and the class name)."""
+    marker = "Traceback (most recent call last):\n"
+    if not message.startswith("Caught ") or marker not in message:
+        return message
+    lines = message.rsplit(marker, 1)[1].splitlines()
+    first = next((i for i, line in enumerate(lines) if line and not line[0].isspace()), None)
+    if first is None:
+        return message
+    text = "\n".join(lines[first:])
+    name, colon, rest = text.partition(": ")
+    return rest if colon and all(part.isidentifier() for part in name.split(".")) else text
+
+
 @contextlib.contextmanager
 def _errors_as_one_line(command: str, from_python: bool, *kinds: type[Exception]) -> Iterator[None]:
-    """psn_zoo's errors (ValueError, LookupError, OSError: they name the problem and the fix) and ``kinds`` raised
-    inside print as one line and exit 2 on the command line; from Python, or with ``PSN_ZOO_TRACEBACK=1``, they
-    propagate."""
+    """psn_zoo's errors (ValueError, LookupError, OSError and the data errors: they name the problem and the fix)
+    and ``kinds`` raised inside print as one line and exit 2 on the command line; from Python, or with
+    ``PSN_ZOO_TRACEBACK=1``, they propagate."""
     try:
         yield
-    except (ValueError, LookupError, OSError, *kinds) as err:
+    except (ValueError, LookupError, OSError, *_data_errors(), *kinds) as err:
         if from_python or os.environ.get("PSN_ZOO_TRACEBACK"):
             raise
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
+        message = _without_worker_traceback(str(message))
         print(f"psn-zoo {command}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
         raise SystemExit(2) from None
 

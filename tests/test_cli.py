@@ -152,3 +152,30 @@ def test_a_training_command_error_is_one_line_on_the_command_line(extra, message
     traced = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "PSN_ZOO_TRACEBACK": "1"})  # fmt: skip
     assert traced.returncode != 0 and "Traceback" in traced.stderr and message in traced.stderr
+
+
+def test_a_corrupt_sample_read_by_a_dataloader_worker_is_one_line_naming_the_file(tmp_path):
+    """`psn-zoo test` on a truncated N-MNIST file read by DataLoader workers: one line naming the file, exit 2, no
+    traceback and no "Caught CorruptSampleError in DataLoader worker process" preamble (was: a traceback, exit 1)."""
+    import yaml
+    from native_fixtures import write_nmnist
+
+    write_nmnist(tmp_path / "data", per_class=1)
+    victim = tmp_path / "data" / "NMNIST" / "Test" / "3" / "00300.bin"
+    victim.write_bytes(victim.read_bytes()[:-3])
+    data = {"data_dir": str(tmp_path / "data"), "T": 4, "num_workers": 2, "cache": "none", "val_fraction": 0.0}
+    config = {
+        "trainer": {"accelerator": "cpu", "logger": False, "enable_progress_bar": False},
+        "model": {"model_kwargs": {"input_size": 34, "width_mult": 0.125}, "log_input_samples": 0},
+        "data": {"class_path": "psn_zoo.datamodules.NMNISTDataModule", "init_args": {**data, "batch_size": 4}},
+    }
+    (tmp_path / "test.yaml").write_text(yaml.safe_dump(config))
+    exe = shutil.which("psn-zoo")
+    assert exe, "the console script is installed with the package"
+    command = [exe, "test", "--config", str(tmp_path / "test.yaml"), "--trainer.default_root_dir", str(tmp_path)]
+    done = subprocess.run(command, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr[-3000:]
+    last = done.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"psn-zoo test: error: cannot read sample 3 of NMNIST from {victim}: "), last
+    assert "truncated or corrupt" in last and "PSN_ZOO_TRACEBACK=1" in last
+    assert "Traceback" not in done.stderr and "Caught" not in done.stderr, done.stderr[-3000:]

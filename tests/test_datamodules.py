@@ -39,6 +39,7 @@ from psn_zoo.datamodules import (
     SHDDataModule,
     save_frames,
 )
+from psn_zoo.datamodules.native_formats import write_atis_bin
 
 
 def _first_batch(dm, split: str = "train"):
@@ -307,3 +308,168 @@ def test_save_frames_png_and_gif(tmp_path):
     assert gif.read_bytes()[:6] in (b"GIF87a", b"GIF89a")
     with pytest.raises(ValueError, match=r"expected frames \[T, P, H, W\]"):
         save_frames(np.zeros((3, 34, 34)), tmp_path / "bad.png")
+
+
+# ---------------------------------------------------------------------------------------------- disk cache identity
+def _frames_by_source(dm, split: str) -> dict[str, torch.Tensor]:
+    return {s: dm.datasets[split][i][0] for i, s in enumerate(dm.sample_sources(split))}
+
+
+def _asl(tmp_path, **kwargs):
+    with mock.patch.object(tonic.datasets.ASLDVS, "_check_exists", return_value=True):  # 30 of 100800 files
+        return _prepared(ASLDVSDataModule(data_dir=str(tmp_path), T=4, val_fraction=0.0, **kwargs))
+
+
+def test_disk_cache_serves_each_file_its_own_frames_whatever_the_split(tmp_path):
+    """Cached frames follow the files: a split drawn differently (seed, test_per_class) or a local copy with other
+    files never reads the frames another run cached for other samples (test samples leaked into training)."""
+    write_asldvs(tmp_path, letters="abc", per_letter=10)
+    first = _asl(tmp_path, cache="disk", seed=0)
+    list(first.test_dataloader())  # fills the test cache of seed 0
+    again = _asl(tmp_path, cache="disk", seed=1)
+    truth = _asl(tmp_path, cache="none", seed=1)
+    assert set(again.sample_sources("test")) != set(first.sample_sources("test"))
+    for split in ("train", "test"):
+        cached, fresh = _frames_by_source(again, split), _frames_by_source(truth, split)
+        assert cached.keys() == fresh.keys() and all(torch.equal(cached[s], fresh[s]) for s in fresh), split
+
+    cifar = tmp_path / "cifar"
+    write_cifar10dvs(cifar, per_class=4)
+    one = _prepared(CIFAR10DVSDataModule(data_dir=str(cifar), T=4, cache="disk", val_fraction=0.0, test_per_class=1))
+    [one.datasets["train"][i] for i in range(len(one.datasets["train"]))]  # fills the train cache
+    two = _prepared(CIFAR10DVSDataModule(data_dir=str(cifar), T=4, cache="disk", val_fraction=0.0, test_per_class=2))
+    ref = _prepared(CIFAR10DVSDataModule(data_dir=str(cifar), T=4, cache="none", val_fraction=0.0, test_per_class=2))
+    cached, fresh = _frames_by_source(two, "train"), _frames_by_source(ref, "train")
+    assert cached.keys() == fresh.keys() and all(torch.equal(cached[s], fresh[s]) for s in fresh)
+
+    write_nmnist(tmp_path, per_class=2)
+    full = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0))
+    list(full.test_dataloader())
+    (tmp_path / "NMNIST" / "Test" / "0" / "00000.bin").unlink()  # the local file list changes: samples shift
+    (tmp_path / "NMNIST" / "Test" / ".pad" / "pad_extra.bin").symlink_to("_empty")  # (Tonic's file count)
+    fewer = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0))
+    plain = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="none", val_fraction=0.0))
+    cached, fresh = _frames_by_source(fewer, "test"), _frames_by_source(plain, "test")
+    assert len(fresh) == 19 and all(torch.equal(cached[s], fresh[s]) for s in fresh)
+
+
+def test_disk_cache_is_keyed_by_reader_options(tmp_path):
+    """``first_saccade_only`` is applied inside Tonic's reader: a cache filled without it is never read with it."""
+    write_nmnist(tmp_path, per_class=1)
+
+    def frames(cache: str, first_saccade_only: bool) -> torch.Tensor:
+        dm = NMNISTDataModule(
+            data_dir=str(tmp_path), T=4, cache=cache, val_fraction=0.0, first_saccade_only=first_saccade_only
+        )
+        return _prepared(dm).datasets["test"][0][0]
+
+    whole = frames("disk", False)
+    saccade = frames("disk", True)
+    assert torch.equal(saccade, frames("none", True)) and saccade.sum() < whole.sum()
+    assert torch.equal(frames("disk", False), whole)
+
+
+def test_a_partly_written_cache_entry_is_written_again(tmp_path):
+    """A writer killed after the frames but before the label left an entry every later run failed on (KeyError):
+    it is made again; entries are written under a temporary name and renamed, never through a link."""
+    import subprocess
+    import sys
+
+    write_nmnist(tmp_path, per_class=1)
+
+    def first_test_sample():
+        return _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0)).datasets[
+            "test"
+        ][0]
+
+    good = first_test_sample()
+    (entry,) = (tmp_path / "cache").glob("NMNIST-test-*/**/0_0.hdf5")
+    killed = (
+        "import os, signal, sys, h5py, numpy as np\n"
+        "f = h5py.File(sys.argv[1], 'w')\n"
+        "f.create_dataset('data/0', data=np.ones((4, 2, 34, 34), np.int16)); f.flush()\n"
+        "os.kill(os.getpid(), signal.SIGKILL)\n"
+    )
+    assert subprocess.run([sys.executable, "-c", killed, str(entry)]).returncode == -9
+    for _ in range(2):
+        frames, label = first_test_sample()
+        assert torch.equal(frames, good[0]) and label == good[1]
+    precious = tmp_path / "precious.txt"
+    precious.write_text("not a cache entry")
+    entry.unlink()
+    entry.symlink_to(precious)  # an entry that is a link: replaced, never written through
+    assert torch.equal(first_test_sample()[0], good[0])
+    assert precious.read_text() == "not a cache entry" and not entry.is_symlink()
+    assert not list(entry.parent.glob("*.tmp"))
+
+
+def test_an_interrupted_cache_write_leaves_no_entry(tmp_path, monkeypatch):
+    import psn_zoo.datamodules.base as base
+
+    write_nmnist(tmp_path, per_class=1)
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, cache="disk", val_fraction=0.0))
+
+    def dies_midway(data, targets, file_path, compress=True):
+        import h5py
+
+        with h5py.File(file_path, "w") as f:
+            f.create_dataset("data/0", data=data)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(base, "save_to_disk_cache", dies_midway, raising=False)
+    monkeypatch.setattr(tonic.cached_dataset, "save_to_disk_cache", dies_midway)
+    with pytest.raises(KeyboardInterrupt):
+        dm.datasets["test"][0]
+    assert [p for p in (tmp_path / "cache").rglob("*") if p.is_file()] == []  # no entry, no temporary file
+
+
+# ---------------------------------------------------------------------------------------------- spatial_factor
+@pytest.mark.parametrize("factor", [0.5, 0.7, 0.3])
+def test_any_spatial_factor_frames_every_event_as_tonic_places_it(tmp_path, factor):
+    """Tonic's Downsample puts pixel W-1 at int((W-1)·f): the frame is that + 1 wide (0.7: 24, not int(34·0.7) = 23,
+    which crashed calling valid files corrupt); factors that worked keep their frames (0.5: 17)."""
+    write_nmnist(tmp_path, per_class=1)
+    x, y, t, p = (
+        np.array([0, 10, 33, 33]),
+        np.array([0, 5, 33, 20]),
+        np.array([0, 10, 20, 30_000]),
+        np.array([0, 1, 1, 0]),
+    )
+    write_atis_bin(tmp_path / "NMNIST" / "Test" / "0" / "00000.bin", x, y, t, p)
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=2, spatial_factor=factor, cache="none", val_fraction=0))
+    side = int(33 * factor) + 1
+    assert dm.input_shape == (2, 2, side, side) and (factor != 0.5 or side == int(34 * factor) == 17)
+    frames = torch.stack([dm.datasets["test"][i][0] for i in range(len(dm.datasets["test"]))])
+    assert frames.shape[-2:] == (side, side)
+    events = tonic.datasets.NMNIST(str(tmp_path), train=False)[0][0]
+    expected = tonic.transforms.Compose(
+        [tonic.transforms.Downsample(spatial_factor=factor), tonic.transforms.ToFrame((side, side, 2), n_time_bins=2)]
+    )(events)
+    np.testing.assert_array_equal(frames[0].numpy(), expected)
+    assert frames[0][:, :, side - 1, side - 1].sum() == 1  # the event at (33, 33)
+
+
+def test_spatial_factors_that_framed_every_pixel_keep_their_frame_size():
+    """Where ``int(W·f)`` held Tonic's last pixel (every factor that worked on any recording), the size is unchanged."""
+    from psn_zoo.datamodules.base import downsampled
+
+    sizes = {34, 128, 240, 180, 346, 260, 700, 304}
+    for size in sizes:
+        for factor in [k / 100 for k in range(1, 101)]:
+            if int((size - 1) * factor) < int(size * factor):  # the old size held pixel W-1
+                assert downsampled(size, factor) == int(size * factor), (size, factor)
+            assert downsampled(size, factor) == int((size - 1) * factor) + 1
+
+
+# ---------------------------------------------------------------------------------------------- N-Caltech101 classes
+def test_ncaltech101_classes_are_never_an_empty_listing(tmp_path):
+    """Before the download the class count is an error with the download help, not 0 (a 0-class model, then a
+    KeyError once the data arrived); after it, the category folders."""
+    dm = NCaltech101DataModule(data_dir=str(tmp_path), T=4, cache="none", val_fraction=0.0)
+    for _ in range(2):
+        with pytest.raises(DatasetNotFoundError, match=r"holds none yet.*prepare_data\(\)(.|\n)*N-Caltech101-archive"):
+            _ = dm.num_classes
+    write_ncaltech101(tmp_path)
+    dm.prepare_data()
+    dm.setup()
+    assert dm.num_classes == 3 and len(dm.datasets["test"]) == 3

@@ -387,3 +387,41 @@ def test_valid_events_hands_on_tonics_dtype():
     assert ValidEvents(128, 128, dtype=dtype)(native) is native  # valid Tonic events pass untouched
     with pytest.raises(InvalidEvents, match="holds no events"):
         ValidEvents(128, 128)(native[:0])
+
+
+# ---------------------------------------------------------------------------------------------- too short for T frames
+@pytest.mark.parametrize(
+    ("slicing", "t", "problem", "enough"),
+    [
+        ("time", [100, 101, 102], r"spans 2 µs \(t = 100 … 102 µs\), less than T=4.*n_time_bins=4", 2),
+        ("count", [100, 5000, 90_000], r"holds 3 events, fewer than T=4.*n_event_bins=4", 3),
+    ],
+)
+def test_a_recording_too_short_for_t_frames_is_refused(tmp_path, slicing, t, problem, enough):
+    """Fewer µs than frames (time slicing) or fewer events than frames (count slicing) made T all-zero frames."""
+    write_nmnist(tmp_path, per_class=1)
+    write_atis_bin(tmp_path / NMNIST_VICTIM, np.array([3, 4, 5]), np.array([3, 4, 5]), np.array(t), np.array([1, 0, 1]))
+    dm = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=4, val_fraction=0.0, cache="none", slicing=slicing))
+    _refused(dm, tmp_path / NMNIST_VICTIM, problem)
+    kwargs = {"val_fraction": 0.0, "cache": "none", "slicing": slicing}
+    fits = _prepared(NMNISTDataModule(data_dir=str(tmp_path), T=enough, **kwargs))
+    frames, label = _read(fits, tmp_path / NMNIST_VICTIM)  # 2 µs for 2 frames, 3 events for 3 frames: framed
+    assert label == 3 and frames.shape[0] == enough and int(frames.sum()) == {"time": 2, "count": 3}[slicing]
+
+
+def test_the_span_check_survives_a_stored_transform():
+    """``bins`` is not stored (the ToFrame after the check states T): a rebuilt transform checks it all the same."""
+    from psn_zoo.datamodules import build_transform
+    from psn_zoo.datamodules.transform_spec import step_spec
+
+    dm = NMNISTDataModule(T=4, cache="none")
+    spec = [step_spec(step) for step in dm.preprocessing().steps]
+    assert "bins" not in spec[0]["kwargs"] and spec[0]["kwargs"]["time_bins"] is True
+    rebuilt = build_transform(spec)
+    assert rebuilt.steps[0] == dm.event_check() and rebuilt.steps[0].bins == 4
+    events = np.zeros(3, dtype=tonic.datasets.NMNIST.dtype)
+    events["t"] = [0, 1, 3]
+    with pytest.raises(InvalidEvents, match="spans 3 µs"):
+        rebuilt(events)
+    events["t"] = [0, 1, 4]
+    assert rebuilt(events).sum() == 3 - 1  # ToFrame(n_time_bins) leaves out the events at the last timestamp

@@ -543,3 +543,17 @@ def test_a_killed_generation_leaves_nothing_once_the_next_run_is_done(tmp_path):
     meta = generate_ndigits(root, SMALL)
     assert meta["complete"] and nd.folder_fingerprint(root) == SMALL_FINGERPRINT
     assert not list(tmp_path.glob(".ndigits.tmp-*"))
+
+
+@pytest.mark.parametrize("images_per_class", [1, 2])
+def test_too_few_images_for_a_test_split_names_the_argument_not_the_generator(tmp_path, images_per_class):
+    """round(2 × 0.2) = 0 test images per digit: the split is empty, which says so (it blamed generation: "delete
+    that folder"), before anything is generated."""
+    from psn_zoo.datamodules import EmptySplitError
+
+    dm = NDigitsDataModule(data_dir=str(tmp_path), images_per_class=images_per_class, T=4)
+    message = rf"images_per_class={images_per_class} with test_fraction=0.2 leaves the test split without images"
+    for step in (dm.prepare_data, dm.setup):
+        with pytest.raises(EmptySplitError, match=message + r".*images_per_class >= 3"):
+            step()
+    assert not any(tmp_path.iterdir())

@@ -346,3 +346,70 @@ def test_a_config_saved_before_the_datamodules_moved_into_psn_zoo_still_runs(tmp
     assert result.returncode == 0, result.stderr[-2000:]
     printed = yaml.safe_load(result.stdout)
     assert printed["data"]["class_path"] == "psn_zoo.datamodules.SequentialDigitsDataModule"
+
+
+_DDP_EVAL = """
+import json, sys
+from pathlib import Path
+import lightning as L
+from psn_zoo.datamodules import NMNISTDataModule
+from psn_zoo.training import SpikingClassifier
+
+class Seen(L.Callback):
+    def __init__(self):
+        self.n, self.indices = 0, []
+    def on_test_epoch_start(self, trainer, pl_module):
+        self.indices = list(iter(trainer.test_dataloaders.sampler))
+    def on_test_batch_end(self, trainer, pl_module, outputs, batch, batch_idx, dataloader_idx=0):
+        self.n += len(batch[1])
+
+out = Path(sys.argv[2])
+dm = NMNISTDataModule(data_dir=sys.argv[1], T=4, batch_size=2, cache="none", val_fraction=0.0)
+model = SpikingClassifier(T=4, num_classes=10, in_channels=2, model_kwargs={"input_size": 34, "width_mult": 0.125},
+                          log_input_samples=0)
+seen = Seen()
+trainer = L.Trainer(accelerator="cpu", devices=2, strategy="ddp", logger=False, enable_progress_bar=False,
+                    enable_model_summary=False, callbacks=[seen])
+trainer.test(model, dm, verbose=False)
+loss = float(trainer.callback_metrics["test/loss"])
+predicted = trainer.predict(model, dm)
+(out / f"rank{trainer.global_rank}.json").write_text(json.dumps({
+    "n": seen.n, "indices": seen.indices, "loss": loss,
+    "predicted": sum(len(p["pred"]) for p in predicted), "test_size": len(dm.datasets["test"]),
+}))
+"""
+
+
+def test_ddp_evaluation_counts_every_test_sample_once(tmp_path):
+    """Two CPU DDP processes on a 9-sample test split: Lightning's DistributedSampler padded it to 10 (a sample
+    counted twice); every sample is evaluated (and predicted) exactly once, and the test loss is the ranks' one."""
+    import json
+
+    from native_fixtures import write_nmnist
+    from procs import clean_env, run
+
+    write_nmnist(tmp_path / "data", per_class=1)
+    (tmp_path / "data" / "NMNIST" / "Test" / "0" / "00000.bin").unlink()  # 9 test recordings
+    (tmp_path / "data" / "NMNIST" / "Test" / ".pad" / "pad_extra.bin").symlink_to("_empty")  # (Tonic's file count)
+    (tmp_path / "eval.py").write_text(_DDP_EVAL)
+    (tmp_path / "out").mkdir()
+    args = [str(tmp_path / "eval.py"), str(tmp_path / "data"), str(tmp_path / "out")]
+    done = run(args, tmp_path, 300, clean_env(WANDB_MODE="disabled"))
+    assert done.returncode == 0, done.stdout[-3000:]
+    ranks = [json.loads((tmp_path / "out" / f"rank{r}.json").read_text()) for r in (0, 1)]
+    assert ranks[0]["test_size"] == 9
+    assert ranks[0]["n"] + ranks[1]["n"] == 9 == ranks[0]["predicted"] + ranks[1]["predicted"]
+    assert sorted(ranks[0]["indices"] + ranks[1]["indices"]) == list(range(9))
+    assert ranks[0]["loss"] == ranks[1]["loss"]  # logged with sync_dist: one value over both ranks
+
+
+def test_evaluation_loaders_under_a_distributed_trainer_shard_without_repeats():
+    dm = SequentialDigitsDataModule(images_per_class=5, batch_size=4)
+    dm.trainer = SimpleNamespace(  # what Lightning attaches: a DDP trainer's rank 1 of 3
+        distributed_sampler_kwargs={"num_replicas": 3, "rank": 1},
+        _accelerator_connector=SimpleNamespace(use_distributed_sampler=True),
+    )
+    assert list(dm.test_dataloader().sampler) == [1, 4, 7] and len(dm.datasets["test"]) == 10
+    assert type(dm.train_dataloader().sampler).__name__ == "EpochShuffle"  # training: Lightning shards it
+    dm.trainer._accelerator_connector.use_distributed_sampler = False  # the user shards themselves
+    assert list(dm.test_dataloader().sampler) == list(range(10))

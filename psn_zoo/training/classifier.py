@@ -159,7 +159,8 @@ class SpikingClassifier(L.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             metric(logits, y)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
-        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=stage != "train")
+        train = stage == "train"  # evaluation: one loss over every rank's samples
+        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=not train, sync_dist=not train)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
