@@ -86,9 +86,10 @@ def _layer_macs(module: nn.Module, out: torch.Tensor) -> float:
 @torch.no_grad()
 def measure_efficiency(model: nn.Module, batches, max_batches: int | None = None) -> EfficiencyReport:
     """Run ``model`` (a psn_zoo :class:`~psn_zoo.models.SpikingModel`) in eval mode over ``batches`` of
-    ``(x, y)`` and count operations per sample."""
+    ``(x, y)`` and count operations per sample, at the data's T (the model's training mode is restored)."""
+    was_training = model.training
     model.eval()
-    T = model.T
+    steps: set[int] = set()  # the data's T (a static image is shown for model.T steps)
     neurons = {m: n for n, m in model.named_modules() if isinstance(m, SpikingNeuron)}
     synapses = [m for m in model.modules() if isinstance(m, nn.Conv1d | nn.Conv2d | nn.Linear)]
     stats = {"spikes": {}, "outputs": {}, "acs": 0.0, "macs": 0.0, "neuron_count": {}}
@@ -115,13 +116,18 @@ def measure_efficiency(model: nn.Module, batches, max_batches: int | None = None
         for i, (x, _) in enumerate(batches):
             if max_batches is not None and i >= max_batches:
                 break
+            steps.add(model.to_time_first(x).shape[0])
             model(x)
             samples += x.shape[0]
     finally:
         for h in handles:
             h.remove()
+        model.train(was_training)
     if samples == 0:
         raise ValueError("no data to measure")
+    if len(steps) != 1:
+        raise ValueError(f"the batches have different numbers of time steps {sorted(steps)}: measure one T at a time")
+    (T,) = steps
     for module, name in neurons.items():
         n_neurons = stats["outputs"].get(name, 0) / (T * samples)  # outputs per sample and step
         macs, acs = neuron_macs_per_neuron(module, T)

@@ -28,7 +28,9 @@ def test_torch_export_matches_eager(name, neuron):
     kwargs = {"head": "compact"} if name.startswith("spiking_vgg") else {}
     model = create_model(name, neuron=neuron, T=4, num_classes=5, **kwargs)
     x = _example(name)
-    program = export_program(model, x)
+    program = export_program(model, x)  # traced in eval mode; the model's own mode is left as it was
+    assert model.training
+    model.eval()
     with torch.no_grad():
         assert torch.equal(program.module()(x), model(x))
     other = _example(name)  # a second input through the same program
@@ -40,6 +42,7 @@ def test_onnx_export_runs_in_onnxruntime(tmp_path):
     model = create_model("sew_resnet18", neuron="psn", T=4, num_classes=5, in_channels=2)
     x = torch.rand(2, 4, 2, 32, 32) * 2
     path = export_onnx(model, x, tmp_path / "sew18_psn.onnx")
+    model.eval()  # the file is the eval-mode network
     session = onnxruntime.InferenceSession(str(path))
     (out,) = session.run(None, {session.get_inputs()[0].name: x.numpy()})
     with torch.no_grad():

@@ -39,7 +39,7 @@ from ..hub import (
     list_pretrained,
     load_entry_weights,
 )
-from ..neurons import NEURONS, NeuronSpec, size_from_state_dict
+from ..neurons import NEURONS, NeuronSpec, require_materialised, size_from_state_dict
 from ..safe_load import load_torch_file, local_copy, suffix_of
 from .registry import MODELS, build_model, list_architectures, model_info
 
@@ -467,6 +467,7 @@ def freeze_backbone(model: nn.Module) -> list[str]:
 
     BatchNorm running statistics still update in training mode; call ``.eval()`` on those layers to fix them too.
     """
+    require_materialised(model, "freeze it")
     head = {id(p) for p in model.get_classifier().parameters()}
     frozen = []
     for name, p in model.named_parameters():

@@ -32,6 +32,12 @@ from ..neurons import MaskedPSN, NeuronSpec, neuron_factory, neurons_of, reset_s
 InputKind = Literal["image", "sequence"]
 
 
+def _check_count(owner: str, name: str, value: Any, *, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < low:
+        kind = "a positive integer" if low == 1 else "an integer >= 0"
+        raise ValueError(f"{owner}: {name} must be {kind}, got {value!r}")
+
+
 class SpikingModel(nn.Module):
     """Base class. Subclasses build layers in ``__init__`` (neurons from :meth:`make_neuron`) and implement
     :meth:`forward_features` (``[T, B, ...] -> [T, B, F]``) and :meth:`forward_head`."""
@@ -57,8 +63,7 @@ class SpikingModel(nn.Module):
     ) -> None:
         super().__init__()
         for name, value in (("T", T), ("num_classes", num_classes), ("in_channels", in_channels)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < (0 if name == "num_classes" else 1):
-                raise ValueError(f"{type(self).__name__}: {name} must be a positive integer, got {value!r}")
+            _check_count(type(self).__name__, name, value, low=0 if name == "num_classes" else 1)
         self.T = T
         self.num_classes = num_classes
         self.in_channels = in_channels
@@ -83,9 +88,7 @@ class SpikingModel(nn.Module):
         ``time_first=False``: batch-first ``[B, T, ...]`` (or a static image ``[B, C, H, W]``, repeated over T);
         ``time_first=True``: ``[T, B, ...]`` as is. The layout is what the argument says, never inferred.
         """
-        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
-            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
-            raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {got}; use x.float()")
+        self._check_float(x)
         name = type(self).__name__
         seq_dims = 5 if self.input_kind == "image" else 4
         layout = "[T, B, C, H, W]" if self.input_kind == "image" else "[T, B, C, L]"
@@ -114,6 +117,11 @@ class SpikingModel(nn.Module):
             return x.transpose(0, 1)
         raise ValueError(f"{name} expects a sequence [B, T, C, L], got shape {tuple(x.shape)}")
 
+    def _check_float(self, x: Any) -> None:
+        if not isinstance(x, torch.Tensor) or not x.is_floating_point():
+            got = x.dtype if isinstance(x, torch.Tensor) else type(x).__name__
+            raise TypeError(f"{type(self).__name__} expects a floating-point tensor, got {got}; use x.float()")
+
     def _check_not_unbatched_frames(self, x: torch.Tensor) -> None:
         """A checkpoint trained on event frames takes ``[B, T, C, H, W]`` only: a 4-dim tensor could be one unbatched
         sample ``[T, C, H, W]`` as well as ``B`` static images, and which one is never guessed."""
@@ -130,6 +138,25 @@ class SpikingModel(nn.Module):
             raise ValueError(
                 f"{type(self).__name__} was built with in_channels={self.in_channels} but the input has {channels} "
                 f"channels (shape {tuple(shape)}); build it with in_channels={channels}"
+            )
+        self._check_size(shape)
+
+    #: For a classifier sized by the input (it follows a flatten, not a global pool): ``(argument, its value, the
+    #: pools' divisor)``; every spatial dim ``d`` of an input must pool to the same size, ``d // divisor``.
+    input_grid: tuple[str, int, int] | None = None
+
+    def _check_size(self, shape: torch.Size) -> None:
+        if self.input_grid is None:
+            return
+        arg, value, divisor = self.input_grid
+        dims = tuple(shape[-2:]) if self.input_kind == "image" else tuple(shape[-1:])
+        if any(d // divisor != value // divisor for d in dims):
+            lo = value // divisor * divisor
+            per = " per side" if self.input_kind == "image" else ""
+            raise ValueError(
+                f"{type(self).__name__} was built with {arg}={value} (its classifier takes {lo} to {lo + divisor - 1}"
+                f"{per}) but got {'×'.join(str(d) for d in dims)} (shape {tuple(shape)}): build it with "
+                f"{arg}={dims[0]}, or resize the input"
             )
 
     def _check_steps(self, steps: int, shape: torch.Size, dim: int = 1) -> None:
@@ -152,7 +179,8 @@ class SpikingModel(nn.Module):
         return self._stateless(lambda: self._head(self._features(x_seq)))
 
     def forward_features(self, x: torch.Tensor, *, time_first: bool = False) -> torch.Tensor:
-        """Pooled features, ``[B, T, num_features]`` (``[T, B, num_features]`` with ``time_first=True``)."""
+        """Features, ``[B, T, F]`` (``[T, B, F]`` with ``time_first=True``): what the head starts from (pooled and
+        flattened; for the paper's networks with an MLP head, F is wider than :attr:`num_features`)."""
         x_seq = self._multi_step_input(x, time_first)
         features = self._stateless(lambda: self._features(x_seq))
         return features if time_first else features.transpose(0, 1)
@@ -160,8 +188,9 @@ class SpikingModel(nn.Module):
     def forward_head(
         self, features: torch.Tensor, pre_logits: bool = False, *, time_first: bool = False
     ) -> torch.Tensor:
-        """Features ``[B, T, num_features]`` (``[T, B, ...]`` with ``time_first=True``) -> logits averaged over time
-        ``[B, num_classes]``; ``pre_logits``: the classifier's input averaged over time instead (``[B, hidden]``)."""
+        """Features ``[B, T, F]`` (``[T, B, F]`` with ``time_first=True``) -> logits averaged over time
+        ``[B, num_classes]``; ``pre_logits``: the classifier's input averaged over time instead
+        (``[B, num_features]``)."""
         self._require_multi_step()
         if not isinstance(features, torch.Tensor) or features.dim() < 3:
             got = tuple(features.shape) if isinstance(features, torch.Tensor) else type(features).__name__
@@ -215,6 +244,7 @@ class SpikingModel(nn.Module):
             raise ValueError(
                 f"{type(self).__name__}.step expects one frame with {expected} dims, got {tuple(frame.shape)}"
             )
+        self._check_float(frame)
         self._check_channels(frame.shape[1], frame.shape)
         out = self._head(self._features(self._frame_input(frame)))
         self._t += 1
@@ -239,6 +269,8 @@ class SpikingModel(nn.Module):
 
     @property
     def num_features(self) -> int:
+        """The classifier's input width (``forward_head(..., pre_logits=True)``; timm's ``head_hidden_size``): a new
+        head is ``nn.Linear(model.num_features, n)``. ``forward_features``' width F may be larger (an MLP head)."""
         classifier = self.get_classifier()
         return classifier.in_features if isinstance(classifier, nn.Linear) else self._num_features
 
@@ -249,16 +281,19 @@ class SpikingModel(nn.Module):
         return nn.Linear(in_features, self.num_classes) if self.num_classes > 0 else nn.Identity()
 
     def reset_classifier(self, num_classes: int) -> None:
-        """Replace the final linear layer by a fresh one with ``num_classes`` outputs (0: identity)."""
+        """Replace the final linear layer by a fresh one with ``num_classes`` outputs (0: identity), on the model's
+        device and in its dtype."""
+        _check_count(f"{type(self).__name__}.reset_classifier", "num_classes", num_classes, low=0)
         in_features = self.num_features
         self.num_classes = num_classes
+        like = next(self.parameters(), None)
         new = self.new_classifier(in_features)
+        if like is not None and not isinstance(like, nn.parameter.UninitializedParameter):
+            new = new.to(device=like.device, dtype=like.dtype)
         parent_path, _, last = self.classifier_path.rpartition(".")
         parent: nn.Module = self
         for part in parent_path.split(".") if parent_path else []:
             parent = parent[int(part)] if part.isdigit() else getattr(parent, part)  # type: ignore[index]
-        old = self.get_classifier()
-        new = new.to(next(old.parameters()).device) if any(True for _ in old.parameters()) else new
         if last.isdigit():
             parent[int(last)] = new  # type: ignore[index]
         else:

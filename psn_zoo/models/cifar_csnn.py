@@ -38,6 +38,7 @@ class CifarCSNN(SpikingModel):
             layers.append(L.AvgPool2d(2, 2))
         self.conv = nn.Sequential(*layers)
         side = input_size // 4
+        self.input_grid = ("input_size", input_size, 4)
         self.fc = nn.Sequential(
             L.FlattenFeatures(),
             nn.Linear(channels * side * side, fc_hidden),

@@ -55,6 +55,7 @@ class DvsVGG(SpikingModel):
         self.features = nn.Sequential(*layers)
         self.flatten = L.FlattenFeatures()
         side = input_size // 16  # average pools floor odd sizes
+        self.input_grid = ("input_size", input_size, 16)
         self.classifier = nn.Sequential(nn.Dropout(dropout), self.new_classifier(cin * side * side))
         for m in self.modules():
             if isinstance(m, nn.Conv2d):

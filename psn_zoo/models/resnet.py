@@ -139,6 +139,7 @@ class SpikingResNet(SpikingModel):
         self.cnf = cnf
         if temporal_embedding:
             self.pe = nn.Parameter(torch.zeros(self.T, 1, 1, 1, 1))
+            self.fixed_T = True  # the embedding has T steps, whatever the neuron
             nn.init.trunc_normal_(self.pe, std=0.02)
         self.inplanes = 64
         self.conv1 = L.Conv2d(self.in_channels, 64, kernel_size=7, stride=2, padding=3, bias=False)

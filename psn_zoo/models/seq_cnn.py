@@ -26,6 +26,7 @@ class SequentialCNN(SpikingModel):
         super().__init__(**base)
         if length % 4:
             raise ValueError(f"length must be a multiple of 4 (two pools of 2), got {length}")
+        self.input_grid = ("length", length, 4)
         layers: list[nn.Module] = []
         cin = self.in_channels
         for _ in range(2):

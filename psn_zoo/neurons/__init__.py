@@ -9,7 +9,7 @@ Inputs are time-first ``[T, B, ...]`` (multi-step, the default) or one step ``[B
 
 from . import functional
 from ._backend import plain_ops
-from ._channelwise import size_from_state_dict
+from ._channelwise import require_materialised, size_from_state_dict
 from .base import SpikingNeuron, StatefulModule, StepMode, neurons_of, reset_states, set_step_mode
 from .channel_sliding import ChannelSlidingPSN
 from .fpt import FPTLIFNode
@@ -68,6 +68,7 @@ __all__ = [
     "neurons_of",
     "plain_ops",
     "register_neuron",
+    "require_materialised",
     "reset_states",
     "set_step_mode",
     "size_from_state_dict",

@@ -120,3 +120,17 @@ def size_from_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
                 module._materialise(int(state[key].shape[0]))
                 sized.append(name)
     return sized
+
+
+def require_materialised(model: nn.Module, action: str) -> None:
+    """Refuse, naming the way out, to ``action`` (e.g. "export it") while a neuron of ``model`` is still waiting for
+    its first input to know its channel count (its parameters do not exist yet)."""
+    lazy = [name or type(m).__name__ for name, m in model.named_modules()
+            if isinstance(m, LazyModuleMixin) and m.has_uninitialized_params()]  # fmt: skip
+    if lazy:
+        raise ValueError(
+            f"the neurons {', '.join(lazy[:4])}{' ...' if len(lazy) > 4 else ''} take their channel count from their "
+            f"first input, so their parameters do not exist yet: before you {action}, run one batch through the "
+            "model (model(x)), load weights, or build them with channels=..."
+        )
+

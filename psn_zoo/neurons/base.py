@@ -54,6 +54,8 @@ class SpikingNeuron(StatefulModule):
     #: Constructor arguments that loaded weights do not pin: initial values the state dict replaces, and the
     #: surrogate (it shapes training only). Fine-tuning a checkpoint may set them differently.
     initial_kwargs: ClassVar[tuple[str, ...]] = ("surrogate",)
+    #: Does its forward compute with complex numbers (which ONNX has no operators for)?
+    complex_ops: ClassVar[bool] = False
 
     def __init__(self, surrogate: SurrogateSpec = "atan") -> None:
         """Subclasses call this first, define their parameters, then set ``self.step_mode``."""

@@ -165,6 +165,7 @@ class PMSN(ChannelwiseNeuron):
 
     name = "pmsn"
     initial_kwargs = ("surrogate", "dt_min", "dt_max")
+    complex_ops = True
 
     reset_kind: ClassVar[str] = "decoupled"
     streamable: ClassVar[bool] = True
