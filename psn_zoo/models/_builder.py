@@ -373,11 +373,10 @@ def _hparams_described(hparams: Any, shown: str) -> Described:
     return described
 
 
-def classifier_keys(model: nn.Module) -> list[str]:
-    """The state-dict keys of ``model.get_classifier()``."""
-    head = model.get_classifier()
-    prefix = next(name for name, m in model.named_modules() if m is head)
-    return [f"{prefix}.{n}" for n in head.state_dict()]
+def classifier_keys(model: nn.Module, state: Mapping[str, torch.Tensor] | None = None) -> list[str]:
+    """The keys of ``state`` (default: the model's own state dict) under ``model.get_classifier()``."""
+    prefix = model.classifier_path + "."
+    return sorted(k for k in (model.state_dict() if state is None else state) if k.startswith(prefix))
 
 
 def _described_mismatch(model: nn.Module, described: Mapping[str, Any], architecture: str | None) -> list[str]:
@@ -430,9 +429,7 @@ def load_backbone_weights(
         )
     size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
     own = model.state_dict()
-    prefix = model.classifier_path + "."
-    head = {k for k in own if k.startswith(prefix)}
-    theirs = {k for k in state if k.startswith(prefix)}
+    head, theirs = set(classifier_keys(model, own)), set(classifier_keys(model, state))
     replaced: list[str] = []
     if not head:  # num_classes=0: the model has no classifier to fill
         state = {k: v for k, v in state.items() if k not in theirs}
