@@ -31,6 +31,7 @@ from psn_zoo.neurons import (
     make_neuron,
     neuron_info,
     neuron_tree,
+    plain_ops,
     reset_states,
     size_from_state_dict,
 )
@@ -181,11 +182,10 @@ def test_fpt_converges_to_the_serial_lif(lif_kwargs):
     assert torch.equal(halves, ref)
 
 
-def _plain_and_fused(monkeypatch, module, call):
+def _plain_and_fused(call):
     """``call()`` through the fused Function and through the plain differentiable ops (what tracers see)."""
     fused = call()
-    with monkeypatch.context() as m:
-        m.setattr(module, "_tracing", lambda: True)
+    with plain_ops():
         plain = call()
     return fused, plain
 
@@ -230,7 +230,7 @@ def test_fpt_fused_function_is_the_plain_iteration(monkeypatch, v_reset, detach,
         return spikes.detach(), v_last.detach(), x.grad, v.grad
 
     ran = []
-    fused, plain = _plain_and_fused(monkeypatch, fpt, call)
+    fused, plain = _plain_and_fused(call)
     assert ran[0] == "FixedPointLIFBackward" and ran[1] != ran[0]
     assert 0.05 < fused[0].mean() < 0.95
     eps = torch.finfo(dtype).eps
@@ -315,7 +315,6 @@ def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, le
     """From rest, threshold spikes run as a sliding PSN with T taps (the fused kernel in float32): the spikes are the
     two-filter path's except where the membrane lies within float32 round-off of θ (counted: ties only), the
     gradients agree, and the state left behind (two weighted sums over the input) continues the sequence."""
-    from psn_zoo.neurons import paralif
 
     torch.manual_seed(15)
     T, N = 16, 40_000
@@ -334,7 +333,7 @@ def test_paralif_from_rest_runs_the_sliding_kernel_with_its_taps(monkeypatch, le
         return out.detach(), x.grad, grads
 
     ran = []
-    fused, plain = _plain_and_fused(monkeypatch, paralif, call)
+    fused, plain = _plain_and_fused(call)
     from psn_zoo.neurons import _native
 
     sliding = {"ToeplitzThresholdBackward", "ShiftedThresholdBackward", "DenseThresholdBackward"}
@@ -371,7 +370,6 @@ def test_spsn_from_rest_draws_the_plain_paths_samples(monkeypatch):
     """SPSN's fused path computes σ(V) per chunk from one filter and draws over the whole tensor, so with the same
     seed it draws what the plain path draws (a draw can differ only where the uniform number falls within round-off
     of σ(V): none here); the straight-through gradient agrees to float32 round-off of T-term sums."""
-    from psn_zoo.neurons import paralif
 
     T = 16
     x0 = torch.randn(T, 4, 10_000) * 2
@@ -389,7 +387,7 @@ def test_spsn_from_rest_draws_the_plain_paths_samples(monkeypatch):
         return out.detach(), x.grad, [p.grad.clone() for p in neuron.parameters()]
 
     ran = []
-    fused, plain = _plain_and_fused(monkeypatch, paralif, call)
+    fused, plain = _plain_and_fused(call)
     assert ran[0] == "_FilteredBernoulliBackward" and ran[1] != ran[0]
     assert torch.equal(fused[0], plain[0]) and 0.05 < fused[0].mean() < 0.95
     round_off = 4 * T * torch.finfo(torch.float32).eps
@@ -442,7 +440,6 @@ def test_channel_sliding_fused_function_is_the_plain_membrane(monkeypatch, shape
     """The fused Function (in-place taps per batch chunk, backward recomputing the membrane) gives the plain
     per-tap path's spikes bit for bit (the same multiply then add per tap) and its gradients to float32 round-off of
     k-term sums (input) and of sums over every element of a channel (taps, bias)."""
-    from psn_zoo.neurons import channel_sliding
 
     torch.manual_seed(16)
     x0 = torch.randn(shape) * 1.5
@@ -459,7 +456,7 @@ def test_channel_sliding_fused_function_is_the_plain_membrane(monkeypatch, shape
         return out.detach(), x.grad, neuron.weight.grad.clone(), neuron.bias.grad.clone()
 
     ran = []
-    fused, plain = _plain_and_fused(monkeypatch, channel_sliding, call)
+    fused, plain = _plain_and_fused(call)
     assert ran[0] == "ChannelShiftedThresholdBackward" and ran[1] != ran[0]
     assert torch.equal(fused[0], plain[0]) and 0.05 < fused[0].mean() < 0.95
     eps = torch.finfo(torch.float32).eps
@@ -559,7 +556,6 @@ def test_pmsn_soma_gradient_is_decoupled():
 def test_pmsn_fused_soma_is_the_plain_soma(monkeypatch, shape):
     """The chunked soma gives the plain ops' spikes bit for bit (same operations, same order) and the gradient of the
     surrogate at the same membrane, masked by relu, to float32 round-off."""
-    from psn_zoo.neurons import pmsn
 
     torch.manual_seed(17)
     x0 = torch.randn(shape)
@@ -574,7 +570,7 @@ def test_pmsn_fused_soma_is_the_plain_soma(monkeypatch, shape):
         return out.detach(), x.grad, [p.grad.clone() for p in neuron.parameters()]
 
     ran = []
-    fused, plain = _plain_and_fused(monkeypatch, pmsn, call)
+    fused, plain = _plain_and_fused(call)
     assert ran[0] == "FusedSomaBackward" and ran[1] != ran[0]
     assert torch.equal(fused[0], plain[0]) and 0.02 < fused[0].mean() < 0.98
     eps = torch.finfo(torch.float32).eps  # the surrogate's derivative rounds differently in place: a few eps, then
@@ -811,7 +807,6 @@ def test_paralif_state_is_not_read_from_the_callers_tensor_after_the_call(spike_
 def test_a_surrogate_subclass_that_redefines_its_derivative_trains_with_it(monkeypatch):
     """Subclassing a built-in surrogate and redefining ``derivative`` (or ``vjp``) changes the gradient on every
     path: the fused kernels call ``backward_``, which must not keep the parent's hard-coded formula."""
-    from psn_zoo.neurons import fpt
     from psn_zoo.neurons.surrogate import ATan, Sigmoid
 
     class WideATan(ATan):
@@ -838,7 +833,7 @@ def test_a_surrogate_subclass_that_redefines_its_derivative_trains_with_it(monke
         FPTLIFNode(K=3, surrogate=WideATan()).forward(x).sum().backward()
         return x.grad
 
-    fused, plain = _plain_and_fused(monkeypatch, fpt, grad)
+    fused, plain = _plain_and_fused(grad)
     assert torch.allclose(fused, plain, rtol=1e-5, atol=1e-7)
     parent = x0.clone().requires_grad_()
     FPTLIFNode(K=3).forward(parent).sum().backward()

@@ -84,7 +84,7 @@ def test_bad_kwargs_list_the_accepted_ones():
         ({"name": "lif", "tau": 0.5}, "tau must be > 1"),
         ({"name": "lif", "v_threshold": "high"}, "v_threshold must be a finite number"),
         ({"name": "lif", "surrogate": "relu"}, "unknown surrogate function 'relu'"),
-        ({"name": "lif", "surrogate": {"name": "atan", "alpha": -1}}, "alpha must be a positive number"),
+        ({"name": "lif", "surrogate": {"name": "atan", "alpha": -1}}, "alpha must be a finite positive number"),
         ({"name": "lif", "step_mode": "x"}, "step_mode must be 'm'"),
     ],
 )

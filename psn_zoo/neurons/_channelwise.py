@@ -18,7 +18,7 @@ import torch
 from torch import nn
 from torch.nn.modules.lazy import LazyModuleMixin
 
-from .base import SpikingNeuron
+from .base import SpikingNeuron, check_input
 from .surrogate import SurrogateSpec
 
 
@@ -76,7 +76,9 @@ class ChannelwiseNeuron(LazyModuleMixin, SpikingNeuron):
         raise NotImplementedError
 
     def _materialise(self, channels: int) -> None:
-        with torch.no_grad():
+        # Parameters made on a first input under inference mode (Trainer.validate before fit, a dry run) must still
+        # be ordinary trainable tensors, so the context is left for the sizing.
+        with torch.inference_mode(False), torch.no_grad():
             for name, trailing in self._trailing.items():
                 getattr(self, name).materialize((channels, *trailing))
             self.channels = channels
@@ -87,8 +89,16 @@ class ChannelwiseNeuron(LazyModuleMixin, SpikingNeuron):
         return x.shape[channel_dim] if x.dim() > channel_dim else 1
 
     def initialize_parameters(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:  # LazyModuleMixin hook
-        if self.has_uninitialized_params() and isinstance(x, torch.Tensor) and x.is_floating_point():
-            self._materialise(self._channels_of(x))
+        if not self.has_uninitialized_params():
+            return
+        check_input(x, self)  # the dtype error, not the mixin's "not fully initialized" one
+        channels = self._channels_of(x)
+        if channels < 1:
+            raise ValueError(
+                f"{type(self).__name__} takes its channel count from its first input, but this one has 0 channels "
+                f"(shape {tuple(x.shape)}); give it a real batch first, or build it with channels=..."
+            )
+        self._materialise(channels)
 
     def _check_channels(self, x: torch.Tensor) -> None:
         got = self._channels_of(x)

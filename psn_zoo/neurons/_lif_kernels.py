@@ -53,7 +53,7 @@ def _charge(
 
 def _reset(h: torch.Tensor, spike: torch.Tensor, v_threshold: float, mode: str, r: float) -> torch.Tensor:
     if mode == "hard":
-        return torch.where(h < v_threshold, h, r)
+        return torch.where(h >= v_threshold, r, h)  # a NaN membrane stays NaN, as in SpikingJelly
     if mode == "soft":
         return torch.sub(h, spike, alpha=v_threshold)
     return h

@@ -66,7 +66,7 @@ def _charge(v, x, tau, q, r, KIND: tl.constexpr, DECAY_INPUT: tl.constexpr):
 def _after_fire(h, v_threshold, r, RESET: tl.constexpr):
     """``V[t]`` from ``H[t]``: hard reset to ``r``, soft reset (subtract the threshold) or none."""
     if RESET == 0:
-        v = tl.where(h < v_threshold, h, r)
+        v = tl.where(h >= v_threshold, r, h)  # a NaN membrane stays NaN, as in SpikingJelly
     elif RESET == 1:
         v = tl.where(h >= v_threshold, h - v_threshold, h)
     else:

@@ -137,6 +137,14 @@ def check_input(x: torch.Tensor, neuron: nn.Module) -> None:
         )
 
 
+def flag(value: Any, name: str, owner: str) -> bool:
+    """A true/false constructor argument, strictly: ``bool("false")`` is True, so a string or number from a command
+    line or config is refused, naming the argument, rather than converted."""
+    if not isinstance(value, bool):
+        raise ValueError(f"{owner}: {name} must be true or false (a boolean), got {value!r}")
+    return value
+
+
 def check_time_steps(x_seq: torch.Tensor, T: int, neuron: nn.Module) -> None:
     """Raise if ``x_seq.shape[0] != T`` for neurons whose weights fix the number of time steps."""
     if x_seq.shape[0] != T:

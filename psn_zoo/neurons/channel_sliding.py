@@ -25,8 +25,8 @@ from . import _backend
 from ._channelwise import ChannelwiseNeuron, fp32_compute, positive_int
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import CHUNK_ELEMENTS
-from .base import StepMode
-from .functional import _tracing
+from .base import StepMode, flag
+from .functional import _plain
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
 
@@ -190,8 +190,8 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
         owner = type(self).__name__
         self.k = positive_int(k, "k", owner)
         self.dilation = positive_int(dilation, "dilation", owner)
-        self.mul_free = bool(mul_free)
-        self.exp_init = bool(exp_init)
+        self.mul_free = flag(mul_free, "mul_free", type(self).__name__)
+        self.exp_init = flag(exp_init, "exp_init", type(self).__name__)
         self._declare("weight", (self.k,))
         self._declare("bias")
         self._history: list[torch.Tensor] = []
@@ -227,7 +227,7 @@ class ChannelSlidingPSN(ChannelwiseNeuron):
         flat = x_seq.unsqueeze(-1) if x_seq.dim() == 2 else x_seq
         with fp32_compute(x_seq) as dtype:
             taps, bias = self.effective_weight().to(dtype), self.bias.to(dtype)
-            if self.surrogate.fires_heaviside and not _tracing():
+            if not _plain(self.surrogate):
                 x4 = flat.to(dtype).reshape(*flat.shape[:3], math.prod(flat.shape[3:]))  # not -1: B may be 0
                 spikes = ChannelShiftedThreshold.apply(x4, taps, bias, self.dilation, self.surrogate)
             else:

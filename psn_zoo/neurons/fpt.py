@@ -29,7 +29,7 @@ import torch
 
 from ._channelwise import fp32_compute, positive_int
 from ._fpt_kernel import DecayMatrices, FixedPointLIF
-from .base import SpikingNeuron, StepMode
+from .base import SpikingNeuron, StepMode, flag
 from .functional import _tracing
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
@@ -106,10 +106,10 @@ class FPTLIFNode(SpikingNeuron):
         owner = type(self).__name__
         self.K = positive_int(K, "K", owner)
         self.tau = _tau(tau, owner)
-        self.decay_input = bool(decay_input)
+        self.decay_input = flag(decay_input, "decay_input", type(self).__name__)
         self.v_threshold = _number(v_threshold, "v_threshold", owner)
         self.v_reset = None if v_reset is None else _number(v_reset, "v_reset", owner)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = flag(detach_reset, "detach_reset", type(self).__name__)
         self.v: torch.Tensor | None = None
         self.step_mode = step_mode
 

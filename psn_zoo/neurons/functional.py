@@ -28,6 +28,12 @@ def _tracing() -> bool:
     return _backend.plain_requested() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
 
 
+def _plain(surrogate: Surrogate) -> bool:
+    """Whether to run the plain ops: :func:`_tracing`, or a surrogate whose forward is not ``Θ`` (the fused paths
+    threshold in its place, so they would drop a subclass's own forward)."""
+    return _tracing() or not surrogate.fires_heaviside
+
+
 # --------------------------------------------------------------------------------------- PSN family
 def _check_args(fn: str, x_seq: torch.Tensor, named: dict[str, tuple[torch.Tensor, tuple[int, ...]]]) -> None:
     """Clear errors for what the kernels cannot take: a wrong shape, device or dtype names the argument and the fix
@@ -82,7 +88,7 @@ def psn_multi_step(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:
         return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate)
     x, (weight, bias) = _common_dtype(x_seq, weight, bias)
-    if _tracing():
+    if _plain(surrogate):
         out = surrogate(torch.addmm(bias.unsqueeze(1), weight, _as_2d(x))).view(x.shape)
     else:
         out = DenseThreshold.apply(x, weight, bias, surrogate, None, torch.is_grad_enabled())
@@ -112,7 +118,7 @@ def masked_psn_multi_step(
     if (triton := _triton_psn(x_seq, surrogate, weight, bias)) is not None:  # the kernels apply the mask
         return triton.TritonThreshold.apply(x_seq, weight, bias, surrogate, k, lambda_)
     on_cpu_kernel = x_seq.is_cpu
-    if on_cpu_kernel and not _tracing() and float(lambda_) == 1.0:
+    if on_cpu_kernel and not _plain(surrogate) and float(lambda_) == 1.0:
         x, (weight, bias) = _common_dtype(x_seq, weight, bias)
         return DenseThreshold.apply(x, weight, bias, surrogate, k, torch.is_grad_enabled()).to(x_seq.dtype)
     return psn_multi_step(x_seq, masked_weight(weight, mask, lambda_), bias, surrogate)
@@ -162,7 +168,7 @@ def sliding_psn_multi_step(
 
 def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surrogate: Surrogate) -> torch.Tensor:
     T, k = x_seq.shape[0], weight.shape[0]
-    if _tracing():
+    if _plain(surrogate):
         return psn_multi_step(x_seq, sliding_weight_matrix(weight, T), bias.expand(T), surrogate)
     if x_seq.is_cpu:  # the kernel reads [T, N] rows: copy a permuted (channels-last) input, as
         x_seq = x_seq.contiguous()  # DenseThreshold does for PSN and masked PSN (no copy, no node when contiguous)
@@ -176,10 +182,12 @@ def _sliding(x_seq: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor, surr
 
 
 def _fma_chain(queue: list[torch.Tensor], taps: torch.Tensor) -> torch.Tensor:
-    """``Σ_j taps[j]·queue[j]`` as a multiply-add chain, oldest first (the GEMM's order)."""
-    h = torch.zeros_like(queue[0])
+    """``Σ_j taps[j]·queue[j]`` as a multiply-add chain, oldest first (the GEMM's order), in the promoted dtype of
+    inputs and taps (a half-precision input with fp32 taps accumulates in fp32, as the multi-step kernels do)."""
+    dtype = torch.promote_types(queue[0].dtype, taps.dtype)
+    h = torch.zeros_like(queue[0], dtype=dtype)
     for x, w in zip(queue, taps, strict=True):
-        h = torch.addcmul(h, x, w)
+        h = torch.addcmul(h, x.to(dtype), w)
     return h
 
 
@@ -199,7 +207,8 @@ def masked_psn_step(
     """
     queue = [*queue, x.clone()][-k:]
     taps = weight[t, t + 1 - len(queue) : t + 1]
-    return surrogate(_fma_chain(queue, taps) + bias[t]), queue[1:] if len(queue) == k else queue
+    spike = surrogate(_fma_chain(queue, taps) + bias[t]).to(x.dtype)
+    return spike, queue[1:] if len(queue) == k else queue
 
 
 def sliding_psn_step(
@@ -209,7 +218,8 @@ def sliding_psn_step(
     k = weight.shape[0]
     queue = [*queue, x.clone()][-k:]
     taps = weight[k - len(queue) :]
-    return surrogate(_fma_chain(queue, taps) + bias), queue[1:] if len(queue) == k else queue
+    spike = surrogate(_fma_chain(queue, taps) + bias).to(x.dtype)
+    return spike, queue[1:] if len(queue) == k else queue
 
 
 # ------------------------------------------------------------------------------- serial neurons
@@ -234,7 +244,7 @@ def serial_multi_step(
     """
     _check_args("serial_multi_step", x_seq, {})
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
-    tracing = _tracing()
+    tracing = _plain(surrogate)
     triton = not tracing and _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES)
     if not isinstance(v, torch.Tensor) and not triton:
         v = torch.full(x_seq.shape[1:], float(v), dtype=x_seq.dtype, device=x_seq.device)

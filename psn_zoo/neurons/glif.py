@@ -32,7 +32,7 @@ import torch
 from torch import nn
 
 from ._channelwise import ChannelwiseNeuron, finite_number, fp32_compute, positive_int
-from .base import StepMode
+from .base import StepMode, check_input
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
@@ -123,7 +123,8 @@ class GLIFNode(ChannelwiseNeuron):
         self.conduct.fill_(_logit(self.init_conduct))
 
     def initialize_parameters(self, x: torch.Tensor, *args: Any, **kwargs: Any) -> None:  # LazyModuleMixin hook
-        if self.T is None and self.has_uninitialized_params() and isinstance(x, torch.Tensor):
+        if self.T is None and self.has_uninitialized_params():
+            check_input(x, self)
             if self._step_mode != "m":
                 raise ValueError("GLIFNode: give T (or run one multi-step input first) before streaming")
             self.T = x.shape[0]

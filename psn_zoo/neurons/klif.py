@@ -19,7 +19,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
-from .base import SpikingNeuron, StepMode
+from .base import SpikingNeuron, StepMode, flag
 from .lif import _number, _tau
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
@@ -49,11 +49,11 @@ class KLIFNode(SpikingNeuron):
         super().__init__(surrogate)
         owner = type(self).__name__
         self.tau = _tau(tau, owner)
-        self.decay_input = bool(decay_input)
+        self.decay_input = flag(decay_input, "decay_input", type(self).__name__)
         self.v_threshold = _number(v_threshold, "v_threshold", owner)
         self.v_reset = _number(v_reset, "v_reset", owner, allow_none=True)
-        self.detach_reset = bool(detach_reset)
-        self.scale_reset = bool(scale_reset)
+        self.detach_reset = flag(detach_reset, "detach_reset", type(self).__name__)
+        self.scale_reset = flag(scale_reset, "scale_reset", type(self).__name__)
         self.k = nn.Parameter(torch.tensor(1.0))
         self.v: torch.Tensor | None = None
         self.step_mode = step_mode

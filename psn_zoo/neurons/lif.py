@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .base import SpikingNeuron, StepMode
+from .base import SpikingNeuron, StepMode, flag
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
@@ -51,7 +51,7 @@ class _SerialNeuron(SpikingNeuron):
         owner = type(self).__name__
         self.v_threshold = _number(v_threshold, "v_threshold", owner)
         self.v_reset = _number(v_reset, "v_reset", owner, allow_none=True)
-        self.detach_reset = bool(detach_reset)
+        self.detach_reset = flag(detach_reset, "detach_reset", type(self).__name__)
         self.v: torch.Tensor | None = None
 
     def reset(self) -> None:
@@ -155,7 +155,7 @@ class LIFNode(_SerialNeuron):
     ) -> None:
         super().__init__(v_threshold, v_reset, detach_reset, surrogate)
         self.tau = _tau(tau, type(self).__name__)
-        self.decay_input = bool(decay_input)
+        self.decay_input = flag(decay_input, "decay_input", type(self).__name__)
         self.step_mode = step_mode
 
     def _kernel_kwargs(self) -> dict[str, Any]:
@@ -188,7 +188,7 @@ class ParametricLIFNode(_SerialNeuron):
     ) -> None:
         super().__init__(v_threshold, v_reset, detach_reset, surrogate)
         self.init_tau = _tau(init_tau, type(self).__name__)
-        self.decay_input = bool(decay_input)
+        self.decay_input = flag(decay_input, "decay_input", type(self).__name__)
         self.w = nn.Parameter(torch.tensor(-math.log(self.init_tau - 1.0)))
         self.step_mode = step_mode
 
@@ -226,7 +226,7 @@ class NoResetLIFNode(_SerialNeuron):
     ) -> None:
         super().__init__(v_threshold, 0.0, False, surrogate)
         self.tau = _tau(tau, type(self).__name__)
-        self.decay_input = bool(decay_input)
+        self.decay_input = flag(decay_input, "decay_input", type(self).__name__)
         self.step_mode = step_mode
 
     def _kernel_kwargs(self) -> dict[str, Any]:

@@ -28,7 +28,7 @@ from . import _backend
 from ._channelwise import finite_number, fp32_compute, lower_toeplitz
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import _chunks
-from .base import SpikingNeuron, StepMode
+from .base import SpikingNeuron, StepMode, flag
 from .functional import _tracing, sliding_psn_multi_step, sliding_weight_matrix
 from .registry import register_neuron
 from .surrogate import Surrogate, SurrogateSpec
@@ -123,12 +123,18 @@ class ParaLIF(SpikingNeuron):
             )
         self.spike_mode = spike_mode
         self.v_threshold = finite_number(v_threshold, "v_threshold", owner)
-        self.learn_tau = bool(learn_tau)
+        self.learn_tau = flag(learn_tau, "learn_tau", type(self).__name__)
         if self.learn_tau and self.tau_syn == 0.0:
             raise ValueError(f"{owner}: learn_tau needs tau_syn > 0 (α = 0 has no logit to learn); set tau_syn > 0")
         beta = math.exp(-1.0 / self.tau_mem)
         alpha = math.exp(-1.0 / self.tau_syn) if self.tau_syn > 0 else 0.0
         if self.learn_tau:
+            for arg, decay in (("tau_mem", beta), ("tau_syn", alpha)):
+                if not 0.0 < decay < 1.0:  # the learned form stores logit(decay): it must lie strictly inside (0, 1)
+                    raise ValueError(
+                        f"{owner}: with learn_tau, {arg}={getattr(self, arg)!r} gives a decay exp(-1/{arg}) = {decay!r}"
+                        f", which has no finite logit to learn; choose {arg} between about 0.01 and 1e7"
+                    )
             self.w_mem = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
             self.w_syn = nn.Parameter(torch.tensor(math.log(alpha / (1 - alpha))))
         else:

@@ -31,7 +31,7 @@ from ._channelwise import ChannelwiseNeuron, finite_number, fp32_compute, positi
 from ._memory import fresh_like, scratch_like
 from ._psn_kernels import _chunks
 from .base import StepMode
-from .functional import _tracing
+from .functional import _plain
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
@@ -240,7 +240,7 @@ class PMSN(ChannelwiseNeuron):
         with fp32_compute(x_seq) as dtype:
             x = self._as_4d(x_seq.to(dtype))
             y = pmsn_dendrites(x, self.kernel(x.shape[0], dtype), self.d.to(dtype))
-            if self.surrogate.fires_heaviside and not _tracing():
+            if not _plain(self.surrogate):
                 spikes = FusedSoma.apply(y.view(y.shape[0], -1), self.v_threshold, self.surrogate)
             else:
                 spikes, _ = decoupled_soma(torch.relu(y), None, self.v_threshold, self.surrogate)

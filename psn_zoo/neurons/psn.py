@@ -20,7 +20,7 @@ import torch
 from torch import nn
 
 from . import functional as F
-from .base import SpikingNeuron, StepMode, check_time_steps
+from .base import SpikingNeuron, StepMode, check_time_steps, flag
 from .registry import register_neuron
 from .surrogate import SurrogateSpec
 
@@ -220,7 +220,7 @@ class SlidingPSN(_StreamingPSN):
     ) -> None:
         super().__init__(surrogate)
         self.k = _positive_int(k, "k", "SlidingPSN")
-        self.exp_init = bool(exp_init)
+        self.exp_init = flag(exp_init, "exp_init", type(self).__name__)
         if exp_init:
             weight = torch.tensor([0.5 ** (k - 1 - i) for i in range(k)])
         else:

@@ -21,6 +21,7 @@ from torch import nn
 
 from .._registry import Entry, Registry
 from .base import SpikingNeuron
+from .surrogate import make_surrogate
 
 NEURONS: Registry[type[SpikingNeuron]] = Registry("neuron")
 
@@ -115,6 +116,8 @@ class NeuronSpec:
         wrong = []
         for key in sorted((set(other.kwargs) if given_only else set(self.kwargs) | set(other.kwargs)) - skip):
             mine, theirs = self.kwargs.get(key, defaults.get(key)), other.kwargs.get(key, defaults.get(key))
+            if key == "surrogate":  # "atan" builds what {"name": "atan", "alpha": 2.0} builds
+                mine, theirs = _surrogate_form(mine), _surrogate_form(theirs)
             if mine != theirs:
                 wrong.append(f"{key}={theirs!r} (here: {mine!r})")
         return wrong
@@ -131,6 +134,15 @@ class NeuronSpec:
     @property
     def causal(self) -> bool:
         return bool(self.neuron_class.causal)
+
+
+def _surrogate_form(value: Any) -> Any:
+    """A surrogate spec in its full plain form (``make_surrogate(value).spec()``); a value that builds none is
+    compared as it is."""
+    try:
+        return make_surrogate(value).spec()
+    except (TypeError, ValueError, KeyError):
+        return value
 
 
 def _check_kwargs(entry: Entry[type[nn.Module]], kwargs: Mapping[str, Any]) -> None:

@@ -56,8 +56,8 @@ class Surrogate(nn.Module):
     def __init__(self, alpha: float | None = None) -> None:
         super().__init__()
         alpha = self.default_alpha if alpha is None else alpha
-        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not alpha > 0:
-            raise ValueError(f"{type(self).__name__}: alpha must be a positive number, got {alpha!r}")
+        if isinstance(alpha, bool) or not isinstance(alpha, (int, float)) or not 0 < alpha < math.inf:
+            raise ValueError(f"{type(self).__name__}: alpha must be a finite positive number, got {alpha!r}")
         self.alpha = float(alpha)
 
     def forward(self, h: torch.Tensor) -> torch.Tensor:

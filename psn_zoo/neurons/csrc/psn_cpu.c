@@ -24,7 +24,6 @@
  * Build: cc -O3 -march=native -ffp-contract=off -fopenmp -fPIC -shared (contraction off: every fma is explicit).
  */
 #include <math.h>
-#include <omp.h>
 #include <stdint.h>
 #if defined(__AVX512F__)
 #include <immintrin.h> /* explicit registers for the hot loops; the portable loops below compute the same values */
@@ -36,6 +35,7 @@
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
+#define GROUPS 64       /* the backward's parameter-gradient partial sums: one per group of spans, at most GROUPS */
 #define RB 4            /* rows per register block */
 _Static_assert(RB == 4, "the tile switches in mat_block and outer_block list the sizes 1..4");
 
@@ -353,7 +353,11 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
     if (grad_w) memset(grad_w, 0, sizeof(float) * T * T);
     if (grad_b) memset(grad_b, 0, sizeof(float) * T);
     if (threads < 1) threads = 1;
-    float *part_w = calloc((size_t)threads * T * T, sizeof(float)), *part_b = calloc((size_t)threads * T, sizeof(float));
+    /* The columns are split into a fixed number of groups of spans, whatever the thread count: each group's sums of
+     * grad_W and grad_b go to its own slot, and the slots are added in group order after the parallel region, so
+     * every thread count (and schedule) gives the same bits. */
+    const int64_t groups = spans < GROUPS ? spans : GROUPS;
+    float *part_w = calloc((size_t)groups * T * T, sizeof(float)), *part_b = calloc((size_t)groups * T, sizeof(float));
     const Matrix w = make_matrix(W, T, lo, hi, 0), wt = make_matrix(W, T, hi, lo, 1); /* Wᵀ's band: lo, hi swap */
 #pragma omp parallel num_threads(threads)
     {
@@ -361,57 +365,58 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
         float *buf = malloc(sizeof(float) * T * SPAN * 5);
         float *h = buf, *gh = buf + T * SPAN, *xb = buf + 2 * T * SPAN, *gb = buf + 3 * T * SPAN;
         float *mb = buf + 4 * T * SPAN;
-        float *lw = grad_w ? calloc((size_t)T * T * LANES, sizeof(float)) : NULL;
-        float *lb = calloc((size_t)T * LANES, sizeof(float));
+        float *lw = grad_w ? malloc(sizeof(float) * T * T * LANES) : NULL;
+        float *lb = malloc(sizeof(float) * T * LANES);
 #pragma omp for schedule(static)
-        for (int64_t b = 0; b < spans; ++b) {
-            const int64_t j0 = b * SPAN, n = N - j0 < SPAN ? N - j0 : SPAN;
-            const float *in = x + j0, *g = grad + j0, *m = membrane ? membrane + j0 : NULL;
-            int64_t ld = N;
-            if (n < SPAN) {
-                load_block(x, T, N, j0, n, SPAN, xb);
-                load_block(grad, T, N, j0, n, SPAN, gb);
-                if (membrane) load_block(membrane, T, N, j0, n, SPAN, mb); /* zero padding: W·0 = 0, as recomputed */
-                in = xb;
-                g = gb;
-                m = membrane ? mb : NULL;
-                ld = SPAN;
-            }
-            const Epilogue surrogate = {.kind = SURROGATE, .out = gh, .ldo = SPAN, .bias = bias, .grad = g, .ldg = ld,
-                                        .a = a, .c = c, .lanes = lb};
-            if (m)
-                surrogate_span(m, ld, T, &surrogate);
-            else
-                for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&w, in + q, ld, &surrogate, q);
-            if (grad_x) {
-                const Epilogue direct = {.kind = STORE, .out = grad_x + j0, .ldo = N};
-                const Epilogue padded = {.kind = STORE, .out = h, .ldo = SPAN};
-                for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&wt, gh + q, SPAN, n == SPAN ? &direct : &padded, q);
-                if (n < SPAN)
-                    for (int t = 0; t < T; ++t) memcpy(grad_x + t * N + j0, h + t * SPAN, n * sizeof(float));
-            }
-            if (lw) outer_block(gh, in, ld, T, lo, hi, lw);
-        }
-        /* Each thread's sums go to its own slot; the slots are added in thread order after the parallel region, so
-         * a run is reproducible bit for bit (static schedule: the same columns go to the same thread every time). */
-        const int me = omp_get_thread_num();
-        if (grad_w)
-            for (int t = 0; t < T; ++t)
-                for (int k = imax(0, t - lo); k <= imin(T - 1, t + hi); ++k) {
-                    float sum = 0.f;
-                    for (int l = 0; l < LANES; ++l) sum += lw[(t * T + k) * LANES + l];
-                    part_w[(size_t)me * T * T + t * T + k] = sum;
+        for (int64_t group = 0; group < groups; ++group) {
+            if (lw) memset(lw, 0, sizeof(float) * T * T * LANES);
+            memset(lb, 0, sizeof(float) * T * LANES);
+            for (int64_t b = group * spans / groups; b < (group + 1) * spans / groups; ++b) {
+                const int64_t j0 = b * SPAN, n = N - j0 < SPAN ? N - j0 : SPAN;
+                const float *in = x + j0, *g = grad + j0, *m = membrane ? membrane + j0 : NULL;
+                int64_t ld = N;
+                if (n < SPAN) {
+                    load_block(x, T, N, j0, n, SPAN, xb);
+                    load_block(grad, T, N, j0, n, SPAN, gb);
+                    if (membrane) load_block(membrane, T, N, j0, n, SPAN, mb); /* zero padding: W·0 = 0, as recomputed */
+                    in = xb;
+                    g = gb;
+                    m = membrane ? mb : NULL;
+                    ld = SPAN;
                 }
-        for (int i = 0; i < T; ++i) {
-            float sum = 0.f;
-            for (int l = 0; l < LANES; ++l) sum += lb[i * LANES + l];
-            part_b[(size_t)me * T + i] = sum;
+                const Epilogue surrogate = {.kind = SURROGATE, .out = gh, .ldo = SPAN, .bias = bias, .grad = g, .ldg = ld,
+                                            .a = a, .c = c, .lanes = lb};
+                if (m)
+                    surrogate_span(m, ld, T, &surrogate);
+                else
+                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&w, in + q, ld, &surrogate, q);
+                if (grad_x) {
+                    const Epilogue direct = {.kind = STORE, .out = grad_x + j0, .ldo = N};
+                    const Epilogue padded = {.kind = STORE, .out = h, .ldo = SPAN};
+                    for (int64_t q = 0; q < SPAN; q += BLK) mat_block(&wt, gh + q, SPAN, n == SPAN ? &direct : &padded, q);
+                    if (n < SPAN)
+                        for (int t = 0; t < T; ++t) memcpy(grad_x + t * N + j0, h + t * SPAN, n * sizeof(float));
+                }
+                if (lw) outer_block(gh, in, ld, T, lo, hi, lw);
+            }
+            if (grad_w)
+                for (int t = 0; t < T; ++t)
+                    for (int k = imax(0, t - lo); k <= imin(T - 1, t + hi); ++k) {
+                        float sum = 0.f;
+                        for (int l = 0; l < LANES; ++l) sum += lw[(t * T + k) * LANES + l];
+                        part_w[(size_t)group * T * T + t * T + k] = sum;
+                    }
+            for (int i = 0; i < T; ++i) {
+                float sum = 0.f;
+                for (int l = 0; l < LANES; ++l) sum += lb[i * LANES + l];
+                part_b[(size_t)group * T + i] = sum;
+            }
         }
         free(lw);
         free(lb);
         free(buf);
     }
-    for (int p = 0; p < threads; ++p) {
+    for (int64_t p = 0; p < groups; ++p) {
         if (grad_w)
             for (int i = 0; i < T * T; ++i) grad_w[i] += part_w[(size_t)p * T * T + i];
         if (grad_b)
