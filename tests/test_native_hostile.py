@@ -83,6 +83,93 @@ def test_a_symlink_planted_in_the_kernel_cache_is_replaced_not_followed(tmp_path
     _native.verify(library)
 
 
+#: A library that runs code as soon as it is loaded (a constructor) and claims the kernel's ABI.
+PLANTED_C = textwrap.dedent(
+    """
+    #include <stdio.h>
+    #include <stdlib.h>
+    __attribute__((constructor)) static void planted(void) {
+        const char *marker = getenv("PLANTED_MARKER");
+        FILE *f = marker ? fopen(marker, "w") : NULL;
+        if (f) { fputs("ran", f); fclose(f); }
+    }
+    int psn_abi_version(void) { return %d; }
+    int psn_vector_bits(void) { return 0; }
+    """
+)
+
+#: A fresh process that loads the kernel from $PSN_ZOO_CACHE and reports what it loaded.
+LOAD_ONLY = "from psn_zoo.neurons import _native; k = _native.load(); print('LOADED', None if k is None else k.path)"
+
+
+def _plant(library, tmp_path):
+    """Compile the planted library at ``library`` with a build record that certifies it (as an attacker who can
+    write the folder would)."""
+    source = tmp_path / "planted.c"
+    source.write_text(PLANTED_C % _native.ABI_VERSION)
+    built = tmp_path / "planted.so"
+    subprocess.run([_native.find_compiler(), "-shared", "-fPIC", "-o", str(built), str(source)], check=True)
+    library.write_bytes(built.read_bytes())
+    data = library.read_bytes()
+    record = {"size": len(data), "sha256": __import__("hashlib").sha256(data).hexdigest()}
+    _native.record_path(library).write_text(__import__("json").dumps(record))
+
+
+@needs_compiler
+@pytest.mark.skipif(not hasattr(os, "getuid"), reason="POSIX ownership")
+@pytest.mark.parametrize("where", ["shared-folder", "shared-file"])
+def test_a_library_planted_where_others_can_write_is_never_loaded(where, tmp_path, monkeypatch):
+    """A self-certifying library (its record written by the same hand) in a folder or file others may write: its
+    code must not run. A shared folder is not used at all (the PyTorch path runs, the warning says how to fix the
+    folder); a shared file inside a private folder is rebuilt."""
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
+    library = _native.library_path(_native.find_compiler())
+    library.parent.mkdir(parents=True)
+    _plant(library, tmp_path)
+    if where == "shared-folder":
+        library.parent.chmod(0o777)
+    else:
+        library.parent.chmod(0o700)
+        library.chmod(0o666)
+    marker = tmp_path / "marker"
+    done = subprocess.run(
+        [sys.executable, "-c", LOAD_ONLY], capture_output=True, text=True, timeout=300,
+        env={**os.environ, "PSN_ZOO_CACHE": str(tmp_path / "cache"), "PLANTED_MARKER": str(marker)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert not marker.exists(), "the planted library's code ran"
+    assert "others could plant code" in done.stderr
+    if where == "shared-folder":
+        assert "LOADED None" in done.stdout and "chmod 700" in done.stderr
+    else:
+        assert f"LOADED {library}" in done.stdout
+        _native.verify(library)  # rebuilt, private
+        assert library.stat().st_mode & 0o022 == 0
+
+
+@needs_compiler
+def test_a_new_kernel_folder_is_private(tmp_path, monkeypatch):
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
+    done = subprocess.run([sys.executable, "-c", LOAD_ONLY], capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "PSN_ZOO_CACHE": str(tmp_path / "cache")})  # fmt: skip
+    assert done.returncode == 0 and "LOADED /" in done.stdout, done.stderr
+    assert (tmp_path / "cache" / "kernels").stat().st_mode & 0o077 == 0
+
+
+def test_a_negated_view_is_computed_with_its_sign():
+    """``torch._neg_view`` keeps the values and sets a flag: the C kernel reads memory and cannot see it, so the
+    kernel path resolves it (weights) or leaves the call to PyTorch (inputs): the spikes of ``-x``, never of ``x``."""
+    torch.manual_seed(4)
+    x, w, b = torch.randn(4, 1000), torch.randn(4, 4), torch.randn(4)
+    want = functional.psn_multi_step(-x, w, b, ATAN)
+    assert torch.equal(functional.psn_multi_step(torch._neg_view(x), w, b, ATAN), want)
+    assert torch.equal(functional.psn_multi_step(x, torch._neg_view(-w), b, ATAN), functional.psn_multi_step(
+        x, w, b, ATAN))
+    taps = torch.randn(3)
+    assert torch.equal(functional.sliding_psn_multi_step(x, torch._neg_view(-taps), torch._neg_view(-b[0]), ATAN),
+                       functional.sliding_psn_multi_step(x, taps, b[0], ATAN))  # fmt: skip
+
+
 # ------------------------------------------------------------------------------------------- the functional API
 def _case(rng: torch.Generator) -> tuple[str, tuple, dict]:
     """A random call of one PSN function: mostly wrong shapes, sometimes right ones, various dtypes/layouts."""

@@ -35,6 +35,7 @@ import math
 import os
 import platform
 import shutil
+import stat
 import subprocess
 import tempfile
 import time
@@ -125,17 +126,78 @@ def record_path(library: Path) -> Path:
     return library.with_name(library.name + ".sha256.json")
 
 
-def verify(library: Path) -> None:
-    """Raise :class:`NativeBuildError` unless ``library`` is a regular file (not a link) whose size and sha256 are
-    those recorded at build time: a truncated or altered library would crash the process inside ``dlopen``."""
-    if library.is_symlink() or not library.is_file():
-        raise NativeBuildError(f"{library} is not a regular file")
+class UntrustedCacheError(NativeBuildError):
+    """The kernel folder could be written by another user: a library loaded from it could run their code."""
+
+
+def _require_private(st: os.stat_result, path: Path, what: str) -> None:
+    """Raise unless ``path`` (``st`` its stat) belongs to this user and no one else may write it: dlopen runs a
+    library's code, and its build record certifies only what the folder's owner wrote."""
+    if not hasattr(os, "getuid"):  # (no POSIX ownership to check)
+        return
+    if st.st_uid != os.getuid() or st.st_mode & 0o022:
+        owner = "another user" if st.st_uid != os.getuid() else "you"
+        raise UntrustedCacheError(
+            f"the {what} {path} belongs to {owner} and has mode {stat.S_IMODE(st.st_mode):04o}: others could plant "
+            f"code in it; make it private (chmod 700 on the folder) or point PSN_ZOO_CACHE at a folder only you "
+            f"can write"
+        )
+
+
+def _check_folder(folder: Path) -> None:
+    """:func:`_require_private` for the kernel folder (through a link, which must be ours too). The library and its
+    record are checked again on the descriptors that are read and loaded (:func:`open_verified`)."""
+    if folder.is_symlink() and hasattr(os, "getuid") and folder.lstat().st_uid != os.getuid():
+        raise UntrustedCacheError(f"the kernel cache folder {folder} is a link made by another user")
+    _require_private(folder.stat(), folder, "kernel cache folder")
+
+
+def _read_private(path: Path, what: str) -> tuple[int, bytes]:
+    """Open ``path`` without following a link, check it is a private regular file, read it: ``(fd, data)``; the
+    caller owns ``fd`` (the file that was read, whatever the name points to later)."""
     try:
-        recorded = json.loads(record_path(library).read_text())
-    except (OSError, ValueError) as err:
-        raise NativeBuildError(f"{library} has no readable build record ({err})") from None
-    if _digest(library) != recorded:
-        raise NativeBuildError(f"{library} is damaged (its size or sha256 differs from its build record)")
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_CLOEXEC", 0))
+    except OSError as err:
+        raise NativeBuildError(f"{path} is not a regular file ({err.strerror})") from None
+    try:
+        st = os.fstat(fd)
+        if not stat.S_ISREG(st.st_mode):
+            raise NativeBuildError(f"{path} is not a regular file")
+        _require_private(st, path, what)
+        chunks = []
+        while chunk := os.read(fd, 1 << 20):
+            chunks.append(chunk)
+        return fd, b"".join(chunks)
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def open_verified(library: Path) -> int:
+    """An open descriptor of ``library`` once it is a private regular file (not a link) whose size and sha256 are
+    those recorded at build time (a truncated or altered library would crash the process inside ``dlopen``); load
+    from it (:class:`NativeKernels`), so the file checked is the file loaded. Raises :class:`NativeBuildError`."""
+    fd, data = _read_private(library, "kernel library")
+    try:
+        try:
+            record_fd, text = _read_private(record_path(library), "build record")
+            os.close(record_fd)
+            recorded = json.loads(text)
+        except UntrustedCacheError:
+            raise
+        except (NativeBuildError, ValueError) as err:
+            raise NativeBuildError(f"{library} has no readable build record ({err})") from None
+        if {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()} != recorded:
+            raise NativeBuildError(f"{library} is damaged (its size or sha256 differs from its build record)")
+        return fd
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def verify(library: Path) -> None:
+    """Raise :class:`NativeBuildError` unless :func:`open_verified` accepts ``library``."""
+    os.close(open_verified(library))
 
 
 def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
@@ -151,8 +213,10 @@ def _write_atomically(dest: Path, write: Callable[[Path], None]) -> None:
 
 
 def build(compiler: str, dest: Path) -> Path:
-    """Compile ``SOURCE`` into ``dest`` atomically, then write its build record (:func:`verify`)."""
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    """Compile ``SOURCE`` into ``dest`` atomically, then write its build record (:func:`verify`). A new kernel
+    folder is private (mode 0700); an existing one must be (:func:`_check_folder`)."""
+    dest.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    _check_folder(dest.parent)
     start = time.perf_counter()
     digest: dict[str, int | str] = {}
 
@@ -171,12 +235,18 @@ def build(compiler: str, dest: Path) -> Path:
 
 def _check(name: str, t: torch.Tensor, shape: tuple[int, ...]) -> None:
     """The C code trusts every pointer it gets: refuse anything but a contiguous float32 CPU tensor of ``shape``."""
-    if not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.shape == shape):  # cheap: every call
+    if not (t.is_cpu and t.dtype is torch.float32 and t.is_contiguous() and t.shape == shape) or t.is_neg():
         layout = "" if t.is_contiguous() else ", not contiguous"
+        layout += ", a negated view (resolve_neg() first)" if t.is_neg() else ""
         raise ValueError(
             f"fused PSN kernel: {name} must be a contiguous float32 CPU tensor of shape {list(shape)}; got "
             f"{list(t.shape)} {t.dtype} on {t.device}{layout}"
         )
+
+
+def _dense(t: torch.Tensor) -> torch.Tensor:
+    """``t``'s values in contiguous memory (a negated view's sign is a flag the C code cannot see)."""
+    return t.resolve_neg().contiguous()
 
 
 def _columns(x2d: torch.Tensor) -> torch.Size:
@@ -206,9 +276,12 @@ class NativeKernels:
     ``t - k < j <= t``); the rest counts as zero and is skipped, and ``grad_w`` is zero there.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, fd: int | None = None) -> None:
+        """``fd``: an open descriptor of the verified file (:func:`open_verified`), loaded through /proc/self/fd where
+        there is one, so no other file can take ``path``'s place between the check and ``dlopen``."""
+        by_fd = f"/proc/self/fd/{fd}" if fd is not None else None
         try:
-            lib = ctypes.CDLL(str(path))
+            lib = ctypes.CDLL(by_fd if by_fd and os.path.exists(by_fd) else str(path))
             version = lib.psn_abi_version()
         except (OSError, AttributeError) as err:
             raise NativeBuildError(f"cannot load {path}: {err}") from err
@@ -234,7 +307,7 @@ class NativeKernels:
     ) -> torch.Tensor:  # fmt: skip
         """``out = Θ(W·x + b)`` (1.0/0.0); ``membrane`` (optional) receives ``W·x`` without the bias."""
         T, N = _columns(x2d)
-        weight, bias = weight.contiguous(), bias.contiguous()
+        weight, bias = _dense(weight), _dense(bias)
         _require(
             ("x", x2d, (T, N)), ("weight", weight, (T, T)), ("bias", bias, (T,)), ("out", out, (T, N)),
             ("membrane", membrane, (T, N)),
@@ -255,7 +328,7 @@ class NativeKernels:
         zero outside the band. ``membrane``: :meth:`forward`'s ``W·x`` ([T, N]) if it was kept (then it is not
         recomputed; same bits)."""
         T, N = _columns(x2d)
-        weight, bias, grad_spike = weight.contiguous(), bias.contiguous(), grad_spike.contiguous()
+        weight, bias, grad_spike = _dense(weight), _dense(bias), _dense(grad_spike)
         _require(
             ("x", x2d, (T, N)), ("weight", weight, (T, T)), ("grad_w", grad_w, (T, T)), ("bias", bias, (T,)),
             ("grad_b", grad_b, (T,)), ("grad_spike", grad_spike, (T, N)), ("grad_x", grad_x, (T, N)),
@@ -276,7 +349,7 @@ class NativeKernels:
         """The sliding PSN: :meth:`forward` with the banded Toeplitz matrix of ``taps: [k]`` (built in C, band k) and
         the scalar ``bias`` at every step."""
         T, N = _columns(x2d)
-        taps, bias = taps.contiguous(), bias.contiguous().reshape(1)
+        taps, bias = _dense(taps), _dense(bias).reshape(1)
         _check_taps(taps)
         _require(("x", x2d, (T, N)), ("bias", bias, (1,)), ("out", out, (T, N)))
         self._lib.psn_forward_sliding(
@@ -292,7 +365,7 @@ class NativeKernels:
         """:meth:`backward` of :meth:`forward_sliding`: the matrix gradient is summed onto the taps (diagonal by
         diagonal, rows in order) and the bias gradient over the steps, in C."""
         T, N = _columns(x2d)
-        taps, bias, grad_spike = taps.contiguous(), bias.contiguous().reshape(1), grad_spike.contiguous()
+        taps, bias, grad_spike = _dense(taps), _dense(bias).reshape(1), _dense(grad_spike)
         _check_taps(taps)
         _require(
             ("x", x2d, (T, N)), ("grad_taps", grad_taps, tuple(taps.shape)), ("bias", bias, (1,)),
@@ -307,6 +380,14 @@ class NativeKernels:
         )  # fmt: skip
 
 
+def _load_verified(path: Path) -> NativeKernels:
+    fd = open_verified(path)
+    try:
+        return NativeKernels(path, fd)
+    finally:
+        os.close(fd)
+
+
 @functools.cache
 def load() -> NativeKernels | None:
     """Build (or find in the cache) and load the kernels once per process; None, with one warning, if that fails."""
@@ -315,14 +396,18 @@ def load() -> NativeKernels | None:
         if compiler is None:
             raise NativeBuildError("no C compiler found ($CC, cc, gcc or clang)")
         path = library_path(compiler)
+        if path.parent.exists() or path.parent.is_symlink():
+            _check_folder(path.parent)  # an untrusted folder is not used at all (the warning below names the fix)
         if path.exists() or path.is_symlink():
             try:
-                verify(path)  # before dlopen: a damaged library would crash the process there
-                return NativeKernels(path)
+                return _load_verified(path)  # checked before dlopen: a damaged library would crash the process there
+            except UntrustedCacheError as err:  # ours to replace: the folder is private
+                log.warning("psn_zoo: %s; rebuilding it", err)
+                path.unlink()
             except NativeBuildError as err:  # a damaged cache entry: replace it
                 log.warning("psn_zoo: %s; rebuilding it", err)
                 path.unlink()
-        return NativeKernels(build(compiler, path))
+        return _load_verified(build(compiler, path))
     except (NativeBuildError, OSError, subprocess.SubprocessError) as err:
         log.warning(
             "psn_zoo: the fused CPU kernels are not available (%s); the PSN family uses the PyTorch path "
@@ -364,6 +449,7 @@ def dense_kernels(
         and x.is_cpu
         and x.dtype == weight.dtype == bias.dtype == torch.float32
         and x.is_contiguous()
+        and not x.is_neg()
         and enabled()
     ):
         return None
