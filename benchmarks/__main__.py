@@ -299,8 +299,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     mode = args.mode or "full"
     only = None
-    if args.only:
+    if args.only is not None:  # an empty --only names no part: refused, never taken for "all"
         only = [p.strip() for p in args.only.split(",") if p.strip()]
+        if not only:
+            parser.error(f"--only {args.only!r} names no part; choose among {', '.join(PARTS)} (or leave --only out)")
         unknown = sorted(set(only) - set(PARTS))
         if unknown:
             parser.error(f"unknown part(s) {', '.join(unknown)}; choose among {', '.join(PARTS)}")

@@ -636,7 +636,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps(memory(task, arm)))
     elif args.list:
         made = {p.stem for p in (out / "runs").glob("*.json")}
-        for task, arm, seed in all_runs():
+        runs = [r for r in all_runs() if args.only is None or fnmatch.fnmatchcase(run_id(*r), args.only)]
+        if not runs:
+            parser.error(f"--only {args.only!r} matches no run id (e.g. 'permuted-*', '*-pmsn-s0'; --list shows them)")
+        for task, arm, seed in runs:
             rid = run_id(task, arm, seed)
             mark = "made" if rid in made else "    "
             print(f"{mark}  {rid:36s} psn-zoo {' '.join(_quote(a) for a in command(task, arm, seed))}")

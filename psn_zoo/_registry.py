@@ -9,6 +9,7 @@ Neurons, surrogate functions and models are all registered the same way::
 
     MODELS.get("sew_resnet18")   # -> Entry(name="sew_resnet18", obj=sew_resnet18, meta={"family": "resnet"})
     MODELS.names("sew_*")        # -> ["sew_resnet18", "sew_resnet34", ...]
+    MODELS.names(["SEW*", "spiking_vgg11"])  # case-insensitive; a list matches any of its patterns (timm's)
 
 Neurons register through ``psn_zoo.neurons.registry.register_neuron``, which reads the name and aliases from the
 class (the one home of a neuron type's identity) and stores no metadata of its own.
@@ -19,11 +20,14 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
 T = TypeVar("T")
+
+#: What every listing function takes as its filter: None (everything), one fnmatch pattern, or a list of them.
+Pattern = str | Iterable[str] | None
 
 
 @dataclass(frozen=True)
@@ -88,12 +92,10 @@ class Registry(Generic[T]):
         hint = f" Did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         return f"unknown {self.kind} {name!r}.{hint} Valid choices: {', '.join(sorted(self._entries))}."
 
-    def names(self, pattern: str | None = None) -> list[str]:
-        """Sorted registered names, optionally filtered by an fnmatch ``pattern`` such as ``"*psn*"``."""
-        names = sorted(self._entries)
-        if pattern is None:
-            return names
-        return [n for n in names if fnmatch.fnmatchcase(n, pattern.lower())]
+    def names(self, pattern: Pattern = None) -> list[str]:
+        """Sorted registered names, optionally filtered by :func:`match_names` (an fnmatch ``pattern`` such as
+        ``"*psn*"`` or a list of them, case-insensitive)."""
+        return match_names(self._entries, pattern)
 
     def __contains__(self, name: object) -> bool:
         return isinstance(name, str) and (_normalise(name) in self._entries or _normalise(name) in self._aliases)
@@ -103,6 +105,25 @@ class Registry(Generic[T]):
 
     def __len__(self) -> int:
         return len(self._entries)
+
+
+def match_names(names: Iterable[str], pattern: Pattern = None) -> list[str]:
+    """The sorted ``names`` that match ``pattern``: None (all), an fnmatch pattern (``"sew*"``) or a list/tuple of
+    patterns (a name matching any of them), case-insensitive -- the one rule of every listing in psn_zoo
+    (``list_models``, ``list_neurons``, ``list_pretrained``, the ``psn-zoo`` listing commands), as timm's
+    ``list_models`` filter."""
+    names = sorted(names)
+    if pattern is None:
+        return names
+    patterns = [pattern] if isinstance(pattern, str) else pattern
+    if isinstance(patterns, bytes) or not isinstance(patterns, Iterable):
+        raise TypeError(f"a name filter is an fnmatch pattern or a list of them, got {type(pattern).__name__}")
+    patterns = list(patterns)
+    bad = [p for p in patterns if not isinstance(p, str)]
+    if bad:
+        raise TypeError(f"a name filter is an fnmatch pattern or a list of them, got {bad[0]!r} in {pattern!r}")
+    lowered = [p.lower() for p in patterns]
+    return [n for n in names if any(fnmatch.fnmatchcase(n.lower(), p) for p in lowered)]
 
 
 def _normalise(name: str) -> str:

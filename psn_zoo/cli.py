@@ -5,9 +5,11 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
-import fnmatch
+import inspect
 import os
+import re
 import sys
+import textwrap
 from collections.abc import Iterator, Sequence
 
 
@@ -50,9 +52,10 @@ def run_bench(bench_args: Sequence[str]) -> int:
 
 
 def _cmd_recipes(args: argparse.Namespace) -> int:
+    from ._registry import match_names
     from .training.recipes import list_recipes, recipe_path, recipe_summary
 
-    names = [n for n in list_recipes() if args.pattern is None or fnmatch.fnmatch(n, args.pattern)]
+    names = match_names(list_recipes(), args.pattern)
     if not names:
         print(f"no recipe matches {args.pattern!r}; `psn-zoo recipes` lists them all")
         return 1
@@ -63,11 +66,58 @@ def _cmd_recipes(args: argparse.Namespace) -> int:
     return 0
 
 
+def doc_summary(obj: object) -> str:
+    """The first paragraph of ``obj``'s docstring as one line (what the listing commands print: a docstring's first
+    line may end mid-sentence)."""
+    paragraph = inspect.cleandoc(getattr(obj, "__doc__", None) or "").split("\n\n", 1)[0]
+    return " ".join(paragraph.split())
+
+
+def _wrapped(text: str, indent: int) -> str:
+    """``text`` wrapped to the terminal's width (at most 110 columns), every line indented by ``indent``."""
+    import shutil
+
+    width = max(60, min(110, shutil.get_terminal_size((110, 24)).columns))
+    pad = " " * indent
+    return textwrap.fill(text, width, initial_indent=pad, subsequent_indent=pad, break_on_hyphens=False)
+
+
+_TREE_LINE = re.compile(r"^(?P<indent>\s*)(?:└─ )?(?P<name>[A-Za-z0-9_]+)")
+
+
+def filter_tree(tree: str, pattern: str | None) -> str:
+    """The lines of ``psn-zoo neurons --tree`` that concern the neurons matching ``pattern``: each match with the
+    neurons above it (what generalises it) and below it (what it generalises); empty when nothing matches."""
+    from ._registry import match_names
+
+    lines = [line for line in tree.splitlines() if line.strip()]
+    parsed = [(len(m["indent"]), m["name"]) if (m := _TREE_LINE.match(line)) else (0, "") for line in lines]
+    keep: set[int] = set()
+    for i, (depth, name) in enumerate(parsed):
+        if not name or not match_names([name], pattern):
+            continue
+        keep.add(i)
+        above = depth
+        for j in range(i - 1, -1, -1):  # ancestors: the nearest line above at each smaller depth
+            if parsed[j][0] < above:
+                keep.add(j)
+                above = parsed[j][0]
+        for j in range(i + 1, len(parsed)):  # descendants: the deeper lines right below
+            if parsed[j][0] <= depth:
+                break
+            keep.add(j)
+    return "\n".join(line for i, line in enumerate(lines) if i in keep)
+
+
 def _cmd_neurons(args: argparse.Namespace) -> int:
-    from .neurons import list_neurons, neuron_info, neuron_tree
+    from .neurons import NEURONS, list_neurons, neuron_info, neuron_tree
 
     if args.tree:
-        print(neuron_tree())
+        tree = neuron_tree() if args.pattern is None else filter_tree(neuron_tree(), args.pattern)
+        if not tree:
+            print(f"no neuron matches {args.pattern!r}; `psn-zoo neurons --tree` shows the whole tree")
+            return 1
+        print(tree)
         return 0
     rows = [neuron_info(name) for name in list_neurons(args.pattern)]
     if not rows:
@@ -84,12 +134,21 @@ def _cmd_neurons(args: argparse.Namespace) -> int:
         print(f"{'':<{width}}  kwargs: {', '.join(r['kwargs'])}")
         if r["generalises"]:
             print(f"{'':<{width}}  generalises: {', '.join(f'{n} ({c})' for n, c in r['generalises'].items())}")
-        print(f"{'':<{width}}  {r['summary']}")
+        print(_wrapped(doc_summary(NEURONS.get(r["name"]).obj) or r["summary"], width + 2))
     return 0
+
+
+def _neuron_text(spec: dict | None) -> str:
+    """A neuron spec in one short word: ``psn``, ``sliding_psn(k=2, exp_init=True)``."""
+    if not spec:
+        return "none"
+    args = ", ".join(f"{k}={format(v, '.4g') if isinstance(v, float) else v}" for k, v in spec.items() if k != "name")
+    return f"{spec['name']}({args})" if args else str(spec["name"])
 
 
 def _cmd_models(args: argparse.Namespace) -> int:
     from .models import list_models, model_info
+    from .models.registry import MODELS
 
     names = list_models(args.pattern)
     if not names:
@@ -100,7 +159,8 @@ def _cmd_models(args: argparse.Namespace) -> int:
         info = model_info(name)
         defaults = info["defaults"]
         tag = "paper" if info["paper"] else info["family"]
-        print(f"{name:<{width}}  [{tag}] neuron={defaults['neuron']} T={defaults['T']}  {info['summary']}")
+        summary = doc_summary(MODELS.get(name).obj) or info["summary"]
+        print(f"{name:<{width}}  [{tag}] neuron={_neuron_text(info['neuron'])} T={defaults['T']}  {summary}")
     return 0
 
 
@@ -127,7 +187,7 @@ def _cmd_publish(args: argparse.Namespace) -> int:
 
     info = publish_checkpoint(
         args.ckpt, args.recipe, args.name, args.out, data_args=args.recipe_args, notes=args.notes,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, license=args.license,
     )  # fmt: skip
     print(
         f"published {info.name}: {info.weights.file} ({info.weights.dtype}), top-1 {100 * info.metrics['top1']:.2f} %"
@@ -140,7 +200,8 @@ def _cmd_import_paper(args: argparse.Namespace) -> int:
 
     try:
         info = import_paper_checkpoint(
-            args.file, args.tag, args.out, overwrite=args.overwrite, neuron=args.neuron, lambda_=args.lambda_
+            args.file, args.tag, args.out, overwrite=args.overwrite, neuron=args.neuron, lambda_=args.lambda_,
+            license=args.license,
         )
     except ValueError as err:
         if "neuron=" not in str(err) and "lambda_=" not in str(err):
@@ -157,7 +218,7 @@ def _cmd_import_sj(args: argparse.Namespace) -> int:
     info = import_spikingjelly_state(
         args.file, args.arch, args.tag, args.out, neuron=args.neuron, T=args.T, num_classes=args.num_classes,
         in_channels=args.in_channels, model_kwargs=args.model_kwargs, image_size=args.image_size,
-        overwrite=args.overwrite,
+        overwrite=args.overwrite, license=args.license,
     )  # fmt: skip
     print(f"imported {info.name}: {info.weights.file}")
     return 0
@@ -166,9 +227,11 @@ def _cmd_import_sj(args: argparse.Namespace) -> int:
 def _cmd_push(args: argparse.Namespace) -> int:
     from pathlib import Path
 
+    from .hub import bundled_dir
     from .hub.publish import push_to_hub
 
-    source = push_to_hub(args.name, args.repo, manifest_dir=Path(args.out), endpoint=args.endpoint, token=args.token)
+    out = Path(args.out) if args.out is not None else bundled_dir()
+    source = push_to_hub(args.name, args.repo, manifest_dir=out, endpoint=args.endpoint, token=args.token)
     print(f"pushed {args.name} -> {source} (add it to the entry's sources to download from there)")
     return 0
 
@@ -194,6 +257,10 @@ COMMANDS = ("demo", *LIGHTNING_COMMANDS, "bench", "recipes", "neurons", "models"
             "import-paper", "import-sj", "push")  # fmt: skip
 
 _OVERWRITE_HELP = "replace an entry of the same name (and delete its weights file); without it, that is an error"
+_LICENSE_HELP = (
+    "the licence of the weights, a Hugging Face licence identifier (mit, apache-2.0, cc-by-4.0, other, unknown ...); "
+    "default: {default}"
+)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -250,6 +317,7 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--out", default=default_out, help="release folder (manifest.json, weights, cards)")
     publish.add_argument("--notes", default="", help="a sentence for the model card")
     publish.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    publish.add_argument("--license", default="mit", help=_LICENSE_HELP.format(default="mit, psn_zoo's own"))
     publish.add_argument(
         "--recipe-args", nargs=argparse.REMAINDER, default=[], help="last: extra CLI args for the recipe (its data)"
     )
@@ -260,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--tag", required=True, help="the entry is <architecture>.<tag>")
     paper.add_argument("--out", default=default_out)
     paper.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    paper.add_argument("--license", default="unknown",
+                       help=_LICENSE_HELP.format(default="unknown (the paper's release states none)"))  # fmt: skip
     paper.add_argument("--neuron", default=None, help="the script's -neu code (e.g. lif or lifnr, which save the same "
                        "keys) when neither the file's args nor its run folder name say it")  # fmt: skip
     paper.add_argument("--lambda", dest="lambda_", type=float, default=None,
@@ -278,12 +348,15 @@ def build_parser() -> argparse.ArgumentParser:
     sj.add_argument("--image-size", type=int, default=224, help="input side length recorded in the metadata")
     sj.add_argument("--out", default=default_out)
     sj.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
+    sj.add_argument("--license", default="unknown",
+                    help=_LICENSE_HELP.format(default="unknown (state the one the weights came with)"))  # fmt: skip
     sj.set_defaults(func=_cmd_import_sj)
 
     push = sub.add_parser("push", help="upload an entry to a Hugging Face Hub repository")
     push.add_argument("name")
     push.add_argument("--repo", required=True, help="org/name")
-    push.add_argument("--out", default=default_out, help="the release folder holding the entry")
+    push.add_argument("--out", default=None, help="the release folder holding the entry (default: the published "
+                      "checkpoints that ship with psn_zoo, wherever it runs from)")  # fmt: skip
     push.add_argument("--endpoint", default=None, help="Hub URL (default: huggingface.co or $HF_ENDPOINT)")
     push.add_argument("--token", default=None)
     push.set_defaults(func=_cmd_push)
@@ -319,8 +392,8 @@ def _errors_as_one_line(command: str, from_python: bool, *kinds: type[Exception]
     try:
         yield
     except (ValueError, LookupError, OSError, *_data_errors(), *kinds) as err:
-        if from_python or os.environ.get("PSN_ZOO_TRACEBACK"):
-            raise
+        if from_python or os.environ.get("PSN_ZOO_TRACEBACK") or isinstance(err, BrokenPipeError):
+            raise  # a closed stdout (`| head`) is no error of the command: main ends it quietly
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         message = _without_worker_traceback(str(message))
         print(f"psn-zoo {command}: error: {message} (PSN_ZOO_TRACEBACK=1 shows where)", file=sys.stderr)
@@ -329,9 +402,30 @@ def _errors_as_one_line(command: str, from_python: bool, *kinds: type[Exception]
 
 def main(argv: Sequence[str] | None = None) -> int:
     """The ``psn-zoo`` command. From the command line (``argv=None``) a command's error prints as one line and
-    exits 2 (for ``fit``/``validate``/``test``/``predict`` also Lightning's configuration errors); called from Python
-    with ``argv``, the exception propagates."""
-    args_list = sys.argv[1:] if argv is None else list(argv)
+    exits 2 (for ``fit``/``validate``/``test``/``predict`` also Lightning's configuration errors and the usage errors
+    psn_zoo's LightningCLI raises, such as an unknown ``--config``); called from Python with ``argv``, the exception
+    propagates. Output cut short by the reader (``psn-zoo neurons | head``) ends the command quietly, as a pipe
+    expects."""
+    if argv is not None:
+        return _main(list(argv), from_python=True)
+    try:
+        code = _main(sys.argv[1:], from_python=False)
+        sys.stdout.flush()  # a reader that left early is found here, not at interpreter exit
+    except BrokenPipeError:
+        return _pipe_closed()
+    return code
+
+
+def _pipe_closed() -> int:
+    """The reader of stdout has gone (``| head``): no error message, and no second failure when Python flushes
+    stdout at exit; the status of a process killed by SIGPIPE, as other command-line tools end."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(devnull, sys.stdout.fileno())
+    os.close(devnull)
+    return 128 + 13  # SIGPIPE
+
+
+def _main(args_list: list[str], from_python: bool) -> int:
     if args_list and args_list[0] in (*LIGHTNING_COMMANDS, "demo"):
         from ._environment import check_torchvision
 
@@ -341,8 +435,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         from .training.cli import run_cli
 
-        with _errors_as_one_line(args_list[0], argv is not None, MisconfigurationException):
-            run_cli(None if argv is None else args_list)
+        with _errors_as_one_line(args_list[0], from_python, MisconfigurationException), _usage_exit(from_python):
+            run_cli(list(args_list) if from_python else None)
         return 0
     if args_list and args_list[0] == "bench":
         return run_bench(args_list[1:])
@@ -353,8 +447,22 @@ def main(argv: Sequence[str] | None = None) -> int:
               "(psn-zoo --help describes them)", file=sys.stderr)  # fmt: skip
         return 2
     args = build_parser().parse_args(args_list)
-    with _errors_as_one_line(args_list[0], argv is not None):
+    with _errors_as_one_line(args_list[0], from_python), _usage_exit(from_python):
         return int(args.func(args))
+
+
+@contextlib.contextmanager
+def _usage_exit(from_python: bool) -> Iterator[None]:
+    """A usage error raised as ``SystemExit("psn-zoo: error: ...")`` (psn_zoo's LightningCLI: an unknown recipe, a
+    misspelt DataModule, LightningCLI's optimizer flags) exits 2 on the command line, as argparse's usage errors do
+    (``SystemExit`` with a message exits 1). From Python it propagates unchanged."""
+    try:
+        yield
+    except SystemExit as stop:
+        if from_python or not isinstance(stop.code, str):
+            raise
+        print(stop.code, file=sys.stderr)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

@@ -8,14 +8,29 @@ import urllib.parse
 from collections.abc import Iterator
 from pathlib import Path
 
-__all__ = ["checked_checkpoint", "load_torch_file"]
+__all__ = ["checked_checkpoint", "load_safetensors", "load_torch_file"]
+
+#: OS errors that say what is wrong with the path itself (clear as they are); any other failure to read a file's
+#: contents means it is not the kind of file it was given as
+_PATH_ERRORS = (FileNotFoundError, IsADirectoryError, NotADirectoryError, PermissionError)
+
+
+def _why(err: BaseException) -> str:
+    """A short reason for a parser's failure: its message, or its type where the message says nothing (a bare
+    ``KeyError: 101`` from the unpickler)."""
+    text = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    text = text.split(". ")[0].rstrip(".")  # the first sentence (torch's zip reader adds a paragraph of advice)
+    return text if len(text) > 12 else f"{type(err).__name__}: {text}".rstrip(": ")
 
 
 def load_torch_file(path: str | Path, allowed: tuple[type, ...] = ()):
     """``torch.load(path, weights_only=True)`` (plus the ``allowed`` classes), with an error that names the file.
 
     A file that needs any other Python object to unpickle (possibly code to run) is refused with a short
-    ``ValueError`` instead of torch's ``UnpicklingError``, whose text suggests ``weights_only=False``.
+    ``ValueError`` instead of torch's ``UnpicklingError``, whose text suggests ``weights_only=False``. Any other file
+    that is not a ``torch.save`` file (text, a truncated or corrupt file: the weights-only unpickler then fails with
+    whatever error the bytes lead it to, ``KeyError``, ``IndexError``...) is a ``ValueError`` saying so; a missing
+    or unreadable path keeps its own ``OSError``.
     """
     import pickle
     import re
@@ -27,16 +42,44 @@ def load_torch_file(path: str | Path, allowed: tuple[type, ...] = ()):
             return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as err:
         found = re.search(r"GLOBAL ([\w.]+)", str(err))
+        operand = re.search(r"Unsupported operand (\d+)", str(err))
+        if found is None and (operand is not None or "weights_only" not in str(err)):  # bytes no pickle writes
+            why = f"pickle opcode {operand[1]}, which torch.save never writes" if operand else _why(err)
+            raise ValueError(_not_a(path, "torch checkpoint", why)) from None
         what = f" ({found[1]})" if found else ""
         raise ValueError(
             f"{path} is not a plain tensor file: loading it would unpickle an arbitrary Python object{what}, which "
             "psn_zoo never does (it could run code). Only tensors and plain containers are accepted; save the state "
             "dict alone (torch.save(model.state_dict(), path)) or convert the file to safetensors"
         ) from None
-    except (RuntimeError, EOFError, OSError) as err:
-        if isinstance(err, FileNotFoundError):
-            raise
-        raise ValueError(f"{path} is not a readable torch file (truncated or corrupt?): {err}") from None
+    except (*_PATH_ERRORS, MemoryError):
+        raise
+    except Exception as err:  # the weights-only unpickler fails on foreign bytes with any error type
+        raise ValueError(_not_a(path, "torch checkpoint", err)) from None
+
+
+def _not_a(path: str | Path, kind: str, err: BaseException | str) -> str:
+    fix = (
+        "a file written by torch.save or Lightning's Trainer (.ckpt, .pt, .pth)"
+        if kind == "torch checkpoint"
+        else "a file written by safetensors (save_file), as psn-zoo publish writes them"
+    )
+    why = err if isinstance(err, str) else _why(err)
+    return f"{path} is not a {kind} (truncated, corrupt or another kind of file: {why}); give {fix}"
+
+
+def load_safetensors(path: str | Path, shown: str | Path | None = None) -> dict:
+    """``safetensors.torch.load_file(path)`` with an error that names the file (``shown``, default ``path``): a
+    file that is not a safetensors file (corrupt, truncated, another format) is a one-line ``ValueError``, never
+    safetensors' ``SafetensorError`` with a traceback."""
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path))
+    except (*_PATH_ERRORS, MemoryError):
+        raise
+    except Exception as err:  # SafetensorError (header, offsets), or an OS error reading a broken file
+        raise ValueError(_not_a(shown if shown is not None else path, "safetensors file", err)) from None
 
 
 def _is_url(source: str) -> bool:

@@ -79,12 +79,40 @@ def test_the_rebuilt_transform_gives_the_frames_the_model_was_evaluated_on(tmp_p
     assert checked >= 5
 
 
-def test_sequence_entries_rebuild_their_datamodule_and_say_they_have_no_event_transform():
-    name = "paper_seq_cnn.seqdigits_psn_t28"
-    dm = datamodule_for(name, images_per_class=2)
-    assert type(dm) is SequentialDigitsDataModule and dm.input_shape == tuple(get_pretrained_info(name).input.shape)
-    with pytest.raises(ValueError, match="no event transform"):
-        transform_for(name)
+SEQUENCE_ENTRIES = [n for n in list_pretrained() if get_pretrained_info(n).input.kind == "sequence"]
+
+
+@pytest.mark.parametrize("name", SEQUENCE_ENTRIES)
+def test_sequence_entries_rebuild_their_datamodule_and_their_exact_reading_order(name):
+    """``transform_for`` of a sequential-digits entry is the image -> sequence step its metrics were measured with:
+    the columns, or for a permuted entry the pixels in its fixed order (following the column layout on a permuted
+    entry gives chance-level accuracy). On the entry's own test images it gives the DataModule's samples, bit for
+    bit; the input spec and the card say which."""
+    from psn_zoo.hub.publish import model_card
+
+    info = get_pretrained_info(name)
+    dm = datamodule_for(name, images_per_class=3, data_dir="ignored: the digits are embedded")
+    assert type(dm) is SequentialDigitsDataModule and dm.input_shape == tuple(info.input.shape)
+    dm.setup("test")
+    images, _ = dm.datasets["test"].dataset.tensors
+    transform = transform_for(name)
+    for i in range(len(images)):
+        assert torch.equal(transform(images[i]), dm.datasets["test"][i][0])
+    permuted = info.dataset["init_args"].get("permute_pixels", False)
+    assert permuted == ("permuted" in name)
+    assert info.input.transform.get("permute_pixels", False) == permuted
+    columns = images[0].t().unsqueeze(1)
+    assert torch.equal(transform(images[0]), columns) != permuted
+    card = model_card(info)
+    assert ("fixed random order" in card and "permutation_seed: 0" in card) == permuted
+    assert ("columns as time steps" in card) != permuted
+
+
+def test_an_entry_without_a_stored_transform_says_so():
+    raw = _raw("paper_seq_cnn.seqdigits_psn_t28")
+    raw["dataset"]["datamodule"] = "SequentialCIFAR10DataModule"
+    with pytest.raises(ValueError, match="no stored transform"):
+        transform_for(CheckpointInfo.from_dict(raw))
 
 
 def test_a_format_1_entry_still_reads_and_rebuilds_the_same_transform():

@@ -15,7 +15,6 @@ package knows nothing of models: building a network with these weights is :func:
 from __future__ import annotations
 
 import difflib
-import fnmatch
 import hashlib
 import json
 from pathlib import Path
@@ -23,6 +22,7 @@ from typing import Any
 
 import torch
 
+from .._registry import Pattern, match_names
 from .metadata import CheckpointInfo, ManifestError, read_manifest
 from .sources import (
     CacheError,
@@ -51,6 +51,8 @@ __all__ = [
     "load_entry_weights",
     "load_pretrained_weights",
     "manifest_path",
+    "release_folder",
+    "resolve_manifest",
 ]
 
 #: The prefix of a Hugging Face Hub repository written by ``psn-zoo push``: ``hf-hub:org/repo[@revision]`` (timm's).
@@ -61,12 +63,39 @@ def manifest_path() -> Path:
     return bundled_dir() / "manifest.json"
 
 
+def resolve_manifest(manifest: str | Path | None = None) -> Path:
+    """The manifest file that ``manifest=`` names: None is the bundled one (:func:`manifest_path`); a release folder
+    (as ``psn-zoo publish --out`` writes it) is its ``manifest.json``. A path that does not exist, or a folder
+    without a manifest, is a :class:`FileNotFoundError` that says so (never an empty catalog)."""
+    if manifest is None:
+        return manifest_path()
+    path = Path(manifest).expanduser()
+    if path.is_dir():
+        if not (path / "manifest.json").is_file():
+            raise FileNotFoundError(
+                f"manifest={str(manifest)!r} is a folder without manifest.json: pass a manifest file, or a release "
+                "folder written by psn-zoo publish / import-sj / import-paper (--out)"
+            )
+        return path / "manifest.json"
+    if not path.exists():
+        raise FileNotFoundError(
+            f"manifest={str(manifest)!r} does not exist: pass the path of a manifest.json (or of the release folder "
+            "holding it), or leave manifest out for the published checkpoints"
+        )
+    return path
+
+
+def release_folder(manifest: str | Path | None = None) -> Path | None:
+    """The folder holding the weights of the entries ``manifest`` lists (None: the bundled release)."""
+    return None if manifest is None else resolve_manifest(manifest).parent
+
+
 _CACHE: dict[str, Any] = {}
 
 
 def _entries(manifest: str | Path | None = None) -> dict[str, CheckpointInfo]:
-    path = Path(manifest) if manifest is not None else manifest_path()
-    if not path.exists():
+    path = resolve_manifest(manifest)
+    if manifest is None and not path.exists():  # an installation without the bundled release lists nothing
         return {}
     # keyed by content: a manifest rewritten within one mtime tick (coarse file-system clocks) is still re-read
     key = (str(path.resolve()), hashlib.sha256(path.read_bytes()).hexdigest())
@@ -75,10 +104,10 @@ def _entries(manifest: str | Path | None = None) -> dict[str, CheckpointInfo]:
     return _CACHE["entries"]
 
 
-def list_pretrained(pattern: str | None = None, *, manifest: str | Path | None = None) -> list[str]:
-    """Published checkpoint names (``<architecture>.<tag>``), optionally fnmatch-filtered."""
-    names = sorted(_entries(manifest))
-    return names if pattern is None else [n for n in names if fnmatch.fnmatchcase(n, pattern)]
+def list_pretrained(pattern: Pattern = None, *, manifest: str | Path | None = None) -> list[str]:
+    """Published checkpoint names (``<architecture>.<tag>``), optionally filtered: an fnmatch pattern or a list of
+    them, case-insensitive (``"SEW*"`` finds ``sew_resnet18.ndigits_psn_t4``), as every psn_zoo listing."""
+    return match_names(_entries(manifest), pattern)
 
 
 def get_pretrained_info(name: str, *, manifest: str | Path | None = None) -> CheckpointInfo:
@@ -146,7 +175,7 @@ def load_entry_weights(
     ``source``: a local file or folder, or a URL (``http(s)://``, ``file://``, ``hf://``) used instead of the entry's
     own sources. ``release_dir``: the folder of the manifest that lists the entry.
     """
-    from safetensors.torch import load_file
+    from ..safe_load import load_safetensors
 
     local = None
     sources = info.sources
@@ -159,7 +188,8 @@ def load_entry_weights(
     path = fetch(
         info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir, size=info.weights.size
     )
-    return {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(path)).items()}
+    state = load_safetensors(path, shown=f"{path} (the weights of {info.name})")
+    return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
 def load_pretrained_weights(
@@ -169,5 +199,4 @@ def load_pretrained_weights(
     if name.startswith(HF_HUB_PREFIX):
         return load_entry_weights(hf_hub_info(name), source=source)
     info = get_pretrained_info(name, manifest=manifest)
-    release_dir = Path(manifest).parent if manifest is not None else None
-    return load_entry_weights(info, source=source, release_dir=release_dir)
+    return load_entry_weights(info, source=source, release_dir=release_folder(manifest))

@@ -143,6 +143,12 @@ class CheckpointInfo:
     created: str = ""
     notes: str = ""
     eval_data: EvalData | None = None
+    #: How the weights were made, where ``psn-zoo publish`` / ``import-*`` could tell (:data:`TRAINING_KEYS`):
+    #: ``follows_recipe`` (the checkpoint's recorded data and training arguments are ``recipe``'s), ``overrides``
+    #: (``--model.lr 0.01``, ``--trainer.max_epochs 1``...: what the run changed from the recipe), ``epochs`` (epochs
+    #: done when the weights were saved), ``max_epochs`` (the run's, when recorded), ``fine_tuned_from``,
+    #: ``imported_from`` (weights trained outside psn_zoo). None: not recorded (entries published before it existed).
+    training: Mapping[str, Any] | None = None
 
     @property
     def tag(self) -> str:
@@ -159,7 +165,10 @@ class CheckpointInfo:
         }
 
     def to_dict(self) -> dict[str, Any]:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        raw = json.loads(json.dumps(dataclasses.asdict(self)))
+        if raw.get("training") is None:  # optional and unrecorded: left out, as in records written before it
+            raw.pop("training", None)
+        return raw
 
     @classmethod
     def from_dict(cls, raw: Mapping[str, Any]) -> CheckpointInfo:
@@ -273,6 +282,9 @@ class CheckpointInfo:
                 )
             if eval_data.dataset != raw["dataset"].get("name", eval_data.dataset):
                 raise fail("eval_data", f"dataset {eval_data.dataset!r} is not the entry's {raw['dataset']['name']!r}")
+        training = raw.get("training")
+        if training is not None:
+            training = _training(training, lambda why: fail("training", why))
         sources = raw.get("sources", [])
         if not isinstance(sources, list | tuple) or not all(
             isinstance(src, str) and src.startswith(_SCHEMES) for src in sources
@@ -291,8 +303,36 @@ class CheckpointInfo:
                 "weights": WeightsFile(**{k: w[k] for k in ("file", "sha256", "size", "dtype")}),
                 "sources": tuple(raw.get("sources", ())),
                 "eval_data": eval_data,
+                "training": training,
             }
         )
+
+
+#: The keys of a record's ``training`` and the types of their values (see :attr:`CheckpointInfo.training`).
+TRAINING_KEYS: dict[str, tuple[type, ...]] = {
+    "follows_recipe": (bool,),
+    "overrides": (list, tuple),
+    "epochs": (int, type(None)),
+    "max_epochs": (int, type(None)),
+    "fine_tuned_from": (str, type(None)),
+    "imported_from": (str, type(None)),
+}
+
+
+def _training(raw: Any, fail: Any) -> dict[str, Any]:
+    """A validated ``training`` record (plain data; every key optional)."""
+    if not isinstance(raw, Mapping):
+        raise fail(f"must be a mapping with keys among {', '.join(TRAINING_KEYS)}, got {raw!r}")
+    unknown = sorted(set(raw) - set(TRAINING_KEYS))
+    if unknown:
+        raise fail(f"has unknown key {unknown[0]!r} (known: {', '.join(TRAINING_KEYS)})")
+    for key, kinds in TRAINING_KEYS.items():
+        value = raw.get(key)
+        if key in raw and (not isinstance(value, kinds) or (isinstance(value, bool) and bool not in kinds)):
+            raise fail(f"{key} has the wrong type: {value!r}")
+    if not all(isinstance(item, str) for item in raw.get("overrides", ())):
+        raise fail("overrides must be command-line arguments (strings)")
+    return {**raw, **({"overrides": list(raw["overrides"])} if "overrides" in raw else {})}
 
 
 def _migrate(raw: Mapping[str, Any], version: int) -> dict[str, Any]:

@@ -133,12 +133,37 @@ def _num(value: Any, spec: str) -> str:
     return format(value, spec) if isinstance(value, int | float) else "n/a"
 
 
+#: Fang et al.'s Parallel Spiking Neuron family (the card tag ``parallel-spiking-neuron``). By name: the hub imports
+#: no neuron code. Other neurons that run in parallel over T (PMSN, ParaLIF, FPT-LIF) are not PSNs.
+PSN_FAMILY = frozenset({"psn", "masked_psn", "sliding_psn", "channel_sliding_psn"})
+
+_UNKNOWN = ("", "unknown", "n/a", "none")
+
+
+def _dataset_name(info: CheckpointInfo) -> str | None:
+    """The name of the data the entry was trained on, or None where its record does not know it (an import)."""
+    name = str(info.dataset.get("name") or "")
+    return None if name.lower() in _UNKNOWN else name
+
+
+def _imported_from(info: CheckpointInfo) -> str | None:
+    """Where weights trained outside psn_zoo came from (``training.imported_from``), else None."""
+    return (info.training or {}).get("imported_from") or None
+
+
+def recipe_runs(info: CheckpointInfo) -> bool:
+    """Does ``info.recipe`` name a recipe (``psn-zoo fit --config <recipe>`` runs), not a note such as an import's
+    ``(imported from SpikingJelly)``?"""
+    return not info.recipe.lstrip().startswith("(")
+
+
 def card_data(info: CheckpointInfo) -> Any:
     """The card's metadata as ``huggingface_hub.ModelCardData``: library, licence, tags, dataset and a ``model-index``
-    with the measured top-1/top-5 (percent, on the entry's split)."""
+    with the measured top-1/top-5 (percent, on the entry's split). Only what the record knows: an import's unknown
+    training data lists no dataset, and unmeasured metrics no results."""
     from huggingface_hub import EvalResult, ModelCardData
 
-    dataset = str(info.dataset.get("name") or "unknown")
+    dataset = _dataset_name(info)
     metrics = (("top1", "accuracy", "top-1 accuracy (%)"), ("top5", "top_5_accuracy", "top-5 accuracy (%)"))
     results = [
         EvalResult(
@@ -151,14 +176,16 @@ def card_data(info: CheckpointInfo) -> Any:
             metric_name=label,
         )
         for key, metric_type, label in metrics
-        if isinstance(info.metrics.get(key), int | float)
+        if dataset is not None and isinstance(info.metrics.get(key), int | float)
     ]
+    neuron = info.neuron["name"]
+    family = ["parallel-spiking-neuron"] if neuron in PSN_FAMILY else []
     return ModelCardData(
         library_name="psn_zoo",
         license=info.license.lower(),
-        tags=["spiking-neural-network", "parallel-spiking-neuron", info.neuron["name"], info.architecture],
-        datasets=[dataset],
-        metrics=["accuracy"],
+        tags=["spiking-neural-network", *family, neuron, info.architecture],
+        datasets=[dataset] if dataset is not None else None,
+        metrics=["accuracy"] if results else None,
         model_name=info.name,
         eval_results=results or None,
     )
@@ -181,47 +208,111 @@ numbers below reproduce exactly.
 def _preprocessing(info: CheckpointInfo) -> str:
     transform = dict(info.input.transform)
     steps = transform.pop("steps", None)
-    if steps is None:
-        return f"`{json.dumps(transform)}`."
-    chain = " → ".join(f"`{step['name']}`" for step in steps)
+    if steps is not None:
+        chain = " → ".join(f"`{step['name']}`" for step in steps)
+        return (
+            f"{chain} (every argument is in the manifest).\nRebuild it, events in and frames out:\n"
+            f"`psn_zoo.datamodules.transform_for(\"{info.name}\")`; the DataModule with the entry's arguments:\n"
+            f"`psn_zoo.datamodules.datamodule_for(\"{info.name}\", data_dir=...)`."
+        )
+    data = dict(info.dataset.get("init_args") or {})
+    permuted = bool(transform.get("permute_pixels", data.get("permute_pixels", False)))
+    if info.input.kind == "sequence" and info.dataset.get("datamodule") == "SequentialDigitsDataModule":
+        side = info.input.shape[-1]
+        if permuted:  # also for a record whose input spec predates the permutation's (its DataModule says it)
+            seed = transform.get("permutation_seed", data.get("permutation_seed", 0))
+            how = (
+                f"**the image's {side * side} pixels in one fixed random order, {side} per time step** "
+                f"(`permute_pixels: true, permutation_seed: {seed}`; the order is "
+                f"`psn_zoo.datamodules.seqdigits.pixel_permutation({seed})`), not its columns"
+            )
+        else:
+            how = f"**the image's columns as time steps** (column t at step t, {side} pixels each)"
+        return (
+            f"{how}.\nRebuild it, a `[{side}, {side}]` image in and a `{list(info.input.shape)}` sequence out:\n"
+            f"`psn_zoo.datamodules.transform_for(\"{info.name}\")`; the DataModule with the entry's arguments:\n"
+            f"`psn_zoo.datamodules.datamodule_for(\"{info.name}\")`."
+        )
+    return f"`{json.dumps(transform)}`."
+
+
+def _trained_on(info: CheckpointInfo) -> str:
+    """The card's first paragraph on the data: what it was trained on, where the numbers were measured."""
+    dataset, split = _dataset_name(info), info.dataset.get("split") or "test"
+    imported = _imported_from(info)
+    if imported is not None:
+        data = f"trained on **{dataset}** outside psn_zoo" if dataset else "trained outside psn_zoo, on data unrecorded"
+        return f"{data}, imported from {imported}"
+    datamodule = info.dataset.get("datamodule")
+    args = f" (`{datamodule}`, its arguments in the manifest)" if datamodule else ""
+    return f"trained on the training split of **{dataset}**{args}; the numbers below are measured on its {split} split"
+
+
+def _how_trained(info: CheckpointInfo) -> str:
+    """The card's "How it was trained": only what the record shows (never a recipe the run did not follow)."""
+    training = dict(info.training or {})
+    imported = training.get("imported_from")
+    if imported:
+        text = f"Not trained with psn_zoo: the weights were imported from {imported}."
+        if recipe_runs(info):
+            text += f" `psn-zoo fit --config {info.recipe}` is psn_zoo's recipe for the same experiment."
+        return text
+    command = f"psn-zoo fit --config {info.recipe}"
+    if not training:  # published before psn_zoo recorded it
+        return f"`{command}` (psn_zoo {info.library_version})."
+    epochs, total = training.get("epochs"), training.get("max_epochs")
+    of = f" of {total}" if total else ""
+    saved = f" The weights are those saved after epoch {epochs}{of}." if epochs else ""
+    tuned = training.get("fine_tuned_from")
+    origin = f" Fine-tuned from `{tuned}`." if tuned else ""
+    if training.get("follows_recipe"):
+        return (
+            f"`{command}` (psn_zoo {info.library_version}): the data and training arguments the checkpoint records are "
+            f"the recipe's.{saved}{origin}"
+        )
+    overrides = " ".join(training.get("overrides") or ())
     return (
-        f"{chain} (every argument is in the manifest).\nRebuild it, events in and frames out:\n"
-        f"`psn_zoo.datamodules.transform_for(\"{info.name}\")`; the DataModule with the entry's arguments:\n"
-        f"`psn_zoo.datamodules.datamodule_for(\"{info.name}\", data_dir=...)`."
+        f"Not the recipe as it stands: `{command} {overrides}` (the arguments the checkpoint records where they differ "
+        f"from the recipe's; psn_zoo {info.library_version}). `--config {info.recipe}` rebuilds the model and its data "
+        f"(validate, fine-tune), but trains differently.{saved}{origin}"
     )
 
 
-def model_card(info: CheckpointInfo) -> str:
-    """A Hugging Face model card (``huggingface_hub.ModelCard``): :func:`card_data` as YAML front matter, then what
-    the checkpoint is, how to load it, its numbers and how it was trained."""
-    from huggingface_hub import ModelCard
+def _fine_tune(info: CheckpointInfo) -> str:
+    if recipe_runs(info):
+        return f"""```bash
+psn-zoo fit --config {info.recipe} --model.pretrained {info.name} --trainer.max_epochs 5
+```
 
-    m = info.metrics
-    rates = m.get("firing_rate", {})
-    rate_rows = "\n".join(f"| `{k}` | {v:.4f} |" for k, v in rates.items()) or "| (not measured) | |"
-    dataset = info.dataset
-    sample = ", ".join(map(str, info.input.shape))
-    body = f"""# {info.name}
-
-**{info.architecture}** with **{info.neuron["name"]}** neurons (`{json.dumps(dict(info.neuron))}`),
-T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, trained on **{dataset.get("name")}**
-({dataset.get("split", "")}).
-{info.notes}
-
-## Use
+The class count, T and input channels come from the data (`--data ...`): data with another class count replaces the
+classifier; `--model.freeze_backbone true` trains only that."""
+    return f"""psn_zoo has no recipe for this entry's data. In Python, for your own training loop:
 
 ```python
 import psn_zoo
 
-model = psn_zoo.create_model("{info.name}", pretrained=True)  # sha256-verified, eval mode
-# or, from a Hugging Face Hub repository written by `psn-zoo push`: psn_zoo.create_model("hf-hub:<org>/<repo>")
-logits = model(x)  # x: {info.input.kind}, batch-first [B, {sample}]
+model = psn_zoo.create_model("{info.name}", num_classes=10)  # another class count re-initialises the classifier
+psn_zoo.freeze_backbone(model)  # optional: train only the new classifier
 ```
 
-Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
-{_preprocessing(info)}
+or `psn-zoo fit` with your recipe and `--model.pretrained {info.name}` (its model: {info.architecture}, T = {info.T},
+neuron `{json.dumps(dict(info.neuron))}`)."""
 
-## Numbers (measured on the {dataset.get("split", "test")} split)
+
+def _numbers(info: CheckpointInfo) -> str:
+    """The card's measured numbers, or what measures them when none were (an import)."""
+    m = info.metrics
+    if not isinstance(m.get("top1"), int | float):
+        how = (
+            f"`psn-zoo validate --config {info.recipe} --model.pretrained {info.name}` measures them on psn_zoo's "
+            "data for the experiment."
+            if recipe_runs(info)
+            else "psn_zoo has no recipe for its data."
+        )
+        return f"## Numbers\n\nNot measured by psn_zoo: {how}"
+    rates = m.get("firing_rate", {})
+    rate_rows = "\n".join(f"| `{k}` | {v:.4f} |" for k, v in rates.items()) or "| (not measured) | |"
+    return f"""## Numbers (measured on the {info.dataset.get("split", "test")} split)
 {_eval_data_note(info)}
 | metric | value |
 |---|---|
@@ -238,22 +329,45 @@ Per-layer firing rates:
 
 | layer | rate |
 |---|---|
-{rate_rows}
+{rate_rows}"""
+
+
+def model_card(info: CheckpointInfo) -> str:
+    """A Hugging Face model card (``huggingface_hub.ModelCard``): :func:`card_data` as YAML front matter, then what
+    the checkpoint is, how to load it, its numbers and how it was trained."""
+    from huggingface_hub import ModelCard
+
+    sample = ", ".join(map(str, info.input.shape))
+    body = f"""# {info.name}
+
+**{info.architecture}** with **{info.neuron["name"]}** neurons (`{json.dumps(dict(info.neuron))}`),
+T = {info.T}, {info.num_classes} classes, {info.params:,} parameters, {_trained_on(info)}.
+{info.notes}
+
+## Use
+
+```python
+import psn_zoo
+
+model = psn_zoo.create_model("{info.name}", pretrained=True)  # sha256-verified, eval mode
+# or, from a Hugging Face Hub repository written by `psn-zoo push`: psn_zoo.create_model("hf-hub:<org>/<repo>")
+logits = model(x)  # x: {info.input.kind}, batch-first [B, {sample}]
+```
+
+Input: `{info.input.kind}`, one sample `{list(info.input.shape)}`, sensor `{info.input.sensor_size}`, preprocessing
+{_preprocessing(info)}
+
+{_numbers(info)}
 
 ## How it was trained
 
-`psn-zoo fit --config {info.recipe}` (psn_zoo {info.library_version}).
+{_how_trained(info)}
 
 ## Fine-tune it
 
-```bash
-psn-zoo fit --config {info.recipe} --model.pretrained {info.name} --trainer.max_epochs 5
-```
+{_fine_tune(info)}
 
-The class count, T and input channels come from the data (`--data ...`): data with another class count replaces the
-classifier; `--model.freeze_backbone true` trains only that.
-
-Weights: `{info.weights.file}` ({info.weights.dtype}, sha256 `{info.weights.sha256}`).
+Weights: `{info.weights.file}` ({info.weights.dtype}, sha256 `{info.weights.sha256}`), licence `{info.license}`.
 """
     return str(ModelCard(f"---\n{card_data(info).to_yaml()}\n---\n\n{body}"))
 
@@ -271,8 +385,12 @@ def make_info(
     model_kwargs: Mapping[str, Any],
     notes: str = "",
     sources: tuple[str, ...] = (),
+    license: str = "MIT",
+    training: Mapping[str, Any] | None = None,
 ) -> CheckpointInfo:
-    """A validated :class:`CheckpointInfo` for a psn_zoo ``model`` and its written ``weights``."""
+    """A validated :class:`CheckpointInfo` for a psn_zoo ``model`` and its written ``weights``. ``license``: the
+    weights' (a Hugging Face licence identifier; ``unknown`` when their origin states none); ``training``: how they
+    were made (:attr:`CheckpointInfo.training`)."""
     from .. import __version__
 
     raw = {
@@ -294,6 +412,8 @@ def make_info(
         "created": _dt.date.today().isoformat(),
         "notes": notes,
         "sources": list(sources),
+        "license": license,
+        **({"training": dict(training)} if training is not None else {}),
     }
     return CheckpointInfo.from_dict(json.loads(json.dumps(raw)))
 

@@ -38,9 +38,10 @@ from ..hub import (
     hf_hub_info,
     list_pretrained,
     load_entry_weights,
+    release_folder,
 )
 from ..neurons import NEURONS, NeuronSpec, require_materialised, size_from_state_dict
-from ..safe_load import load_torch_file, local_copy, suffix_of
+from ..safe_load import load_safetensors, load_torch_file, local_copy, suffix_of
 from .registry import MODELS, build_model, list_architectures, model_info
 
 __all__ = [
@@ -105,9 +106,9 @@ def create_model(
     if tag:
         _only_the_name_names_weights(name, pretrained)
         info = get_pretrained_info(name, manifest=manifest)
-        release_dir = Path(manifest).parent if manifest is not None else None
         return _from_entry(
-            info, load=pretrained is not False, num_classes=num_classes, source=source, release_dir=release_dir,
+            info, load=pretrained is not False, num_classes=num_classes, source=source,
+            release_dir=release_folder(manifest),
             **kwargs,
         )  # fmt: skip
     arch = _architecture(arch)
@@ -131,8 +132,9 @@ def create_model(
         raise ValueError(
             f"create_model({arch!r}, pretrained={pretrained!r}): the checkpoint is a {info.architecture}, not a {arch}"
         )
-    release_dir = Path(manifest).parent if manifest is not None else None
-    return _from_entry(info, load=True, num_classes=num_classes, source=source, release_dir=release_dir, **kwargs)
+    return _from_entry(
+        info, load=True, num_classes=num_classes, source=source, release_dir=release_folder(manifest), **kwargs
+    )
 
 
 def load_pretrained(
@@ -191,9 +193,11 @@ def _is_path(value: str | os.PathLike) -> bool:
     return "://" in value or "/" in value or os.sep in value or suffix_of(value) in _WEIGHT_SUFFIXES
 
 
-def _check_request(info: CheckpointInfo, requested: Mapping[str, Any]) -> None:
+def _check_request(info: CheckpointInfo, requested: Mapping[str, Any]) -> dict[str, Any]:
     """Every requested argument must be the checkpoint's (``num_classes`` is handled by re-heading); a neuron
-    argument equal to the neuron's default is the checkpoint's when its record leaves it out."""
+    argument equal to the neuron's default is the checkpoint's when its record leaves it out. What the loaded weights
+    replace stays free: the neuron class's ``initial_kwargs`` (the surrogate, initial values such as the masked PSN's
+    ``lambda_`` or the sliding PSN's ``exp_init``). Returns those, to build the model with."""
     build = info.build_kwargs()
     defaults = model_info(info.architecture)["defaults"]
     stored = NeuronSpec.parse(info.neuron)
@@ -212,12 +216,16 @@ def _check_request(info: CheckpointInfo, requested: Mapping[str, Any]) -> None:
                 f"takes {', '.join(neuron_args) or 'nothing'})"
             )
     loose = {k: v for k, v in requested.items() if k in neuron_args and v is not None}
+    free: dict[str, Any] = {}
     if requested.get("neuron") is not None or loose:
         asked = NeuronSpec.parse(requested["neuron"]) if requested.get("neuron") is not None else stored
         asked = NeuronSpec.parse({"name": asked.name, **asked.kwargs, **loose})
-        for diff in stored.differences(asked, given_only=True):
+        for diff in stored.differences(asked, given_only=True, pinned_only=True):
             whose = "(checkpoint:" if diff.startswith("neuron=") else "(checkpoint's neuron:"
             wrong.append(diff.replace("(here:", whose))
+        if asked.name == stored.name:
+            initial = set(stored.neuron_class.initial_kwargs)
+            free = {k: v for k, v in asked.kwargs.items() if k in initial}
     if wrong:
         raise ValueError(
             f"pretrained checkpoint {info.name!r} does not match the request: {', '.join(wrong)}. A checkpoint fixes "
@@ -225,6 +233,7 @@ def _check_request(info: CheckpointInfo, requested: Mapping[str, Any]) -> None:
             "classifier), or build its architecture with other settings and no weights: "
             f"create_model({info.name!r}, pretrained=False, ...)"
         )
+    return free
 
 
 def _from_entry(
@@ -241,8 +250,10 @@ def _from_entry(
     classes = info.num_classes if num_classes is None else num_classes
     if not load:
         return build_model(info.architecture, **{**info.build_kwargs(), **kwargs, "num_classes": classes})
-    _check_request(info, kwargs)
-    model = build_model(info.architecture, **{**info.build_kwargs(), "num_classes": classes or info.num_classes})
+    free = _check_request(info, kwargs)  # the neuron's initial values and surrogate: the weights replace the former
+    build = info.build_kwargs()
+    build["neuron"] = {**build["neuron"], **free}
+    model = build_model(info.architecture, **{**build, "num_classes": classes or info.num_classes})
     state = load_entry_weights(info, source=source, release_dir=release_dir)
     reinitialized = load_backbone_weights(model, state, origin=info.name)
     if classes == 0:
@@ -321,15 +332,12 @@ def read_checkpoint(
         with local_copy(source) as path:
             return _torch_file_state(path, str(source))
     if suffix == ".safetensors":
-        from safetensors.torch import load_file
-
         with local_copy(source, what="weights file") as path:
             _check_sha_in_name(path, str(source))
-            return load_file(str(path)), None
+            return load_safetensors(path, shown=str(source)), None
     name = str(source)
     info = hf_hub_info(name) if name.startswith(HF_HUB_PREFIX) else get_pretrained_info(name, manifest=manifest)
-    release_dir = Path(manifest).parent if manifest is not None else None
-    state = load_entry_weights(info, release_dir=release_dir)
+    state = load_entry_weights(info, release_dir=release_folder(manifest))
     neuron = dict(info.neuron)
     described = {"model": info.architecture, "model_kwargs": dict(info.model_kwargs), "T": info.T}
     return state, described | {"neuron": neuron.pop("name"), "neuron_kwargs": neuron}

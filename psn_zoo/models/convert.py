@@ -480,14 +480,15 @@ _PAPER = {  # experiment -> (dataset, input kind, transform, recipe); the sample
 
 def import_paper_checkpoint(
     path: str | Path, tag: str, out_dir: str | Path, notes: str = "", *, overwrite: bool = False,
-    neuron: str | None = None, lambda_: float | None = None,
+    neuron: str | None = None, lambda_: float | None = None, license: str = "unknown",
 ) -> CheckpointInfo:  # fmt: skip
     """A ``.pth`` of the paper's code (read with ``weights_only=True``) -> a psn_zoo entry whose ``dataset`` records
-    which script, network and neuron produced it (``produced_by``).
+    which script, network and neuron produced it (``produced_by``) and whose ``training.imported_from`` says that
+    the paper's code trained it (its recipe is psn_zoo's for the same experiment).
 
     The metrics are left to be measured (``psn-zoo validate``); the paper's own number is in the recipe. An entry
     already listed under the name is replaced only with ``overwrite``. ``neuron``/``lambda_``: see
-    :func:`read_paper_checkpoint`.
+    :func:`read_paper_checkpoint`. ``license``: the weights' (``unknown`` by default: the release states none).
     """
     entry_name("paper", tag)  # a bad tag fails before the file is read
     loaded = read_paper_checkpoint(path, neuron=neuron, lambda_=lambda_)
@@ -535,6 +536,8 @@ def import_paper_checkpoint(
             recipe=recipe,
             model_kwargs=model_kwargs,
             notes=notes or f"Imported from {layout.script} ({layout.network}, neuron {layout.neuron_code}).",
+            license=license,
+            training={"imported_from": f"a checkpoint of the paper's code ({layout.script}, {Path(path).name})"},
         ),
         overwrite=overwrite,
     )
@@ -543,13 +546,15 @@ def import_paper_checkpoint(
 def import_spikingjelly_state(
     path: str | Path, architecture: str, tag: str, out_dir: str | Path, *, neuron: str | Mapping[str, Any], T: int,
     num_classes: int, in_channels: int = 3, model_kwargs: Mapping[str, Any] | None = None, image_size: int = 224,
-    notes: str = "", overwrite: bool = False,
+    notes: str = "", overwrite: bool = False, license: str = "unknown",
 ) -> CheckpointInfo:  # fmt: skip
     """A SpikingJelly 2.0.0 model state dict (``torch.save``d, read with ``weights_only=True``) -> an entry.
 
     ``neuron`` is a spec (``"lif"`` or ``{"name": "lif", "tau": 2.0}``); ``model_kwargs`` are the builder's other
     arguments as SpikingJelly's model was built (e.g. ``{"cnf": "IAND"}`` for a SEW-ResNet): they are not in the
     state dict, so they must be given. An entry already listed under the name is replaced only with ``overwrite``.
+    ``license``: the weights' licence (``unknown`` by default: a state dict says nothing of it); the record says
+    that the weights were trained outside psn_zoo (``training.imported_from``), on data it does not know.
     """
     name = entry_name(architecture, tag)
     ensure_new_entry(Path(out_dir), name, overwrite)
@@ -587,6 +592,8 @@ def import_spikingjelly_state(
             recipe="(imported from SpikingJelly)",
             model_kwargs=extra,
             notes=notes or "Imported from a SpikingJelly 2.0.0 state dict.",
+            license=license,
+            training={"imported_from": f"a SpikingJelly 2.0.0 state dict ({Path(path).name})"},
         ),
         overwrite=overwrite,
     )

@@ -69,7 +69,14 @@ class DvsVGG(SpikingModel):
         return hidden if pre_logits else self.classifier[1](hidden)
 
 
-@register_model("paper_cifar10dvs_vgg", family="paper", paper=True)
+#: The paper's CIFAR10-DVS neuron: sliding PSN of order 2 with exponential initialisation.
+PAPER_VGG_NEURON = {"name": "sliding_psn", "k": 2, "exp_init": True}
+#: The TEBN code's LIFSpike (tau=0.25 there is the decay factor): V = 0.25·V + X, hard reset to 0, threshold 1.
+VGGSNN_NEURON = {"name": "lif", "tau": 4.0 / 3.0, "decay_input": False, "v_reset": 0.0, "v_threshold": 1.0,
+                 "surrogate": "triangle"}  # fmt: skip
+
+
+@register_model("paper_cifar10dvs_vgg", family="paper", paper=True, default_neuron=PAPER_VGG_NEURON)
 def paper_cifar10dvs_vgg(
     *,
     neuron=None,
@@ -85,7 +92,7 @@ def paper_cifar10dvs_vgg(
 
     ``width_mult`` scales every conv width (e.g. 0.25 for small inputs such as N-Digits' 34×34 frames).
     """
-    neuron = {"name": "sliding_psn", "k": 2, "exp_init": True} if neuron is None else neuron
+    neuron = PAPER_VGG_NEURON if neuron is None else neuron
     return DvsVGG(
         input_size=input_size,
         dropout=dropout,
@@ -98,12 +105,7 @@ def paper_cifar10dvs_vgg(
     )
 
 
-#: The TEBN code's LIFSpike (tau=0.25 there is the decay factor): V = 0.25·V + X, hard reset to 0, threshold 1.
-VGGSNN_NEURON = {"name": "lif", "tau": 4.0 / 3.0, "decay_input": False, "v_reset": 0.0, "v_threshold": 1.0,
-                 "surrogate": "triangle"}  # fmt: skip
-
-
-@register_model("paper_cifar10dvs_vggsnn", family="paper", paper=True)
+@register_model("paper_cifar10dvs_vggsnn", family="paper", paper=True, default_neuron=VGGSNN_NEURON)
 def paper_cifar10dvs_vggsnn(
     *, neuron=None, T=10, num_classes=10, in_channels=2, input_size=48, dropout=0.25, width_mult=1.0, **neuron_kwargs
 ):

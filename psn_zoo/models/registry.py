@@ -13,7 +13,7 @@ from typing import Any
 
 from torch import nn
 
-from .._registry import Registry
+from .._registry import Pattern, Registry
 from ..neurons import NEURONS, NeuronSpec
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
@@ -21,8 +21,20 @@ MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 
 def register_model(name: str, **meta: Any) -> Callable[[Callable[..., nn.Module]], Callable[..., nn.Module]]:
     """Register a builder. ``meta``: ``family``, ``paper`` (one of the paper's own networks),
-    ``spikingjelly`` (the equivalent SpikingJelly 2.0.0 builder, if any)."""
-    return MODELS.register(name, **meta)
+    ``spikingjelly`` (the equivalent SpikingJelly 2.0.0 builder, if any), ``default_neuron`` (the neuron spec it
+    builds when its ``neuron`` argument defaults to None: required then, so that listings show what is built)."""
+    register = MODELS.register(name, **meta)
+
+    def decorator(builder: Callable[..., nn.Module]) -> Callable[..., nn.Module]:
+        param = _builder_params(builder).get("neuron")
+        if param is not None and param.default is None and meta.get("default_neuron") is None:
+            raise TypeError(
+                f"model {name!r}: its builder's neuron defaults to None, so register it with default_neuron=<the "
+                "spec it builds then> (psn-zoo models and model_info show it)"
+            )
+        return register(builder)
+
+    return decorator
 
 
 def _builder_params(builder: Callable[..., nn.Module]) -> dict[str, inspect.Parameter]:
@@ -62,8 +74,9 @@ def build_model(name: str, **kwargs: Any) -> nn.Module:
     return entry.obj(neuron=spec, **kwargs)  # the builder gets one parsed neuron spec, its own arguments besides
 
 
-def list_architectures(pattern: str | None = None, *, paper: bool | None = None) -> list[str]:
-    """Registered architecture names (fnmatch ``pattern``, e.g. ``"sew*"``); ``paper=True``: the paper's only."""
+def list_architectures(pattern: Pattern = None, *, paper: bool | None = None) -> list[str]:
+    """Registered architecture names (an fnmatch ``pattern``, e.g. ``"sew*"``, or a list of them; case-insensitive);
+    ``paper=True``: the paper's only."""
     names = MODELS.names(pattern)
     if paper is None:
         return names
@@ -71,11 +84,16 @@ def list_architectures(pattern: str | None = None, *, paper: bool | None = None)
 
 
 def model_info(name: str) -> dict[str, Any]:
-    """What a model is: family, defaults of its builder, input layout, and its SpikingJelly equivalent."""
+    """What a model is: family, defaults of its builder, the neuron it builds by default (``neuron``, a spec dict:
+    the builder's own choice where its ``neuron`` argument defaults to None), input layout, and its SpikingJelly
+    equivalent."""
     entry = MODELS.get(name)
     defaults = {n: p.default for n, p in _builder_params(entry.obj).items()}
+    neuron = defaults.get("neuron")
+    neuron = entry.meta.get("default_neuron") if neuron is None else neuron
     return {
         "name": entry.name,
+        "neuron": NeuronSpec.parse(neuron).to_dict() if neuron is not None else None,
         "family": entry.meta.get("family"),
         "paper": bool(entry.meta.get("paper", False)),
         "spikingjelly": entry.meta.get("spikingjelly"),

@@ -1,7 +1,8 @@
 """``psn-zoo demo``: the zoo's main job, end to end on the embedded N-Digits data, offline.
 
 1. generate N-Digits (first run only, progress bar) and read it through ``tonic.datasets.NMNIST``;
-2. load a published checkpoint (default: the PSN VGG) and evaluate it on the test split;
+2. load a published checkpoint (default: the PSN VGG; ``--entry`` any published entry, e.g. a sequential-digits one,
+   whose data is embedded) and evaluate it on its test split;
 3. fine-tune it for ``epochs`` with Lightning's Trainer, logging to W&B (offline without credentials);
 4. evaluate again, save the checkpoint, print where everything is and what to try next.
 """
@@ -36,7 +37,8 @@ class DemoResult:
     checkpoint: Path
     wandb_dir: Path | None
     seconds: float
-    data_dir: Path
+    #: where the data is (None for data that is embedded in psn_zoo, such as the sequential digits)
+    data_dir: Path | None
     #: the data arguments the demo changed from the recipe's (``--data.init_args.<name> <value>``)
     data_overrides: tuple[str, ...] = ()
 
@@ -94,9 +96,11 @@ def run_demo(
         log_every_n_steps=10,
         deterministic=True,
     )
-    _say(f"[1/3] evaluating {entry} (published top-1 {100 * info.metrics['top1']:.2f} %) on the N-Digits test split")
+    dataset = info.dataset.get("name") or type(dm).__name__
+    _say(f"[1/3] evaluating {entry} (published top-1 {100 * info.metrics['top1']:.2f} %) on the {dataset} test split")
     before = trainer.test(module, datamodule=dm, verbose=False)[0]["test/acc"]
-    if not len(dm.datasets["val"]):  # a shrunken run (images_per_class) may hold out no image: fine-tune unvalidated
+    if not len(getattr(dm, "datasets", {}).get("val", ())):  # a shrunken run (images_per_class) may hold out no
+        # image: fine-tune unvalidated
         trainer.limit_val_batches = 0
     _say(f"[2/3] fine-tuning for {epochs} epoch(s) with Lightning's Trainer (SGD, lr {lr}, cosine)")
     trainer.fit(module, datamodule=dm)
@@ -114,7 +118,7 @@ def run_demo(
         checkpoint=Path(checkpoint.last_model_path or checkpoint.best_model_path).resolve(),
         wandb_dir=wandb_dir.resolve() if wandb_dir else None,
         seconds=time.perf_counter() - start,
-        data_dir=dm.data_dir.resolve(),
+        data_dir=Path(dm.data_dir).resolve() if getattr(dm, "data_dir", None) is not None else None,
         data_overrides=() if images_per_class is None else ("--data.init_args.images_per_class", str(images_per_class)),
     )
     _say(report(result, info.recipe))
@@ -134,11 +138,12 @@ def report(result: DemoResult, recipe: str) -> str:
     if result.wandb_dir is not None:
         lines += [f"  W&B run:    {result.wandb_dir}", f"              upload it with: wandb sync {result.wandb_dir}"]
     name = Path(recipe).stem  # a shipped recipe, by name: the commands work from any directory
-    data = shlex.join(("--data.init_args.data_dir", str(result.data_dir), *result.data_overrides))
+    where = ("--data.init_args.data_dir", str(result.data_dir)) if result.data_dir is not None else ()
+    data = shlex.join((*where, *result.data_overrides))
     lines += [
         "",
         "next steps:",
-        f"  psn-zoo test --config {name} --ckpt_path {shlex.quote(str(result.checkpoint))} {data}",
+        f"  psn-zoo test --config {name} --ckpt_path {shlex.quote(str(result.checkpoint))} {data}".rstrip(),
         "  psn-zoo pretrained                      # every published checkpoint and its numbers",
         "  python -c \"import psn_zoo; m = psn_zoo.load_pretrained('" + result.entry + "')\"",
         "  psn-zoo recipes                         # the training recipes that ship with psn-zoo",

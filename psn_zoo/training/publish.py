@@ -1,14 +1,19 @@
-"""Turn a trained Lightning checkpoint into a published entry: evaluate it on its recipe's test split, count its
-operations, store the weights as safetensors (fp16 when that changes nothing measurable), write the manifest
-record and the model card."""
+"""Turn a trained Lightning checkpoint into a published entry: check that it was trained on its recipe's data,
+evaluate it on the recipe's test split, count its operations, store the weights as safetensors (fp16 when that
+changes nothing measurable), write the manifest record and the model card (which says how the weights were trained:
+the recipe, or the recipe with the overrides the checkpoint records)."""
 
 from __future__ import annotations
 
 import dataclasses
+import inspect
+import json
+import shlex
 from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..datamodules.pretrained import RUNTIME_ARGS, datamodule_class, datamodule_names
@@ -16,9 +21,11 @@ from ..datamodules.transform_spec import transform_spec
 from ..efficiency import measure_efficiency
 from ..hub.metadata import CheckpointInfo
 from ..hub.publish import ensure_new_entry, make_info, write_entry
+from ..safe_load import checked_checkpoint, load_torch_file
 from .classifier import SpikingClassifier
 from .cli import run_cli
 from .data_fingerprint import eval_data_of
+from .recipes import resolve_config
 
 
 @torch.no_grad()
@@ -46,7 +53,13 @@ def _input_spec(dm: Any) -> dict[str, Any]:
             "transform": {"steps": transform_spec(dm)},
         }
     if len(dm.input_shape) == 3 and getattr(dm, "T", None):
-        transform = {"layout": "image columns as time steps", **{k: v for k, v in hp.items() if k == "augment"}}
+        extra = {k: v for k, v in hp.items() if k == "augment"}
+        if hp.get("permute_pixels", getattr(dm, "permute_pixels", False)):  # what each step holds is the order's
+            seed = int(hp.get("permutation_seed", getattr(dm, "permutation_seed", 0)))
+            layout = f"pixels in one fixed random order (permutation_seed {seed}), {dm.input_shape[-1]} per time step"
+            transform = {"layout": layout, "permute_pixels": True, "permutation_seed": seed, **extra}
+        else:
+            transform = {"layout": "image columns as time steps", **extra}
         return {"kind": "sequence", "shape": list(dm.input_shape), "sensor_size": None, "transform": transform}
     return {"kind": "static_image", "shape": list(dm.input_shape), "sensor_size": None, "transform": {}}
 
@@ -94,6 +107,114 @@ def _check_recipe_rebuilds(recipe: str | Path, module: Any, cli: Any) -> None:
         )
 
 
+#: The SpikingClassifier arguments that say how a model is trained (not what it is: MODEL_KEYS); a checkpoint whose
+#: values differ from the recipe's was not trained by the recipe as it stands, and its card says so
+TRAINING_KEYS = ("loss", "label_smoothing", "tet_lambda", "tet_means", "mixup_alpha", "cutmix_alpha", "optimizer",
+                 "lr", "momentum", "weight_decay", "scheduler", "step_size", "gamma", "freeze_backbone")  # fmt: skip
+#: Trainer settings that change what a run trains (compared when the run's config.yaml is next to its checkpoint)
+TRAINER_KEYS = ("max_epochs", "max_steps", "accumulate_grad_batches", "gradient_clip_val", "gradient_clip_algorithm",
+                "precision", "limit_train_batches", "overfit_batches")  # fmt: skip
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as comparable plain data (tuples and lists alike, numbers as JSON has them)."""
+    return json.loads(json.dumps(value, default=str))
+
+
+def _data_arguments(cls: type, hparams: Any) -> dict[str, Any]:
+    """What selects and prepares the data of a DataModule's hyperparameters: every argument but the runtime ones
+    (``RUNTIME_ARGS``: where and how it is read), defaults filled in from ``cls``'s signature (a checkpoint written
+    before an argument existed records none: it had the default)."""
+    params = inspect.signature(cls).parameters.values()
+    defaults = {p.name: p.default for p in params if p.default is not inspect.Parameter.empty}
+    values = {**defaults, **{k: v for k, v in dict(hparams or {}).items() if not str(k).startswith("_")}}
+    return {k: _plain(v) for k, v in values.items() if k not in RUNTIME_ARGS}
+
+
+def _check_recipe_data(ckpt: str | Path, recipe: str | Path, recorded: Any, dm: Any) -> None:
+    """The checkpoint must have been trained on the data the recipe evaluates: the same DataModule with the same
+    arguments (the split seed, the images, the reading order...). Otherwise the recipe's test split may hold its
+    training images (another data seed) or be another task (permuted pixels): refused, naming what differs."""
+    fix = (
+        "Publish it with a recipe whose data arguments are the checkpoint's (the one it was trained with; add a "
+        "recipe file under psn_zoo/recipes when it was trained with --data overrides, as seqdigits_permuted_pmsn is)"
+    )
+    if not isinstance(recorded, dict):
+        raise ValueError(
+            f"{ckpt} does not record the data it was trained on (no datamodule_hyper_parameters: not written by "
+            "psn-zoo fit or Lightning's Trainer with a LightningDataModule), so psn_zoo cannot check that the test "
+            f"split of {recipe} was not in its training data. {fix}"
+        )
+    theirs = str(recorded.get("_class_path") or "").rpartition(".")[2]
+    if theirs and theirs != type(dm).__name__:
+        raise ValueError(
+            f"{ckpt} was trained on {theirs}, but recipe {recipe} evaluates {type(dm).__name__}. {fix}"
+        )
+    trained, evaluated = _data_arguments(type(dm), recorded), _data_arguments(type(dm), dm.hparams)
+    differ = [k for k in sorted(set(trained) | set(evaluated)) if trained.get(k) != evaluated.get(k)]
+    if differ:
+        diff = ", ".join(f"{k}: checkpoint {trained.get(k)!r}, recipe {evaluated.get(k)!r}" for k in differ)
+        raise ValueError(
+            f"{ckpt} was trained on other data than recipe {recipe} evaluates ({type(dm).__name__} {diff}): the "
+            "recipe's test split is not the held-out data of its training (another split seed shares images with "
+            f"it), so its numbers there would not be a test. {fix}"
+        )
+
+
+def _run_config(ckpt: str | Path, recorded: dict[str, Any]) -> dict[str, Any] | None:
+    """The ``config.yaml`` psn-zoo fit saved next to a local checkpoint (its trainer settings), if it is there and
+    belongs to this run (its data arguments are the checkpoint's)."""
+    path = Path(str(ckpt)).expanduser().parent / "config.yaml"
+    if "://" in str(ckpt) or not path.is_file():
+        return None
+    try:
+        config = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return None
+    if not isinstance(config, dict):
+        return None
+    config = config.get("fit", config)  # a config saved with its subcommand
+    data = config.get("data") if isinstance(config.get("data"), dict) else {}
+    args = data.get("init_args", data) if isinstance(data.get("init_args", data), dict) else {}
+    mine = {k: _plain(v) for k, v in args.items() if k not in RUNTIME_ARGS}
+    theirs = {k: _plain(v) for k, v in recorded.items() if k in mine}
+    return config if mine == theirs else None
+
+
+def _overrides(ckpt: str | Path, raw: dict[str, Any], module: Any, cli: Any) -> dict[str, Any]:
+    """How the checkpoint's training differs from the recipe's (``training`` of the entry): the model's training
+    arguments, the origin of fine-tuned weights and, when the run's config.yaml is next to the checkpoint, the
+    trainer settings and seed."""
+    overrides: list[str] = []
+    recipe_hp, ckpt_hp = dict(cli.model.hparams), dict(module.hparams)
+    for key in TRAINING_KEYS:
+        if key in ckpt_hp and _plain(ckpt_hp[key]) != _plain(recipe_hp.get(key)):
+            overrides.append(f"--model.{key} {shlex.quote(str(ckpt_hp[key]))}")
+    tuned = raw.get("fine_tuned_from") or ckpt_hp.get("pretrained")
+    if tuned and str(tuned) != str(recipe_hp.get("pretrained")):
+        overrides.append(f"--model.pretrained {shlex.quote(str(tuned))}")
+    config = _run_config(ckpt, dict(raw.get("datamodule_hyper_parameters") or {}))
+    recipe = cli.config.get("trainer") or {}
+    max_epochs = None
+    if config is not None:
+        run = config.get("trainer") if isinstance(config.get("trainer"), dict) else {}
+        for key in TRAINER_KEYS:
+            if key in run and _plain(run[key]) != _plain(recipe.get(key)):
+                overrides.append(f"--trainer.{key} {shlex.quote(str(run[key]))}")
+        max_epochs = run.get("max_epochs") if isinstance(run.get("max_epochs"), int) else None
+        seed = config.get("seed_everything")
+        if "seed_everything" in config and _plain(seed) != _plain(cli.config.get("seed_everything")):
+            overrides.append(f"--seed_everything {shlex.quote(str(seed))}")
+    epoch = raw.get("epoch")
+    return {
+        "follows_recipe": not overrides,
+        "overrides": overrides,
+        "epochs": epoch + 1 if isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 0 else None,
+        "max_epochs": max_epochs,
+        "fine_tuned_from": str(tuned) if tuned else None,
+    }
+
+
 def _datamodule_name(dm: Any) -> str:
     """The manifest's ``dataset.datamodule``: the class name of one of psn_zoo's DataModules."""
     name = type(dm).__name__
@@ -115,22 +236,34 @@ def publish_checkpoint(
     fp16: bool | None = None,
     notes: str = "",
     overwrite: bool = False,
+    license: str = "MIT",
 ) -> CheckpointInfo:
     """Evaluate ``ckpt`` on the test split of ``recipe``'s data and publish it as ``name`` into ``out_dir``.
 
-    ``fp16=None`` stores fp16 weights if they lose nothing: their top-1 is at least the fp32 weights'. The
-    manifest's numbers are always those of the weights as stored. The checkpoint (a path or an http(s) URL) is read
-    with ``weights_only=True`` only; an entry already listed under ``name`` is replaced only with ``overwrite``.
+    The checkpoint must have been trained on the recipe's data (its recorded DataModule arguments are the
+    recipe's) and be the recipe's model; training arguments that differ from the recipe's (learning rate, epochs,
+    fine-tuning...) are recorded in the entry's ``training`` and on its card. ``fp16=None`` stores fp16 weights if
+    they lose nothing: their top-1 is at least the fp32 weights'. The manifest's numbers are always those of the
+    weights as stored. The checkpoint (a path or an http(s) URL) is read with ``weights_only=True`` only; an entry
+    already listed under ``name`` is replaced only with ``overwrite``.
     """
     ensure_new_entry(Path(out_dir), name, overwrite)  # the name checked, before the (long) evaluation
-    module = SpikingClassifier.load_from_checkpoint(str(ckpt), map_location="cpu", weights_only=True)
+    with checked_checkpoint(ckpt) as path:  # a URL is downloaded once, read with weights_only
+        raw = load_torch_file(path)
+        module = SpikingClassifier.load_from_checkpoint(str(path), map_location="cpu", weights_only=True)
+    try:
+        config = resolve_config(str(recipe))
+    except FileNotFoundError as err:  # its message names the flag of the training commands
+        raise FileNotFoundError(str(err).replace("--config ", "--recipe ", 1)) from None
     model = module.model.eval()
     if name.split(".", 1)[0] != module.hparams.model:
         raise ValueError(f"entry name {name!r} must start with the architecture {module.hparams.model!r}")
     _check_recipe_args(data_args or [])
-    cli = run_cli(["--config", str(recipe), "--trainer.logger", "false", *(data_args or [])], run=False)
+    cli = run_cli(["--config", config, "--trainer.logger", "false", *(data_args or [])], run=False)
     _check_recipe_rebuilds(recipe, module, cli)
     dm = cli.datamodule
+    _check_recipe_data(ckpt, recipe, raw.get("datamodule_hyper_parameters"), dm)
+    training = _overrides(ckpt, raw, module, cli)
     dm.prepare_data()
     dm.setup("test")
     loader = dm.test_dataloader()
@@ -171,6 +304,8 @@ def publish_checkpoint(
             recipe=str(recipe),
             model_kwargs=dict(module.hparams.model_kwargs or {}),
             notes=notes,
+            license=license,
+            training=training,
         ), eval_data=eval_data),
         fp16=use_fp16,
         overwrite=overwrite,
