@@ -35,7 +35,8 @@
 #define BLK 64          /* columns per block: 4 AVX-512 vectors; a [32, 64] float block is 8 KiB */
 #define SPAN (4 * BLK)  /* columns per backward step: the grad_W tiles amortise their partial sums over it */
 #define LANES 16        /* partial sums per (t, k) of grad_W and per t of grad_b */
-#define GROUPS 64       /* the backward's parameter-gradient partial sums: one per group of spans, at most GROUPS */
+#define GROUPS 64       /* the backward's parameter-gradient partial sums: one per group of spans, at most GROUPS, */
+#define GROUP_SPANS 16  /* each of at least GROUP_SPANS spans (a group's lane reduction costs a fraction of one) */
 #define RB 4            /* rows per register block */
 _Static_assert(RB == 4, "the tile switches in mat_block and outer_block list the sizes 1..4");
 
@@ -342,6 +343,19 @@ void psn_forward(const float *W, int lo, int hi, const float *bias, const float 
     free(neg_bias);
 }
 
+/* The sum of LANES partial sums by a fixed pairwise tree (the same IEEE additions on every build; a few vector
+ * instructions where a sequential chain of LANES dependent additions would dominate a group's cost), leaving them
+ * zero for the next group. */
+static inline float take_lanes(float *v) {
+    _Static_assert(LANES == 16, "take_lanes' tree has four levels");
+    float s[8];
+    for (int i = 0; i < 8; ++i) s[i] = v[i] + v[i + 8];
+    for (int i = 0; i < 4; ++i) s[i] = s[i] + s[i + 4];
+    for (int i = 0; i < 2; ++i) s[i] = s[i] + s[i + 2];
+    memset(v, 0, sizeof(float) * LANES);
+    return s[0] + s[1];
+}
+
 /* Backward through the ATan surrogate, a = α/2 and c = π·a as float32 (SJ's constants); Wᵀ is read out of W.
  * membrane: the forward's stored W·x ([T, N], psn_forward's membrane output), or NULL: then it is recomputed from x
  * (one GEMM more, no [T, N] kept between the passes); the bits are the same either way. Any output pointer may be
@@ -356,7 +370,7 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
     /* The columns are split into a fixed number of groups of spans, whatever the thread count: each group's sums of
      * grad_W and grad_b go to its own slot, and the slots are added in group order after the parallel region, so
      * every thread count (and schedule) gives the same bits. */
-    const int64_t groups = spans < GROUPS ? spans : GROUPS;
+    const int64_t fit = spans / GROUP_SPANS, groups = fit < 1 ? 1 : fit < GROUPS ? fit : GROUPS;
     float *part_w = calloc((size_t)groups * T * T, sizeof(float)), *part_b = calloc((size_t)groups * T, sizeof(float));
     const Matrix w = make_matrix(W, T, lo, hi, 0), wt = make_matrix(W, T, hi, lo, 1); /* Wᵀ's band: lo, hi swap */
 #pragma omp parallel num_threads(threads)
@@ -365,12 +379,11 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
         float *buf = malloc(sizeof(float) * T * SPAN * 5);
         float *h = buf, *gh = buf + T * SPAN, *xb = buf + 2 * T * SPAN, *gb = buf + 3 * T * SPAN;
         float *mb = buf + 4 * T * SPAN;
-        float *lw = grad_w ? malloc(sizeof(float) * T * T * LANES) : NULL;
-        float *lb = malloc(sizeof(float) * T * LANES);
+        /* lane-wise partial sums of the current group, zeroed here and by each group's reduction as it reads them */
+        float *lw = grad_w ? calloc((size_t)T * T * LANES, sizeof(float)) : NULL;
+        float *lb = calloc((size_t)T * LANES, sizeof(float));
 #pragma omp for schedule(static)
         for (int64_t group = 0; group < groups; ++group) {
-            if (lw) memset(lw, 0, sizeof(float) * T * T * LANES);
-            memset(lb, 0, sizeof(float) * T * LANES);
             for (int64_t b = group * spans / groups; b < (group + 1) * spans / groups; ++b) {
                 const int64_t j0 = b * SPAN, n = N - j0 < SPAN ? N - j0 : SPAN;
                 const float *in = x + j0, *g = grad + j0, *m = membrane ? membrane + j0 : NULL;
@@ -401,16 +414,9 @@ void psn_backward(const float *W, int lo, int hi, const float *bias, const float
             }
             if (grad_w)
                 for (int t = 0; t < T; ++t)
-                    for (int k = imax(0, t - lo); k <= imin(T - 1, t + hi); ++k) {
-                        float sum = 0.f;
-                        for (int l = 0; l < LANES; ++l) sum += lw[(t * T + k) * LANES + l];
-                        part_w[(size_t)group * T * T + t * T + k] = sum;
-                    }
-            for (int i = 0; i < T; ++i) {
-                float sum = 0.f;
-                for (int l = 0; l < LANES; ++l) sum += lb[i * LANES + l];
-                part_b[(size_t)group * T + i] = sum;
-            }
+                    for (int k = imax(0, t - lo); k <= imin(T - 1, t + hi); ++k)
+                        part_w[(size_t)group * T * T + t * T + k] = take_lanes(lw + (t * T + k) * LANES);
+            for (int i = 0; i < T; ++i) part_b[(size_t)group * T + i] = take_lanes(lb + i * LANES);
         }
         free(lw);
         free(lb);
