@@ -72,6 +72,12 @@ def test_offline_wandb_run_is_complete(tmp_path):
     assert (
         run_log.config["model"] == "paper_seq_cnn" and run_log.config["neuron"] == "psn" and run_log.config["T"] == 28
     )
+    # the whole resolved configuration, not only the model's hyperparameters: seed, trainer, data, callbacks
+    assert run_log.config["seed_everything"] == 0 and run_log.config["trainer.max_epochs"] == 2
+    assert {"trainer.precision", "trainer.accumulate_grad_batches", "trainer.gradient_clip_val"} <= set(run_log.config)
+    assert run_log.config["data.class_path"] == TINY_DATA["class_path"] and run_log.config["model.lr"] == 0.05
+    assert run_log.config["trainer.callbacks.0.class_path"] == "lightning.pytorch.callbacks.ModelCheckpoint"
+    assert run_log.config["trainer.callbacks.0.init_args.monitor"] == "val/acc"
     train_rows = [row for row in run_log.history if "train/loss_step" in row]
     val_rows = [row for row in run_log.history if "val/acc" in row]
     assert len(train_rows) >= 2 and len(val_rows) == 2

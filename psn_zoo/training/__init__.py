@@ -1,6 +1,13 @@
 """Training and fine-tuning with Lightning: the classifier module, losses, callbacks, W&B logging."""
 
-from .callbacks import EpochClock, LearningRateMonitor, MaskedPSNSchedule, RandomStateCheckpoint, paper_lambda
+from .callbacks import (
+    EpochClock,
+    LearningRateMonitor,
+    MaskedPSNSchedule,
+    PredictionWriter,
+    RandomStateCheckpoint,
+    paper_lambda,
+)
 from .classifier import SpikingClassifier
 from .finetune import load_backbone_weights, read_weights
 from .firing import FiringRateMonitor
@@ -11,6 +18,7 @@ __all__ = [
     "FiringRateMonitor",
     "LearningRateMonitor",
     "MaskedPSNSchedule",
+    "PredictionWriter",
     "RandomStateCheckpoint",
     "SpikingClassifier",
     "ZooWandbLogger",

@@ -1,15 +1,19 @@
-"""Training callbacks: the masked PSN's λ schedule, random-state checkpointing for exact resumes, and a learning-rate
-monitor that a run without a logger skips."""
+"""Training callbacks: the masked PSN's λ schedule, random-state checkpointing for exact resumes, a learning-rate
+monitor that a run without a logger skips, and the prediction writer of ``psn-zoo predict``."""
 
 from __future__ import annotations
 
+import csv
+import itertools
 import random
 import time
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 import numpy as np
 import torch
+from lightning.pytorch.callbacks import BasePredictionWriter
 from lightning.pytorch.callbacks import LearningRateMonitor as _LightningLearningRateMonitor
 from lightning.pytorch.utilities import rank_zero_info
 
@@ -55,17 +59,17 @@ class MaskedPSNSchedule(L.Callback):
         self._set(pl_module, paper_lambda(trainer.current_epoch, trainer.max_epochs, self.factor))
         pl_module.log("masked_psn/lambda", self.lambda_, on_step=False, on_epoch=True, sync_dist=False)
 
-    def on_validation_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        # runs before every ModelCheckpoint's on_validation_end (Lightning moves checkpoint callbacks last)
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        # the epoch's metrics are final here (Lightning computes them before this hook); logged through the module,
+        # val/acc_causal goes to the loggers with val/acc's step and epoch, and to callback_metrics before any
+        # ModelCheckpoint reads it
         value = trainer.callback_metrics.get(self.monitor)
         if value is None or trainer.sanity_checking:
             return
         masked = [m for m in pl_module.modules() if isinstance(m, MaskedPSN)]
         causal = all(float(m.lambda_) >= 1.0 for m in masked)
-        trainer.callback_metrics[self.CAUSAL_KEY] = value.clone() if causal else torch.zeros_like(value)
-        if trainer.logger is not None and trainer.is_global_zero:
-            trainer.logger.log_metrics({self.CAUSAL_KEY: float(trainer.callback_metrics[self.CAUSAL_KEY])},
-                                       step=trainer.global_step)  # fmt: skip
+        causal_value = value.detach().clone() if causal else torch.zeros_like(value)
+        pl_module.log(self.CAUSAL_KEY, causal_value, on_step=False, on_epoch=True, sync_dist=False)
 
     def state_dict(self) -> dict[str, Any]:
         return {"lambda_": self.lambda_, "factor": self.factor}
@@ -176,3 +180,98 @@ class EpochClock(L.Callback):
             {"epoch": trainer.current_epoch, "seconds": seconds, "samples": samples, "samples_per_s": rate}
         )
         pl_module.log("train/samples_per_s", rate, on_epoch=True, sync_dist=False, rank_zero_only=True)
+
+
+def run_folder(trainer: L.Trainer) -> Path:
+    """The folder of a run's own files: the first logger's ``<save_dir>/<name>/<version>`` (where Lightning's
+    ``ModelCheckpoint`` puts ``checkpoints/``), or ``default_root_dir`` without a logger."""
+    if trainer.loggers:
+        logger = trainer.loggers[0]
+        version = logger.version
+        version = version if isinstance(version, str) else f"version_{version}"
+        return Path(logger.save_dir or trainer.default_root_dir) / str(logger.name) / version
+    return Path(trainer.default_root_dir)
+
+
+def free_path(folder: Path, name: str) -> Path:
+    """``folder/name``, or the first of ``stem-2.suffix``, ``stem-3.suffix``... that does not exist: a run never
+    overwrites a file an earlier run left in the same folder."""
+    path = folder / name
+    stem, suffix = path.stem, path.suffix
+    for n in itertools.count(2):
+        if not path.exists():
+            return path
+        path = folder / f"{stem}-{n}{suffix}"
+    raise AssertionError("unreachable")
+
+
+class PredictionWriter(BasePredictionWriter):
+    """Write what ``predict_step`` returns to ``<run folder>/predictions.csv`` (``predictions-2.csv``... when one is
+    there) at the end of ``predict`` and print its path. ``psn-zoo predict`` has one by default, which steps aside
+    when the configuration has its own ``BasePredictionWriter`` (this one with another ``filename``, say).
+
+    One row per sample, ordered by its index in the predicted dataset: ``index``, then each output (``target``,
+    ``pred``, and ``probs_0`` ... ``probs_<classes-1>`` for :class:`SpikingClassifier`). Under DDP the ranks' rows
+    are gathered into one file.
+    """
+
+    def __init__(self, filename: str = "predictions.csv") -> None:
+        super().__init__(write_interval="epoch")
+        self.filename = filename
+        self.path: Path | None = None
+        self.fallback = False  # the CLI's default one: steps aside for a configured BasePredictionWriter
+        self._active = False
+
+    def setup(self, trainer: L.Trainer, pl_module: L.LightningModule, stage: str) -> None:
+        others = [c for c in trainer.callbacks if isinstance(c, BasePredictionWriter) and c is not self
+                  and not getattr(c, "fallback", False)]  # fmt: skip
+        self._active = stage == "predict" and not (self.fallback and others)
+
+    def write_on_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, predictions: Any,
+                           batch_indices: Any) -> None:  # fmt: skip
+        if not self._active:
+            return
+        if predictions and isinstance(predictions[0], list):  # several dataloaders: one list each
+            predictions, batch_indices = predictions[0], (batch_indices or [[]])[0]
+        columns, rows = _prediction_rows(predictions, batch_indices, trainer.global_rank)
+        if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
+            gathered: list[Any] = [None] * trainer.world_size
+            torch.distributed.all_gather_object(gathered, rows)
+            rows = [row for part in gathered for row in part]
+        if not trainer.is_global_zero:
+            return
+        rows.sort(key=lambda row: row[0])  # by dataset index
+        folder = run_folder(trainer)
+        folder.mkdir(parents=True, exist_ok=True)
+        self.path = free_path(folder, self.filename)
+        with self.path.open("w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(["index", *columns])
+            writer.writerows(row[1:] for row in rows)
+        rank_zero_info(f"predict: wrote the predictions of {len(rows)} samples to {self.path}")
+
+
+def _prediction_rows(predictions: list[Any], batch_indices: list[Any], rank: int) -> tuple[list[str], list[list]]:
+    """The column names and the rows ``[sort key, index, values...]`` of ``predict_step``'s outputs: a dict of tensors
+    (or one tensor, ``output``), each ``[B]`` (one column) or ``[B, K]`` (``name_0`` ... ``name_<K-1>``). The index is
+    the sample's index in the dataset (the sampler's), or its position on this rank when the loader has none."""
+    columns: list[str] = []
+    rows: list[list] = []
+    position = 0
+    for i, out in enumerate(predictions):
+        out = out if isinstance(out, dict) else {"output": out}
+        tensors = {k: v.detach().cpu() for k, v in out.items() if isinstance(v, torch.Tensor) and v.dim() in (1, 2)}
+        tensors = dict(sorted(tensors.items(), key=lambda kv: (kv[1].dim(), kv[0] != "target")))  # target, pred, probs
+        if not tensors:
+            continue
+        if not columns:
+            for key, value in tensors.items():
+                columns += [key] if value.dim() == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
+        size = next(iter(tensors.values())).shape[0]
+        indices = list(batch_indices[i]) if batch_indices and i < len(batch_indices) and batch_indices[i] else []
+        keys = [(0, int(n)) for n in indices] if len(indices) == size else [(rank, position + j) for j in range(size)]
+        position += size
+        per_sample = [v.reshape(size, -1).tolist() for v in tensors.values()]  # ints stay ints, floats floats
+        for j in range(size):
+            rows.append([keys[j], keys[j][1], *(x for values in per_sample for x in values[j])])
+    return columns, rows

@@ -8,6 +8,7 @@ source is kept under the checkpoint's ``fine_tuned_from`` key) and never re-appl
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -15,6 +16,7 @@ from typing import IO, Any, Literal
 import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
+from lightning.pytorch.utilities import rank_zero_info
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, list_models
@@ -39,15 +41,19 @@ class SpikingClassifier(L.LightningModule):
         in_channels: input channels (2 for event frames' polarities).
         model_kwargs: further builder arguments (``input_size``, ``width_mult``, ``cnf``, ``head``...).
         loss: ``"ce"`` on the time-averaged logits, or ``"tet"`` (per-step CE + λ·MSE to ``tet_means``).
-        label_smoothing: label smoothing of the cross-entropy.
-        tet_lambda: TET's λ. tet_means: TET's regularisation target.
-        mixup_alpha: Mixup's Beta parameter (0 disables). cutmix_alpha: CutMix's (0 disables).
+        label_smoothing: label smoothing of the cross-entropy, in [0, 1].
+        tet_lambda: TET's λ, in [0, 1]. tet_means: TET's regularisation target.
+        mixup_alpha: Mixup's Beta parameter (0 disables). cutmix_alpha: CutMix's (0 disables); its box covers all
+            time steps of event frames, and for a sequence model, whose inputs ``[B, T, C, L]`` are images read
+            column by column, the box is cut from that image (``T x L``, all channels: :func:`mix_batch`).
         optimizer: ``"sgd"`` (momentum) or ``"adamw"``. lr, momentum, weight_decay: its settings.
-        scheduler: ``"cosine"`` (annealed over ``trainer.max_epochs``), ``"step"`` or ``"none"``.
-        step_size: epochs between decays of the step schedule. gamma: its decay factor.
+        scheduler: ``"cosine"`` (annealed over what the trainer will run: per epoch over ``trainer.max_epochs``, or
+            per optimizer step over ``trainer.max_steps`` when that ends the run first), ``"step"`` or ``"none"``.
+        step_size: epochs between decays of the step schedule (≥ 1). gamma: its decay factor (> 0).
         pretrained: published weights (``psn_zoo.list_pretrained()``), a Lightning ``.ckpt`` or a
             ``.safetensors`` file to start from; the classifier is replaced when its size differs.
-        freeze_backbone: train only the classifier.
+        freeze_backbone: train only the classifier; the backbone's normalisation layers stay in eval mode (their
+            running statistics are frozen too), also when the module is put in training mode.
         log_firing_rates: log every neuron layer's firing rate each validation epoch.
         log_input_samples: number of input samples logged as images to W&B once per run (0: none).
     """
@@ -80,6 +86,7 @@ class SpikingClassifier(L.LightningModule):
         log_input_samples: int = 4,
     ) -> None:
         super().__init__()
+        _check_hyperparameters(locals())
         self.save_hyperparameters()
         self.model = create_model(
             model,
@@ -107,6 +114,28 @@ class SpikingClassifier(L.LightningModule):
         )
         self.firing = FiringRateMonitor(self.model)
         self._logged_inputs = False
+        self._cosine_T_max: int | None = None  # the cosine schedule's length (epochs, or steps)
+        self.train(self.training)  # a frozen backbone's norm layers start in eval mode
+
+    # ------------------------------------------------------------------ frozen backbone
+    def frozen_norm_layers(self) -> list[torch.nn.Module]:
+        """The backbone's normalisation layers with running statistics (BatchNorm, SyncBatchNorm, tracking
+        InstanceNorm) when ``freeze_backbone`` is set: they stay in eval mode, so their statistics are frozen with
+        their weights. Empty otherwise."""
+        if not self.hparams.freeze_backbone:
+            return []
+        head = set(self.model.get_classifier().modules())
+        return [m for m in self.model.modules()
+                if isinstance(m, torch.nn.modules.batchnorm._NormBase) and m not in head]  # fmt: skip
+
+    def train(self, mode: bool = True) -> SpikingClassifier:
+        """``nn.Module.train``, keeping a frozen backbone's normalisation layers in eval mode (Lightning calls
+        ``.train()`` at the start of training and after every validation)."""
+        super().train(mode)
+        if mode:
+            for layer in self.frozen_norm_layers():
+                layer.eval()
+        return self
 
     # ------------------------------------------------------------------ checkpoints
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
@@ -151,7 +180,8 @@ class SpikingClassifier(L.LightningModule):
         x, y = batch
         target: torch.Tensor = y
         if stage == "train" and (self.hparams.mixup_alpha > 0 or self.hparams.cutmix_alpha > 0):
-            x, target = mix_batch(x, y, self.hparams.num_classes, self.hparams.mixup_alpha, self.hparams.cutmix_alpha)
+            x, target = mix_batch(x, y, self.hparams.num_classes, self.hparams.mixup_alpha, self.hparams.cutmix_alpha,
+                                  sequence=self.model.input_kind == "sequence")  # fmt: skip
         steps = self.model.forward_steps(x)
         loss = self._loss(steps, target)
         logits = steps.mean(0).detach()
@@ -180,9 +210,14 @@ class SpikingClassifier(L.LightningModule):
             self._shared_step(batch, "test")
 
     def predict_step(self, batch, batch_idx: int) -> dict[str, torch.Tensor]:
+        """``{"probs": [B, classes], "pred": [B]}``, and ``"target": [B]`` when the batch has labels."""
+        labelled = isinstance(batch, (list, tuple)) and len(batch) > 1
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
         probs = self(x).softmax(-1)
-        return {"probs": probs, "pred": probs.argmax(-1)}
+        out = {"probs": probs, "pred": probs.argmax(-1)}
+        if labelled and isinstance(batch[1], torch.Tensor) and batch[1].dim() == 1:
+            out["target"] = batch[1]
+        return out
 
     def on_train_epoch_start(self) -> None:
         dm = getattr(self.trainer, "datamodule", None)
@@ -241,11 +276,60 @@ class SpikingClassifier(L.LightningModule):
         if hp.scheduler == "none":
             return opt
         if hp.scheduler == "cosine":
-            epochs = self.trainer.max_epochs if self.trainer.max_epochs and self.trainer.max_epochs > 0 else 1
-            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=epochs)
+            interval, self._cosine_T_max = self._cosine_length()
+            sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=self._cosine_T_max)
         else:
+            interval = "epoch"
             sched = torch.optim.lr_scheduler.StepLR(opt, step_size=hp.step_size, gamma=hp.gamma)
-        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "epoch"}}
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": interval}}
+
+    def _cosine_length(self) -> tuple[str, int]:
+        """``(interval, T_max)`` of the cosine schedule, over what the trainer will run: per epoch over
+        ``max_epochs``, or per optimizer step over ``max_steps`` when that ends the run first (or the epochs are
+        unbounded). A run with neither is refused."""
+        trainer = self.trainer
+        max_epochs = trainer.max_epochs if trainer.max_epochs is not None and trainer.max_epochs >= 0 else None
+        max_steps = trainer.max_steps if trainer.max_steps is not None and trainer.max_steps > 0 else None
+        if max_steps is not None:
+            if max_epochs is None:
+                return "step", max_steps
+            trainer.estimated_stepping_batches  # noqa: B018 -- sets the training loader up (an epoch's length)
+            batches = trainer.num_training_batches  # inf for a loader without a length
+            per_epoch = math.ceil(batches / max(1, trainer.accumulate_grad_batches)) if math.isfinite(batches) else 0
+            if not per_epoch or max_steps < per_epoch * max_epochs:
+                return "step", max_steps
+        if max_epochs is None:
+            raise ValueError(
+                "--model.scheduler cosine anneals over the run's length, but this run has none (trainer.max_epochs "
+                f"{trainer.max_epochs} and no trainer.max_steps): set --trainer.max_epochs or --trainer.max_steps, or "
+                "use --model.scheduler step or none"
+            )
+        return "epoch", max(1, max_epochs)
+
+    def on_train_start(self) -> None:
+        """A resumed cosine schedule anneals over this run's length: a checkpoint's scheduler state brings the
+        ``T_max`` it was built with, so a run resumed with a larger ``--trainer.max_epochs`` (or ``max_steps``) would
+        reach lr 0 at the old end and rise again. The learning rate continues on this run's curve instead (what a
+        fresh run of this length has at this epoch or step), and says so. An exact resume changes nothing."""
+        if self._cosine_T_max is None:
+            return
+        for config in self.trainer.lr_scheduler_configs:
+            sched = config.scheduler
+            if not isinstance(sched, torch.optim.lr_scheduler.CosineAnnealingLR):
+                continue
+            unit = "epoch" if config.interval == "epoch" else "step"
+            t = self.trainer.current_epoch if unit == "epoch" else self.trainer.global_step
+            if sched.T_max == self._cosine_T_max and sched.last_epoch == t:
+                continue
+            old, sched.T_max, sched.last_epoch = sched.T_max, self._cosine_T_max, t
+            for group, base in zip(sched.optimizer.param_groups, sched.base_lrs, strict=True):
+                group["lr"] = sched.eta_min + (base - sched.eta_min) * (1 + math.cos(math.pi * t / sched.T_max)) / 2
+            sched._last_lr = [group["lr"] for group in sched.optimizer.param_groups]
+            rank_zero_info(
+                f"cosine schedule: the checkpoint annealed over {old}, this run over {sched.T_max} {unit}s; from "
+                f"{unit} {t} on, the learning rate follows the {sched.T_max}-{unit} curve (lr {sched._last_lr[0]:.4g} "
+                "now)"
+            )
 
     # ------------------------------------------------------------------ data checks
     def setup(self, stage: str) -> None:
@@ -272,3 +356,40 @@ class SpikingClassifier(L.LightningModule):
                 "(SpikingClassifier(T=..., num_classes=..., in_channels=...)); psn-zoo fit/validate/test take them "
                 "from the data"
             )
+
+
+#: hyperparameter -> (is the value valid, the rule the error states)
+_RULES: dict[str, tuple[Any, str]] = {
+    "T": (lambda v: v >= 1, "≥ 1 (time steps)"),
+    "num_classes": (lambda v: v >= 1, "≥ 1"),
+    "in_channels": (lambda v: v >= 1, "≥ 1"),
+    "label_smoothing": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (0: no smoothing)"),
+    "tet_lambda": (lambda v: 0.0 <= v <= 1.0, "in [0, 1] (TET's weight of the MSE term; 0: per-step CE only)"),
+    "tet_means": (math.isfinite, "finite"),
+    "mixup_alpha": (lambda v: v >= 0.0, "≥ 0 (0: no Mixup)"),
+    "cutmix_alpha": (lambda v: v >= 0.0, "≥ 0 (0: no CutMix)"),
+    "lr": (lambda v: v >= 0.0, "≥ 0"),
+    "momentum": (lambda v: 0.0 <= v <= 1.0, "in [0, 1]"),
+    "weight_decay": (lambda v: v >= 0.0, "≥ 0"),
+    "step_size": (lambda v: v >= 1, "≥ 1 (epochs between decays of the step schedule)"),
+    "gamma": (lambda v: v > 0.0, "> 0 (the step schedule's decay factor)"),
+    "log_input_samples": (lambda v: v >= 0, "≥ 0"),
+}
+
+
+def _check_hyperparameters(values: dict[str, Any]) -> None:
+    """Refuse out-of-range hyperparameters when the module is built (they would otherwise fail deep inside a
+    training step, or be silently ignored), naming each one, its range and the flag that sets it."""
+    wrong = []
+    for name, (valid, rule) in _RULES.items():
+        value = values.get(name)
+        try:
+            ok = value is not None and not isinstance(value, bool) and bool(valid(value))
+        except TypeError:
+            ok = False
+        if not ok:
+            wrong.append(f"{name}={value!r} must be {rule}")
+    if wrong:
+        flags = ", ".join(f"--model.{w.split('=', 1)[0]}" for w in wrong)
+        raise ValueError(f"SpikingClassifier: {'; '.join(wrong)}. Set {flags} (SpikingClassifier(...) in Python) "
+                         "within that range")  # fmt: skip
