@@ -352,3 +352,34 @@ def test_linked_values_given_inline_or_in_a_model_file_are_checked_and_the_fix_i
     with pytest.raises(ValueError, match=r"--model.T 8 but the data gives T=4.*--data.init_args.T 8 sets "
                        r"NDigitsDataModule's T"):  # fmt: skip
         run_cli(["--config", "ndigits_psn_vgg", "--trainer.logger", "false", "--model.T", "8"], run=False)
+
+
+# ------------------------------------------------------------------------------------------------ hostile checkpoints
+@pytest.mark.parametrize("planted", [
+    {"model_kwargs": {"gadget": {"class_path": "planted_module.Gadget"}}},
+    {"model_kwargs": {"gadget": ["x", {"class_path": "planted_module.Gadget"}]}},
+    {"neuron_kwargs": {"gadget": "{class_path: planted_module.Gadget}"}},  # a string the parser reads as YAML
+], ids=["dict", "list", "yaml-string"])  # fmt: skip
+def test_a_checkpoint_naming_a_class_in_its_hyperparameters_imports_nothing(planted, cwd, monkeypatch):
+    """``--ckpt_path`` parses the checkpoint's hyperparameters with the command-line parser, which imports any
+    ``class_path`` it meets (even in a free-form dict, or a string it reads as YAML): a pure-tensor checkpoint could
+    run any installed module's import-time code. Refused, naming where, before anything is parsed."""
+    (cwd / "planted_module.py").write_text(
+        "from pathlib import Path\nPath('IMPORTED').write_text('ran')\nclass Gadget:\n    pass\n"
+    )
+    monkeypatch.syspath_prepend(str(cwd))
+    hparams = tiny_classifier().hparams
+    torch.save({"state_dict": {}, "hyper_parameters": {**dict(hparams), **planted}}, cwd / "hostile.ckpt")
+    with pytest.raises(ValueError, match=r"names a class in hyper_parameters\.(model|neuron)_kwargs\.gadget"):
+        run_cli(["validate", *SEQ, "--ckpt_path", "hostile.ckpt"])
+    assert not (cwd / "IMPORTED").exists()
+
+
+def test_a_checkpoint_naming_a_hub_repo_as_its_model_fetches_nothing(tmp_path):
+    """``load_from_checkpoint`` rebuilds the module from the hyperparameters: a ``model`` naming a Hub repo would be
+    fetched on load (a fine-tuned checkpoint is self-contained). ``model`` must be an architecture name."""
+    hparams = {**dict(tiny_classifier().hparams), "model": "hf-hub:evil/names-me"}
+    torch.save({"state_dict": {}, "hyper_parameters": hparams, "pytorch-lightning_version": L.__version__},
+               tmp_path / "plain.ckpt")  # fmt: skip
+    with pytest.raises(ValueError, match="model must be an architecture name"):
+        SpikingClassifier.load_from_checkpoint(tmp_path / "plain.ckpt")

@@ -86,6 +86,12 @@ class SpikingClassifier(L.LightningModule):
         log_input_samples: int = 4,
     ) -> None:
         super().__init__()
+        if not isinstance(model, str) or model not in list_models():
+            # a hub name here would be fetched whenever a checkpoint recording it is loaded
+            raise ValueError(
+                f"SpikingClassifier: model must be an architecture name (psn_zoo.list_models()), got {model!r}; "
+                "published weights are given as pretrained= (--model.pretrained), e.g. pretrained='hf-hub:org/repo'"
+            )
         _check_hyperparameters(locals())
         self.save_hyperparameters()
         self.model = create_model(

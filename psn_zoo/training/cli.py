@@ -231,6 +231,22 @@ class RunConfig(SaveConfigCallback):
         self._save(trainer)
 
 
+def _refuse_class_paths(value: Any, ckpt: str, where: str = "hyper_parameters") -> None:
+    """A checkpoint's hyperparameters are plain data: the command-line parser would import (and instantiate) any
+    ``class_path`` it meets in them, even inside a free-form ``model_kwargs`` or a string holding YAML, so any
+    mention of one is refused before they are parsed."""
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, (list, tuple)) else ()
+    for key, item in items:
+        here = f"{where}.{key}"
+        if (isinstance(key, str) and "class_path" in key) or (isinstance(item, str) and "class_path" in item):
+            raise ValueError(
+                f"the checkpoint {ckpt} names a class in {here}: a checkpoint's hyperparameters are plain data, and "
+                "parsing a class path would import code it names. Use checkpoints psn-zoo wrote, or load the weights "
+                "alone: --model.pretrained <file> (read with weights_only=True, hyperparameters checked, none parsed)"
+            )
+        _refuse_class_paths(item, ckpt, here)
+
+
 def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"trainer": {"max_epochs": 3, "callbacks": [{"class_path": ...}]}}`` -> ``{"trainer.max_epochs": 3,
     "trainer.callbacks.0.class_path": ...}`` (dicts and lists of dicts flattened, other lists kept as values); the
@@ -574,6 +590,7 @@ class ZooCLI(LightningCLI):
         if path.is_file():  # Lightning's own parsing of the checkpoint's hparams, minus the linked values
             hparams = torch.load(path, weights_only=True, map_location="cpu").get("hyper_parameters", {})
             hparams.pop("_instantiator", None)
+            _refuse_class_paths(hparams, str(ckpt_path))
             for key in LINKED:
                 if key in hparams:
                     value = hparams.pop(key)
