@@ -20,6 +20,7 @@ import contextlib
 import fnmatch
 import json
 import os
+import shutil
 import signal
 import statistics
 import subprocess
@@ -119,6 +120,10 @@ def run_one(task: str, arm: str, seed: int, out: Path, extra: Sequence[str] = ()
 
     rid = run_id(task, arm, seed)
     run_dir = out / "work" / rid
+    if (out / "runs" / f"{rid}.json").exists():
+        raise RuntimeError(f"{rid} is already made ({out / 'runs' / f'{rid}.json'}); delete its record to redo it")
+    if run_dir.exists():  # an interrupted attempt (a record is written only once a run completes): start afresh,
+        shutil.rmtree(run_dir)  # as the CLI refuses a fit into a folder that holds another run's checkpoints
     harness = ["--trainer.logger", "false", "--trainer.default_root_dir", str(run_dir), "--trainer.callbacks+="
                "psn_zoo.training.EpochClock", "--trainer.enable_progress_bar", "false", *extra]  # fmt: skip
     args = [*command(task, arm, seed), *harness]

@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import math
 import os
+import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from psn_zoo.machine import machine_summary
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not an installed package
+    sys.path.insert(0, str(ROOT))
 
 if not torch.cuda.is_available():  # the Triton kernels run in Triton's CPU interpreter (set before Triton is imported)
     os.environ.setdefault("TRITON_INTERPRET", "1")

@@ -102,7 +102,13 @@ def test_a_run_is_made_recorded_and_not_repeated(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     shrink = ["--trainer.max_epochs", "2", "--trainer.limit_train_batches", "2", "--trainer.limit_val_batches", "1",
               "--data.init_args.images_per_class", "8"]  # fmt: skip
+    stale = tmp_path / "work" / "permuted-pmsn-s0" / "checkpoints"  # an interrupted attempt's leftovers
+    stale.mkdir(parents=True)
+    (stale / "last.ckpt").write_bytes(b"interrupted")
     record = fr.run_one("permuted", "pmsn", 0, tmp_path, shrink)
+    assert not (stale / "last.ckpt").exists() or (stale / "last.ckpt").read_bytes() != b"interrupted"
+    with pytest.raises(RuntimeError, match="already made"):
+        fr.run_one("permuted", "pmsn", 0, tmp_path, shrink)
     saved = json.loads((tmp_path / "runs" / "permuted-pmsn-s0.json").read_text())
     assert saved == json.loads(json.dumps(record))
     assert 0.0 <= record["test_acc"] <= 100.0 and record["best_checkpoint"].startswith("best-")
