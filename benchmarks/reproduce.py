@@ -9,12 +9,14 @@ For each entry it runs, as a user would::
 top-1 and the difference; an entry passes within ``--tolerance`` points (0.5 by default).
 
     python -m benchmarks.reproduce [--pattern '*ndigits*'] [--data-dir DIR] [--out docs/benchmarks]
+    python -m benchmarks.reproduce --reuse docs/benchmarks/reproduce.json --out docs/benchmarks  # report again
     python -m benchmarks --only reproduce        # the same, as a part of the benchmark suite
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import re
 import subprocess
 import sys
@@ -22,7 +24,7 @@ import time
 from pathlib import Path
 
 from benchmarks._common import environment, markdown_table, write_report
-from psn_zoo.hub import get_pretrained_info, list_pretrained
+from psn_zoo.hub import CheckpointInfo, get_pretrained_info, list_pretrained
 
 ROOT = Path(__file__).resolve().parents[1]
 _VAL_ACC = re.compile(r"val/acc\s*[│|┃]?\s+([0-9.]+)")
@@ -55,18 +57,28 @@ def measure(name: str, data_dir: str | None = None, timeout: float = 1800) -> di
     }
 
 
+def task_of(info: CheckpointInfo) -> tuple:
+    """What an entry's top-1 measures: its architecture and T, its dataset and DataModule, the DataModule arguments
+    that define the data (all but where and how they are read: the split ``seed``, ``permute_pixels`` and
+    ``permutation_seed``, ``images_per_class``...) and, where recorded, the fingerprint of its test split. Entries of
+    one task were measured on the same examples presented the same way; a permuted-pixel entry and one reading columns
+    are different tasks."""
+    from psn_zoo.datamodules.pretrained import RUNTIME_ARGS
+
+    data_args = {k: v for k, v in (info.dataset.get("init_args") or {}).items() if k not in RUNTIME_ARGS}
+    fingerprint = info.eval_data.sha256 if info.eval_data is not None else None
+    return (info.architecture, info.T, info.dataset.get("name"), info.dataset.get("datamodule"),
+            json.dumps(data_args, sort_keys=True, default=str), fingerprint)  # fmt: skip
+
+
 def against_lif(records: list[dict]) -> list[dict]:
-    """Each measured non-LIF entry against the measured LIF entry with the same architecture and dataset."""
+    """Each measured non-LIF entry against the measured LIF entry of its task (:func:`task_of`); an entry whose task
+    has no LIF entry is compared with none."""
     infos = {r["name"]: get_pretrained_info(r["name"]) for r in records}
-
-    def task(name: str) -> tuple:
-        info = infos[name]
-        return info.architecture, info.dataset.get("name"), info.T
-
-    lif = {task(r["name"]): r for r in records if infos[r["name"]].neuron["name"] == "lif"}
+    lif = {task_of(infos[r["name"]]): r for r in records if infos[r["name"]].neuron["name"] == "lif"}
     out = []
     for r in records:
-        base = lif.get(task(r["name"]))
+        base = lif.get(task_of(infos[r["name"]]))
         if base is None or base is r:
             continue
         out.append({"entry": r["name"], "lif_entry": base["name"], "top1": r["measured_top1"],
@@ -76,15 +88,26 @@ def against_lif(records: list[dict]) -> list[dict]:
 
 
 def run(
-    pattern: str | None = None, data_dir: str | None = None, tolerance: float = 0.5, show_progress: bool = True
+    pattern: str | None = None,
+    data_dir: str | None = None,
+    tolerance: float = 0.5,
+    show_progress: bool = True,
+    reuse: str | Path | None = None,
 ) -> dict:
-    """Validate every entry matching ``pattern``; the result is a benchmark-suite report (see ``_common``)."""
+    """Validate every entry matching ``pattern``; the result is a benchmark-suite report (see ``_common``).
+
+    ``reuse``: a ``reproduce.json`` written earlier, whose measurements (and the environment they were made in) are
+    reported again instead of running ``psn-zoo validate``: for a change in how they are compared, not in them."""
     from tqdm.auto import tqdm
 
     rows, records = [], []
     names = [n for n in list_pretrained(pattern) if "top1" in get_pretrained_info(n).metrics]
-    for name in tqdm(names, desc="psn-zoo validate", disable=not show_progress, file=sys.stderr):
-        record = measure(name, data_dir)
+    earlier = json.loads(Path(reuse).read_text()) if reuse is not None else None
+    measured = {r["name"]: r for r in earlier["records"]} if earlier is not None else {}
+    if earlier is not None:
+        names = [n for n in names if n in measured]
+    for name in tqdm(names, desc="psn-zoo validate", disable=not show_progress or bool(measured), file=sys.stderr):
+        record = dict(measured[name]) if measured else measure(name, data_dir)
         record["diff_points"] = 100 * (record["measured_top1"] - record["manifest_top1"])
         record["ok"] = abs(record["diff_points"]) <= tolerance
         records.append(record)
@@ -113,11 +136,14 @@ def run(
         ]  # fmt: skip
         claim_headers = ["entry", "LIF baseline", "top-1 %", "LIF top-1 %", "diff (points)", "at least LIF"]
         tables.append(("The paper's claims in miniature: each entry against the LIF entry of its task (same "
-                       "architecture, data and recipe; measured top-1 above)",
+                       "architecture and T, same data: dataset, split seed, pixel order; measured top-1 above). An "
+                       "entry whose task has no LIF entry, such as the permuted-pixel ones, is compared with none",
                        markdown_table(claim_headers, claim_rows, left=(0, 1))))  # fmt: skip
+    kept = {k: earlier[k] for k in ("wall_s", "mode", "plots") if k in earlier} if earlier is not None else {}
     return {
+        **kept,
         "description": __doc__.split("\n\n")[0] + " Each row comes from the command listed below it.",
-        "environment": environment(),
+        "environment": earlier["environment"] if earlier is not None else environment(),
         "tables": tables,
         "notes": summary + commands,
         "summary": summary,
@@ -134,8 +160,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-dir", default=None, help="where N-Digits is (or is generated)")
     parser.add_argument("--tolerance", type=float, default=0.5, help="allowed |difference| in points")
     parser.add_argument("--out", default=None, help="write reproduce.md and reproduce.json here")
+    parser.add_argument(
+        "--reuse", default=None, metavar="JSON", help="report an earlier reproduce.json's measurements again (no runs)"
+    )
     args = parser.parse_args(argv)
-    result = run(args.pattern, args.data_dir, args.tolerance)
+    result = run(args.pattern, args.data_dir, args.tolerance, reuse=args.reuse)
     print(result["tables"][0][1])
     if args.out:
         write_report(args.out, "reproduce", "Published checkpoints reproduced with psn-zoo validate", result)

@@ -2,6 +2,8 @@
 
 - :class:`FileServer` serves a dict of files and can misbehave on purpose: send other bytes (``corrupt``), or
   promise a ``Content-Length`` it does not deliver and hang up (``truncate``). It records every request.
+- :class:`HostileHub` answers every Hub download request with what the test chose: any ``X-Repo-Commit`` and
+  ``ETag`` (paths such as ``../../x`` included), more bytes than the file has, or a redirect elsewhere.
 - :class:`FakeHub` is a minimal Hugging Face Hub: enough of the HTTP API that ``huggingface_hub`` 2.4 uses for
   ``hf_hub_download`` (``HEAD``/``GET /{repo}/resolve/{revision}/{file}`` with ``X-Repo-Commit``, ``ETag``, and for
   LFS files a redirect to a separate "CDN" host carrying ``X-Linked-Etag``/``X-Linked-Size``) and for
@@ -389,3 +391,57 @@ class FakeHub(_App):
             handler.reply(404, b"no such object")
             return
         handler.reply(200, data, {"Content-Type": "application/octet-stream", "ETag": f'"{oid}"'})
+
+
+# ------------------------------------------------------------------------------------------- hostile Hub
+_RESOLVE = re.compile(r"^/(?P<repo>[^/]+/[^/]+)/resolve/(?P<rev>[^/]+)/(?P<path>[^/]+)$")
+
+
+class HostileHub(_App):
+    """Answers ``HEAD``/``GET /{repo}/resolve/{revision}/{file}`` for any repository and revision with ``files[file]``
+    under the headers the test sets: ``commit`` (``X-Repo-Commit``) and ``etag`` (``ETag``, quoted), whatever they
+    are; ``extra`` bytes of zeros after the file, announced by ``Content-Length`` when ``announce`` (else the body just
+    runs on); or a 302 to ``redirect + file`` (with an ``X-Repo-Commit``, as the Hub redirects LFS files). A file not
+    in ``files`` is a 404 as the Hub sends it. :attr:`sent` counts the body bytes a client accepted, :attr:`done` is
+    set when a body ends or the client hung up. Attributes may be changed between requests."""
+
+    def __init__(self, files: dict[str, bytes], *, commit: str = "c" * 40, etag: str | None = None, extra: int = 0,
+                 announce: bool = True, redirect: str | None = None) -> None:  # fmt: skip
+        super().__init__()
+        self.files, self.commit, self.etag = dict(files), commit, etag
+        self.extra, self.announce, self.redirect = extra, announce, redirect
+        self.sent = 0
+        self.done = threading.Event()
+        self.url = self._serve()
+
+    def handle(self, handler: _Handler) -> None:
+        match = _RESOLVE.match(urllib.parse.urlsplit(handler.path).path)
+        name = urllib.parse.unquote(match["path"]) if match else None
+        if name not in self.files:
+            handler.reply_json(404, {"error": "Entry not found"}, {"X-Error-Code": "EntryNotFound"})
+            return
+        data = self.files[name]
+        common = {"X-Repo-Commit": self.commit, "ETag": f'"{self.etag or git_blob_sha1(data)}"'}
+        if self.redirect is not None:
+            handler.reply(302, b"", {**common, "Location": self.redirect + name})
+            return
+        handler.send_response(200)
+        for key, value in common.items():
+            handler.send_header(key, value)
+        if self.announce:
+            handler.send_header("Content-Length", str(len(data) + self.extra))
+        handler.end_headers()
+        if handler.command == "HEAD":
+            return
+        block = b"\0" * (1 << 20)
+        try:
+            handler.wfile.write(data)
+            self.sent = len(data)
+            while self.sent < len(data) + self.extra:
+                chunk = block[: len(data) + self.extra - self.sent]
+                handler.wfile.write(chunk)
+                self.sent += len(chunk)
+        except OSError:
+            pass
+        finally:
+            self.done.set()

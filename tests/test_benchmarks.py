@@ -243,9 +243,48 @@ def test_against_lif_pairs_entries_of_the_same_task():
         {"name": "paper_seq_cnn.seqdigits_psn_t28", "measured_top1": 0.90},
         {"name": "paper_cifar10dvs_vgg.ndigits_psn_t4", "measured_top1": 0.99},
         {"name": "paper_seq_cnn.seqdigits_lif_t28", "measured_top1": 0.92},
+        {"name": "paper_seq_cnn.seqdigits_permuted_pmsn_t28", "measured_top1": 0.80},
+        {"name": "paper_seq_cnn.seqdigits_permuted_channel_sliding_psn_t28", "measured_top1": 0.85},
     ]
-    [claim] = reproduce.against_lif(records)  # no LIF N-Digits record here, so the VGG has no pair
+    # no LIF N-Digits record here, so the VGG has no pair; the permuted-pixel entries are another task than the LIF's
+    # column-reading one, so they have none either
+    [claim] = reproduce.against_lif(records)
     assert claim["entry"] == "paper_seq_cnn.seqdigits_psn_t28" and claim["diff_points"] == pytest.approx(-2.0)
+
+
+def test_against_lif_compares_an_entry_only_with_a_lif_of_the_same_data(monkeypatch):
+    """The task includes the data arguments: the pixel order (``permute_pixels``, ``permutation_seed``) and the
+    split ``seed``. A LIF trained on the permuted digits with split seed 0 is the baseline of the seed-0 permuted
+    entries only; the seed-1 ones have none, and the column-reading entries keep the column-reading LIF."""
+    import dataclasses
+
+    real = reproduce.get_pretrained_info
+    permuted_seed0 = real("paper_seq_cnn.seqdigits_permuted_channel_sliding_psn_t28")
+    permuted_lif = dataclasses.replace(
+        real("paper_seq_cnn.seqdigits_lif_t28"), name="paper_seq_cnn.seqdigits_permuted_lif_t28",
+        dataset=permuted_seed0.dataset, eval_data=permuted_seed0.eval_data, input=permuted_seed0.input,
+    )  # fmt: skip
+    monkeypatch.setattr(reproduce, "get_pretrained_info", lambda n: permuted_lif if n == permuted_lif.name else real(n))
+    names = ["seqdigits_lif_t28", "seqdigits_permuted_lif_t28", "seqdigits_psn_t28",
+             "seqdigits_permuted_channel_sliding_psn_t28", "seqdigits_permuted_fpt_lif_t28",
+             "seqdigits_permuted_pmsn_t28", "seqdigits_permuted_paralif_t28"]  # fmt: skip
+    records = [{"name": f"paper_seq_cnn.{n}", "measured_top1": 0.5 + i / 100} for i, n in enumerate(names)]
+    pairs = {c["entry"].partition(".")[2]: c["lif_entry"].partition(".")[2] for c in reproduce.against_lif(records)}
+    assert pairs == {
+        "seqdigits_psn_t28": "seqdigits_lif_t28",
+        "seqdigits_permuted_channel_sliding_psn_t28": "seqdigits_permuted_lif_t28",  # split seed 0, permuted
+        "seqdigits_permuted_fpt_lif_t28": "seqdigits_permuted_lif_t28",
+    }  # the permuted PMSN and ParaLIF entries were trained and measured on split seed 1: no LIF of their task
+
+
+def test_reproduce_reports_earlier_measurements_again(tmp_path):
+    """``--reuse``: the comparisons of docs/benchmarks/reproduce.json redone from its own measurements, no runs."""
+    earlier = ROOT / "docs" / "benchmarks" / "reproduce.json"
+    assert reproduce.main(["--reuse", str(earlier), "--out", str(tmp_path)]) == 0
+    again, before = json.loads((tmp_path / "reproduce.json").read_text()), json.loads(earlier.read_text())
+    assert again["records"] == before["records"] and again["environment"] == before["environment"]
+    assert again["comparisons"] == reproduce.against_lif(before["records"])
+    assert not any("permuted" in c["entry"] for c in again["comparisons"])
 
 
 def test_remeasure_builds_the_manifest_datamodule(tmp_path):

@@ -11,6 +11,8 @@ import dataclasses
 import json
 import os
 import shutil
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -18,12 +20,12 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hub_servers import FileServer
+from hub_servers import FileServer, HostileHub
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
 from psn_zoo.cli import main
-from psn_zoo.hub import ChecksumError, ManifestError, load_pretrained_weights
+from psn_zoo.hub import ChecksumError, ManifestError, SizeError, load_pretrained_weights
 from psn_zoo.hub import sources as hub_sources
 from psn_zoo.hub.metadata import CheckpointInfo, read_manifest, write_manifest
 from psn_zoo.hub.publish import add_entry, make_info, save_weights
@@ -612,3 +614,265 @@ def test_import_sj_errors_name_the_file_and_the_flags(tmp_path):
     with pytest.raises(ValueError, match=r"do not fit this SpikingVGG .*Give --arch, --neuron, --T"):
         main(["import-sj", str(wrong), *argv[:5], "spiking_vgg11_bn", *argv[6:], "3"])
     assert not out.exists()
+
+
+# ============================================================================================ Hugging Face Hub
+def hf_files(release: Release, **record: object) -> dict[str, bytes]:
+    """A pushed repository's files: ``config.json`` (the entry's record, with ``record``'s fields) and the weights."""
+    raw = {**release.info.to_dict(), **record}
+    return {"config.json": json.dumps(raw).encode(), release.info.weights.file: release.data}
+
+
+def caches(tmp_path: Path) -> dict[str, dict[str, bytes | str]]:
+    """Everything in psn_zoo's cache and in the Hugging Face one (which psn_zoo must never write)."""
+    return {"psn_zoo": tree(Path(os.environ["PSN_ZOO_CACHE"])), "hf": tree(tmp_path / "hf_home")}
+
+
+BAD_REVISIONS = ["../../../../OUTSIDE/ref", "a/../../b", "..", "/etc", "main/", "a//b", "a..b", ".hidden", "a\\b",
+                 "a\nb", "a b", "v1.lock", "", "a@b", "a:b", "x" * 256]  # fmt: skip
+BAD_REPOS = ["evil", "evil/..", "../m", "evil/m/x", "ev--il/m", "evil/m.git", "évil/m", "evil/.m", "evil/m\n", "/m"]
+
+
+@pytest.mark.parametrize("rev", BAD_REVISIONS, ids=lambda rev: repr(rev if len(rev) < 40 else rev[:8] + "..."))
+def test_an_hf_revision_that_could_name_a_path_is_refused_before_any_request(release, tmp_path, monkeypatch, rev):
+    """``hf-hub:org/repo@<rev>`` and a manifest's ``hf://org/repo@<rev>``: huggingface_hub wrote ``refs/<rev>``, so
+    ``../../../../OUTSIDE/ref`` wrote the server's X-Repo-Commit outside its cache. A revision is a commit or a strict
+    branch/tag name, checked before anything is asked or written."""
+    with HostileHub(hf_files(release), commit="../../../../OUTSIDE/commit") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        for load in (lambda: create_model(f"hf-hub:evil/m@{rev}"), lambda: load_pretrained(f"hf-hub:evil/m@{rev}")):
+            with pytest.raises(ValueError, match=r"is not a Hugging Face Hub repository.*invalid Hugging Face Hub "
+                               r"revision .*a revision is a 40-hex commit or a branch or tag name"):  # fmt: skip
+                load()
+        with pytest.raises(ManifestError, match=r"field 'sources' has a bad Hugging Face Hub source.*invalid"):
+            load_pretrained_weights(TINY, manifest=with_sources(release, f"hf://evil/m@{rev}"))
+        with pytest.raises(ValueError, match="invalid Hugging Face Hub revision"):
+            load_pretrained_weights(TINY, manifest=with_sources(release), source=f"hf://evil/m@{rev}")
+        with pytest.raises(ValueError, match="invalid Hugging Face Hub revision"):
+            hub_sources.fetch(release.info.weights.file, release.info.weights.sha256, (f"hf://evil/m@{rev}",))
+        assert hub.requests == [], "nothing may be asked of the Hub for such a name"
+    assert not (tmp_path / "OUTSIDE").exists()
+    assert caches(tmp_path) == {"psn_zoo": {}, "hf": {}}
+
+
+@pytest.mark.parametrize("repo", BAD_REPOS, ids=repr)
+def test_an_hf_repository_id_is_checked_as_huggingface_hub_checks_it(release, tmp_path, monkeypatch, repo):
+    with HostileHub(hf_files(release)) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        with pytest.raises(ValueError, match="is not a Hugging Face Hub repository"):
+            create_model(f"hf-hub:{repo}")
+        with pytest.raises(ManifestError, match=r"field 'sources' has a bad Hugging Face Hub source"):
+            load_pretrained_weights(TINY, manifest=with_sources(release, f"hf://{repo}@main"))
+        assert hub.requests == []
+    assert caches(tmp_path) == {"psn_zoo": {}, "hf": {}}
+
+
+def test_good_hf_names_still_parse():
+    from psn_zoo.hub.metadata import split_hf_source
+
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    for source, parsed in [("hf://org/name", ("org/name", None)), ("hf://o-1/n_2.x@main", ("o-1/n_2.x", "main")),
+                           ("hf://org/name@v1.0", ("org/name", "v1.0")), (f"hf://org/n@{commit}", ("org/n", commit)),
+                           ("hf://org/n@refs/pr/12", ("org/n", "refs/pr/12")),
+                           ("hf://Org/N@rel_2024-01", ("Org/N", "rel_2024-01"))]:  # fmt: skip
+        assert split_hf_source(source) == parsed
+        CheckpointInfo.from_dict({**dataclasses.asdict(_any_info()), "sources": [source]})
+
+
+def _any_info() -> CheckpointInfo:
+    return next(iter(read_manifest(hub_sources.bundled_dir() / "manifest.json").values()))
+
+
+@pytest.mark.parametrize("header", ["etag", "commit"])
+def test_what_a_hub_sends_never_names_a_path(release, tmp_path, monkeypatch, header):
+    """A hostile endpoint (``HF_ENDPOINT``, a mirror) made huggingface_hub write the download to ``blobs/<ETag>`` and
+    link ``snapshots/<X-Repo-Commit>``: ``ETag: "../../../OUTSIDE/blob"`` put the bytes outside its cache before any
+    check. psn_zoo downloads hub files itself: the ETag plays no part, a commit must be 40 hex digits."""
+    repo_dir = tmp_path / "hf_home" / "hub" / "models--evil--y"
+    target = tmp_path / "OUTSIDE" / "written"
+    evil = os.path.relpath(target, repo_dir / ("blobs" if header == "etag" else "snapshots"))
+    with HostileHub(hf_files(release), **{header: evil}) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        if header == "etag":  # an honest commit: the loads work, verified as ever
+            model = create_model("hf-hub:evil/y")
+            assert model.T == 2 and model.pretrained_cfg.sources == (f"hf://evil/y@{'c' * 40}",)
+            state = load_pretrained_weights(TINY, manifest=with_sources(release, "hf://evil/y"))
+            assert set(state) == set(safetensors_load(release.data))
+        else:
+            with pytest.raises(ConnectionError, match=r"answered with commit '\.\./.*not a Hugging Face Hub endpoint"):
+                create_model("hf-hub:evil/y")
+    assert not (tmp_path / "OUTSIDE").exists(), "a server's header named a path outside the cache"
+    cached = caches(tmp_path)
+    assert cached["hf"] == {}, "huggingface_hub's cache is never used"
+    if header == "etag":
+        config = hf_files(release)["config.json"]
+        commit = "c" * 40
+        assert cached["psn_zoo"] == {
+            release.info.weights.file: release.data,
+            f"hf/evil/y/{commit}/config.json": config,
+            "hf/evil/y/refs/main": commit.encode(),
+        }
+    else:
+        assert cached["psn_zoo"] == {}
+
+
+def test_the_hub_token_goes_to_the_hub_only(release, tmp_path, monkeypatch):
+    """The token goes with requests to the Hub's own origin, never to the storage host it redirects a file to (nor
+    to a non-http URL)."""
+    name = release.info.weights.file
+    monkeypatch.setenv("HF_TOKEN", "hf_secret_token")
+    with FileServer({name: release.data}) as cdn, HostileHub(hf_files(release), redirect=cdn.url) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        state = load_pretrained_weights(TINY, manifest=with_sources(release, "hf://evil/t"))
+        assert set(state) == set(safetensors_load(release.data)) and cdn.gets(name) == 1
+        assert hub.headers_seen and all(h.get("authorization") == "Bearer hf_secret_token" for h in hub.headers_seen)
+        assert all("authorization" not in h for h in cdn.headers_seen), "the token went to another host"
+        shutil.rmtree(os.environ["PSN_ZOO_CACHE"])
+        hub.redirect = "ftp://127.0.0.1:9/"  # urllib itself would follow it
+        with pytest.raises(FileNotFoundError, match="only http\\(s\\) redirects are followed"):
+            load_pretrained_weights(TINY, manifest=with_sources(release, "hf://evil/t"))
+
+
+@pytest.mark.parametrize("announce", [False, True], ids=["no-length", "length"])
+def test_an_oversized_hf_config_is_not_read_past_1_MiB_and_leaves_nothing(tmp_path, monkeypatch, announce):
+    with HostileHub({"config.json": b"{" + b" " * 100}, extra=48 << 20, announce=announce) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        start = time.perf_counter()
+        with pytest.raises(SizeError, match=r"config\.json of hf://evil/big is over 1 MiB .*not a psn_zoo metadata"):
+            create_model("hf-hub:evil/big")
+        assert time.perf_counter() - start < 20 and hub.done.wait(30)
+    assert hub.sent < 16 << 20, f"the client read {hub.sent} bytes"
+    assert caches(tmp_path) == {"psn_zoo": {}, "hf": {}}
+
+
+@pytest.mark.parametrize("fault", ["longer-announced", "longer-unannounced", "other-bytes"])
+def test_bad_hf_weights_stop_at_the_declared_size_and_are_never_cached(release, tmp_path, monkeypatch, fault):
+    """A manifest entry's ``hf://`` source sending more than the declared size is cut off there, and wrong bytes are
+    kept nowhere: huggingface_hub's cache kept them under the server's ETag, so every retry failed the same way."""
+    name, size, sha = release.info.weights.file, release.info.weights.size, release.info.weights.sha256
+    data = release.data[:-4] + b"\0\0\0\0" if fault == "other-bytes" else release.data
+    extra = 0 if fault == "other-bytes" else 48 << 20
+    with HostileHub({name: data}, etag=sha, extra=extra, announce=fault != "longer-unannounced") as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        manifest = with_sources(release, "hf://evil/w")
+        with pytest.raises(ChecksumError) as err:
+            load_pretrained_weights(TINY, manifest=manifest)
+        assert hub.done.wait(30) and hub.sent < 16 << 20, f"the client read {hub.sent} bytes"
+        expected = {"longer-announced": f"announces {size + extra} bytes but its manifest declares {size}",
+                    "longer-unannounced": f"reading stopped after {size + 1} bytes",
+                    "other-bytes": f"expected {sha}"}[fault]  # fmt: skip
+        message = str(err.value)
+        assert expected in message and hub.url in message and "othing was saved" in message, message
+        assert caches(tmp_path) == {"psn_zoo": {}, "hf": {}}
+        hub.files[name], hub.extra = release.data, 0  # the source is mended: nothing bad was kept to fail again
+        assert set(load_pretrained_weights(TINY, manifest=manifest)) == set(safetensors_load(release.data))
+    assert caches(tmp_path) == {"psn_zoo": {name: release.data}, "hf": {}}
+
+
+# ------------------------------------------------------------------- records checked against their weights
+HOSTILE_RECORDS = {
+    "T": lambda raw: {"T": 100_000, "input": {**raw["input"], "shape": [100_000, *raw["input"]["shape"][1:]]}},
+    "width": lambda raw: {"model_kwargs": {**raw["model_kwargs"], "width_mult": 64.0}},
+    "classes": lambda raw: {"num_classes": 100_000, "classes": ["a"] * 100_000},
+}
+
+
+@pytest.fixture
+def no_real_builds(monkeypatch):
+    """Fail when a model is built for real (not as a skeleton on the meta device) during the test."""
+    from psn_zoo.models import _builder
+
+    real = _builder.build_model
+
+    def build(architecture, **kwargs):
+        if not torch.empty(0).is_meta:
+            raise AssertionError(f"a {architecture} was built from a record ({kwargs}) before it was checked")
+        return real(architecture, **kwargs)
+
+    monkeypatch.setattr(_builder, "build_model", build)
+
+
+@pytest.mark.parametrize("field", sorted(HOSTILE_RECORDS))
+@pytest.mark.parametrize("where", ["folder", "manifest", "hf-hub"])
+def test_a_record_is_checked_against_its_weights_before_a_model_is_built(release, tmp_path, monkeypatch, where,
+                                                                          field, request):  # fmt: skip
+    """A few-KB record (a pushed folder's or hf-hub: config.json, a manifest entry) asking for T=100000 made a PSN
+    allocate T x T weights before its weights were looked at (160 GB at T=200000): the verified weights come first,
+    and the record must describe them on a skeleton (meta device) before anything is allocated."""
+    raw = release.info.to_dict()
+    hostile = {**raw, **HOSTILE_RECORDS[field](raw)}
+    folder = tmp_path / "release"
+    folder.mkdir()
+    (folder / release.info.weights.file).write_bytes(release.data)
+    (folder / "config.json").write_text(json.dumps(hostile))
+    write_manifest(folder / "manifest.json", {TINY: CheckpointInfo.from_dict(hostile)})
+    request.getfixturevalue("no_real_builds")
+    with HostileHub(hf_files(release, **HOSTILE_RECORDS[field](raw))) as hub:
+        monkeypatch.setenv("HF_ENDPOINT", hub.url)
+        load = {"folder": lambda: create_model("paper_cifar10dvs_vgg", pretrained=folder),
+                "manifest": lambda: load_pretrained(TINY, manifest=folder),
+                "hf-hub": lambda: create_model("hf-hub:evil/record")}[where]  # fmt: skip
+        with pytest.raises(ValueError, match=r"does not describe its own weights: it is wrong or hostile"):
+            load()
+
+
+@pytest.mark.parametrize("neuron", ["channel_sliding_psn", "fpt_lif", "glif", "if", "klif", "lif", "lif_noreset",
+                                    "masked_psn", "paralif", "plif", "pmsn", "psn", "sliding_psn"])  # fmt: skip
+def test_every_neuron_builds_as_a_skeleton_with_its_real_shapes(neuron):
+    """The check above builds a record's model on the meta device: every neuron must build there, with the shapes of
+    the real model (a neuron that cannot would make every record with it unloadable)."""
+    from psn_zoo.models import _builder
+    from psn_zoo.models.registry import build_model
+    from psn_zoo.neurons import NEURONS
+
+    assert neuron in NEURONS.names(), "a neuron was renamed or removed: update the list"
+    spec = {"name": neuron, **({"k": 2} if neuron in ("channel_sliding_psn", "masked_psn", "sliding_psn") else {})}
+    kwargs = {"neuron": spec, "T": 4, "num_classes": 3, "in_channels": 1, "channels": 4, "length": 8, "fc_hidden": 8}
+    real = build_model("paper_seq_cnn", **kwargs).eval()
+    real(torch.rand(2, 4, 1, 8))  # sizes the channel-wise neurons
+    with _builder._Skeleton():
+        skeleton = build_model("paper_seq_cnn", **kwargs)
+    _, replaced = _builder._fitted_state(skeleton, real.state_dict(), neuron, "")
+    assert replaced == []
+    assert sum(p.numel() for p in skeleton.parameters() if not p.is_meta) <= 64  # only scalars made from data
+
+
+def test_every_registered_neuron_is_in_the_skeleton_test():
+    from psn_zoo.neurons import NEURONS
+
+    listed = test_every_neuron_builds_as_a_skeleton_with_its_real_shapes.pytestmark[0].args[1]
+    assert sorted(NEURONS.names()) == sorted(listed)
+
+
+def test_a_tiny_hostile_record_cannot_make_psn_zoo_allocate_gigabytes(release, tmp_path):
+    """The reviewer's case, for real, in a process that may not map more than 8 GB: a pushed folder whose 2 KB
+    config.json says T=200000 for a PSN model (2 x 160 GB of [T, T] weights) is refused at once."""
+    raw = release.info.to_dict()
+    folder = tmp_path / "pushed"
+    folder.mkdir()
+    (folder / release.info.weights.file).write_bytes(release.data)
+    hostile = {**raw, "T": 200_000, "input": {**raw["input"], "shape": [200_000, 2, 16, 16]}}
+    (folder / "config.json").write_text(json.dumps(hostile))
+    code = (
+        "import resource, sys\n"
+        "resource.setrlimit(resource.RLIMIT_AS, (8 << 30, 8 << 30))\n"
+        "import psn_zoo\n"
+        "try:\n"
+        f"    psn_zoo.create_model('paper_cifar10dvs_vgg', pretrained={str(folder)!r})\n"
+        "except ValueError as err:\n"
+        "    print('REFUSED', err)\n"
+        "    sys.exit(0)\n"
+        "except BaseException as err:\n"
+        "    print('FAILED', type(err).__name__, err)\n"
+        "    sys.exit(1)\n"
+        "sys.exit(2)\n"
+    )
+    import psn_zoo
+
+    here = str(Path(psn_zoo.__file__).resolve().parents[1])  # the psn_zoo under test, whatever is installed
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [here, os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, env=env)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "REFUSED" in result.stdout and "(T=200000" in result.stdout and "does not describe its own weights" in (
+        result.stdout
+    )

@@ -568,15 +568,15 @@ def test_push_to_hub_then_download_through_hf_source(release, tmp_path, monkeypa
         api_calls = [h for (m, p), h in zip(hub.requests, hub.headers_seen, strict=True) if p.startswith("/api/")]
         assert api_calls and all(h.get("authorization") == "Bearer hf_push_token" for h in api_calls)
 
-        # download: HF_ENDPOINT and HF_HOME are honoured even though huggingface_hub was imported long ago
+        # download: HF_ENDPOINT is honoured even though huggingface_hub was imported long ago; the weights go to
+        # psn_zoo's own cache, verified as any download, never through huggingface_hub's (whose paths the server names)
         monkeypatch.setenv("HF_ENDPOINT", hub.url)
         manifest = release.manifest_elsewhere(tmp_path / "m", sources=(source,))
         before = len(hub.requests)
         assert_is_tiny_model(load_pretrained(TINY, manifest=manifest), release)
-        snapshot = tmp_path / "hf_home" / "hub" / f"models--{repo.replace('/', '--')}" / "snapshots" / commit
-        assert (snapshot / release.info.weights.file).read_bytes() == release.data
-        assert not hf_stale.exists(), "HF_HOME must be read when the file is fetched"
-        assert cache_files() == []  # the Hugging Face cache is used, not psn_zoo's
+        assert cache_files() == [release.info.weights.file]
+        assert (Path(os.environ["PSN_ZOO_CACHE"]) / release.info.weights.file).read_bytes() == release.data
+        assert not hf_stale.exists() and not (tmp_path / "hf_home" / "hub").exists()
         resolve = [(m, p) for m, p in hub.requests[before:] if "/resolve/" in p]
         assert resolve and all(p == f"/{repo}/resolve/{commit}/{release.info.weights.file}" for _, p in resolve)
         downloads = hub.headers_seen[before:]
@@ -612,6 +612,7 @@ def test_push_to_hub_then_download_through_hf_source(release, tmp_path, monkeypa
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     assert_is_tiny_model(load_pretrained(TINY, manifest=manifest), release)
     other = release.manifest_elsewhere(tmp_path / "m2", sources=("hf://psn-org/never-downloaded",))
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "empty_cache"))  # the cache is by content: one without it
     with pytest.raises(OfflineError, match=r"offline mode.*never-downloaded"):
         load_pretrained(TINY, manifest=other)
 

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 
 from .._registry import Pattern, match_names
-from .metadata import CheckpointInfo, ManifestError, read_manifest
+from .metadata import CheckpointInfo, ManifestError, read_manifest, split_hf_source
 from .sources import (
     CacheError,
     ChecksumError,
@@ -138,33 +138,42 @@ def default_pretrained(architecture: str, *, manifest: str | Path | None = None)
 
 
 def _hf_repo(spec: str) -> str:
-    """``hf-hub:org/repo[@rev]`` (or ``org/repo[@rev]``) -> ``hf://org/repo[@rev]``, the manifest's source form."""
-    repo = spec.removeprefix(HF_HUB_PREFIX)
-    name = repo.partition("@")[0]
-    if name.count("/") != 1 or not all(name.split("/")):
+    """``hf-hub:owner/name[@rev]`` (or ``owner/name[@rev]``) -> ``hf://owner/name[@rev]``, the manifest's source form,
+    with the repository id and the revision checked strictly (:func:`.metadata.split_hf_source`)."""
+    source = f"hf://{spec.removeprefix(HF_HUB_PREFIX)}"
+    try:
+        split_hf_source(source)
+    except ValueError as err:
         raise ValueError(
-            f"{spec!r} is not a Hugging Face Hub repository: write 'hf-hub:org/repo' or 'hf-hub:org/repo@rev'"
-        )
-    return f"hf://{repo}"
+            f"{spec!r} is not a Hugging Face Hub repository: write 'hf-hub:owner/name' or 'hf-hub:owner/name@rev' "
+            f"({err})"
+        ) from None
+    return source
 
 
-def hf_hub_info(spec: str, *, endpoint: str | None = None) -> CheckpointInfo:
-    """The metadata of a repository written by ``psn-zoo push`` (``hf-hub:org/repo[@revision]``), validated as a
-    manifest entry, with ``sources`` pinned to the commit it was read at (so the weights come from the same one).
-
-    Its ``weights.sha256`` is the repository's own: a download is checked against it, so a corrupt or swapped file
-    is refused, but trust in the repository is yours (pin ``@revision``, or list the entry in a manifest).
-    """
-    source = _hf_repo(spec)
-    data, commit = hf_metadata_file(source, "config.json", endpoint=endpoint)
+def _hf_record(data: bytes, spec: str, sources: list[str]) -> CheckpointInfo:
     try:
         raw = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
         raise ManifestError(f"config.json of {spec} is not JSON ({err}); is it a psn_zoo repository?") from None
     if not isinstance(raw, dict):
         raise ManifestError(f"config.json of {spec} is not a psn_zoo checkpoint record (a JSON object)")
-    raw = {**raw, "sources": [f"{source.partition('@')[0]}@{commit}"]}
-    return CheckpointInfo.from_dict(raw)
+    return CheckpointInfo.from_dict({**raw, "sources": sources})
+
+
+def hf_hub_info(spec: str, *, endpoint: str | None = None) -> CheckpointInfo:
+    """The metadata of a repository written by ``psn-zoo push`` (``hf-hub:owner/name[@revision]``), validated as a
+    manifest entry (before it is cached), with ``sources`` pinned to the commit it was read at (so the weights come
+    from the same one).
+
+    Its ``weights.sha256`` is the repository's own: a download is checked against it, so a corrupt or swapped file
+    is refused, but trust in the repository is yours (pin ``@revision``, or list the entry in a manifest).
+    """
+    source = _hf_repo(spec)
+    data, commit = hf_metadata_file(
+        source, "config.json", endpoint=endpoint, check=lambda data: _hf_record(data, spec, [])
+    )
+    return _hf_record(data, spec, [f"{source.partition('@')[0]}@{commit}"])
 
 
 def load_entry_weights(

@@ -28,6 +28,57 @@ NAME_RULE = (
 )
 
 
+# Hugging Face Hub sources, ``hf://<owner>/<name>[@<revision>]`` (and ``hf-hub:<owner>/<name>[@<revision>]`` names):
+# both parts end up in URLs and cache paths, so both are checked strictly wherever one is parsed (split_hf_source).
+HF_COMMIT = re.compile(r"[0-9a-f]{40}")  # a git commit, as the Hub's X-Repo-Commit header gives it
+_HF_REF_PART = r"[A-Za-z0-9_](?:[A-Za-z0-9._-]{0,253}[A-Za-z0-9_-])?"  # no leading or trailing '.', no '/'
+_HF_REVISION = re.compile(rf"{_HF_REF_PART}(?:/{_HF_REF_PART})*")  # always used with fullmatch
+HF_REVISION_RULE = (
+    "a revision is a 40-hex commit or a branch or tag name: letters, digits, '_', '-', '.' and '/' between parts, "
+    "each part starting with a letter, digit or '_' and not ending with '.'; no '..', no leading '/', no spaces, "
+    "backslashes or control characters, at most 255 characters"
+)
+
+
+def check_hf_repo_id(repo_id: object) -> str:
+    """``repo_id`` if it is a Hub repository ``<owner>/<name>`` that huggingface_hub's own ``validate_repo_id``
+    accepts (ASCII; letters, digits, ``-``, ``_``, ``.``; no ``--`` or ``..``), else :class:`ValueError`."""
+    if not isinstance(repo_id, str) or not repo_id.isascii() or repo_id.count("/") != 1:
+        raise ValueError(f"{repo_id!r} is not a Hugging Face Hub repository '<owner>/<name>'")
+    from huggingface_hub.utils import HFValidationError, validate_repo_id
+
+    try:
+        validate_repo_id(repo_id)
+    except HFValidationError as err:
+        raise ValueError(f"{repo_id!r} is not a Hugging Face Hub repository '<owner>/<name>': {err}") from None
+    return repo_id
+
+
+def check_hf_revision(revision: object) -> str:
+    """``revision`` if it is a commit or a strict branch/tag name (:data:`HF_REVISION_RULE`), else ValueError."""
+    if (
+        not isinstance(revision, str)
+        or len(revision) > 255
+        or not _HF_REVISION.fullmatch(revision)
+        or ".." in revision
+        or revision.endswith(".lock")
+    ):
+        raise ValueError(f"invalid Hugging Face Hub revision {revision!r}: {HF_REVISION_RULE}")
+    return revision
+
+
+def split_hf_source(source: str) -> tuple[str, str | None]:
+    """``hf://<owner>/<name>[@<revision>]`` -> ``(repo_id, revision or None)``, both checked
+    (:func:`check_hf_repo_id`, :func:`check_hf_revision`); anything else is a :class:`ValueError` saying why."""
+    if not isinstance(source, str) or not source.startswith("hf://"):
+        raise ValueError(f"{source!r} is not an hf://<owner>/<name>[@<revision>] source")
+    repo, at, revision = source.removeprefix("hf://").partition("@")
+    check_hf_repo_id(repo)
+    if at:
+        check_hf_revision(revision)
+    return repo, revision if at else None
+
+
 class InvalidNameError(ValueError):
     """An entry name or tag that does not match :data:`ENTRY_NAME`."""
 
@@ -290,6 +341,12 @@ class CheckpointInfo:
             isinstance(src, str) and src.startswith(_SCHEMES) for src in sources
         ):
             raise fail("sources", f"must be a list of {', '.join(_SCHEMES)} URLs, got {sources!r}")
+        for src in sources:
+            if src.startswith("hf://"):
+                try:
+                    split_hf_source(src)
+                except ValueError as err:
+                    raise fail("sources", f"has a bad Hugging Face Hub source {src!r}: {err}") from None
         return cls(
             **{
                 **raw,

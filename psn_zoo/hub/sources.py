@@ -3,33 +3,43 @@
 A file is found, in order, in: an explicit local path (the file or its folder); the folder of the manifest that
 lists it (a release folder); the package's own ``psn_zoo.checkpoints`` (the repository's ``checkpoints/``); the cache
 (``$PSN_ZOO_CACHE``, else ``$TORCH_HOME/hub/checkpoints``, torch.hub's convention); or is downloaded from an
-``http(s)://`` or ``file://`` URL or a Hugging Face Hub repository (``hf://org/repo[@revision]``). Downloads (and
+``http(s)://`` or ``file://`` URL or a Hugging Face Hub repository (``hf://owner/name[@revision]``). Downloads (and
 ``file://`` copies) are written to a fresh partial file in the cache directory, created with ``O_EXCL | O_NOFOLLOW``
 under an unguessable name (never through an existing file or link), read only up to the manifest's declared size
 (one byte more is an error, at once), checked, then renamed into place, so the cache holds only complete, verified,
 regular files (a short, long or wrong download is an error that leaves nothing behind). A symbolic link or anything
 but a regular file at a cache entry's path is an error, never followed. Sources are tried in
 order: one that cannot be reached, or lacks the file, passes to the next; wrong bytes stop the search at once.
-``PSN_ZOO_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids the network: only the cache and local files are used, and a
-miss says so. ``HF_ENDPOINT``, ``HF_HOME`` and ``HF_HUB_CACHE`` are read when a file is fetched (huggingface_hub
-itself reads them only when it is imported).
+
+``hf://`` files are downloaded the same way, by this module (from the URL ``huggingface_hub.hf_hub_url`` builds, with
+huggingface_hub's token, which is never sent to another host a redirect leads to), not by ``hf_hub_download``: no
+path is ever made from what a server sends. Repository ids and revisions are checked strictly first
+(:func:`psn_zoo.hub.metadata.split_hf_source`). ``PSN_ZOO_OFFLINE=1`` (or ``HF_HUB_OFFLINE=1``) forbids the network:
+only the cache and local files are used, and a miss says so. ``HF_ENDPOINT`` is read when a file is fetched
+(huggingface_hub itself reads it only when it is imported).
 """
 
 from __future__ import annotations
 
 import hashlib
 import http.client
+import io
 import os
 import secrets
 import stat
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable
 from importlib import resources
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, TypeVar
 
 from tqdm.auto import tqdm
+
+from .metadata import HF_COMMIT, split_hf_source
+
+_T = TypeVar("_T")
 
 
 class ChecksumError(RuntimeError):
@@ -187,10 +197,47 @@ def _sha256_check(sha256: str, origin: str, dest: Path) -> Callable[[Path], None
     return check
 
 
-def _http_fill(url: str, label: str, size: int | None, timeout: float) -> Callable[[BinaryIO], None]:
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urllib.parse.urlsplit(url)
+    scheme = parts.scheme.lower()
+    try:
+        port = parts.port
+    except ValueError:
+        port = -1
+    return scheme, (parts.hostname or "").lower(), port or {"http": 80, "https": 443}.get(scheme)
+
+
+class _Redirects(urllib.request.HTTPRedirectHandler):
+    """How psn_zoo's downloads follow redirects: to ``http(s)://`` URLs only; an ``authorization`` (a Hub token) goes
+    again only to the origin it was meant for, never to the storage host a Hub redirects a large file to (nor to any
+    other host); the first ``X-Repo-Commit`` header seen is kept (the Hub sends it before redirecting LFS files)."""
+
+    def __init__(self, url: str, authorization: str | None = None) -> None:
+        super().__init__()
+        self.origin, self.authorization, self.commit = _origin(url), authorization, None
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # type: ignore[no-untyped-def]
+        if self.commit is None:
+            self.commit = headers.get("X-Repo-Commit")
+        if urllib.parse.urlsplit(newurl).scheme.lower() not in ("http", "https"):
+            raise ConnectionError(f"{req.full_url} redirects to {newurl[:100]!r}: only http(s) redirects are followed")
+        new = super().redirect_request(req, fp, code, msg, headers, newurl)
+        if new is not None and self.authorization and _origin(newurl) == self.origin:
+            new.add_unredirected_header("Authorization", self.authorization)
+        return new
+
+
+def _http_fill(
+    url: str, label: str, size: int | None, timeout: float, redirects: _Redirects | None = None
+) -> Callable[[BinaryIO], None]:
     def fill(out: BinaryIO) -> None:
+        follow = redirects if redirects is not None else _Redirects(url)
         request = urllib.request.Request(url, headers={"User-Agent": "psn-zoo"})
-        with urllib.request.urlopen(request, timeout=timeout) as response:
+        if follow.authorization:
+            request.add_unredirected_header("Authorization", follow.authorization)
+        with urllib.request.build_opener(follow).open(request, timeout=timeout) as response:
+            if follow.commit is None:
+                follow.commit = response.headers.get("X-Repo-Commit")
             total = _content_length(response.headers.get("Content-Length"), url)
             _check_declared_length(total, size, url)
             with tqdm(total=total, unit="B", unit_scale=True, desc=f"downloading {label}", leave=False) as bar:
@@ -220,69 +267,155 @@ def download_untrusted(url: str, folder: Path, *, timeout: float = 60.0) -> Path
     return _write_atomically(folder / name, _http_fill(url, name, None, timeout))
 
 
-def _hf_cache_dir() -> str | None:
-    """huggingface_hub reads ``HF_HUB_CACHE``/``HF_HOME`` once, at import; read them at call time, as
-    ``PSN_ZOO_CACHE`` is (None: huggingface_hub's own default)."""
-    if os.environ.get("HF_HUB_CACHE"):
-        return str(Path(os.environ["HF_HUB_CACHE"]).expanduser())
-    if os.environ.get("HF_HOME"):
-        return str(Path(os.environ["HF_HOME"]).expanduser() / "hub")
-    return None
+# ============================================================================================ Hugging Face Hub
+# Files of hf://owner/name[@revision] are fetched by psn_zoo's own downloader above, from the URL huggingface_hub's
+# hf_hub_url builds, with huggingface_hub's token: never through hf_hub_download, whose cache paths come from the
+# server's ETag and X-Repo-Commit headers. Weights go to psn_zoo's cache like any download (size-limited, sha256
+# checked, renamed into place); a repository's config.json, once validated, to <cache>/hf/<owner>/<name>/<commit>/,
+# with <cache>/hf/<owner>/<name>/refs/<revision> naming the commit a branch or tag was last read at (for offline use).
 
 
-def _hf_download(spec: str, filename: str, endpoint: str | None) -> Path:
-    """``filename`` of ``hf://org/repo[@revision]`` through ``hf_hub_download`` (huggingface_hub's cache layout and
-    offline rules), unchecked: callers verify it.
+def _hf_endpoint(endpoint: str | None) -> str | None:
+    """``endpoint``, else ``$HF_ENDPOINT`` read now (huggingface_hub reads it only at import), else None (its own)."""
+    return (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None
 
-    Raises :class:`OfflineError` for a cache miss in offline mode and an ``OSError`` when the Hub cannot be reached or
-    lacks the repository, revision or file (so that :func:`fetch` tries the next source).
-    """
-    from huggingface_hub import hf_hub_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
 
-    repo, _, revision = spec.removeprefix("hf://").partition("@")
-    endpoint = (endpoint or os.environ.get("HF_ENDPOINT") or "").rstrip("/") or None  # HF reads it at import only
+def _hf_authorization() -> str | None:
+    """``Bearer <token>`` with huggingface_hub's token (``$HF_TOKEN``, else the one ``hf auth login`` stored), as
+    ``hf_hub_download`` sends it; None without one or with ``$HF_HUB_DISABLE_IMPLICIT_TOKEN``."""
+    if os.environ.get("HF_HUB_DISABLE_IMPLICIT_TOKEN", "").strip().lower() in ("1", "true", "yes", "on"):
+        return None
+    from huggingface_hub.utils import get_token
+
+    token = get_token()
+    return f"Bearer {token}" if token else None
+
+
+def _hf_request(spec: str, filename: str, endpoint: str | None, run: Callable[[str, _Redirects], _T]) -> _T:
+    """``run(url, redirects)`` for ``filename`` of ``hf://owner/name[@revision]`` (both checked strictly), with
+    errors as :class:`OSError` naming the file, the repository and the Hub, so that :func:`fetch` tries the next
+    source: :class:`FileNotFoundError` for a 404 (no such repository, revision or file), else ConnectionError."""
+    from huggingface_hub import constants, hf_hub_url
+
+    repo, revision = split_hf_source(spec)
+    if filename != Path(filename).name or filename.startswith(".") or "\\" in filename:
+        raise ValueError(f"{filename!r} is not a plain file name")
+    endpoint = _hf_endpoint(endpoint)
+    url = hf_hub_url(repo, filename, revision=revision, endpoint=endpoint)
+    where = f"{filename} of {repo} from {endpoint or constants.ENDPOINT}"
+    if urllib.parse.urlsplit(url).scheme.lower() not in ("http", "https"):
+        raise ValueError(f"the Hugging Face Hub endpoint must be an http(s) URL, not {url!r}")
     try:
-        path = hf_hub_download(
-            repo,
-            filename,
-            revision=revision or None,
-            local_files_only=offline(),
-            endpoint=endpoint,
-            cache_dir=_hf_cache_dir(),
-        )
-    except LocalEntryNotFoundError as err:
-        if offline():
-            raise OfflineError(f"offline mode: {filename} of {repo} is not in the Hugging Face cache") from None
-        where = endpoint or "the Hugging Face Hub"
-        raise ConnectionError(
-            f"could not get {filename} of {repo} from {where}, and it is not in the Hugging Face cache ({err})"
-        ) from None
-    return Path(path)
+        return run(url, _Redirects(url, _hf_authorization()))
+    except urllib.error.HTTPError as err:
+        code = err.headers.get("X-Error-Code") if err.headers is not None else None
+        kind = FileNotFoundError if err.code == 404 else ConnectionError
+        status = f"HTTP {err.code} {code or err.reason}"
+        raise kind(f"could not get {where} at revision {revision or 'main'}: {status}") from None
+    except urllib.error.URLError as err:
+        raise ConnectionError(f"could not get {where}: {err.reason}") from None
+    except (http.client.HTTPException, TimeoutError) as err:
+        raise ConnectionError(f"could not get {where}: {err!r}") from None
 
 
-def _from_hf(spec: str, filename: str, sha256: str, endpoint: str | None) -> Path:
-    """The verified file from ``hf://org/repo[@revision]`` (see :func:`_hf_download`)."""
-    return verify(_hf_download(spec, filename, endpoint), sha256)
+def _from_hf(
+    spec: str, filename: str, sha256: str, endpoint: str | None, dest: Path, size: int | None, timeout: float
+) -> Path:
+    """``filename`` of ``hf://owner/name[@revision]`` downloaded into ``dest`` as any download is (size-limited,
+    sha256-checked, renamed into place; see :func:`_write_atomically`)."""
+
+    def run(url: str, redirects: _Redirects) -> Path:
+        fill = _http_fill(url, filename, size, timeout, redirects)
+        return _write_atomically(dest, fill, _sha256_check(sha256, f"{spec} ({url})", dest))
+
+    return _hf_request(spec, filename, endpoint, run)
 
 
 _HF_METADATA_LIMIT = 1 << 20  # a config.json is a few KB; anything this large is not one
 
 
-def hf_metadata_file(spec: str, filename: str = "config.json", *, endpoint: str | None = None) -> tuple[bytes, str]:
-    """The bytes of a small metadata file of ``hf://org/repo[@revision]`` and the commit they were read at.
+def _read_cache_file(path: Path, limit: int) -> bytes | None:
+    """The bytes of a regular file in the cache (None when absent), at most ``limit`` of them (else CacheError)."""
+    if not _regular_cache_file(path):
+        return None
+    with open(path, "rb") as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise CacheError(f"{path} is over {limit} bytes: psn_zoo never wrote it. Delete it (it will be fetched again)")
+    return data
 
-    The commit (huggingface_hub's snapshot folder, a 40-hex git hash) pins the weights to the same revision as their
-    metadata. Files over 1 MiB are refused (a metadata file is a few KB). Errors as :func:`_hf_download`.
+
+def hf_metadata_file(
+    spec: str,
+    filename: str = "config.json",
+    *,
+    endpoint: str | None = None,
+    check: Callable[[bytes], None] | None = None,
+    timeout: float = 60.0,
+) -> tuple[bytes, str]:
+    """The bytes of a small metadata file of ``hf://owner/name[@revision]`` and the commit they were read at.
+
+    The commit (the Hub's ``X-Repo-Commit``, a 40-hex git hash) pins the weights to the same revision as their
+    metadata. Reading stops past 1 MiB (:class:`SizeError`: a metadata file is a few KB). ``check(data)`` runs
+    before anything is cached, so the cache holds only files that passed it. A file pinned to a commit and cached
+    is read without a request; offline (``PSN_ZOO_OFFLINE``/``HF_HUB_OFFLINE``), or when the Hub cannot be reached,
+    a branch or tag is read at the commit it was last read at. Errors as :func:`_hf_request`.
     """
-    path = _hf_download(spec, filename, endpoint)
-    size = path.stat().st_size
-    if size > _HF_METADATA_LIMIT:
-        raise SizeError(f"{filename} of {spec} is {size} bytes: not a psn_zoo metadata file (at most 1 MiB)")
-    commit = path.parent.name
-    if not (len(commit) == 40 and all(c in "0123456789abcdef" for c in commit)):
-        commit = spec.partition("@")[2] or "main"  # not huggingface_hub's snapshot layout: the revision asked for
-    return path.read_bytes(), commit
+    repo, revision = split_hf_source(spec)
+    rev = revision or "main"
+    folder = cache_dir() / "hf" / repo
+    ref = folder / "refs" / urllib.parse.quote(rev, safe="")
+
+    def cached() -> tuple[bytes, str] | None:
+        commit = rev
+        if not HF_COMMIT.fullmatch(rev):
+            text = _read_cache_file(ref, 64)
+            if text is None:
+                return None
+            commit = text.decode("ascii", "replace").strip()
+            if not HF_COMMIT.fullmatch(commit):
+                raise CacheError(f"{ref} does not name a commit: psn_zoo never wrote it. Delete it")
+        data = _read_cache_file(folder / commit / filename, _HF_METADATA_LIMIT)
+        return None if data is None else (data, commit)
+
+    if HF_COMMIT.fullmatch(rev) or offline():
+        found = cached()
+        if found is not None:
+            return found
+        if offline():
+            raise OfflineError(f"offline mode: {filename} of {repo}@{rev} is not in the cache {cache_dir()}")
+
+    def run(url: str, redirects: _Redirects) -> tuple[bytes, str]:
+        buffer = io.BytesIO()
+        _http_fill(url, filename, _HF_METADATA_LIMIT, timeout, redirects)(buffer)
+        commit = redirects.commit or (rev if HF_COMMIT.fullmatch(rev) else None)
+        if commit is None or not HF_COMMIT.fullmatch(commit) or (HF_COMMIT.fullmatch(rev) and commit != rev):
+            raise ConnectionError(
+                f"{url} answered with commit {commit!r} (X-Repo-Commit) for revision {rev!r}: not a Hugging Face "
+                "Hub endpoint, or a wrong one; nothing was saved"
+            )
+        return buffer.getvalue(), commit
+
+    try:
+        data, commit = _hf_request(spec, filename, endpoint, run)
+    except SizeError:
+        raise SizeError(
+            f"{filename} of {spec} is over 1 MiB (reading stopped there): not a psn_zoo metadata file. Nothing was "
+            "saved in the cache"
+        ) from None
+    except FileNotFoundError:
+        raise
+    except ConnectionError:  # the Hub cannot be reached: what the cache has, as huggingface_hub does
+        found = None if HF_COMMIT.fullmatch(rev) else cached()
+        if found is None:
+            raise
+        return found
+    if check is not None:
+        check(data)
+    _write_atomically(folder / commit / filename, lambda out: out.write(data))
+    if rev != commit:
+        _write_atomically(ref, lambda out: out.write(commit.encode()))
+    return data, commit
 
 
 def _names_a_file(url: str) -> bool:
@@ -323,9 +456,12 @@ def fetch(
     errors = []
     for source in sources:
         if source.startswith("hf://"):
+            if offline():
+                errors.append(f"offline mode: not downloading {source}")
+                continue
             try:
-                return _from_hf(source, filename, sha256, hf_endpoint)
-            except OSError as err:  # offline miss, Hub unreachable, no such repo/revision/file: try the next source
+                return _from_hf(source, filename, sha256, hf_endpoint, cached, size, timeout)
+            except OSError as err:  # Hub unreachable, no such repository/revision/file: try the next source
                 errors.append(f"{source}: {err}")
                 continue
         url = source if _names_a_file(source) else urllib.parse.urljoin(source.rstrip("/") + "/", filename)

@@ -17,6 +17,7 @@ Fine-tuning reads weights through :func:`read_weights` and :func:`load_backbone_
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import os
@@ -27,6 +28,7 @@ from typing import Any
 
 import torch
 from torch import nn
+from torch.overrides import TorchFunctionMode
 
 from ..hub import (
     HF_HUB_PREFIX,
@@ -108,7 +110,7 @@ def create_model(
         info = get_pretrained_info(name, manifest=manifest)
         return _from_entry(
             info, load=pretrained is not False, num_classes=num_classes, source=source,
-            release_dir=release_folder(manifest),
+            release_dir=release_folder(manifest), shipped=manifest is None,
             **kwargs,
         )  # fmt: skip
     arch = _architecture(arch)
@@ -132,9 +134,11 @@ def create_model(
         raise ValueError(
             f"create_model({arch!r}, pretrained={pretrained!r}): the checkpoint is a {info.architecture}, not a {arch}"
         )
+    shipped = manifest is None and not (isinstance(pretrained, str) and pretrained.startswith(HF_HUB_PREFIX))
     return _from_entry(
-        info, load=True, num_classes=num_classes, source=source, release_dir=release_folder(manifest), **kwargs
-    )
+        info, load=True, num_classes=num_classes, source=source, release_dir=release_folder(manifest),
+        shipped=shipped, **kwargs,
+    )  # fmt: skip
 
 
 def load_pretrained(
@@ -243,22 +247,80 @@ def _from_entry(
     num_classes: int | None,
     source: str | Path | None = None,
     release_dir: str | Path | None = None,
+    shipped: bool = False,
     **kwargs: Any,
 ) -> nn.Module:
     """The entry's architecture, with its weights when ``load`` (a catalog entry or a pushed repository); without
-    them, ``kwargs`` override the entry's settings."""
+    them, ``kwargs`` override the entry's settings. ``shipped``: the record is from the release that ships with
+    psn_zoo, trusted as its code is; any other (a manifest given by path, a pushed folder, an ``hf-hub:``
+    repository) is checked against its weights before the model is built (:func:`_check_record_fits_weights`)."""
     classes = info.num_classes if num_classes is None else num_classes
     if not load:
         return build_model(info.architecture, **{**info.build_kwargs(), **kwargs, "num_classes": classes})
     free = _check_request(info, kwargs)  # the neuron's initial values and surrogate: the weights replace the former
     build = info.build_kwargs()
     build["neuron"] = {**build["neuron"], **free}
-    model = build_model(info.architecture, **{**build, "num_classes": classes or info.num_classes})
+    build["num_classes"] = classes or info.num_classes
+    # the weights first (verified, read only up to their declared size), then the record is checked against them on a
+    # skeleton: what the real model allocates is bounded by its verified weights, never by a record's word
     state = load_entry_weights(info, source=source, release_dir=release_dir)
+    if not shipped:  # (a skeleton's first meta kernels import torch._dynamo: about a second, once per process)
+        _check_record_fits_weights(info, build, state)
+    model = build_model(info.architecture, **build)
     reinitialized = load_backbone_weights(model, state, origin=info.name)
     if classes == 0:
         model.reset_classifier(0)
     return _loaded(model, info, reinitialized)
+
+
+class _Skeleton(TorchFunctionMode):
+    """Builds a model's skeleton: tensors made from sizes (``torch.empty``, ``zeros``, ``ones``, ``full``, ``arange``,
+    ...) go to the meta device, so a constructor asked for a ``[T, T]`` weight gets its shape and no memory; tensors
+    made from data (``torch.tensor(x)``) stay real, as their data exists already (a constructor may check values)."""
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func in _size_constructors() and kwargs.get("device") is None:
+            kwargs = {**kwargs, "device": torch.device("meta")}
+        return func(*args, **kwargs)
+
+
+@functools.cache
+def _size_constructors() -> frozenset[Any]:
+    from torch.utils._device import _device_constructors
+
+    return frozenset(_device_constructors()) - {torch.tensor, torch.as_tensor, torch.asarray, torch.scalar_tensor}
+
+
+def _check_record_fits_weights(
+    info: CheckpointInfo, build: Mapping[str, Any], state: Mapping[str, torch.Tensor]
+) -> None:
+    """Check that ``info``'s record (its architecture, ``build`` arguments: T, widths, neuron) describes a model that
+    ``state``, its verified weights, fits, on a skeleton (:class:`_Skeleton`) before the real model is built: a record
+    whose T or widths its weights do not have is refused without allocating what it asks for (a 2 KB config.json
+    with ``T: 200000`` would otherwise have a PSN ask for 160 GB). The same errors as :func:`load_backbone_weights`."""
+    with torch.random.fork_rng(devices=[]), _Skeleton():  # with the record's classes: its head must fit too
+        skeleton = build_model(info.architecture, **{**build, "num_classes": info.num_classes})
+    _, replaced = _fitted_state(skeleton, dict(state), info.name, _RECORD_FIX)
+    if replaced:
+        raise ValueError(
+            f"the weights in {info.name} have another classifier than the {info.num_classes} classes of its record "
+            f"({', '.join(f'{k}: {tuple(state[k].shape)}' for k in replaced if k in state) or 'none'}). {_RECORD_FIX}"
+        )
+    stored = set(skeleton.state_dict())
+    unstored = sum(b.numel() for name, b in skeleton.named_buffers() if name not in stored)
+    budget = max(sum(v.numel() for v in state.values()), 1 << 20)
+    if unstored > budget:
+        raise ValueError(
+            f"the record of {info.name} builds a {type(skeleton).__name__} with {unstored} elements of buffers its "
+            f"weights do not hold (more than their {budget}): {_RECORD_FIX}"
+        )
+
+
+_RECORD_FIX = (
+    "The entry's record (config.json or manifest entry) does not describe its own weights: it is wrong or hostile, "
+    "and nothing was built"
+)
 
 
 def _from_path(arch: str, path: str | os.PathLike, *, num_classes: int | None, **kwargs: Any) -> nn.Module:
@@ -435,6 +497,16 @@ def load_backbone_weights(
             f"the weights in {shown} belong to another model: {'; '.join(wrong)}. {fix}. (To load them anyway, "
             "pass their state dict: psn_zoo.models.load_backbone_weights(model, psn_zoo.models.read_weights(path)))"
         )
+    state, replaced = _fitted_state(model, state, shown, fix)
+    model.load_state_dict(state, strict=not replaced)
+    return replaced
+
+
+def _fitted_state(
+    model: nn.Module, state: dict[str, torch.Tensor], shown: str, fix: str
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``state`` as ``model`` takes it (the classifier dropped where it does not fit) and the keys left at their
+    initial values; an error that says what differs for anything else (shapes, missing or unexpected keys)."""
     size_from_state_dict(model, state)  # channel-wise neurons not yet sized by an input take the checkpoint's size
     own = model.state_dict()
     head, theirs = set(classifier_keys(model, own)), set(classifier_keys(model, state))
@@ -461,8 +533,7 @@ def load_backbone_weights(
             f"the weights in {shown} do not fit this {type(model).__name__} "
             f"(T={model.T}, neuron={model.neuron_spec}): " + "; ".join(p for p in parts if p) + f". {fix}"
         )
-    model.load_state_dict(state, strict=not replaced)
-    return replaced
+    return state, replaced
 
 
 # =========================================================================================== fine-tuning
