@@ -111,6 +111,23 @@ class _App:
         self.close()
 
 
+def stream_padded(handler: _Handler, data: bytes, extra: int, owner) -> None:
+    """Writes ``data`` then ``extra`` zero bytes as the response body; ``owner.sent`` counts the bytes the client
+    accepted and ``owner.done`` (a :class:`threading.Event`) is set when the body ends or the client hung up."""
+    block = b"\0" * (1 << 20)
+    try:
+        handler.wfile.write(data)
+        owner.sent = len(data)
+        while owner.sent < len(data) + extra:
+            chunk = block[: len(data) + extra - owner.sent]
+            handler.wfile.write(chunk)
+            owner.sent += len(chunk)
+    except OSError:
+        pass
+    finally:
+        owner.done.set()
+
+
 class FileServer(_App):
     """Serves ``files`` (``{url path without leading '/': bytes}``) under :attr:`url`.
 
@@ -433,15 +450,4 @@ class HostileHub(_App):
         handler.end_headers()
         if handler.command == "HEAD":
             return
-        block = b"\0" * (1 << 20)
-        try:
-            handler.wfile.write(data)
-            self.sent = len(data)
-            while self.sent < len(data) + self.extra:
-                chunk = block[: len(data) + self.extra - self.sent]
-                handler.wfile.write(chunk)
-                self.sent += len(chunk)
-        except OSError:
-            pass
-        finally:
-            self.done.set()
+        stream_padded(handler, data, self.extra, self)

@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from hub_servers import FileServer, HostileHub
+from hub_servers import FileServer, HostileHub, stream_padded
 from safetensors.torch import load as safetensors_load
 from safetensors.torch import save_file
 
@@ -314,17 +314,7 @@ class StreamingServer(FileServer):
         if self.announce:
             handler.send_header("Content-Length", str(len(data) + self.extra))
         handler.end_headers()
-        block = b"\0" * (1 << 20)
-        try:
-            handler.wfile.write(data)
-            self.sent = len(data)
-            while self.sent < len(data) + self.extra:
-                handler.wfile.write(block)
-                self.sent += len(block)
-        except OSError:
-            pass
-        finally:
-            self.done.set()
+        stream_padded(handler, data, self.extra, self)
 
 
 @pytest.mark.parametrize("announce", [False, True], ids=["no-length", "length-400MB"])

@@ -86,12 +86,6 @@ class SpikingClassifier(L.LightningModule):
         log_input_samples: int = 4,
     ) -> None:
         super().__init__()
-        if not isinstance(model, str) or model not in list_models():
-            # a hub name here would be fetched whenever a checkpoint recording it is loaded
-            raise ValueError(
-                f"SpikingClassifier: model must be an architecture name (psn_zoo.list_models()), got {model!r}; "
-                "published weights are given as pretrained= (--model.pretrained), e.g. pretrained='hf-hub:org/repo'"
-            )
         _check_hyperparameters(locals())
         self.save_hyperparameters()
         self.model = create_model(
@@ -366,6 +360,10 @@ class SpikingClassifier(L.LightningModule):
 
 #: hyperparameter -> (is the value valid, the rule the error states)
 _RULES: dict[str, tuple[Any, str]] = {
+    # a hub name as model would be fetched whenever a checkpoint recording it is loaded
+    "model": (lambda v: isinstance(v, str) and v in list_models(),
+              "an architecture name (psn_zoo.list_models()); published weights are given as "
+              "pretrained= (--model.pretrained), e.g. pretrained='hf-hub:org/repo'"),
     "T": (lambda v: v >= 1, "≥ 1 (time steps)"),
     "num_classes": (lambda v: v >= 1, "≥ 1"),
     "in_channels": (lambda v: v >= 1, "≥ 1"),
@@ -398,4 +396,4 @@ def _check_hyperparameters(values: dict[str, Any]) -> None:
     if wrong:
         flags = ", ".join(f"--model.{w.split('=', 1)[0]}" for w in wrong)
         raise ValueError(f"SpikingClassifier: {'; '.join(wrong)}. Set {flags} (SpikingClassifier(...) in Python) "
-                         "within that range")  # fmt: skip
+                         "accordingly")  # fmt: skip
