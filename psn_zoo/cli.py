@@ -281,7 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="the main job: evaluate a pretrained PSN on N-Digits, fine-tune it 1 epoch, log to W&B"
     )
     demo.add_argument("--entry", default="paper_cifar10dvs_vgg.ndigits_psn_t4", help="published checkpoint")
-    demo.add_argument("--data-dir", default=None, help="dataset folder (default $PSN_ZOO_DATA or ~/.cache/psn_zoo)")
+    demo.add_argument("--data-dir", default=None,
+                      help="dataset folder (default $PSN_ZOO_DATA or ~/.cache/psn_zoo/datasets)")
     demo.add_argument("--out", default="runs", help="runs folder (the demo writes <out>/demo)")
     demo.add_argument("--epochs", type=int, default=1)
     demo.add_argument("--lr", type=float, default=0.01)

@@ -139,3 +139,14 @@ def assert_neuron_outputs_match(neuron, x: torch.Tensor, ours: tuple, theirs: tu
     assert set(gp_t) == set(gp_o)  # parameter names agree (weight, bias, w); only shapes may differ
     for name, grad in gp_o.items():
         assert_grads_close(grad, gp_t[name], terms=x.numel())
+
+
+@pytest.fixture(scope="session")
+def default_ndigits(tmp_path_factory) -> Path:
+    """A data_dir with the default N-Digits generated from scratch, as on a fresh clone (made once per session)."""
+    from psn_zoo.datamodules import NDigitsDataModule
+    from psn_zoo.datamodules.ndigits import generate_ndigits
+
+    data_dir = tmp_path_factory.mktemp("default_ndigits")
+    generate_ndigits(NDigitsDataModule(data_dir=str(data_dir)).tonic_root())
+    return data_dir

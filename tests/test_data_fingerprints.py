@@ -33,12 +33,10 @@ def _ndigits_entry(name: str) -> bool:
     return get_pretrained_info(name).dataset["name"] == "NDigits"
 
 
-@pytest.fixture(scope="module")
-def fresh_ndigits(tmp_path_factory) -> Path:
+@pytest.fixture
+def fresh_ndigits(default_ndigits) -> Path:
     """A data_dir with the default N-Digits generated from scratch, as on a fresh clone."""
-    data_dir = tmp_path_factory.mktemp("fresh")
-    nd.generate_ndigits(NDigitsDataModule(data_dir=str(data_dir)).tonic_root())
-    return data_dir
+    return default_ndigits
 
 
 def _datamodule(name: str, data_dir: Path | None) -> L.LightningDataModule:
