@@ -101,14 +101,22 @@ class EpochShuffle(RandomSampler):
         yield from torch.randperm(len(self.data_source), generator=generator).tolist()
 
 
-def eval_shards(datamodule: Any) -> dict[str, int] | None:
-    """``num_replicas`` and ``rank`` of the distributed trainer ``datamodule`` is attached to (None: not sharded)."""
+#: the evaluation loader a trainer stage asks for (Lightning's ``RunningStage`` values)
+_EVAL_LOADERS = {"sanity_check": "validation split (val_dataloader)", "validate": "validation split (val_dataloader)",
+                 "test": "test split (test_dataloader)", "predict": "predicted split (predict_dataloader)"}  # fmt: skip
+
+
+def eval_shards(datamodule: Any) -> dict[str, Any] | None:
+    """``num_replicas`` and ``rank`` of the distributed trainer ``datamodule`` is attached to (None: not sharded),
+    and ``split``, the evaluation data the trainer is asking for (for :func:`seeded_loader`'s errors)."""
     trainer = getattr(datamodule, "trainer", None)
     kwargs = trainer.distributed_sampler_kwargs if trainer is not None else None
     connector = getattr(trainer, "_accelerator_connector", None)
     if not kwargs or kwargs.get("num_replicas", 1) <= 1 or not getattr(connector, "use_distributed_sampler", True):
         return None
-    return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"])}
+    stage = getattr(getattr(trainer, "state", None), "stage", None)
+    split = _EVAL_LOADERS.get(str(getattr(stage, "value", stage)), "evaluation split")
+    return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"]), "split": split}
 
 
 def seeded_loader(
@@ -118,16 +126,29 @@ def seeded_loader(
     num_workers: int,
     seed: int,
     pin_memory: bool = False,
-    shards: dict[str, int] | None = None,
+    shards: dict[str, Any] | None = None,
 ) -> DataLoader:
     """A DataLoader that never touches the global random state: its order comes from :class:`EpochShuffle`,
     its workers' seeds from its own generator. Workers are not persistent, so each epoch's workers see the
     epoch set on the dataset.
 
     An evaluation loader (``shuffle=False``) with ``shards`` (:func:`eval_shards`) reads every sample exactly once
-    over the ranks (Lightning keeps this sampler; its own pads the shards with repeated samples)."""
+    over the ranks (Lightning keeps this sampler; its own pads the shards with repeated samples). Every rank must
+    get at least one sample (a rank without a batch would leave the others waiting in DDP's first forward and in
+    the metrics' sync), so a split smaller than the number of processes is refused, naming both and the fix."""
     sampler: Sampler | None = EpochShuffle(dataset, seed) if shuffle else None
     if not shuffle and shards is not None:
+        shards = dict(shards)
+        split = shards.pop("split", "evaluation split")
+        size, processes = len(dataset), shards["num_replicas"]
+        if 0 < size < processes:
+            raise ValueError(
+                f"the {split} has {size} sample{'s' if size != 1 else ''} but the run has {processes} processes "
+                f"(devices x nodes): under DDP every process evaluates a disjoint shard of at least one sample, so "
+                f"{processes - size} process{'es' if processes - size != 1 else ''} would have none. Evaluate on at "
+                f"most {size} device{'s' if size != 1 else ''} (--trainer.devices {size}), or give the split at least "
+                f"{processes} samples"
+            )
         sampler = UnrepeatedDistributedSampler(dataset, shuffle=False, **shards)
     return DataLoader(
         dataset,

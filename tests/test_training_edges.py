@@ -223,6 +223,44 @@ def test_evaluations_get_their_own_folders_and_predict_writes_the_predictions(se
     assert torch.equal(probs, torch.cat([p["probs"] for p in cli.trainer.predict_loop.predictions]))
 
 
+def test_predictions_name_their_samples_whatever_order_the_loader_reads_them(tmp_path):
+    """The rows' index is the sample's index in the dataset, read from Lightning's batch indices (nested per
+    dataloader even for one): a loader that reads the split backwards still gets each row's target = the label of
+    dataset[index] (the index used to fall back to the position in the loader's order)."""
+    from torch.utils.data import DataLoader
+
+    from psn_zoo.training import PredictionWriter
+
+    dm = data()
+    dm.setup()
+    test = dm.datasets["test"]
+    labels = [int(test[i][1]) for i in range(len(test))]
+    loader = DataLoader(test, batch_size=6, sampler=list(reversed(range(len(test)))))
+    writer = PredictionWriter("rows.csv")
+    tiny_trainer(tmp_path, callbacks=[writer]).predict(tiny_classifier(), loader, return_predictions=False)
+    rows = list(csv.DictReader(writer.path.open()))
+    assert [int(r["index"]) for r in rows] == list(range(len(test)))
+    assert [int(r["target"]) for r in rows] == labels and len(set(labels)) > 1
+
+
+def test_predicted_probabilities_are_float32_softmaxes_under_bf16_mixed(tmp_path):
+    """Under ``precision="bf16-mixed"`` the logits are bf16; the probabilities are their softmax in float32 (rows
+    summed to 0.9976-1.0021 when it was taken in bf16), in the model's predictions and in predictions.csv."""
+    from psn_zoo.training import PredictionWriter
+
+    writer = PredictionWriter()
+    trainer = tiny_trainer(tmp_path, precision="bf16-mixed", callbacks=[writer])
+    torch.manual_seed(0)
+    predicted = trainer.predict(tiny_classifier(neuron="if"), data())
+    probs = torch.cat([p["probs"] for p in predicted])
+    assert probs.dtype == torch.float32
+    torch.testing.assert_close(probs.sum(1), torch.ones(len(probs)), rtol=0, atol=1e-6)
+    assert torch.equal(torch.cat([p["pred"] for p in predicted]), probs.argmax(1))
+    rows = list(csv.DictReader(writer.path.open()))
+    written = torch.tensor([[float(r[f"probs_{c}"]) for c in range(10)] for r in rows])
+    torch.testing.assert_close(written.sum(1), torch.ones(len(rows)), rtol=0, atol=1e-6)
+
+
 # ---------------------------------------------------------------------------------------------- schedules
 def _lr_spy(at: str) -> tuple[L.Callback, list[float]]:
     seen: list[float] = []

@@ -10,6 +10,10 @@ A LIF whose charged membrane is scaled by one learnable scalar ``k`` (initialise
 ``scale_reset=True`` resets ``F[t]/k`` with threshold ``V_th/k`` instead (the KLIF paper's variant). ``k`` scales the
 surrogate gradient's slope as well as the membrane, which is the paper's point. SpikingJelly 2.0.0's ``KLIFNode``
 computes the same equations (its default surrogate is the sigmoid; psn_zoo's, as for every neuron, is ATan).
+
+A half-precision input (bf16, fp16, or autocast's) runs in fp32, as every other neuron's: the membrane is charged,
+scaled and reset in fp32 (fp64 for an fp64 input) and kept in fp32 between calls, and the spikes come back in the
+input's dtype.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from typing import Any, ClassVar
 import torch
 from torch import nn
 
+from ._channelwise import fp32_compute
 from .base import SpikingNeuron, StepMode, flag
 from .lif import _number, _tau
 from .registry import register_neuron
@@ -61,41 +66,46 @@ class KLIFNode(SpikingNeuron):
     def reset(self) -> None:
         self.v = None
 
-    def _step(self, x: torch.Tensor, v: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """One step ``[B, ...]``: ``(spike, V[t])`` from ``V[t−1]``."""
+    def _step(self, x: torch.Tensor, v: torch.Tensor, k: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """One step ``[B, ...]``: ``(spike, V[t])`` from ``V[t−1]``, all in the compute dtype (``k`` cast to it)."""
         r = 0.0 if self.v_reset is None else self.v_reset
         h = v + (x - (v - r)) / self.tau if self.decay_input else v - (v - r) / self.tau + x
-        f = torch.relu(self.k * h)
+        f = torch.relu(k * h)
         spike = self.surrogate(f - self.v_threshold)
         s = spike.detach() if self.detach_reset else spike
-        base, threshold = (f / self.k, self.v_threshold / self.k) if self.scale_reset else (f, self.v_threshold)
+        base, threshold = (f / k, self.v_threshold / k) if self.scale_reset else (f, self.v_threshold)
         if self.v_reset is None:
             return spike, base - s * threshold
         return spike, base * (1.0 - s) + self.v_reset * s
 
-    def _initial_v(self, x: torch.Tensor) -> torch.Tensor:
+    def _initial_v(self, x: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """The stored membrane in the compute ``dtype``, or a fresh one at ``v_reset``."""
         if self.v is None:
-            return torch.full_like(x, self.v_reset or 0.0)
+            return torch.full(x.shape, self.v_reset or 0.0, dtype=dtype, device=x.device)
         if self.v.shape != x.shape:
             raise ValueError(
                 f"KLIFNode: stored membrane potential has shape {tuple(self.v.shape)} but this step has shape "
                 f"{tuple(x.shape)}; call reset() (psn_zoo.neurons.reset_states(model)) between independent sequences"
             )
-        return self.v
+        return self.v.to(dtype)
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
-        """``[T, B, ...] -> [T, B, ...]`` spikes, step by step (the state carries on to the next call)."""
-        v = self._initial_v(x_seq[0])
-        spikes = []
-        for x in x_seq:
-            spike, v = self._step(x, v)
-            spikes.append(spike)
-        self.v = v
-        return torch.stack(spikes)
+        """``[T, B, ...] -> [T, B, ...]`` spikes, step by step (the state carries on to the next call), computed in
+        fp32 for a half-precision input (fp64 for fp64) and returned in its dtype."""
+        with fp32_compute(x_seq) as dtype:
+            v = self._initial_v(x_seq[0], dtype)
+            k = self.k.to(dtype)
+            spikes = []
+            for x in x_seq.to(dtype):
+                spike, v = self._step(x, v, k)
+                spikes.append(spike)
+            self.v = v
+        return torch.stack(spikes).to(x_seq.dtype)
 
     def single_step(self, x: torch.Tensor) -> torch.Tensor:
-        spike, self.v = self._step(x, self._initial_v(x))
-        return spike
+        with fp32_compute(x) as dtype:
+            spike, self.v = self._step(x.to(dtype), self._initial_v(x, dtype), self.k.to(dtype))
+        return spike.to(x.dtype)
 
     def macs_per_neuron(self, T: int) -> tuple[float, float]:
         """``(MACs, ACs)`` one neuron spends on a T-step sample: the leak and the ``k`` scaling, per step."""

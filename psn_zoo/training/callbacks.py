@@ -153,14 +153,23 @@ class EpochClock(L.Callback):
     """Training throughput per epoch: ``epochs`` lists ``{"epoch", "seconds", "samples", "samples_per_s"}`` with the
     wall time of the training batches only (validation inside the epoch is subtracted), and each epoch logs
     ``train/samples_per_s``. Lightning's ``ThroughputMonitor`` needs a logger and counts batches; this keeps every
-    epoch's number in the callback, so logger-less runs (benchmarks) can read it back."""
+    epoch's number in the callback, so logger-less runs (benchmarks) can read it back.
+
+    ``samples`` are the samples the training batches actually held, counted batch by batch (so
+    ``limit_train_batches``, a last partial batch and an interrupted epoch count what ran) and summed over every
+    process under DDP; ``seconds`` is the slowest process's. Every process records the same numbers."""
 
     def __init__(self) -> None:
         self.epochs: list[dict[str, float]] = []
         self._start = self._paused = self._pause_start = 0.0
+        self._samples = 0
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        self._start, self._paused = time.perf_counter(), 0.0
+        self._start, self._paused, self._samples = time.perf_counter(), 0.0, 0
+
+    def on_train_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                           batch_idx: int) -> None:  # fmt: skip
+        self._samples += _batch_size(batch, trainer)
 
     def on_validation_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         self._pause_start = time.perf_counter()
@@ -171,15 +180,37 @@ class EpochClock(L.Callback):
 
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         seconds = time.perf_counter() - self._start - self._paused
-        loader = trainer.train_dataloader
-        samples = len(loader.dataset) if loader is not None and hasattr(loader, "dataset") else 0
-        if trainer.limit_train_batches is not None and trainer.num_training_batches < len(loader or ()):
-            samples = min(samples, trainer.num_training_batches * (loader.batch_size or 1))
+        samples = float(self._samples)
+        if trainer.world_size > 1:  # every process's samples, over the slowest process's time
+            device = trainer.strategy.root_device
+            samples = float(_all_reduce(torch.tensor(samples, dtype=torch.float64, device=device), "sum"))
+            seconds = float(_all_reduce(torch.tensor(seconds, dtype=torch.float64, device=device), "max"))
+        samples = int(samples)
         rate = samples / seconds if seconds > 0 else 0.0
         self.epochs.append(
             {"epoch": trainer.current_epoch, "seconds": seconds, "samples": samples, "samples_per_s": rate}
         )
         pl_module.log("train/samples_per_s", rate, on_epoch=True, sync_dist=False, rank_zero_only=True)
+
+
+def _all_reduce(value: torch.Tensor, op: str) -> torch.Tensor:
+    """``value`` summed (``"sum"``) or maximised (``"max"``) over the processes of the default group."""
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        value = value.clone()
+        torch.distributed.all_reduce(value, op=getattr(torch.distributed.ReduceOp, op.upper()))
+    return value
+
+
+def _batch_size(batch: Any, trainer: L.Trainer) -> int:
+    """The number of samples in a training batch: the first dimension of its first tensor (Lightning's own rule),
+    else the loader's ``batch_size``."""
+    from lightning.fabric.utilities.exceptions import MisconfigurationException
+    from lightning.pytorch.utilities.data import extract_batch_size
+
+    try:
+        return int(extract_batch_size(batch))
+    except MisconfigurationException:  # a batch without tensors: the loader's nominal size
+        return int(getattr(trainer.train_dataloader, "batch_size", None) or 1)
 
 
 def run_folder(trainer: L.Trainer) -> Path:
@@ -232,15 +263,24 @@ class PredictionWriter(BasePredictionWriter):
         if not self._active:
             return
         if predictions and isinstance(predictions[0], list):  # several dataloaders: one list each
-            predictions, batch_indices = predictions[0], (batch_indices or [[]])[0]
-        columns, rows = _prediction_rows(predictions, batch_indices, trainer.global_rank)
+            predictions = predictions[0]
+        columns, rows = _prediction_rows(predictions, _first_loader_indices(batch_indices), trainer.global_rank)
         if trainer.world_size > 1 and torch.distributed.is_available() and torch.distributed.is_initialized():
             gathered: list[Any] = [None] * trainer.world_size
-            torch.distributed.all_gather_object(gathered, rows)
-            rows = [row for part in gathered for row in part]
+            torch.distributed.all_gather_object(gathered, (columns, rows))
+            columns = next((part_columns for part_columns, _ in gathered if part_columns), columns)
+            rows = [row for _, part in gathered for row in part]
+            if any(row[0][0] for row in rows):  # every process sees every row: they all raise, none waits
+                raise RuntimeError(
+                    f"PredictionWriter: the predict loader of {trainer.world_size} processes gave no sample indices "
+                    "(Lightning records them for a torch DataLoader only), so the rows of different processes "
+                    "cannot be put in dataset order and predictions.csv would name the wrong samples. Predict with a "
+                    "DataLoader, or in one process (--trainer.devices 1)"
+                )
         if not trainer.is_global_zero:
             return
         rows.sort(key=lambda row: row[0])  # by dataset index
+        rows = [row for i, row in enumerate(rows) if i == 0 or row[0] != rows[i - 1][0]]  # a padded shard's repeats
         folder = run_folder(trainer)
         folder.mkdir(parents=True, exist_ok=True)
         self.path = free_path(folder, self.filename)
@@ -251,10 +291,23 @@ class PredictionWriter(BasePredictionWriter):
         rank_zero_info(f"predict: wrote the predictions of {len(rows)} samples to {self.path}")
 
 
+def _first_loader_indices(batch_indices: Any) -> list[Any]:
+    """The sample indices of the first dataloader's batches, ``[batch][sample]``. Lightning hands them nested per
+    dataloader (``[dataloader][batch][sample]``) even when ``predictions`` are flat (one dataloader); a flat
+    ``[batch][sample]`` list is taken as it is."""
+    if not batch_indices:
+        return []
+    first = batch_indices[0]
+    if isinstance(first, (list, tuple)) and (not first or isinstance(first[0], (list, tuple))):
+        return list(first)  # [dataloader][batch][sample]
+    return list(batch_indices)
+
+
 def _prediction_rows(predictions: list[Any], batch_indices: list[Any], rank: int) -> tuple[list[str], list[list]]:
     """The column names and the rows ``[sort key, index, values...]`` of ``predict_step``'s outputs: a dict of tensors
     (or one tensor, ``output``), each ``[B]`` (one column) or ``[B, K]`` (``name_0`` ... ``name_<K-1>``). The index is
-    the sample's index in the dataset (the sampler's), or its position on this rank when the loader has none."""
+    the sample's index in the dataset (the sampler's), or its position on this rank when the loader has none (the
+    sort key then starts with ``rank + 1``, so rows without an index are told apart)."""
     columns: list[str] = []
     rows: list[list] = []
     position = 0
@@ -269,7 +322,8 @@ def _prediction_rows(predictions: list[Any], batch_indices: list[Any], rank: int
                 columns += [key] if value.dim() == 1 else [f"{key}_{j}" for j in range(value.shape[1])]
         size = next(iter(tensors.values())).shape[0]
         indices = list(batch_indices[i]) if batch_indices and i < len(batch_indices) and batch_indices[i] else []
-        keys = [(0, int(n)) for n in indices] if len(indices) == size else [(rank, position + j) for j in range(size)]
+        keys = ([(0, int(n)) for n in indices] if len(indices) == size
+                else [(rank + 1, position + j) for j in range(size)])
         position += size
         per_sample = [v.reshape(size, -1).tolist() for v in tensors.values()]  # ints stay ints, floats floats
         for j in range(size):

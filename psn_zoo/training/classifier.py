@@ -17,6 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from lightning.pytorch.utilities import rank_zero_info
+from torchmetrics import MeanMetric
 from torchmetrics.classification import MulticlassAccuracy
 
 from ..models import create_model, list_models
@@ -112,6 +113,9 @@ class SpikingClassifier(L.LightningModule):
                 for name, k in (("acc", 1), ("acc_top5", top5))
             }
         )
+        # evaluation losses: the mean over every sample of every process (weighted by batch size), as one process
+        # computes it; Lightning's own sync_dist mean of a logged tensor is not (see _shared_step)
+        self.eval_losses = torch.nn.ModuleDict({stage: MeanMetric() for stage in ("val", "test")})
         self.firing = FiringRateMonitor(self.model)
         self._logged_inputs = False
         self._cosine_T_max: int | None = None  # the cosine schedule's length (epochs, or steps)
@@ -189,8 +193,15 @@ class SpikingClassifier(L.LightningModule):
             metric = self.metrics[f"{stage}_{name}"]
             metric(logits, y)
             self.log(f"{stage}/{name}", metric, on_step=False, on_epoch=True, prog_bar=name == "acc")
-        train = stage == "train"  # evaluation: one loss over every rank's samples
-        self.log(f"{stage}/loss", loss, on_step=train, on_epoch=True, prog_bar=not train, sync_dist=not train)
+        if stage == "train":
+            self.log("train/loss", loss, on_step=True, on_epoch=True)
+            return loss
+        # evaluation: one loss over every process's samples, each batch weighted by its size. Lightning's sync_dist
+        # mean averages the processes' means and, over gloo, truncates the summed batch count (9 samples on 2
+        # processes gave 0.778 for 0.691); torchmetrics sums value·weight and weight over the processes instead
+        mean = self.eval_losses[stage]
+        mean.update(loss.detach(), weight=y.shape[0])
+        self.log(f"{stage}/loss", mean, on_step=False, on_epoch=True, prog_bar=True)
         return loss
 
     def training_step(self, batch, batch_idx: int) -> torch.Tensor:
@@ -213,7 +224,9 @@ class SpikingClassifier(L.LightningModule):
         """``{"probs": [B, classes], "pred": [B]}``, and ``"target": [B]`` when the batch has labels."""
         labelled = isinstance(batch, (list, tuple)) and len(batch) > 1
         x = batch[0] if isinstance(batch, (list, tuple)) else batch
-        probs = self(x).softmax(-1)
+        logits = self(x)
+        with torch.autocast(device_type=logits.device.type, enabled=False):  # bf16 logits: rows summed to 1 ± 2e-3
+            probs = logits.float().softmax(-1)
         out = {"probs": probs, "pred": probs.argmax(-1)}
         if labelled and isinstance(batch[1], torch.Tensor) and batch[1].dim() == 1:
             out["target"] = batch[1]
@@ -231,12 +244,27 @@ class SpikingClassifier(L.LightningModule):
     on_test_epoch_start = on_validation_epoch_start
 
     def _log_firing(self, stage: str) -> None:
-        rates = self.firing.rates()
-        if not rates:
+        """Each layer's spikes over its outputs, summed over every sample of every process before dividing (a mean
+        of the processes' rates would weigh a process's few samples as much as another's many), so DDP logs what
+        one process would. Every process runs it (one all-reduce), and logs the same, already global, values."""
+        if stage == "val" and not self.hparams.log_firing_rates:
             return
-        for name, rate in rates.items():
-            self.log(f"firing_rate/{name}", rate, sync_dist=True)
-        self.log(f"{stage}/firing_rate", self.firing.mean_rate(), sync_dist=True)
+        names = list(self.firing.names.values())  # the same layers, in the same order, on every process
+        if not names:
+            return
+        spikes = [self.firing._spikes.get(name, 0.0) for name in names]
+        totals = [float(self.firing._total.get(name, 0)) for name in names]
+        counts = torch.tensor(spikes + totals, dtype=torch.float64)  # exact counts up to 2^53
+        trainer = self._trainer  # None when a hook is called by hand
+        if trainer is not None and trainer.world_size > 1:
+            counts = trainer.strategy.reduce(counts.to(self.device), reduce_op="sum").cpu()
+        spikes_all, totals_all = counts[: len(names)].tolist(), counts[len(names) :].tolist()
+        if not sum(totals_all):
+            return
+        for name, n_spikes, n_total in zip(names, spikes_all, totals_all, strict=True):
+            if n_total:  # the values are global already: max over equal values returns them exactly, unwarned
+                self.log(f"firing_rate/{name}", n_spikes / n_total, sync_dist=True, reduce_fx="max")
+        self.log(f"{stage}/firing_rate", sum(spikes_all) / sum(totals_all), sync_dist=True, reduce_fx="max")
 
     def on_validation_epoch_end(self) -> None:
         self._log_firing("val")

@@ -81,10 +81,18 @@ _OPTIMIZER_HELP = (
 )
 
 
-def data_attribute(name: str):
-    """A ``compute_fn`` reading ``name`` off the instantiated DataModule, with a clear error when it has none."""
+class DataAttribute:
+    """A ``compute_fn`` reading ``name`` off the instantiated DataModule, with a clear error when it has none.
 
-    def read(data: L.LightningDataModule) -> Any:
+    A module-level class, not a closure: LightningCLI keeps the parser (with its links) in the trainer's
+    ``SaveConfigCallback``, and ``--trainer.strategy ddp_spawn`` pickles the trainer into every process."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.__name__ = f"data_{name}"
+
+    def __call__(self, data: L.LightningDataModule) -> Any:
+        name = self.name
         value = getattr(data, name, None)
         if value is None and name == "in_channels":
             value = _channels_from_shape(data)
@@ -96,8 +104,13 @@ def data_attribute(name: str):
             )
         return int(value)
 
-    read.__name__ = f"data_{name}"
-    return read
+    def __repr__(self) -> str:
+        return f"DataAttribute({self.name!r})"
+
+
+def data_attribute(name: str) -> DataAttribute:
+    """A picklable ``compute_fn`` reading ``name`` off the instantiated DataModule (:class:`DataAttribute`)."""
+    return DataAttribute(name)
 
 
 def _channels_from_shape(data: Any) -> int | None:
