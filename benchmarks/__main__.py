@@ -32,7 +32,15 @@ import traceback
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import Ratio, environment, environment_line, machine_block, markdown_table, write_report
+from benchmarks._common import (
+    RATIO_MEANING,
+    Ratio,
+    environment,
+    environment_line,
+    machine_block,
+    markdown_table,
+    write_report,
+)
 
 PARTS = ("neurons", "models", "data", "speed", "efficiency", "reproduce")
 TITLES = {
@@ -240,8 +248,8 @@ def write_summary(out: Path, results: dict[str, Any], errors: dict[str, str], mo
         "",
         f"`python -m benchmarks --{mode}`: {sum(not r.get('earlier') for r in results.values())} part(s) in "
         f"{wall_s:.0f} s (parts marked 'an earlier run' come from an earlier `--only` run). Every ratio compares "
-        "psn_zoo with SpikingJelly 2.0.0 measured in the same process (median of repeats; in brackets the range of the "
-        "per-round ratios); above 1 means ours is faster, below 1 for memory means ours is leaner.",
+        f"psn_zoo with SpikingJelly 2.0.0 measured in the same process ({RATIO_MEANING}); above 1 means ours is "
+        "faster, below 1 for memory means ours is leaner.",
         "",
         environment_line(env),
         "",

@@ -19,6 +19,13 @@ from typing import Any
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+#: What every ratio of :func:`time_pair` is, for the reports' headers.
+RATIO_MEANING = (
+    "the median of the per-round ratios (each round: one block of each side, the ratio of their median times), in "
+    "brackets the lowest and highest of the same per-round ratios"
+)
+
+
 @dataclass
 class Ratio:
     """A speed ratio over paired repeats: median, min and max."""
@@ -64,12 +71,12 @@ def time_pair(
     warmup: int = 2,
     device: str = "cpu",
 ) -> tuple[float, float, Ratio]:
-    """Median seconds of ``ours`` and ``theirs`` and the speed ratio theirs / ours (each call synchronised with
-    the GPU when ``device`` is one, so the timer sees the kernels' time).
+    """Median seconds of ``ours`` and ``theirs`` over all their timed repeats, and the speed ratio theirs / ours
+    (:data:`RATIO_MEANING`; each call synchronised with the GPU when ``device`` is one).
 
     Each implementation runs in blocks (warm-up, then repeats) so it is timed in its own steady state
     (allocator and cache), and the blocks alternate for ``rounds`` rounds so slow drifts of the machine
-    hit both. The ratio's range is the lowest and highest of the per-round ratios of medians.
+    hit both. The ratio and its range come from the same per-round ratios, so the ratio lies within its range.
     """
     samples: dict[str, list[float]] = {"ours": [], "theirs": []}
     round_ratios = []
@@ -81,8 +88,7 @@ def time_pair(
             samples[label] += block
             medians[label] = statistics.median(block)
         round_ratios.append(medians["theirs"] / medians["ours"])
-    med_ours, med_theirs = statistics.median(samples["ours"]), statistics.median(samples["theirs"])
-    return med_ours, med_theirs, Ratio(med_theirs / med_ours, min(round_ratios), max(round_ratios))
+    return statistics.median(samples["ours"]), statistics.median(samples["theirs"]), Ratio.of(round_ratios)
 
 
 def _block(
@@ -134,9 +140,21 @@ def _synced(fn: Callable[[], object], device: str) -> Callable[[], object]:
     return run
 
 
-def peak_memory_delta(fn: Callable[[], object], device: str) -> int:
-    """Peak memory growth while ``fn`` runs: resident memory on the CPU (:func:`peak_rss_delta`, in a worker
-    process), the CUDA allocator's peak on a GPU (:func:`peak_cuda_delta`)."""
+def peak_memory_delta(fn: Callable[[], object], device: str, *, grads_of: Iterable[Any]) -> int:
+    """Peak memory growth while ``fn`` runs, from a clean state: the gradients of ``grads_of`` (tensors, and the
+    parameters of modules) dropped and psn_zoo's buffer pool and this thread's scratch buffers emptied first, so a
+    call after a warm-up counts the gradients, pooled outputs and scratch it needs instead of reusing the warm-up's.
+    Resident memory on the CPU (:func:`peak_rss_delta`, in a worker process), the CUDA allocator's peak on a GPU
+    (:func:`peak_cuda_delta`)."""
+    import torch
+
+    from psn_zoo.neurons import _memory
+
+    for holder in grads_of:
+        for leaf in holder.parameters() if isinstance(holder, torch.nn.Module) else (holder,):
+            leaf.grad = None
+    _memory.release_pool()
+    _memory.release_scratch()
     return peak_rss_delta(fn) if device == "cpu" else peak_cuda_delta(fn, device)
 
 
@@ -201,6 +219,39 @@ def memory_rows(
     if not enabled:
         return []
     return run_worker(module, cases) if device == "cpu" else measure(list(cases), device)
+
+
+def memory_meaning(call: str) -> str:
+    """What a report's *peak MB* columns are; ``call`` names the measured call (say, ``one training step``)."""
+    return (
+        f"*peak MB* is the growth of peak memory during {call}, measured after a warm-up from a clean state: no "
+        "gradient held and psn_zoo's buffer pool emptied, so the gradients and pooled outputs the call needs count, "
+        "on both sides (resident memory, in a worker process, on the CPU; the CUDA allocator's peak above its level "
+        "before the call on a GPU)"
+    )
+
+
+def memory_report(
+    module: str, cases: Sequence[dict], keys: Sequence[str], device: str, measure: Callable, call: str
+) -> dict[str, Any]:
+    """``--memory-only``: the peak memory of every case and nothing else, as a result for :func:`emit`: a row per
+    case (``keys``, then ours, SJ and ours / SJ) and, per value of the first key, the ratios' median and range."""
+    env = {**environment(), "device": device}
+    print("\n".join([*machine_block(env), "", environment_line(env), ""]), flush=True)
+    records = memory_rows(module, cases, device, measure, True)
+    rows, ratios = [], {}
+    for r in records:
+        r["ours_over_sj"] = r["ours"] / r["sj"] if r["sj"] > 0 else float("nan")
+        if math.isfinite(r["ours_over_sj"]):
+            ratios.setdefault(r[keys[0]], []).append(r["ours_over_sj"])
+        rows.append([*(pow2(r[k]) if k == "N" else r[k] for k in keys), f"{r['ours'] / 2**20:.1f}",
+                     f"{r['sj'] / 2**20:.1f}", f"{r['ours_over_sj']:.2f}"])  # fmt: skip
+    left = [i for i, k in enumerate(keys) if records and isinstance(records[0][k], str)]
+    table = markdown_table([*keys, "peak MB ours", "peak MB SJ", "mem ours/SJ"], rows, left=left)
+    notes = [f"{k}: ours / SJ median {median(v):.2f}, {min(v):.2f}-{max(v):.2f} over {len(v)} cells"
+             for k, v in ratios.items()]  # fmt: skip
+    return {"description": f"`python -m {module} --memory-only`: {memory_meaning(call)}.", "environment": env,
+            "records": records, "tables": [(None, table)], "notes": notes, "device": device}  # fmt: skip
 
 
 def prefer_sj_triton() -> dict[str, str]:
@@ -355,7 +406,8 @@ def write_report(out: str | Path, name: str, title: str, result: dict[str, Any])
             parts += [f"## {heading}", ""]
         parts += [table, ""]
     for png in result.get("plots", []):
-        parts += [f"![{Path(png).stem}]({Path(png).name})", ""]
+        if (out / Path(png).name).is_file():  # a plot that could not be drawn (no matplotlib) is not linked
+            parts += [f"![{Path(png).stem}]({Path(png).name})", ""]
     if result.get("notes"):
         parts += [f"- {line}" for line in result["notes"]] + [""]
     md = out / f"{name}.md"

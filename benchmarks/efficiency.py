@@ -11,14 +11,20 @@ Energy = ``E_AC · SOPs + E_MAC · (synaptic MACs + neuron MACs) + E_AC · neuro
 E_MAC = 4.6 pJ (32-bit float, 45 nm, Horowitz ISSCC 2014); *without neurons* drops the two neuron terms, which
 is the usual SNN accounting and flatters the PSN.
 
-    python -m benchmarks.efficiency [--remeasure] [--out DIR]
+``--update-manifest`` re-measures every entry on its whole split and, where the operation counts changed (a
+change to the counter), rewrites them and the energies in ``checkpoints/manifest.json`` and the model cards
+(:func:`update_manifest`); top-1, firing rates and weights must come out as the manifest has them.
+
+    python -m benchmarks.efficiency [--remeasure] [--update-manifest] [--out DIR]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import math
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -29,7 +35,8 @@ from benchmarks._common import emit, environment, markdown_table, median, progre
 from psn_zoo import load_pretrained
 from psn_zoo.datamodules.pretrained import datamodule_class, datamodule_for
 from psn_zoo.efficiency import E_AC_PJ, E_MAC_PJ, measure_efficiency, neuron_macs_per_neuron
-from psn_zoo.hub import get_pretrained_info, list_pretrained
+from psn_zoo.hub import get_pretrained_info, list_pretrained, resolve_manifest
+from psn_zoo.hub.publish import add_entry
 from psn_zoo.models import create_model
 from psn_zoo.neurons import SpikingNeuron
 
@@ -51,6 +58,8 @@ HEADERS = [
 ]
 METRICS = ("top1", "mean_firing_rate", "synaptic_acs", "synaptic_macs", "neuron_macs", "neuron_acs",
            "energy_uj", "energy_uj_without_neurons", "firing_rate")  # fmt: skip
+#: The manifest metrics that are operation counts (and the energy made of them), as ``psn-zoo publish`` stores them.
+COUNTS = ("synaptic_acs", "synaptic_macs", "neuron_macs", "neuron_acs", "energy_uj", "energy_uj_without_neurons")
 
 
 def count_neurons(info) -> dict[str, Any]:
@@ -97,10 +106,13 @@ def build_datamodule(info, data_dir: str | None = None, batch_size: int = 64):
     return datamodule_for(info, **{k: v for k, v in wanted.items() if (takes_any or k in accepted) and v is not None})
 
 
-def remeasure(name: str, data_dir: str | None = None, max_batches: int | None = None) -> dict[str, Any]:
-    """Load ``name``, evaluate it on its split and count operations; returns metrics like the manifest's."""
-    info = get_pretrained_info(name)
-    model = load_pretrained(name)
+def remeasure(
+    name: str, data_dir: str | None = None, max_batches: int | None = None, *, manifest: str | Path | None = None
+) -> dict[str, Any]:
+    """Load ``name`` (of ``manifest``: the bundled release by default), evaluate it on its split and count
+    operations; returns metrics like the manifest's."""
+    info = get_pretrained_info(name, manifest=manifest)
+    model = load_pretrained(name, manifest=manifest)
     dm = build_datamodule(info, data_dir)
     dm.prepare_data()
     split = info.dataset.get("split", "test")
@@ -127,6 +139,59 @@ def remeasure(name: str, data_dir: str | None = None, max_batches: int | None = 
     metrics["seconds"] = time.perf_counter() - start
     metrics["full_split"] = max_batches is None
     return metrics
+
+
+def recount(info, measured: dict[str, Any], rel_tol: float = 1e-6) -> dict[str, Any] | None:
+    """``info``'s metrics with the operation counts of ``measured`` (a whole-split :func:`remeasure`), or None when
+    none changed beyond ``rel_tol``. ``measured`` must be of the entry's weights on its data: the same samples,
+    correct predictions and firing rates, else a ValueError says what differs."""
+    old = info.metrics
+    differs = _differences(old, measured)
+    if differs:
+        raise ValueError(
+            f"{info.name}: re-measured {'; '.join(differs)}: not the weights or data its manifest numbers were "
+            "measured on, so its counts are not rewritten"
+        )
+    if all(math.isclose(measured[k], old[k], rel_tol=rel_tol, abs_tol=1e-9) for k in COUNTS):
+        return None
+    return {**old, **{k: measured[k] for k in COUNTS}}
+
+
+def _differences(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """What a re-measurement has that the manifest's record does not: samples, top-1, firing rates."""
+    if not new["full_split"]:
+        return [f"{new['samples']} samples only (a part of the split)"]
+    n = old.get("samples")
+    if new["samples"] != n:
+        return [f"{new['samples']} samples, the manifest {n}"]
+    out = []
+    if round(new["top1"] * n) != round(old["top1"] * n):
+        out.append(f"top-1 {100 * new['top1']:.2f} %, the manifest {100 * old['top1']:.2f} %")
+    rates, known = new["firing_rate"], old.get("firing_rate", {})
+    if set(rates) != set(known) or any(not math.isclose(rates[k], known[k], rel_tol=1e-9) for k in rates):
+        out.append("other firing rates than the manifest's")
+    return out
+
+
+def update_manifest(
+    names: list[str] | None = None, *, manifest: str | Path | None = None, data_dir: str | None = None
+) -> dict[str, dict[str, tuple[float, float]]]:
+    """Re-measure ``names`` (default: every entry of ``manifest``, the bundled release by default) on their whole
+    split and rewrite the record and model card of each whose operation counts changed (:func:`recount`), through
+    :func:`psn_zoo.hub.publish.add_entry`; weights, top-1 and firing rates stay. Every entry is measured and checked
+    before anything is written. Returns ``{name: {metric: (old, new)}}`` of the rewritten entries."""
+    folder = resolve_manifest(manifest).parent
+    changes: dict[str, dict[str, tuple[float, float]]] = {}
+    updated = []
+    for name in names or list_pretrained(manifest=manifest):
+        info = get_pretrained_info(name, manifest=manifest)
+        metrics = recount(info, remeasure(name, data_dir, manifest=manifest))
+        if metrics is not None:
+            updated.append(dataclasses.replace(info, metrics=metrics))
+            changes[name] = {k: (info.metrics[k], metrics[k]) for k in COUNTS}
+    for info in updated:
+        add_entry(folder, info, overwrite=True)
+    return changes
 
 
 def run(
@@ -346,7 +411,18 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-batches", type=int, help="with --remeasure: only this many test batches of 64")
     parser.add_argument("--out", help="write efficiency.md, efficiency.json and firing_rates.png into this folder")
     parser.add_argument("--json", help="also write the numbers to this JSON file")
+    parser.add_argument(
+        "--update-manifest",
+        action="store_true",
+        help="first re-measure every entry on its whole split and rewrite its changed operation counts in "
+        "checkpoints/manifest.json and its card",
+    )
     args = parser.parse_args(argv)
+    if args.update_manifest:
+        if args.max_batches is not None:
+            parser.error("--update-manifest measures every entry's whole split: drop --max-batches")
+        for name, changes in update_manifest(data_dir=args.data_dir).items():
+            print(f"{name}: " + ", ".join(f"{k} {a:.6g} -> {b:.6g}" for k, (a, b) in changes.items()), file=sys.stderr)
     result = run(remeasure_data=args.remeasure, data_dir=args.data_dir, max_batches=args.max_batches)
     emit(result, name="efficiency", title="Efficiency of the published checkpoints", out=args.out,
          json_path=args.json, plot=plot)  # fmt: skip

@@ -3,7 +3,7 @@
 ``sew_resnet18`` and ``spiking_vgg11_bn`` with PSN and with LIF neurons; SpikingJelly's models are built with
 its own neurons, given the same weights, and fed the same batch (8 samples, T = 4, 2×64×64 event frames). A
 training step is forward, cross-entropy on the time-averaged logits, backward and an SGD update. Peak memory is
-the growth of peak resident memory during one step (worker process).
+the growth of peak resident memory during one step (worker process), from no gradients and an empty buffer pool.
 
 The *ceiling* column times our model once more with every neuron replaced by an identity (a neuron that costs
 nothing) against the same SJ model: no neuron implementation of ours can give more than that ratio, because the
@@ -11,6 +11,7 @@ rest of the step (convolutions, batch norm, pooling, optimizer) runs the same ke
 
     python -m benchmarks.models            # 2×64×64 frames, 3 rounds
     python -m benchmarks.models --quick    # 2×32×32 frames, 2 short rounds
+    python -m benchmarks.models --memory-only   # only the peak memory of a step, no timing
     python -m benchmarks.models --device cuda --batch 32 --size 128   # on a GPU: fp32 and bf16-mixed
 
 ``--precisions 32 bf16-mixed`` (the default on a GPU) also times both libraries under ``torch.autocast`` to bf16,
@@ -29,6 +30,7 @@ import torch
 from torch import nn
 
 from benchmarks._common import (
+    RATIO_MEANING,
     Ratio,
     Timing,
     check_device,
@@ -36,6 +38,8 @@ from benchmarks._common import (
     environment,
     markdown_table,
     median,
+    memory_meaning,
+    memory_report,
     memory_rows,
     peak_memory_delta,
     prefer_sj_triton,
@@ -140,8 +144,8 @@ def _data(batch: int = BATCH, size: int = SIZE) -> tuple[torch.Tensor, torch.Ten
 
 
 def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
-    """Peak memory growth of one training step, ours and SJ's: resident memory in a worker process on the CPU,
-    the CUDA allocator's peak on a GPU."""
+    """Peak memory growth of one training step, ours and SJ's (:func:`peak_memory_delta`: after two warm-up steps,
+    from no gradients and an empty pool)."""
     results = []
     for case in cases:
         x, y = (t.to(device) for t in _data(case.get("batch", BATCH), case.get("size", SIZE)))
@@ -155,9 +159,20 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
             except Exception:  # the timing of this case reports the error
                 row[label] = float("nan")
                 continue
-            row[label] = peak_memory_delta(step, device)
+            row[label] = peak_memory_delta(step, device, grads_of=(model,))
         results.append(row)
     return results
+
+
+def _cases(models: list[str] | None, neurons: list[str] | None, batch: int, size: int,
+           precisions: list[str] | None) -> list[dict]:  # fmt: skip
+    """Every (model, neuron, precision) case, precision outermost; None: every model, neuron, fp32."""
+    return [
+        {"model": m, "neuron": n, "batch": batch, "size": size, "precision": p}
+        for p in precisions or ["32"]
+        for m in models or MODELS
+        for n in neurons or NEURONS
+    ]
 
 
 def run(
@@ -177,12 +192,7 @@ def run(
     env = {**environment(), "device": device}
     if device != "cpu":  # SJ's fastest backend for its serial neurons on a GPU
         env["SpikingJelly backends"] = ", ".join(f"{k}={v}" for k, v in prefer_sj_triton().items())
-    cases = [
-        {"model": m, "neuron": n, "batch": batch, "size": size, "precision": p}
-        for p in precisions or ["32"]
-        for m in models or MODELS
-        for n in neurons or NEURONS
-    ]
+    cases = _cases(models, neurons, batch, size, precisions)
     mem_rows = memory_rows("benchmarks.models", cases, device, measure_memory, memory)
     mem_by_case = {(r["model"], r["neuron"], r["precision"]): r for r in mem_rows}
     x, y = (t.to(device) for t in _data(batch, size))
@@ -252,14 +262,8 @@ def run(
         f"backward, SGD with momentum) on a batch of {batch} samples of T = {T} event frames of {CHANNELS}×{size}×"
         f"{size}; SpikingJelly 2.0.0's own models (`sew_resnet`, `spiking_vgg`, multi-step) with its own neurons "
         "and our weights (`psn_zoo.models.convert.to_spikingjelly`), in the same process. *throughput ratio* = our "
-        "samples/s / SJ's (median over rounds, with the per-round range); *ceiling* is the same ratio with every "
-        "neuron of our model replaced by an identity, the most any neuron implementation could give; *peak MB* is "
-        "the growth of "
-        + (
-            "peak resident memory during one step, measured in a worker process."
-            if device == "cpu"
-            else f"the CUDA allocator's peak during one step on {device}."
-        )
+        f"samples/s / SJ's ({RATIO_MEANING}); *ceiling* is the same ratio with every neuron of our model replaced "
+        f"by an identity, the most any neuron implementation could give; {memory_meaning('one step')}."
     )
     return {"description": description, "environment": env, "records": records, "table": table,
             "tables": [(None, table)], "summary": summary, "notes": summary, "headline": headline,
@@ -276,6 +280,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, help=f"frame height and width (default {SIZE}; 32 with --quick)")
     parser.add_argument("--precisions", nargs="+", choices=PRECISIONS,
                         help="default: 32 on the CPU, 32 and bf16-mixed on a GPU")  # fmt: skip
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak memory of each case, no timing (writes models_memory.md)")  # fmt: skip
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     parser.add_argument("--out", help="also write models.md/.json to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -287,6 +293,13 @@ def main(argv: list[str] | None = None) -> int:
     grid = dict(GRIDS["quick" if args.quick else "cuda" if args.cuda_grid else "full"])
     grid.update({key: value for key, value in (("batch", args.batch), ("size", args.size)) if value})
     precisions = args.precisions or (["32"] if device == "cpu" else list(PRECISIONS))
+    if args.memory_only:
+        cases = _cases(grid["models"], grid["neurons"], grid["batch"], grid["size"], precisions)
+        result = memory_report("benchmarks.models", cases, ["model", "neuron", "precision", "batch", "size"], device,
+                               measure_memory, "one training step")  # fmt: skip
+        emit(result, name="models_memory", title=f"Models: peak memory of a training step ({device})", out=args.out,
+             json_path=args.json)  # fmt: skip
+        return 0
     result = run(**grid, device=device, precisions=precisions)
     emit(result, name="models", title=f"Models: one training step ({device})", out=args.out, json_path=args.json)
     return 0

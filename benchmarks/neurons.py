@@ -7,6 +7,7 @@ forward + backward (peak RSS growth, measured in a worker process). Every ratio 
 
     python -m benchmarks.neurons            # full grid (about 10 minutes on 2 cores)
     python -m benchmarks.neurons --quick    # T ∈ {4, 16}, N ∈ {2^16, 2^20}
+    python -m benchmarks.neurons --memory-only   # only the peak memory of each cell, no timing
     python -m benchmarks.neurons --device cuda   # on a GPU, fp32 and bf16 (memory: peak of the CUDA allocator)
 
 On a GPU each neuron meets SpikingJelly's fastest backend for it: its Triton kernels for IF/LIF/PLIF
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import itertools
 import json
 import sys
 import time
@@ -27,12 +29,15 @@ from pathlib import Path
 import torch
 
 from benchmarks._common import (
+    RATIO_MEANING,
     Timing,
     check_device,
     emit,
     environment,
     markdown_table,
     median,
+    memory_meaning,
+    memory_report,
     memory_rows,
     peak_memory_delta,
     pow2,
@@ -130,8 +135,8 @@ def _advised_empty_like(x: torch.Tensor) -> torch.Tensor:
 
 
 def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
-    """Peak memory growth of one forward + backward, ours and SpikingJelly's: resident memory in a worker
-    process on the CPU, the CUDA allocator's peak on a GPU."""
+    """Peak memory growth of one forward + backward, ours and SpikingJelly's (:func:`peak_memory_delta`: after a
+    warm-up, from no gradients, no neuron state and an empty pool)."""
     results = []
     for case in cases:
         ours, theirs = _pair(case["neuron"], case["T"], device, case.get("dtype", "float32"))
@@ -146,8 +151,8 @@ def measure_memory(cases: list[dict], device: str = "cpu") -> list[dict]:
             except Exception:  # the timing of this cell reports the error
                 row[label] = float("nan")
                 continue
-            _memory.release_pool()  # ours: what one call needs, not what the reuse pool keeps between calls
-            row[label] = peak_memory_delta(run, device)
+            _reset(neuron)  # the call would free the warm-up's state first, as it frees the warm-up's gradients
+            row[label] = peak_memory_delta(run, device, grads_of=(x, neuron))
         results.append(row)
     return results
 
@@ -184,10 +189,10 @@ HEADERS = [
     "peak MB SJ",
     "mem ours/SJ",
 ]
-DESCRIPTION = """\
+DESCRIPTION = f"""\
 `python -m benchmarks.neurons`: each neuron alone on a `[T, N]` input, psn_zoo against SpikingJelly 2.0.0 built
 with the same parameters (`psn_zoo.neurons.compat.to_spikingjelly`), in the same process. *speedup* = SJ time /
-our time (median over repeats; in brackets the lowest and highest per-round ratio); *fwd* is inference (no grad),
+our time ({RATIO_MEANING}; the ms columns are medians over all timed repeats); *fwd* is inference (no grad),
 *f+b* forward + backward; *ours runs* names our implementation in that cell (*fused C*: the compiled kernel of
 `psn_zoo/neurons/csrc/psn_cpu.c`; *GEMM*: the chunked PyTorch path; *shifted*: k time-shifted multiply-adds;
 *serial*: the LIF kernel); *copy* is `x.clone()` of the same input (the physical floor of producing a new tensor);
@@ -195,9 +200,20 @@ our time (median over repeats; in brackets the lowest and highest per-round rati
 (`psn_zoo.neurons._memory`; equal to *copy* where the advice does not apply); our kernels take their outputs from a
 reuse pool where a buffer of the size is free (`psn_zoo.neurons._memory.fresh_like`: no page faults after the first
 call; SpikingJelly allocates through malloc, which returns multi-MiB blocks to the OS);
-*peak MB* is the growth of peak resident memory during one forward + backward, measured in a worker process with
-our pool emptied first (what one call needs, not what the pool keeps between calls; on a GPU: the CUDA allocator's
-peak above its level before the call)."""
+{memory_meaning("one forward + backward")}."""
+
+
+CASE_KEYS = ("neuron", "T", "N", "dtype")
+
+
+def _neurons(names: list[str] | None, device: str) -> list[str]:
+    """The neurons asked for, else the default for ``device``."""
+    return list(names or (CPU_NEURONS if device == "cpu" else NEURONS))
+
+
+def _cases(neurons: list[str], Ts: list[int], Ns: list[int], dtypes: list[str]) -> list[dict]:
+    """Every (neuron, T, N, dtype) cell of a grid, dtype outermost."""
+    return [{"neuron": n, "T": T, "N": N, "dtype": d} for d, n, T, N in itertools.product(dtypes, neurons, Ts, Ns)]
 
 
 def run(
@@ -213,7 +229,7 @@ def run(
 ) -> dict:
     """Time every (neuron, T, N, dtype) cell; returns records, the Markdown table, summary lines and headline
     numbers."""
-    neurons = list(neurons or (CPU_NEURONS if device == "cpu" else NEURONS))
+    neurons = _neurons(neurons, device)
     timing = timing or Timing()
     dtypes = list(dtypes or ["float32"])
     kernels = _native.load() if device == "cpu" else None
@@ -221,7 +237,7 @@ def run(
     if device != "cpu":
         env |= {"SpikingJelly backends": ", ".join(f"{k}={v}" for k, v in prefer_sj_triton().items())}
     torch.manual_seed(0)
-    cases = [{"neuron": n, "T": T, "N": N, "dtype": d} for d in dtypes for n in neurons for T in Ts for N in Ns]
+    cases = _cases(neurons, Ts, Ns, dtypes)
     mem_rows = memory_rows("benchmarks.neurons", cases, device, measure_memory, memory)
     mem_by_case = {(r["neuron"], r["T"], r["N"], r["dtype"]): r for r in mem_rows}
     rows, records = [], []
@@ -461,6 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--dtypes", nargs="+", choices=["float32", "bfloat16", "float16"],
                         help="input dtypes (default: float32 on the CPU, float32 and bfloat16 on a GPU)")  # fmt: skip
+    parser.add_argument("--memory-only", action="store_true",
+                        help="only the peak memory of each cell, no timing (writes neurons_memory.md)")  # fmt: skip
     parser.add_argument("--json", help="also write the measurements to this JSON file")
     parser.add_argument("--out", help="also write neurons.md/.json and the figure to this folder")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -491,8 +509,14 @@ def main(argv: list[str] | None = None) -> int:
     Ns = [N for N in grid["Ns"] if N in args.ns] if args.ns else grid["Ns"]
     if not Ns:
         parser.error(f"--ns: none of {args.ns} is in the grid's N = {grid['Ns']}")
-    result = run(Ts, Ns, args.neurons or grid.get("neurons"), grid["timing"], device=device,
-                 dtypes=dtypes)  # fmt: skip
+    neuron_names = _neurons(args.neurons or grid.get("neurons"), device)
+    if args.memory_only:
+        result = memory_report("benchmarks.neurons", _cases(neuron_names, Ts, Ns, dtypes), list(CASE_KEYS), device,
+                               measure_memory, "one forward + backward")  # fmt: skip
+        emit(result, name="neurons_memory", title=f"Neurons: peak memory ({device})", out=args.out,
+             json_path=args.json)  # fmt: skip
+        return 0
+    result = run(Ts, Ns, neuron_names, grid["timing"], device=device, dtypes=dtypes)
     name = "neurons_every_t" if args.every_t else "neurons"
     if args.serial_h_in_memory:
         name = "neurons_serial_h_in_memory"

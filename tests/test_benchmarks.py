@@ -388,3 +388,120 @@ def test_per_call_bare_function_runs_the_neurons_own_kernel_calls():
     ops = per_call.op_costs(N=4096, repeat=2, rounds=1, budget_s=0.0)  # every op runs inside the bare call
     assert list(ops) == list(per_call.OPS) and ops["nothing (the baseline)"] == 0.0
     assert all(math.isfinite(us) for us in ops.values())
+
+
+def test_ratio_lies_within_its_range_with_uneven_repeat_counts(monkeypatch):
+    """time_pair's ratio and its range come from the same per-round ratios. Made-up blocks with uneven repeat counts:
+    round 1 ratio 3, round 2 ratio 2; the ratio of medians pooled over rounds would be 4, outside its own range."""
+    from benchmarks import _common
+
+    blocks = iter([[1.0] * 9, [3.0], [2.0], [4.0] * 9])  # ours, theirs of round 1, then of round 2
+    monkeypatch.setattr(_common, "_block", lambda fn, **kw: next(blocks))
+    _, _, ratio = _common.time_pair(lambda: None, lambda: None, rounds=2)
+    assert (ratio.low, ratio.high) == (2.0, 3.0) and ratio.low <= ratio.median <= ratio.high
+    assert ratio.median == 2.5
+
+
+def _holders_clean(fn) -> tuple[int, bool]:
+    """How many gradient holders (tensors that require grad, modules) ``fn`` closes over, and whether none of them
+    holds a gradient and psn_zoo's buffer pool and this thread's scratch buffers are empty."""
+    import torch
+
+    from psn_zoo.neurons import _memory
+
+    leaves = []
+    for cell in fn.__closure__ or ():
+        value = cell.cell_contents
+        if isinstance(value, torch.nn.Module):
+            leaves += list(value.parameters())
+        elif isinstance(value, torch.Tensor) and value.requires_grad:
+            leaves.append(value)
+    clean = _memory.pooled_bytes() == 0 and _memory.release_scratch() == 0
+    return len(leaves), all(leaf.grad is None for leaf in leaves) and clean
+
+
+@pytest.mark.parametrize("part", ["neurons", "models"])
+def test_peak_memory_is_measured_from_no_gradients_and_an_empty_pool(part, monkeypatch):
+    """Both scripts measure each side's call from a state where the warm-up's gradients are dropped and our buffer
+    pool is empty (else the measured call frees and re-allocates them, and the growth omits them)."""
+    from benchmarks import _common
+
+    seen = []
+    monkeypatch.setattr(_common, "peak_rss_delta", lambda fn: seen.append(_holders_clean(fn)) or 1)
+    if part == "neurons":  # [4, 2^16] float32: 1 MiB, over the pool's smallest buffer
+        rows = neurons.measure_memory([{"neuron": "psn", "T": 4, "N": 2**16, "dtype": "float32"}])
+    else:  # 64×64 frames: the first layers' outputs are pooled buffers
+        rows = models.measure_memory([{"model": "sew_resnet18", "neuron": "psn", "batch": 1, "size": 64}])
+    assert [(r["ours"], r["sj"]) for r in rows] == [(1, 1)]
+    assert len(seen) == 2 and all(count > 0 and clean for count, clean in seen), seen
+
+
+MEMORY_PROBE = """
+import json, torch
+from benchmarks._common import peak_memory_delta
+from psn_zoo.neurons import _memory
+
+x, g = torch.randn(4, 2**20, requires_grad=True), torch.randn(4, 2**20)  # 16 MiB each
+
+
+def gradient():  # as the benchmarks' calls do: drop the last gradient, compute a new one
+    x.grad = None
+    (x * 2).backward(g)
+
+
+def pooled():
+    _memory.fresh_like(g).fill_(1.0)
+
+
+gradient(), pooled()  # warm-ups: x.grad is held, a free 16 MiB buffer waits in the pool
+print(json.dumps([peak_memory_delta(gradient, "cpu", grads_of=(x,)), peak_memory_delta(pooled, "cpu", grads_of=())]))
+"""
+
+
+def test_peak_memory_counts_the_calls_gradient_and_pooled_output():
+    """The shared helper, in a process set up as the memory workers are: a call that allocates a new input gradient
+    (after a warm-up that left one) grows by its output and that gradient; one that takes a buffer the warm-up left
+    in the pool grows by that buffer."""
+    from procs import clean_env, run
+
+    done = run(["-c", MEMORY_PROBE], cwd=ROOT, timeout=300, env=clean_env(MALLOC_MMAP_THRESHOLD_="65536"))
+    assert done.returncode == 0, done.stdout[-4000:]
+    gradient, pooled = json.loads(done.stdout.strip().splitlines()[-1])
+    tensor = 4 * 2**20 * 4
+    assert gradient >= 1.8 * tensor, gradient / 2**20  # x * 2 and its gradient, 32 MiB
+    assert pooled >= 0.9 * tensor, pooled / 2**20
+
+
+def test_memory_only_counts_each_calls_gradients(tmp_path, capsys):
+    """``--memory-only``: the memory table alone. A dense PSN's forward + backward at T = 4 holds its spikes and
+    the input gradient at once, two [T, N] tensors (the table counted one before the gradient was)."""
+    out = tmp_path / "mem.json"
+    args = ["--memory-only", "--quick", "--ts", "4", "--ns", str(2**16), "--neurons", "psn", "--json", str(out)]
+    assert neurons.main(args) == 0
+    [(headers, rows)] = tables(capsys.readouterr().out)
+    assert headers[-1] == "mem ours/SJ" and [r[:4] for r in rows] == [["psn", "4", "2^16", "float32"]]
+    [record] = json.loads(out.read_text())["records"]
+    tensor = 4 * 2**16 * 4
+    assert record["ours"] >= 1.9 * tensor and record["sj"] > record["ours"], record
+    assert record["ours_over_sj"] == pytest.approx(record["ours"] / record["sj"])
+
+
+def test_parity_ties_reports_and_fails_on_a_difference_outside_the_bound(monkeypatch, capsys):
+    """A spike that differs far from the threshold is no tie: benchmarks.parity_ties prints it in its own column
+    and exits non-zero."""
+    from benchmarks import parity_ties
+
+    real = parity_ties._psn_kernels.DenseThreshold
+
+    class Flipped:  # our kernel with its first spike flipped
+        @staticmethod
+        def apply(*args):
+            spikes = real.apply(*args).clone()
+            spikes[0, 0] = 1 - spikes[0, 0]
+            return spikes
+
+    monkeypatch.setattr(parity_ties._psn_kernels, "DenseThreshold", Flipped)
+    assert parity_ties.count(2, 64)[2] == 1
+    assert parity_ties.main(["--columns", "64", "--Ts", "2"]) == 1
+    [(headers, rows)] = tables(capsys.readouterr().out)
+    assert headers[-1] == "differ outside the bound" and rows[0][-1] == rows[-1][-1] == "1"

@@ -1,6 +1,7 @@
 """The Markdown pages hold together: every relative link and image in the repository's Markdown (README, SECURITY,
 docs/, the checkpoint cards) names a file that exists, and every ``#anchor`` a heading of its target page (GitHub's
-heading slugs); docs/training.md's recipe table lists every shipped recipe."""
+heading slugs); docs/training.md's recipe table lists every shipped recipe, and the checkpoint tables show the
+manifest's numbers."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from psn_zoo.hub import get_pretrained_info, list_pretrained
 from psn_zoo.training.recipes import list_recipes
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -90,3 +92,26 @@ def test_the_recipe_table_lists_every_shipped_recipe():
     shipped = set(list_recipes())
     assert not shipped - named, f"recipes missing from docs/training.md's table: {sorted(shipped - named)}"
     assert not named - shipped, f"docs/training.md's table names recipes that do not exist: {sorted(named - shipped)}"
+
+
+def table_rows(page: str) -> dict[str, list[str]]:
+    """The rows of ``page``'s tables that start with a published entry's name: ``{name: [cells]}``."""
+    rows = {}
+    for line in (ROOT / page).read_text().splitlines():
+        if match := re.match(r"\| `([a-z0-9_]+\.[a-z0-9_]+)` \|(.*)\|\s*$", line):
+            rows[match[1]] = [c.strip() for c in match[2].split("|")]
+    return rows
+
+
+@pytest.mark.parametrize("page", ["README.md", "docs/checkpoints.md"])
+def test_the_checkpoint_tables_show_the_manifests_numbers(page):
+    """Every published entry has a row, and its top-1 (and on docs/checkpoints.md its firing rate and energies) are
+    the manifest's, rounded as shown: a re-measured manifest makes a stale table fail here."""
+    rows = table_rows(page)
+    assert set(rows) == set(list_pretrained()), f"{page}: rows {sorted(rows)} vs entries {sorted(list_pretrained())}"
+    for name, cells in rows.items():
+        m = get_pretrained_info(name).metrics
+        assert f"{100 * m['top1']:.2f}" in cells, (page, name, cells)
+        if page == "docs/checkpoints.md":
+            assert f"{m['mean_firing_rate']:.3f}" in cells, (page, name, cells)
+            assert f"{m['energy_uj']:.1f} / {m['energy_uj_without_neurons']:.1f}" in cells, (page, name, cells)

@@ -262,7 +262,7 @@ def test_gradcheck_fpt_function_with_its_last_membrane_float64(v_reset, detach):
 
 def test_operation_counts():
     """Neuron-side operations per neuron and sample (for psn_zoo.efficiency's energy estimate)."""
-    assert FPTLIFNode(K=3).macs_per_neuron(8) == (8 * 9 / 2 + 2 * 8 * 7 / 2, 0.0)
+    assert FPTLIFNode(K=3).macs_per_neuron(8) == (8 + 2 * 7, 0.0)  # K decay filters as recurrences
     assert FPTLIFNode(K=8).macs_per_neuron(8) == (8.0, 0.0)  # the serial LIF's count once exact
     assert ParaLIF().macs_per_neuron(10) == (30.0, 0.0) and ParaLIF(tau_syn=0.0).macs_per_neuron(10) == (20.0, 0.0)
     assert PMSN(n=4).macs_per_neuron(4) == (4 * 5 / 2 + 4, 4.0)  # short T: the convolution is cheaper

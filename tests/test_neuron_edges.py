@@ -160,8 +160,8 @@ def test_a_nan_membrane_stays_nan_as_in_spikingjelly(spec, triton, monkeypatch):
 
 
 def test_fpt_lif_counts_the_macs_its_docs_state():
-    """docs/neurons.md: ``T(T+1)/2`` for the first iteration and ``T(T−1)/2`` for each further one per sample; at
-    ``K >= T`` the serial LIF's ``T`` (the same spikes)."""
-    assert make_neuron({"name": "fpt_lif", "K": 3}).macs_per_neuron(8) == (8 * 9 / 2 + 2 * 8 * 7 / 2, 0.0)
-    assert make_neuron({"name": "fpt_lif", "K": 1}).macs_per_neuron(8) == (36.0, 0.0)
+    """docs/neurons.md: ``T`` for the first iteration and ``T − 1`` for each further one per sample (each a decay
+    filter run as a recurrence); at ``K >= T`` the serial LIF's ``T`` (the same spikes)."""
+    assert make_neuron({"name": "fpt_lif", "K": 3}).macs_per_neuron(8) == (8 + 2 * 7, 0.0)
+    assert make_neuron({"name": "fpt_lif", "K": 1}).macs_per_neuron(8) == (8.0, 0.0)  # the reset-free LIF's
     assert make_neuron({"name": "fpt_lif", "K": 8}).macs_per_neuron(8) == (8.0, 0.0)

@@ -227,6 +227,15 @@ def scratch_like(x: torch.Tensor, slot: int = 0) -> torch.Tensor:
     return buffer[: x.numel()].view(x.shape)
 
 
+def release_scratch() -> int:
+    """Drop this thread's scratch buffers (:func:`scratch_like`); returns the bytes they held. For measurements that
+    must count what a call allocates, not what an earlier call left."""
+    buffers = getattr(_scratch, "buffers", None) or {}
+    held = sum(b.numel() * b.element_size() for b in buffers.values())
+    _scratch.buffers = {}
+    return held
+
+
 def fresh_empty(shape: tuple[int, ...], dtype: torch.dtype, device: torch.device) -> torch.Tensor:
     """``torch.empty(shape, dtype=dtype, device=device)``, contiguous: a pooled buffer on the CPU where one is free
     (see :func:`fresh_like`)."""

@@ -136,12 +136,13 @@ class FPTLIFNode(SpikingNeuron):
         return spikes.to(x_seq.dtype)
 
     def macs_per_neuron(self, T: int) -> tuple[float, float]:
-        """``(MACs, ACs)`` one neuron spends on a T-step sample: at ``K >= T`` the spikes are the serial LIF's, which
-        costs ``T`` (the leak); below, the iterations that produce them: the reset-free part ``T(T+1)/2`` and
-        ``T(T−1)/2`` per further iteration (the lower-triangular products)."""
+        """``(MACs, ACs)`` one neuron spends on a T-step sample, in the cheapest form that gives the same spikes: at
+        ``K >= T`` they are the serial LIF's, which costs ``T`` (the leak); below, the K iterations, each a decay
+        filter that a recurrence gives in 1 MAC per step (the kernel's lower-triangular ``[T, T]`` products compute
+        the same sums): ``T`` for the reset-free first, ``T − 1`` for the reset term of each further one."""
         if self.K >= T:
             return float(T), 0.0
-        return float(T * (T + 1) // 2 + (self.K - 1) * T * (T - 1) // 2), 0.0
+        return float(T + (self.K - 1) * (T - 1)), 0.0
 
     def multi_step(self, x_seq: torch.Tensor) -> torch.Tensor:
         """``[T, B, ...] -> [T, B, ...]`` from the stored membrane (rest after :meth:`reset`)."""
