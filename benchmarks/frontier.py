@@ -459,12 +459,13 @@ def cost_table(out: Path, runs: dict[str, dict[str, Any]]) -> str:
         rates = [r["test_firing_rate"] for s in SEEDS if (r := runs.get(run_id(m["task"], m["arm"], s)))]
         rate = f"{statistics.mean(rates):.3f}" if rates else "—"
         peak = [f"{m['peak_bytes'] / 2**20:.1f} ({m['batch']})"]
+        again = fused.get((m["task"], m["arm"])) if fused is not None else None
         if fused is not None:
-            again = fused.get((m["task"], m["arm"]))
             peak.append(f"{again['peak_bytes'] / 2**20:.1f}" if again else "—")
-        rows.append([m["task"], m["arm"], *peak, m["T"], m["neuron_layers"], m["neuron_params"],
-                     m["neurons_per_sample"], f"{m['macs_per_neuron_step']:g}", f"{m['acs_per_neuron_step']:g}",
-                     rate])  # fmt: skip
+        cost = again or m  # the neuron cost as the current classes count it, where measured again
+        rows.append([m["task"], m["arm"], *peak, m["T"], cost["neuron_layers"], cost["neuron_params"],
+                     cost["neurons_per_sample"], f"{cost['macs_per_neuron_step']:g}",
+                     f"{cost['acs_per_neuron_step']:g}", rate])  # fmt: skip
     headers = ["task", "arm", "peak MiB (batch)", *(["peak MiB, fused (2026-12-05)"] if fused is not None else []),
                "T", "neuron layers", "neuron params", "neurons / sample", "MACs / neuron / step",
                "ACs / neuron / step", "test firing rate"]  # fmt: skip
@@ -473,7 +474,10 @@ def cost_table(out: Path, runs: dict[str, dict[str, Any]]) -> str:
         "batch) over the built model, in a fresh process (`python -m benchmarks.frontier --memory`). Neuron "
         "cost at the end of training (the masked PSN at λ = 1), each class's `macs_per_neuron` over T; the "
         "firing rate is the mean over the seeds made. *Fused*: measured again with the implementations of the "
-        "deviation of 2026-12-05 (`--memory --after`)."
+        "deviation of 2026-12-05 (`--memory --after`), from no gradient held and psn_zoo's buffer pool emptied "
+        "(`benchmarks._common.peak_memory_delta`; the first column left the pool out); the neuron cost columns "
+        "are the current classes' count where the arm was measured again (FPT-LIF's K decay filters counted as "
+        "recurrences since 2026-12-05, as every other neuron's cheapest form)."
     )
     return f"{note}\n\n{markdown_table(headers, rows, left=(0, 1))}"
 
@@ -553,7 +557,7 @@ def memory(task: str, arm: str) -> dict[str, Any]:
     neuron and step (each class's ``macs_per_neuron``, docs/neurons.md)."""
     import torch
 
-    from benchmarks._common import peak_rss_delta
+    from benchmarks._common import peak_memory_delta
     from psn_zoo.efficiency import neuron_macs_per_neuron
     from psn_zoo.neurons import SpikingNeuron
     from psn_zoo.training.cli import run_cli
@@ -578,8 +582,7 @@ def memory(task: str, arm: str) -> dict[str, Any]:
     step()  # first-touch allocations and lazy per-channel parameters happen once, before the measurement
     for h in hooks:
         h.remove()
-    model.zero_grad(set_to_none=True)
-    peak = peak_rss_delta(step)
+    peak = peak_memory_delta(step, "cpu", grads_of=(model,))  # from no gradients and an empty buffer pool
     T = int(cli.model.hparams.T)
     if hasattr(neurons[0], "lambda_"):  # the masked PSN's cost once trained: its schedule ends at λ = 1
         for m in neurons:
