@@ -249,11 +249,9 @@ class SpikingClassifier(L.LightningModule):
         one process would. Every process runs it (one all-reduce), and logs the same, already global, values."""
         if stage == "val" and not self.hparams.log_firing_rates:
             return
-        names = list(self.firing.names.values())  # the same layers, in the same order, on every process
+        names, spikes, totals = self.firing.counts()  # the same layers, in the same order, on every process
         if not names:
             return
-        spikes = [self.firing._spikes.get(name, 0.0) for name in names]
-        totals = [float(self.firing._total.get(name, 0)) for name in names]
         counts = torch.tensor(spikes + totals, dtype=torch.float64)  # exact counts up to 2^53
         trainer = self._trainer  # None when a hook is called by hand
         if trainer is not None and trainer.world_size > 1:

@@ -42,6 +42,12 @@ class FiringRateMonitor:
         self._spikes.clear()
         self._total.clear()
 
+    def counts(self) -> tuple[list[str], list[float], list[float]]:
+        """``(layer names, spikes, outputs)`` of every monitored layer, in the model's order (0 where a layer has not
+        run): the sums a distributed run adds over its processes before dividing."""
+        names = list(self.names.values())
+        return names, [self._spikes.get(n, 0.0) for n in names], [float(self._total.get(n, 0)) for n in names]
+
     def rates(self) -> dict[str, float]:
         return {name: self._spikes[name] / self._total[name] for name in self._spikes if self._total[name]}
 
