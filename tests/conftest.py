@@ -39,6 +39,16 @@ def _deterministic() -> None:
     torch.manual_seed(0)
 
 
+@pytest.fixture(autouse=True)
+def _no_wandb_run_left():
+    """A W&B run a test started in this process (a WandbLogger's ``experiment``, e.g. when a trainer is pickled) is
+    finished after it: a run left open is reused by every later ``WandbLogger``, whatever id it is given."""
+    yield
+    wandb = sys.modules.get("wandb")
+    if wandb is not None and getattr(wandb, "run", None) is not None:
+        wandb.finish()
+
+
 def forward_backward(module, x: torch.Tensor, grad: torch.Tensor):
     """Run ``module(x)``, back-propagate ``grad``; return (output, input grad, parameter grads by name)."""
     x = x.detach().clone().requires_grad_(True)
