@@ -32,7 +32,10 @@ matplotlib, safetensors and huggingface_hub, but not SpikingJelly, Tonic, W&B or
 ``/.whl/`` to ``.git/info/exclude``); the device call then carries ``.whl`` and runs::
 
     python3 -m pip install -q --no-index --no-deps --no-compile --target /tmp/site .whl/*.whl &&
-    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.cuda_suite --out $OUT/cuda
+    PYTHONPATH=/tmp/site:$PWD python3 -m benchmarks.cuda_suite --out /tmp/cuda --archive $OUT/cuda.tgz
+
+The device tool brings back at most 8 files, and a full run writes about 25: ``--archive`` packs ``--out`` into one
+``.tgz`` after every step (a call stopped by its time limit still returns what the finished steps wrote).
 
 Step 0 lists any module the image still lacks, so a first call shows what to add to :data:`WHEELS`.
 """
@@ -45,6 +48,7 @@ import json
 import os
 import subprocess
 import sys
+import tarfile
 import time
 from pathlib import Path
 
@@ -113,6 +117,15 @@ def machine(out: Path) -> None:
     print("\n".join(lines), flush=True)
 
 
+def archive(folder: Path, path: Path) -> None:
+    """Pack ``folder`` into the gzipped tar ``path`` (written beside it, then renamed: a reader never sees half)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(f".{path.name}.partial")
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(folder, arcname=folder.name)
+    partial.replace(path)
+
+
 def _step(name: str, cmd: list[str], out: Path, timeout: int) -> dict:
     print(f"== {name}: {' '.join(cmd)}", flush=True)
     start = time.perf_counter()
@@ -130,6 +143,8 @@ def _step(name: str, cmd: list[str], out: Path, timeout: int) -> dict:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks" / "cuda")
+    parser.add_argument("--archive", type=Path, help="also pack --out into this .tgz after every step (the device "
+                        "tool returns at most 8 files: --out /tmp/cuda --archive $OUT/cuda.tgz)")  # fmt: skip
     parser.add_argument("--prepare", action="store_true", help="download the wheels into .whl/ (here, not there)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["neurons", "models", "floor", "tests", "bf16"])
     extras = ["kernels", "alternatives", "host-cpu", "frontier", "profile"]
@@ -149,61 +164,72 @@ def main(argv: list[str] | None = None) -> int:
 
     if not torch.cuda.is_available():
         raise SystemExit("cuda_suite: torch sees no CUDA GPU; run it on the device machine")
+    steps: list[dict] = []
+
+    def saved() -> None:  # after every step: the table so far, and the archive a stopped call still returns
+        (args.out / "suite.json").write_text(json.dumps(steps, indent=1))
+        if args.archive is not None:
+            archive(args.out, args.archive)
+
+    def run_step(name: str, cmd: list[str], timeout: int) -> None:
+        steps.append(_step(name, cmd, args.out, timeout))
+        saved()
+
     machine(args.out)
+    saved()
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     os.environ.clear()
     os.environ.update(env)
-    py, steps = sys.executable, []
+    py = sys.executable
     # most important first; each step's timeout bounds it, and the benchmarks print every row as it is measured
     if "neurons" not in args.skip:
         cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "float32",
                "--out", str(args.out)]  # fmt: skip
-        steps.append(_step("neurons", cmd, args.out, 220))  # 48 cells: 191 s on 2026-12-04
+        run_step("neurons", cmd, 220)  # 48 cells: 191 s on 2026-12-04
     if "models" not in args.skip:
         cmd = [py, "-m", "benchmarks.models", "--device", "cuda", "--cuda-grid", "--out", str(args.out)]
-        steps.append(_step("models", cmd, args.out, 150))  # 8 cases: 128 s on 2026-12-04
+        run_step("models", cmd, 150)  # 8 cases: 128 s on 2026-12-04
     if "floor" not in args.skip:
         cmd = [py, "-m", "benchmarks.launch_floor", "--device", "cuda", "--out", str(args.out)]
-        steps.append(_step("launch_floor", cmd, args.out, 40))  # what one call costs before any data moves
+        run_step("launch_floor", cmd, 40)  # what one call costs before any data moves
     if "tests" not in args.skip:
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_cuda.py", "-k",
                "mixed_precision or neurons_match"]  # fmt: skip
-        steps.append(_step("tests", cmd, args.out, 60))  # 44 s
+        run_step("tests", cmd, 60)  # 44 s
     if "bf16" not in args.skip:  # SJ autotunes its mixed-precision serial kernels per shape: fewer cells
         bf16 = args.out / "bf16"
         bf16.mkdir(exist_ok=True)
         cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "bfloat16",
                "--ts", "8", "32", "--ns", str(2**22), "--neurons", "psn", "masked_psn", "sliding_psn", "lif",
                "--out", str(bf16)]  # fmt: skip
-        steps.append(_step("neurons_bf16", cmd, args.out, 70))  # 45 s (with IF and PLIF too: over 90 s)
+        run_step("neurons_bf16", cmd, 70)  # 45 s (with IF and PLIF too: over 90 s)
     if "alternatives" in args.only_extra:
         for flag, neurons in (("--psn-loop", ["psn"]), ("--serial-h-in-memory", ["lif"])):
             cmd = [py, "-m", "benchmarks.neurons", "--device", "cuda", "--cuda-grid", "--dtypes", "float32",
                    "--ts", "16", "32", "--neurons", *neurons, flag, "--out", str(args.out)]  # fmt: skip
-            steps.append(_step(flag.strip("-").replace("-", "_"), cmd, args.out, 35))  # 23 s
+            run_step(flag.strip("-").replace("-", "_"), cmd, 35)  # 23 s
     if "tests" not in args.skip:  # the kernel tests on CUDA tensors, last: the GPU's time goes to the tables first
         cmd = [py, "-m", "pytest", "-q", "-p", "no:cacheprovider", "tests/test_triton.py", "-k",
                "not compiles_for_hopper"]  # fmt: skip
-        steps.append(_step("triton_tests", cmd, args.out, 75))  # 57 s
+        run_step("triton_tests", cmd, 75)  # 57 s
     if "frontier" in args.only_extra:  # issue 21's Metric 5 on the GPU: every parallel neuron against T
         cmd = [py, "-m", "benchmarks.frontier", "--speed", "--quick", "--device", "cuda", "--out", str(args.out)]
-        steps.append(_step("frontier_speed", cmd, args.out, 90))
+        run_step("frontier_speed", cmd, 90)
     if "profile" in args.only_extra:  # the cells the last run could not explain, kernel by kernel
         for neuron, T, dtype in (("psn", 8, "bfloat16"), ("psn", 8, "float32"), ("lif", 32, "float32")):
             cmd = [py, "-m", "benchmarks.profile_cell", "--neuron", neuron, "--T", str(T), "--N", str(2**22),
                    "--dtype", dtype, "--device", "cuda", "--out", str(args.out)]  # fmt: skip
-            steps.append(_step(f"profile_{neuron}_T{T}_{dtype}", cmd, args.out, 40))
+            run_step(f"profile_{neuron}_T{T}_{dtype}", cmd, 40)
     if "host-cpu" in args.only_extra:  # CUDA hidden: the CPU paths, on a CPU other than CI's
         cmd = ["env", "CUDA_VISIBLE_DEVICES=", py, "-m", "pytest", "-q", "-p", "no:cacheprovider",
                "tests/test_native.py", "tests/test_kernels.py", "tests/test_sj_parity.py", "tests/test_fingerprints.py",
                "tests/test_data_fingerprints.py"]  # fmt: skip
-        steps.append(_step("host_cpu_tests", cmd, args.out, 300))
+        run_step("host_cpu_tests", cmd, 300)
     if "kernels" in args.only_extra:
         cmd = [py, "-m", "benchmarks.kernel_resources", "--json", str(args.out / "kernels.json")]
-        step = _step("kernels", cmd, args.out, 120)
+        run_step("kernels", cmd, 120)
         (args.out / "kernels.md").write_text((args.out / "kernels.txt").read_text())
-        steps.append(step)
-    (args.out / "suite.json").write_text(json.dumps(steps, indent=1))
+        saved()
     print("\n| step | exit | seconds |\n|---|---:|---:|")
     for s in steps:
         print(f"| {s['step']} | {s['exit']} | {s['seconds']} |")

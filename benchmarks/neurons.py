@@ -522,8 +522,9 @@ def main(argv: list[str] | None = None) -> int:
         name = "neurons_serial_h_in_memory"
     if args.psn_loop:
         name = "neurons_psn_loop"
+    # one figure, the main grid's: an alternative or every-T run written to the same folder leaves it alone
     emit(result, name=name, title=f"Neurons ({device}{', every T' if args.every_t else ''})", out=args.out,
-         json_path=args.json, plot=None if args.every_t else plot)  # fmt: skip
+         json_path=args.json, plot=plot if name == "neurons" else None)  # fmt: skip
     return 0
 
 

@@ -505,3 +505,45 @@ def test_parity_ties_reports_and_fails_on_a_difference_outside_the_bound(monkeyp
     assert parity_ties.main(["--columns", "64", "--Ts", "2"]) == 1
     [(headers, rows)] = tables(capsys.readouterr().out)
     assert headers[-1] == "differ outside the bound" and rows[0][-1] == rows[-1][-1] == "1"
+
+
+@pytest.mark.parametrize("flag", ["--serial-h-in-memory", "--psn-loop"])
+def test_an_alternative_run_leaves_the_main_grids_figure_alone(flag, tmp_path, monkeypatch):
+    """The GPU suite writes its alternatives into the folder of the main grid: their reports get their own names,
+    and ``neurons_speedup.png`` stays the main grid's figure (an alternative run once replaced it with one panel)."""
+    from psn_zoo.neurons import _triton_psn, _triton_serial
+
+    monkeypatch.setattr(_triton_serial, "REGISTER_T_MAX", dict(_triton_serial.REGISTER_T_MAX))  # main() edits these
+    monkeypatch.setattr(_triton_psn, "DOT_T_PAD", _triton_psn.DOT_T_PAD)
+    monkeypatch.setitem(neurons.GRIDS, "quick", {**neurons.GRIDS["quick"], "timing": TINY})
+    figure = tmp_path / "neurons_speedup.png"
+    figure.write_bytes(b"the main grid's figure")
+    args = ["--quick", "--ts", "4", "--ns", str(2**16), "--neurons", "psn", flag, "--out", str(tmp_path)]
+    assert neurons.main(args) == 0
+    name = "neurons_serial_h_in_memory" if flag == "--serial-h-in-memory" else "neurons_psn_loop"
+    assert (tmp_path / f"{name}.md").is_file() and (tmp_path / f"{name}.json").is_file()
+    assert figure.read_bytes() == b"the main grid's figure"
+    assert "neurons_speedup.png" not in (tmp_path / f"{name}.md").read_text()
+
+
+def test_the_gpu_suite_archives_its_folder_in_one_file(tmp_path):
+    """The device tool returns at most 8 files: ``cuda_suite --archive`` packs the whole output folder (subfolders
+    included) into one .tgz, replaced whole after every step."""
+    import tarfile
+
+    from benchmarks import cuda_suite
+
+    out = tmp_path / "cuda"
+    (out / "bf16").mkdir(parents=True)
+    for i in range(12):
+        (out / f"step{i}.txt").write_text(f"log {i}")
+    (out / "bf16" / "neurons.md").write_text("# bf16")
+    target = tmp_path / "OUT" / "cuda.tgz"
+    cuda_suite.archive(out, target)
+    (out / "step0.txt").write_text("log 0, later")
+    cuda_suite.archive(out, target)
+    with tarfile.open(target) as tar:
+        names = set(tar.getnames())
+        assert {f"cuda/step{i}.txt" for i in range(12)} | {"cuda/bf16/neurons.md"} <= names
+        assert tar.extractfile("cuda/step0.txt").read() == b"log 0, later"
+    assert sorted(p.name for p in target.parent.iterdir()) == ["cuda.tgz"]  # no partial file left beside it

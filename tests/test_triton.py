@@ -23,9 +23,12 @@ from types import SimpleNamespace
 
 import pytest
 import torch
+import triton
+import triton.language as tl
 from conftest import assert_grads_close, assert_neuron_outputs_match, assert_spikes_equal_up_to_ties
 
 from psn_zoo.neurons import _backend, compat, make_neuron, reset_states
+from psn_zoo.neurons._triton_common import rounded_to
 from psn_zoo.neurons.surrogate import ATan
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -374,7 +377,9 @@ def test_psn_spikes_under_ties_are_counted_not_hidden():
 
 
 def test_dispatch_rules(monkeypatch):
-    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: 1024)
+    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: 1024, get_device=lambda: 0)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (9, 0))
+    _backend._gpu_problem.cache_clear()
     monkeypatch.setenv("PSN_ZOO_TRITON", "0")
     with pytest.warns(RuntimeWarning, match="PSN_ZOO_TRITON=0"):
         _backend._warn_once.cache_clear()
@@ -397,8 +402,98 @@ def test_dispatch_rules(monkeypatch):
         assert not _backend.use_triton(cuda, Custom())
     assert any("fuse only" in str(w.message) for w in caught)
     assert not _backend.use_triton(torch.zeros(2, dtype=torch.float64), ATan())  # fp64 runs the PyTorch path
-    huge = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: _backend.MAX_ELEMENTS)
+    huge = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: _backend.MAX_ELEMENTS, get_device=lambda: 0)
     assert not _backend.use_triton(huge, ATan())  # 32-bit offsets: the PyTorch path takes it
+    _backend._gpu_problem.cache_clear()
+
+
+def test_a_gpu_triton_cannot_compile_for_runs_the_pytorch_path_after_one_warning(monkeypatch):
+    """Triton needs compute capability 7.0: on a P100 (6.0) every neuron call would fail to compile."""
+    cuda = SimpleNamespace(is_cuda=True, dtype=torch.float32, numel=lambda: 1024, get_device=lambda: 1)
+    monkeypatch.setattr(torch.cuda, "get_device_capability", lambda index=None: (6, 0) if index == 1 else (9, 0))
+    monkeypatch.setattr(torch.cuda, "get_device_name", lambda index=None: "Tesla P100-PCIE-16GB")
+    monkeypatch.setenv("PSN_ZOO_TRITON", "auto")
+    _backend._gpu_problem.cache_clear()
+    _backend._warn_once.cache_clear()
+    try:
+        with pytest.warns(RuntimeWarning, match=r"Tesla P100.*capability 6\.0 and Triton needs 7\.0"):
+            assert not _backend.use_triton(cuda, ATan())
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # once: the second call is quiet
+            assert not _backend.use_triton(cuda, ATan())
+        assert _backend.use_triton(SimpleNamespace(**{**vars(cuda), "get_device": lambda: 0}), ATan())
+    finally:
+        _backend._gpu_problem.cache_clear()
+        _backend._warn_once.cache_clear()
+
+
+@triton.jit
+def _round(x_ptr, y_ptr, n, BLOCK: tl.constexpr):
+    offs = tl.arange(0, BLOCK)
+    mask = offs < n
+    tl.store(y_ptr + offs, rounded_to(tl.load(x_ptr + offs, mask=mask), tl.bfloat16), mask=mask)
+
+
+def test_bf16_rounding_keeps_nan_and_rounds_to_nearest_even():
+    """The kernels' fp32 -> bf16 rounding (spelled out in integers) equals torch's for every class of value, and a
+    NaN stays NaN whatever its bits: GPUs produce 0xFFFFFFFF/0x7FFFFFFF, which a bare carry turns into ±0."""
+    nans = [0x7FFFFFFF, 0xFFFFFFFF, 0x7FC00000, 0xFFC00000, 0x7FFF8000, 0x7F800001]
+    others = [0x7F800000, 0xFF800000, 0, 0x80000000, 0x3F808000, 0x3F818000, 0x3F80FFFF, 0x7F7FFFFF, 0x00000001]
+    bits = torch.tensor(nans + others, dtype=torch.int64).to(torch.int32)  # wraps the high ones to int32's bits
+    x = bits.view(torch.float32).to(DEVICE)
+    y = torch.empty(x.shape, dtype=torch.bfloat16, device=DEVICE)
+    _round[(1,)](x, y, x.numel(), BLOCK=16)
+    y = y.cpu()
+    assert torch.isnan(y[: len(nans)]).all(), y[: len(nans)]
+    expected = x.cpu()[len(nans) :].to(torch.bfloat16)  # torch rounds to nearest even (ties included)
+    assert torch.equal(y[len(nans) :].view(torch.int16), expected.view(torch.int16))
+
+
+def test_a_view_whose_steps_span_more_than_int32_is_copied(monkeypatch):
+    """The kernels index with 32-bit offsets, and ``numel`` does not bound a strided view's span: a time-first slice
+    of a larger tensor (step stride > its columns) whose last step lies past 2**31 elements is copied first."""
+    from psn_zoo.neurons import _triton_common
+
+    big = torch.randn(5, 240)
+    view = big[:, :120]  # dense steps, stride 240: a view is enough when the span fits
+    within = _triton_common.as_columns(view, [0, 1])
+    assert within.data_ptr() == big.data_ptr() and within.stride(0) == 240
+    monkeypatch.setattr(_triton_common, "MAX_ELEMENTS", 4 * 240 + 119)  # the last step ends one element past it
+    copied = _triton_common.as_columns(view, [0, 1])
+    assert copied.data_ptr() != big.data_ptr() and copied.stride(0) == 120 and torch.equal(copied, view)
+    neuron, T = _build({"name": "lif"})
+    ours = _run(neuron, view.to(DEVICE), torch.ones(5, 120, device=DEVICE), triton=True)
+    ref = _run(neuron, view.to(DEVICE), torch.ones(5, 120, device=DEVICE), triton=False)
+    assert ours[3] == "TritonSerialBackward" and torch.equal(ours[0], ref[0])
+    assert_grads_close(ours[1], ref[1], terms=T)
+
+
+@pytest.mark.parametrize("shape", [(), (8,), (1, 8)], ids=str)
+def test_a_state_that_broadcasts_starts_the_serial_kernels(shape, monkeypatch):
+    """``serial_multi_step(x, v)`` with ``v`` broadcasting to one step ([C], a 0-d tensor) runs on both paths with the
+    same spikes, state and gradients (``v``'s summed back to its shape); one that does not broadcast is refused."""
+    from psn_zoo.neurons import functional as F
+
+    x = torch.randn(6, 3, 8, device=DEVICE) * 1.5
+    runs = {}
+    for flag in ("1", "0"):
+        monkeypatch.setenv("PSN_ZOO_TRITON", flag)
+        xg = x.clone().requires_grad_(True)
+        v0 = torch.full(shape, 0.25, device=DEVICE, requires_grad=True)
+        spikes, v_last = F.serial_multi_step(xg, v0, surrogate=ATan(), tau=2.0)
+        assert (type(spikes.grad_fn).__name__ == "TritonSerialBackward") == (flag == "1")
+        (spikes * torch.linspace(-1, 1, x.numel(), device=DEVICE).view_as(x)).sum().add(v_last.sum()).backward()
+        runs[flag] = (spikes, v_last, xg.grad, v0.grad)
+    assert runs["1"][3].shape == shape
+    for ours, ref in zip(runs["1"], runs["0"], strict=True):
+        assert ours.shape == ref.shape
+    assert torch.equal(runs["1"][0], runs["0"][0]) and torch.equal(runs["1"][1], runs["0"][1])
+    assert_grads_close(runs["1"][2], runs["0"][2], terms=6)
+    assert_grads_close(runs["1"][3], runs["0"][3], terms=6 * x[0].numel())
+    for flag in ("1", "0"):
+        monkeypatch.setenv("PSN_ZOO_TRITON", flag)
+        with pytest.raises(ValueError, match=r"state v of shape \(3,\) does not broadcast to one step"):
+            F.serial_multi_step(x, torch.zeros(3, device=DEVICE), surrogate=ATan(), tau=2.0)
 
 
 def test_every_kernel_variant_compiles_for_hopper_without_spilling():

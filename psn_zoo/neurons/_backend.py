@@ -78,6 +78,23 @@ def _triton_problem() -> str | None:
     return None
 
 
+#: Triton compiles for NVIDIA GPUs of compute capability 7.0 (Volta) and newer.
+MIN_CAPABILITY = (7, 0)
+
+
+@functools.cache
+def _gpu_problem(index: int) -> str | None:
+    """Why Triton cannot compile for CUDA device ``index`` (None when it can)."""
+    capability = torch.cuda.get_device_capability(index)
+    if torch.version.hip is None and capability < MIN_CAPABILITY:
+        name = torch.cuda.get_device_name(index)
+        return (
+            f"{name} has compute capability {capability[0]}.{capability[1]} and Triton needs "
+            f"{MIN_CAPABILITY[0]}.{MIN_CAPABILITY[1]} or newer"
+        )
+    return None
+
+
 def interpreting() -> bool:
     """Whether Triton kernels run in its CPU interpreter (``TRITON_INTERPRET=1``)."""
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
@@ -107,7 +124,7 @@ def use_triton(x: torch.Tensor, surrogate: Surrogate) -> bool:
         if setting == "0":
             _warn_once(f"psn_zoo: {ENV}=0, so the neurons run their PyTorch path on the GPU (slower)")
             return False
-        if (problem := _triton_problem()) is not None:
+        if (problem := _triton_problem() or _gpu_problem(x.get_device())) is not None:
             _warn_once(f"psn_zoo: the neurons run their PyTorch path on the GPU (slower): {problem}")
             return False
     elif not (setting == "1" and x.is_cpu and interpreting()):

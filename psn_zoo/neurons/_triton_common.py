@@ -14,7 +14,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ._backend import FUSED_SURROGATES, interpreting
+from ._backend import FUSED_SURROGATES, MAX_ELEMENTS, interpreting
 from .surrogate import Surrogate
 
 PI = math.pi
@@ -39,7 +39,10 @@ def rounded_to(value, dtype: tl.constexpr):
     because Triton's CPU interpreter truncates fp32 -> bf16 (the GPU rounds; both now give the same bits)."""
     if dtype == tl.bfloat16:
         bits = value.to(tl.uint32, bitcast=True)
-        bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+        # a NaN stays NaN (the carry would turn GPUs' canonical NaN 0x7FFFFFFF into -0.0): made quiet, so that its
+        # top 16 bits are a NaN too (the interpreter's truncation would read 0x7F800001 as infinity)
+        bits = tl.where(value != value, bits | 0x00400000, rounded)
         value = bits.to(tl.float32, bitcast=True)
     return value.to(dtype)
 
@@ -77,11 +80,14 @@ def column_order(x: torch.Tensor) -> list[int] | None:
 
 def as_columns(t: torch.Tensor, perm: list[int]) -> torch.Tensor:
     """``t: [T, *]`` as ``[T, N]`` with unit column stride, columns in the memory order ``perm`` gives (a view when
-    ``t`` is laid out that way, else a copy in that order)."""
+    ``t`` is laid out that way and its last step's offset fits in int32, else a copy in that order)."""
     if t.is_contiguous() and perm == list(range(t.dim())):
         return t.view(t.shape[0], -1)
     p = t.permute(perm)
-    if not p[0].is_contiguous() or (p.shape[0] > 1 and p.stride(0) < p[0].numel()):
+    columns = p[0].numel()
+    overlapping = p.shape[0] > 1 and p.stride(0) < columns
+    beyond_int32 = (p.shape[0] - 1) * p.stride(0) + columns > MAX_ELEMENTS  # the kernels' offsets are int32
+    if not p[0].is_contiguous() or overlapping or beyond_int32:
         p = p.contiguous()
     if p.is_contiguous():
         return p.reshape(p.shape[0], -1)

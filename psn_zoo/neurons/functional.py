@@ -246,8 +246,11 @@ def serial_multi_step(
     mode = ("soft" if v_reset is None else "hard") if reset == "auto" else reset
     tracing = _plain(surrogate)
     triton = not tracing and _backend.use_triton(x_seq, surrogate) and (w is None or w.dtype in _backend.KERNEL_DTYPES)
-    if not isinstance(v, torch.Tensor) and not triton:
-        v = torch.full(x_seq.shape[1:], float(v), dtype=x_seq.dtype, device=x_seq.device)
+    if not isinstance(v, torch.Tensor):
+        if not triton:
+            v = torch.full(x_seq.shape[1:], float(v), dtype=x_seq.dtype, device=x_seq.device)
+    elif v.shape != x_seq.shape[1:]:  # a state that broadcasts ([C], a 0-d tensor) starts every neuron it covers
+        v = v.expand(_state_shape(v, x_seq))
     # the membrane is accumulated in fp32 when the input is half precision (mixed precision); spikes in its dtype
     state = torch.promote_types(x_seq.dtype, torch.float32)
     if tracing:
@@ -263,6 +266,20 @@ def serial_multi_step(
     x, v0 = x_seq.to(state), v.to(state)
     spikes, v_last = SerialNeuron.apply(x, v0, w, tau, decay_input, v_threshold, v_reset, mode, detach_reset, surrogate)
     return spikes.to(x_seq.dtype), v_last
+
+
+def _state_shape(v: torch.Tensor, x_seq: torch.Tensor) -> torch.Size:
+    """``x_seq.shape[1:]`` if the state ``v`` broadcasts to one step of ``x_seq``, else a ValueError naming both."""
+    step = x_seq.shape[1:]
+    try:
+        if torch.broadcast_shapes(v.shape, step) == step:
+            return step
+    except RuntimeError:
+        pass
+    raise ValueError(
+        f"serial_multi_step: the state v of shape {tuple(v.shape)} does not broadcast to one step of x_seq, "
+        f"{tuple(step)} (x_seq is [T, *]): pass v shaped like x_seq[0], a number, or a shape that broadcasts to it"
+    )
 
 
 def _serial_reference(x_seq, v, surrogate, tau, w, decay_input, v_threshold, v_reset, mode, detach_reset):
