@@ -248,6 +248,16 @@ def _json_object(text: str) -> dict:
     return value
 
 
+def _license(text: str) -> str:
+    """A ``--license`` value, checked before any work (:func:`psn_zoo.hub.metadata.check_license`)."""
+    from .hub.metadata import check_license
+
+    try:
+        return check_license(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def _spec(text: str) -> str | dict:
     return _json_object(text) if text.lstrip().startswith("{") else text
 
@@ -318,7 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--out", default=default_out, help="release folder (manifest.json, weights, cards)")
     publish.add_argument("--notes", default="", help="a sentence for the model card")
     publish.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
-    publish.add_argument("--license", default="mit", help=_LICENSE_HELP.format(default="mit, psn_zoo's own"))
+    publish.add_argument("--license", type=_license, default="mit",
+                         help=_LICENSE_HELP.format(default="mit, psn_zoo's own"))  # fmt: skip
     publish.add_argument(
         "--recipe-args", nargs=argparse.REMAINDER, default=[], help="last: extra CLI args for the recipe (its data)"
     )
@@ -329,7 +340,7 @@ def build_parser() -> argparse.ArgumentParser:
     paper.add_argument("--tag", required=True, help="the entry is <architecture>.<tag>")
     paper.add_argument("--out", default=default_out)
     paper.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
-    paper.add_argument("--license", default="unknown",
+    paper.add_argument("--license", type=_license, default="unknown",
                        help=_LICENSE_HELP.format(default="unknown (the paper's release states none)"))  # fmt: skip
     paper.add_argument("--neuron", default=None, help="the script's -neu code (e.g. lif or lifnr, which save the same "
                        "keys) when neither the file's args nor its run folder name say it")  # fmt: skip
@@ -349,7 +360,7 @@ def build_parser() -> argparse.ArgumentParser:
     sj.add_argument("--image-size", type=int, default=224, help="input side length recorded in the metadata")
     sj.add_argument("--out", default=default_out)
     sj.add_argument("--overwrite", action="store_true", help=_OVERWRITE_HELP)
-    sj.add_argument("--license", default="unknown",
+    sj.add_argument("--license", type=_license, default="unknown",
                     help=_LICENSE_HELP.format(default="unknown (state the one the weights came with)"))  # fmt: skip
     sj.set_defaults(func=_cmd_import_sj)
 
@@ -365,9 +376,12 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _data_errors() -> tuple[type[Exception], ...]:
-    """The data errors that are not ValueError, LookupError or OSError (``CorruptSampleError``), once imported."""
+    """The data and weights-file errors that are not ValueError, LookupError or OSError, once imported (until then
+    nothing raised them): ``CorruptSampleError``; ``ChecksumError`` (its ``SizeError``) and ``CacheError``."""
     errors = sys.modules.get("psn_zoo.datamodules.errors")
-    return (errors.CorruptSampleError,) if errors is not None else ()
+    sources = sys.modules.get("psn_zoo.hub.sources")
+    return (*((errors.CorruptSampleError,) if errors is not None else ()),
+            *((sources.ChecksumError, sources.CacheError) if sources is not None else ()))  # fmt: skip
 
 
 def _without_worker_traceback(message: str) -> str:

@@ -97,6 +97,22 @@ def entry_name(architecture: str, tag: str) -> str:
     return check_entry_name(f"{architecture}.{tag}")
 
 
+#: A licence identifier as the Hugging Face Hub writes them (``mit``, ``apache-2.0``, ``cc-by-nc-sa-4.0``,
+#: ``openrail++``, ``other``, ``unknown``...): lowercase letters and digits, then also ``-``, ``.`` and ``+``.
+_LICENSE = re.compile(r"[a-z0-9][a-z0-9.+-]{0,63}")
+LICENSE_RULE = (
+    "a Hugging Face licence identifier such as mit, apache-2.0, cc-by-4.0 or bsd-3-clause (letters, digits, '-', "
+    "'.', '+'; at most 64 characters), or 'other' / 'unknown'"
+)
+
+
+def check_license(license: object) -> str:
+    """``license`` if it is a licence identifier (:data:`LICENSE_RULE`, any case), else :class:`ValueError`."""
+    if not isinstance(license, str) or not _LICENSE.fullmatch(license.lower()):
+        raise ValueError(f"invalid licence {license!r}: give {LICENSE_RULE}")
+    return license
+
+
 def _positive_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= 1
 
@@ -425,8 +441,11 @@ def read_manifest(path: str | Path) -> dict[str, CheckpointInfo]:
 
 
 def write_manifest(path: str | Path, entries: Mapping[str, CheckpointInfo]) -> None:
+    """Write ``entries`` to the manifest ``path`` at once: through a fresh, uniquely named temporary file next to it
+    (created with ``O_EXCL | O_NOFOLLOW``, so never through an existing file or a link planted there), renamed into
+    place. Concurrent writers of one release folder must hold :func:`psn_zoo.hub.publish.release_lock`."""
+    from .sources import _write_atomically  # (sources imports this module)
+
     payload = {"format_version": FORMAT_VERSION, "entries": [entries[n].to_dict() for n in sorted(entries)]}
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(payload, indent=2) + "\n")
-    tmp.replace(path)
+    data = (json.dumps(payload, indent=2) + "\n").encode()
+    _write_atomically(Path(path), lambda out: out.write(data))

@@ -5,18 +5,28 @@ paper's and SpikingJelly's checkpoints builds models, so it lives in :mod:`psn_z
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
+import fcntl
 import hashlib
 import json
 import os
+import stat
 import tempfile
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from .metadata import CheckpointInfo, WeightsFile, check_entry_name, read_manifest, write_manifest
+from .metadata import (
+    CheckpointInfo,
+    WeightsFile,
+    check_entry_name,
+    check_license,
+    read_manifest,
+    write_manifest,
+)
 
 
 class EntryExistsError(FileExistsError):
@@ -71,23 +81,71 @@ def ensure_new_entry(out_dir: Path, name: str, overwrite: bool = False) -> None:
         )
 
 
+@contextlib.contextmanager
+def release_lock(out_dir: str | Path) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on the release folder ``out_dir`` (created if missing) for the block: one writer
+    at a time reads, changes and writes its manifest, so concurrent ``publish``/``import-*`` runs lose no entry. The
+    folder itself is locked (no lock file is left in it, nor can a link be planted there); closing releases it."""
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    fd = os.open(out_dir, os.O_RDONLY | os.O_DIRECTORY | getattr(os, "O_CLOEXEC", 0))
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)
+
+
+def _refuse_link(path: Path, kind: str) -> None:
+    """A symbolic link, or anything but a ``kind`` (``"file"``, ``"folder"``), at ``path``: an error, never followed."""
+    try:
+        mode = os.lstat(path).st_mode
+    except FileNotFoundError:
+        return
+    if (stat.S_ISREG if kind == "file" else stat.S_ISDIR)(mode):
+        return
+    what = "a symbolic link" if stat.S_ISLNK(mode) else f"not a {'regular file' if kind == 'file' else kind}"
+    raise FileExistsError(
+        f"{path} is {what}: psn_zoo writes a release's model cards as regular files in a real cards/ folder and never "
+        "through a link (it could point anywhere). Delete it and retry; nothing was written"
+    )
+
+
 def add_entry(out_dir: Path, info: CheckpointInfo, *, overwrite: bool = False) -> None:
     """Add ``info`` to ``out_dir/manifest.json`` and write its model card; an existing entry of that name is
-    replaced (its weights file deleted) only with ``overwrite``, else :class:`EntryExistsError`."""
+    replaced (its weights file deleted) only with ``overwrite``, else :class:`EntryExistsError`.
+
+    The release folder is locked throughout (:func:`release_lock`); the card and the manifest are written through
+    fresh temporary files renamed into place, never through a link: a symbolic link at the card's path (or at
+    ``cards/``) is refused with :class:`FileExistsError`, its target untouched."""
+    with release_lock(out_dir):
+        _add_entry(Path(out_dir), info, overwrite)
+
+
+def _add_entry(out_dir: Path, info: CheckpointInfo, overwrite: bool) -> None:
+    """:func:`add_entry`, with the release folder's lock held by the caller."""
+    from .sources import _write_atomically
+
     manifest = out_dir / "manifest.json"
     ensure_new_entry(out_dir, info.name, overwrite)
     entries = read_manifest(manifest) if manifest.exists() else {}
     old = entries.get(info.name)
     entries[info.name] = info
-    card = out_dir / "cards" / f"{info.name}.md"
-    card_existed = card.exists()
-    card.parent.mkdir(exist_ok=True)
+    cards = out_dir / "cards"
+    card = cards / f"{info.name}.md"
+    _refuse_link(cards, "folder")
+    _refuse_link(card, "file")
+    old_card = card.read_bytes() if card.exists() else None
+    cards.mkdir(exist_ok=True)
+    text = model_card(info).encode()
     try:
-        card.write_text(model_card(info))
+        _write_atomically(card, lambda out: out.write(text))
         write_manifest(manifest, entries)  # the commit point: the entry exists from here on
     except BaseException:
-        if not card_existed:
+        if old_card is None:
             card.unlink(missing_ok=True)
+        else:
+            _write_atomically(card, lambda out: out.write(old_card))
         raise
     if old is not None and old.weights.file != info.weights.file:
         (out_dir / old.weights.file).unlink(missing_ok=True)
@@ -106,21 +164,24 @@ def write_entry(
 
     ``build`` turns the written weights into the entry's :class:`CheckpointInfo`. The name is checked and an existing
     entry refused (unless ``overwrite``) before anything is written; on any failure the new weights file is removed.
+    The release folder is locked from the check to the manifest's write (:func:`release_lock`).
     """
     out_dir = Path(out_dir)
-    ensure_new_entry(out_dir, name, overwrite)
-    manifest = out_dir / "manifest.json"
-    listed = {i.weights.file for i in read_manifest(manifest).values()} if manifest.exists() else set()
-    weights = save_weights(state, out_dir, name, fp16)
-    try:
-        info = build(weights)
-        if info.name != name:
-            raise ValueError(f"entry {info.name!r} was built for the name {name!r}")
-        add_entry(out_dir, info, overwrite=overwrite)
-    except BaseException:
-        if weights.file not in listed:
-            (out_dir / weights.file).unlink(missing_ok=True)
-        raise
+    ensure_new_entry(out_dir, name, overwrite)  # before the folder is made or locked
+    with release_lock(out_dir):
+        ensure_new_entry(out_dir, name, overwrite)  # again: another writer may have added it meanwhile
+        manifest = out_dir / "manifest.json"
+        listed = {i.weights.file for i in read_manifest(manifest).values()} if manifest.exists() else set()
+        weights = save_weights(state, out_dir, name, fp16)
+        try:
+            info = build(weights)
+            if info.name != name:
+                raise ValueError(f"entry {info.name!r} was built for the name {name!r}")
+            _add_entry(out_dir, info, overwrite)
+        except BaseException:
+            if weights.file not in listed:
+                (out_dir / weights.file).unlink(missing_ok=True)
+            raise
     return info
 
 
@@ -393,6 +454,7 @@ def make_info(
     were made (:attr:`CheckpointInfo.training`)."""
     from .. import __version__
 
+    check_license(license)
     raw = {
         "name": name,
         "architecture": name.split(".", 1)[0],
@@ -429,6 +491,7 @@ def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | 
     add to the entry's ``sources``.
     """
     from huggingface_hub import HfApi
+    from huggingface_hub.errors import HfHubHTTPError, HTTPError
 
     from .sources import verify
 
@@ -440,11 +503,17 @@ def push_to_hub(name: str, repo_id: str, *, manifest_dir: Path, endpoint: str | 
     info = entries[name]
     weights = verify(manifest_dir / info.weights.file, info.weights.sha256)
     api = HfApi(endpoint=endpoint, token=token)
-    api.create_repo(repo_id, exist_ok=True)
     with tempfile.TemporaryDirectory() as staging:
         folder = Path(staging)
         (folder / info.weights.file).write_bytes(weights.read_bytes())
         (folder / "config.json").write_text(json.dumps(info.to_dict(), indent=2))
         (folder / "README.md").write_text(model_card(info))
-        commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"psn_zoo: {name}")
+        try:
+            api.create_repo(repo_id, exist_ok=True)
+            commit = api.upload_folder(repo_id=repo_id, folder_path=str(folder), commit_message=f"psn_zoo: {name}")
+        except HfHubHTTPError:  # the Hub answered (401, 404...): an OSError that says what it refused
+            raise
+        except HTTPError as err:  # no answer (the HTTP client's request errors: refused, bad URL, timeout...)
+            why = str(err).rstrip(".")
+            raise ConnectionError(f"could not reach {api.endpoint}: {why}; check --endpoint / $HF_ENDPOINT") from None
     return f"hf://{repo_id}@{commit.oid}"

@@ -24,6 +24,7 @@ from __future__ import annotations
 import hashlib
 import http.client
 import io
+import math
 import os
 import secrets
 import stat
@@ -37,7 +38,7 @@ from typing import BinaryIO, TypeVar
 
 from tqdm.auto import tqdm
 
-from .metadata import HF_COMMIT, split_hf_source
+from .metadata import HF_COMMIT, CheckpointInfo, ManifestError, split_hf_source
 
 _T = TypeVar("_T")
 
@@ -423,6 +424,17 @@ def _names_a_file(url: str) -> bool:
     return urllib.parse.urlparse(url).path.endswith(".safetensors")
 
 
+def _check_size(path: Path, size: int | None) -> Path:
+    """``path`` if it has the ``size`` bytes its record declares (or ``size`` is None), else :class:`ManifestError`."""
+    actual = path.stat().st_size
+    if size is not None and actual != size:
+        raise ManifestError(
+            f"field 'weights.size' is {size} but {path} has {actual} bytes (its sha256 matches, so the file is "
+            "right): the record does not describe its weights. Correct the record's size, or publish the entry again"
+        )
+    return path
+
+
 def fetch(
     filename: str,
     sha256: str,
@@ -438,8 +450,27 @@ def fetch(
 
     ``local``: the file itself, or a folder holding it. ``release_dir``: the folder of the manifest that lists the
     file (a release folder written by ``psn-zoo publish``/``import-*`` keeps the weights next to its manifest).
-    ``size``: the manifest's byte count; a download stops reading one byte past it (:class:`SizeError`).
+    ``size``: the manifest's byte count; a download stops reading one byte past it (:class:`SizeError`), and a
+    verified file of another size is a :class:`ManifestError` (the record is wrong).
     """
+    return _check_size(
+        _fetch(filename, sha256, sources, local=local, release_dir=release_dir, timeout=timeout,
+               hf_endpoint=hf_endpoint, size=size),
+        size,
+    )  # fmt: skip
+
+
+def _fetch(
+    filename: str,
+    sha256: str,
+    sources: tuple[str, ...],
+    *,
+    local: str | Path | None,
+    release_dir: str | Path | None,
+    timeout: float,
+    hf_endpoint: str | None,
+    size: int | None,
+) -> Path:
     if local is not None:
         path = Path(local).expanduser()
         return verify(path / filename if path.is_dir() else path, sha256)
@@ -480,3 +511,45 @@ def fetch(
             errors.append(f"{url}: {err}")
     kind = OfflineError if offline() else FileNotFoundError
     raise kind(f"could not get {filename} (cache: {cache_dir()}): " + "; ".join(errors))
+
+
+#: safetensors' names of the floating-point dtypes a record's ``weights.dtype`` names
+_SAFETENSORS_DTYPES = {"F32": "float32", "F16": "float16", "BF16": "bfloat16", "F64": "float64"}
+
+
+def check_weights_record(info: CheckpointInfo, path: str | Path) -> None:
+    """Check ``info``'s record against its (sha256-verified) weights file ``path``, read from the safetensors header:
+    ``weights.size`` (the file's bytes), ``weights.dtype`` (every floating-point tensor's) and ``params`` (at least
+    the elements of the ``*.weight``/``*.bias`` tensors, at most those of all floating-point tensors: the header
+    does not tell parameters from buffers such as BatchNorm's running statistics). A record that disagrees is a
+    :class:`ManifestError` naming the field, the record's value and the file's."""
+    from safetensors import safe_open
+
+    path = Path(path)
+
+    def fail(field: str, recorded: object, found: str) -> ManifestError:
+        return ManifestError(
+            f"checkpoint entry {info.name!r}: field {field!r} is {recorded!r} but its weights file {path.name} "
+            f"{found}: the record does not describe its weights (they match its sha256). Correct the record, or "
+            "publish the entry again"
+        )
+
+    actual_size = path.stat().st_size
+    if actual_size != info.weights.size:
+        raise fail("weights.size", info.weights.size, f"has {actual_size} bytes")
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            header = {key: f.get_slice(key) for key in f.keys()}  # noqa: SIM118 (not iterable)
+            tensors = {key: (t.get_dtype(), math.prod(t.get_shape())) for key, t in header.items()}
+    except Exception as err:  # SafetensorError: not a safetensors file at all
+        why = f"{path} is not a safetensors file ({err})"
+        raise ValueError(f"{why}: the weights of {info.name} are unreadable") from None
+    floats = {key: (dtype, n) for key, (dtype, n) in tensors.items() if dtype in _SAFETENSORS_DTYPES}
+    dtypes = sorted({_SAFETENSORS_DTYPES[dtype] for dtype, _ in floats.values()})
+    if dtypes and dtypes != [info.weights.dtype]:
+        raise fail("weights.dtype", info.weights.dtype, f"holds {' and '.join(dtypes)} tensors")
+    most = sum(n for _, n in floats.values())
+    least = sum(n for key, (_, n) in floats.items() if key.endswith((".weight", ".bias")) or key in ("weight", "bias"))
+    if not least <= info.params <= most:
+        counted = f"{most}" if least == most else f"between {least} and {most}"
+        raise fail("params", info.params, f"holds {counted} parameters")
