@@ -1,7 +1,7 @@
 """The model API's edges a demanding timm user reaches (found in review): a temporal embedding fixes T, a re-headed
 model keeps its dtype, streamed frames are checked like batches, lazily sized neurons and complex-valued ones are
 refused by export with the way out, an input of the wrong size names the size the classifier was built for, and
-measuring or exporting a model leaves it in the mode it was in."""
+measuring or exporting a model leaves it in the mode it was in, and the paper's CNNs check their sizes."""
 
 from __future__ import annotations
 
@@ -62,6 +62,24 @@ def test_an_input_of_another_size_names_the_size_the_classifier_was_built_for(na
     model = create_model(name, **kwargs)
     with pytest.raises(ValueError, match=message):
         model(torch.rand(x))
+
+
+@pytest.mark.parametrize(
+    ("name", "kwargs", "message"),
+    [("paper_seq_cnn", {"channels": 0}, "SequentialCNN: channels must be a positive integer, got 0"),
+     ("paper_seq_cnn", {"channels": "8"}, "SequentialCNN: channels must be a positive integer, got '8'"),
+     ("paper_seq_cnn", {"fc_hidden": -1}, "SequentialCNN: fc_hidden must be a positive integer, got -1"),
+     ("paper_seq_cnn", {"fc_hidden": 16.5}, "SequentialCNN: fc_hidden must be a positive integer, got 16.5"),
+     ("paper_seq_cnn", {"length": 0}, "SequentialCNN: length must be a positive integer, got 0"),
+     ("paper_cifar10_csnn", {"channels": 0}, "CifarCSNN: channels must be a positive integer, got 0"),
+     ("paper_cifar10_csnn", {"fc_hidden": -3}, "CifarCSNN: fc_hidden must be a positive integer, got -3"),
+     ("paper_cifar10_csnn", {"input_size": 0}, "CifarCSNN: input_size must be a positive integer, got 0")],
+)  # fmt: skip
+def test_the_paper_cnns_refuse_sizes_that_are_not_positive_integers(name, kwargs, message):
+    """channels=0 and length/input_size=0 built a model that failed at its first batch (or never), fc_hidden=-1 failed
+    inside nn.Linear and channels="8" inside nn.Conv1d with a TypeError."""
+    with pytest.raises(ValueError, match=f"^{message}$"):
+        create_model(name, neuron="lif", T=4, **kwargs)
 
 
 def test_lazily_sized_neurons_are_refused_by_freeze_and_export_with_the_way_out():

@@ -5,7 +5,8 @@
 - half-precision streaming of the sliding and masked PSN against their multi-step mode;
 - argument checks: strict booleans, finite surrogate widths, ParaLIF's learnable decays, the surrogate's spelling in
   ``NeuronSpec.differences``;
-- a NaN membrane of the serial neurons (SpikingJelly keeps it NaN; the hard reset used to clear it).
+- a NaN membrane of the serial neurons (SpikingJelly keeps it NaN; the hard reset used to clear it);
+- ``step_mode`` in a model's neuron spec, and a surrogate that is neither a name nor a spec.
 """
 
 from __future__ import annotations
@@ -16,7 +17,8 @@ import pytest
 import torch
 from test_frontier_neurons import SmoothSpike
 
-from psn_zoo.neurons import NeuronSpec, compat, make_neuron, plain_ops, reset_states
+from psn_zoo.models import create_model
+from psn_zoo.neurons import NeuronSpec, compat, make_neuron, neuron_factory, plain_ops, reset_states
 
 LAZY = [{"name": "pmsn"}, {"name": "channel_sliding_psn", "k": 2}, {"name": "glif"}]
 
@@ -165,3 +167,26 @@ def test_fpt_lif_counts_the_macs_its_docs_state():
     assert make_neuron({"name": "fpt_lif", "K": 3}).macs_per_neuron(8) == (8 + 2 * 7, 0.0)
     assert make_neuron({"name": "fpt_lif", "K": 1}).macs_per_neuron(8) == (8.0, 0.0)  # the reset-free LIF's
     assert make_neuron({"name": "fpt_lif", "K": 8}).macs_per_neuron(8) == (8.0, 0.0)
+
+
+@pytest.mark.parametrize("spec", [{"name": "lif", "step_mode": "s"}, {"name": "sliding_psn", "k": 4, "step_mode": "s"},
+                                  {"name": "lif", "step_mode": "m"}], ids=lambda s: "-".join(map(str, s.values())))
+def test_a_model_s_neuron_spec_refuses_step_mode_with_the_way_to_stream(spec):
+    """``{"name": "lif", "step_mode": "s"}`` built a model in multi-step mode whose neurons each read the whole
+    ``[T, B, ...]`` input as one step: no temporal dynamics, in silence (``--model.neuron_kwargs`` trained it). A
+    model's neurons follow the model's mode; a neuron built on its own still takes ``step_mode``."""
+    with pytest.raises(ValueError, match=rf"sets step_mode='{spec['step_mode']}', but a model's neurons run in the "
+                       r"model's mode .*drop step_mode from the spec .*model\.set_step_mode\('s'\)"):  # fmt: skip
+        create_model("paper_seq_cnn", neuron=spec, T=8, num_classes=5, in_channels=1, channels=4, length=8)
+    with pytest.raises(ValueError, match="sets step_mode"):
+        neuron_factory(spec, T=8)
+    assert make_neuron(spec).step_mode == spec["step_mode"]
+
+
+@pytest.mark.parametrize("surrogate", [3, None, ["atan"], {"name": 3}])
+def test_a_surrogate_that_is_neither_a_name_nor_a_spec_is_a_value_error(surrogate):
+    """``--model.neuron_kwargs '{"surrogate": 3}'`` was a TypeError (a traceback on the command line), not the
+    one-line error of every other bad value."""
+    with pytest.raises(ValueError, match=r"surrogate (must be a name|spec \{'name': 3\}: 'name' must be one of) "
+                       r"\(?atan, rect, sigmoid, triangle"):  # fmt: skip
+        make_neuron({"name": "lif", "surrogate": surrogate})

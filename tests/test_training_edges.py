@@ -1,12 +1,14 @@
 """Edges of training runs: run folders and resuming, the cosine schedule's length, a frozen backbone's norm layers,
-CutMix on sequences, out-of-range hyperparameters, linked values given inline, val/acc_causal, predictions, and
-the configuration every logger gets. Real (tiny) Lightning fits through the CLI, in-process."""
+CutMix on sequences, out-of-range hyperparameters, linked values given inline, model_kwargs that repeat the
+classifier's arguments, model flags that contradict a checkpoint, val/acc_causal, predictions, and the configuration
+every logger gets. Real (tiny) Lightning fits through the CLI, in-process."""
 
 from __future__ import annotations
 
 import csv
 import logging
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -373,6 +375,37 @@ def test_out_of_range_hyperparameters_are_refused_when_the_model_is_built(kwargs
     silently turned mixing off and tet_lambda outside [0, 1] made the objective negative."""
     with pytest.raises(ValueError, match=r"^SpikingClassifier: " + message):
         tiny_classifier(**kwargs)
+
+
+@pytest.mark.parametrize(("key", "flag"), [("neuron", "neuron"), ("T", "T"), ("num_classes", "num_classes"),
+                                           ("in_channels", "in_channels"), ("neuron_kwargs", "neuron_kwargs"),
+                                           ("pretrained", "pretrained")])  # fmt: skip
+def test_model_kwargs_refuses_what_the_classifier_s_own_arguments_set(key, flag):
+    """``--model.model_kwargs '{..., "neuron": "lif"}'`` failed inside with "create_model() got multiple values for
+    keyword argument 'neuron'" (a TypeError: a traceback on the command line)."""
+    kwargs = {"channels": 8, "length": 28, "fc_hidden": 16, key: {"neuron": "lif", "neuron_kwargs": {}}.get(key, 4)}
+    with pytest.raises(ValueError, match=rf"^SpikingClassifier: model_kwargs sets {key}, which the classifier's own "
+                       rf"arguments set: use --model\.{flag} instead"):  # fmt: skip
+        tiny_classifier(model_kwargs=kwargs)
+
+
+def test_model_flags_that_contradict_the_checkpoint_are_refused_naming_both(seq_run, cwd):
+    """``validate --ckpt_path`` parsed the checkpoint's hyperparameters over the command line's: a conflicting
+    ``--model.neuron`` or ``--model.model_kwargs`` was dropped without a word (the checkpoint's model was evaluated).
+    Values equal to the checkpoint's (a default spelled out, too) are fine."""
+    ckpt = str(seq_run / "checkpoints" / "last.ckpt")
+    (cwd / "model.yaml").write_text("loss: tet\n")
+    with pytest.raises(ValueError, match=rf"^--ckpt_path {re.escape(ckpt)} builds the model from the checkpoint's "
+                       r"hyperparameters, which would replace what you gave: --model\.neuron lif but the checkpoint "
+                       r"has neuron='psn'; --model \{model_kwargs: \{'channels': 4, 'length': 28, 'fc_hidden': 16\}\} "
+                       r"but the checkpoint has model_kwargs=\{'channels': 8, 'length': 28, 'fc_hidden': 16\}; "
+                       r"model\.loss: tet in model\.yaml but the checkpoint has loss='ce'\. Drop the flag\(s\) .*"
+                       rf"psn-zoo fit --model\.pretrained {re.escape(ckpt)}"):  # fmt: skip
+        run_cli(["validate", *SEQ, "--ckpt_path", ckpt, "--model.neuron", "lif", "--model",
+                 '{"model_kwargs": {"channels": 4, "length": 28, "fc_hidden": 16}}', "--model", "model.yaml"])
+    same = ["--model.neuron", "psn", "--model.lr", "0", "--model.neuron_kwargs", '{"surrogate": "atan"}']
+    cli = run_cli(["validate", *SEQ, "--ckpt_path", ckpt, *same])
+    assert (cli.model.hparams.neuron, cli.model.hparams.lr) == ("psn", 0.0)
 
 
 def test_linked_values_given_inline_or_in_a_model_file_are_checked_and_the_fix_is_the_datas_argument(cwd):

@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import layers as L
-from .base import SpikingModel
+from .base import SpikingModel, _check_count
 from .registry import register_model
 
 
@@ -23,6 +23,8 @@ class CifarCSNN(SpikingModel):
 
     def __init__(self, *, channels: int = 256, input_size: int = 32, fc_hidden: int = 4096, **base: Any) -> None:
         super().__init__(**base)
+        for name, value in (("channels", channels), ("input_size", input_size), ("fc_hidden", fc_hidden)):
+            _check_count(type(self).__name__, name, value, low=1)
         if input_size % 4:
             raise ValueError(f"input_size must be a multiple of 4 (two 2×2 pools), got {input_size}")
         layers: list[nn.Module] = []

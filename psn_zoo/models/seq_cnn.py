@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from . import layers as L
-from .base import SpikingModel
+from .base import SpikingModel, _check_count
 from .registry import register_model
 
 
@@ -24,6 +24,8 @@ class SequentialCNN(SpikingModel):
 
     def __init__(self, *, channels: int = 128, length: int = 32, fc_hidden: int = 256, **base: Any) -> None:
         super().__init__(**base)
+        for name, value in (("channels", channels), ("length", length), ("fc_hidden", fc_hidden)):
+            _check_count(type(self).__name__, name, value, low=1)
         if length % 4:
             raise ValueError(f"length must be a multiple of 4 (two pools of 2), got {length}")
         self.input_grid = ("length", length, 4)

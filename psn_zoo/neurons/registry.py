@@ -180,9 +180,16 @@ def neuron_factory(
     """Validate ``spec`` once and return a zero-argument builder (used by models for each layer).
 
     ``T`` is passed to neurons whose weights depend on it (PSN, masked PSN) and ignored by the others;
-    a spec that fixes a different ``T`` is an error. ``defaults`` are applied where the neuron accepts them.
+    a spec that fixes a different ``T`` is an error, and so is a spec with ``step_mode`` (a model's neurons follow
+    the model's mode: ``model.set_step_mode``). ``defaults`` are applied where the neuron accepts them.
     """
     parsed = NeuronSpec.parse(spec)
+    if "step_mode" in parsed.kwargs:
+        raise ValueError(
+            f"neuron spec {parsed.to_dict()!r} sets step_mode={parsed.kwargs['step_mode']!r}, but a model's neurons "
+            "run in the model's mode (with step_mode='s' each one would read the whole [T, B, ...] input as a single "
+            "step): drop step_mode from the spec and set the model's mode with model.set_step_mode('s')"
+        )
     entry = NEURONS.get(parsed.name)
     kwargs = {k: v for k, v in defaults.items() if k in entry.accepted_kwargs() and k not in parsed.kwargs}
     if parsed.needs_T:

@@ -189,8 +189,15 @@ def make_surrogate(spec: SurrogateSpec = "atan") -> Surrogate:
         name = kwargs.pop("name", None)
         if name is None:
             raise ValueError(f"surrogate spec {dict(spec)!r} has no 'name'; e.g. {{'name': 'atan', 'alpha': 2.0}}")
+        if not isinstance(name, str):
+            raise ValueError(
+                f"surrogate spec {dict(spec)!r}: 'name' must be one of {', '.join(SURROGATES.names())}, got {name!r}"
+            )
     else:
-        raise TypeError(f"surrogate must be a name, a mapping or a Surrogate module, got {type(spec).__name__}")
+        raise ValueError(
+            f"surrogate must be a name ({', '.join(SURROGATES.names())}), a mapping such as "
+            f"{{'name': 'atan', 'alpha': 2.0}} or a Surrogate module, got {spec!r} ({type(spec).__name__})"
+        )
     entry = SURROGATES.get(name)
     unknown = set(kwargs) - {"alpha"}
     if unknown:

@@ -88,6 +88,7 @@ class SpikingClassifier(L.LightningModule):
     ) -> None:
         super().__init__()
         _check_hyperparameters(locals())
+        _check_model_kwargs(model_kwargs)
         self.save_hyperparameters()
         self.model = create_model(
             model,
@@ -423,3 +424,30 @@ def _check_hyperparameters(values: dict[str, Any]) -> None:
         flags = ", ".join(f"--model.{w.split('=', 1)[0]}" for w in wrong)
         raise ValueError(f"SpikingClassifier: {'; '.join(wrong)}. Set {flags} (SpikingClassifier(...) in Python) "
                          "accordingly")  # fmt: skip
+
+
+#: ``create_model`` arguments the classifier sets itself -> the classifier argument (``--model.<it>``) that sets them
+_OWN_MODEL_ARGUMENTS = {
+    "neuron": "neuron",
+    "neuron_kwargs": "neuron_kwargs",
+    "T": "T",
+    "num_classes": "num_classes",
+    "in_channels": "in_channels",
+    "pretrained": "pretrained",
+    "name": "model",
+    "manifest": "pretrained",
+    "source": "pretrained",
+}
+
+
+def _check_model_kwargs(model_kwargs: dict[str, Any] | None) -> None:
+    """Refuse ``model_kwargs`` keys that the classifier's own arguments set (``create_model`` failed with "got
+    multiple values for keyword argument", or the value was taken past the classifier), naming the flag to use."""
+    taken = [k for k in (model_kwargs or {}) if k in _OWN_MODEL_ARGUMENTS]
+    if taken:
+        flags = ", ".join(dict.fromkeys(f"--model.{_OWN_MODEL_ARGUMENTS[k]}" for k in taken))
+        raise ValueError(
+            f"SpikingClassifier: model_kwargs sets {', '.join(taken)}, which the classifier's own arguments set: use "
+            f"{flags} instead (SpikingClassifier(...) in Python); model_kwargs holds the architecture's further "
+            "arguments (input_size, width_mult, channels...)"
+        )

@@ -55,6 +55,7 @@ from lightning.pytorch.cli import LightningCLI, SaveConfigCallback
 from lightning.pytorch.loggers import WandbLogger
 
 from .. import datamodules  # also makes the DataModules resolvable by class name
+from ..neurons import NEURONS, NeuronSpec
 from ..safe_load import checked_checkpoint
 from .callbacks import PredictionWriter, free_path, run_folder
 from .classifier import SpikingClassifier
@@ -260,6 +261,37 @@ def _refuse_class_paths(value: Any, ckpt: str, where: str = "hyper_parameters") 
         _refuse_class_paths(item, ckpt, here)
 
 
+def _plain(value: Any) -> Any:
+    """A parsed config value as plain data (jsonargparse's Namespace as a dict), for comparing it."""
+    if isinstance(value, Namespace):
+        value = value.as_dict()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _differs(key: str, given: Any, stored: Any, neuron: Any) -> bool:
+    """Does the model argument ``key`` given as ``given`` build or train another model than the checkpoint's
+    ``stored``? Neuron names by their canonical name, neuron arguments with their defaults filled in (``neuron``: the
+    checkpoint's neuron), a missing dict as an empty one."""
+    given, stored = _plain(given), _plain(stored)
+    if key == "neuron" and isinstance(given, str) and isinstance(stored, str):
+        try:
+            return NEURONS.get(given).name != NEURONS.get(stored).name
+        except KeyError:
+            return given != stored
+    if key in ("neuron_kwargs", "model_kwargs"):
+        given, stored = given or {}, stored or {}
+        if key == "neuron_kwargs" and isinstance(neuron, str) and isinstance(given, dict) and isinstance(stored, dict):
+            try:
+                return bool(NeuronSpec.parse({**stored, "name": neuron}).differences({**given, "name": neuron}))
+            except (TypeError, ValueError, KeyError):
+                return given != stored
+    return given != stored
+
+
 def flat_config(config: Any, prefix: str = "") -> dict[str, Any]:
     """``{"trainer": {"max_epochs": 3, "callbacks": [{"class_path": ...}]}}`` -> ``{"trainer.max_epochs": 3,
     "trainer.callbacks.0.class_path": ...}`` (dicts and lists of dicts flattened, other lists kept as values); the
@@ -322,6 +354,7 @@ class ZooCLI(LightningCLI):
     def __init__(self, *args: Any, resources: contextlib.ExitStack | None = None, **kwargs: Any) -> None:
         self._resources = resources if resources is not None else contextlib.ExitStack()
         self._stated: list[tuple[str, Any, str]] = []  # (model argument, value, where it was stated)
+        self._given: dict[str, str] = {}  # model argument -> where the command line (or a --model config) gives it
         self._run_name = "run"  # the (last) recipe's name: a logger-less run's folder
         self._resume_from: str | None = None  # fit --ckpt_path: the checkpoint it resumes
         super().__init__(*args, **kwargs)
@@ -356,6 +389,8 @@ class ZooCLI(LightningCLI):
             value = inline if eq else (args[i + 1] if i + 1 < len(args) else None)
             step = 1 if eq else 2
             linked = flag.removeprefix("--model.").removeprefix("init_args.")
+            if flag.startswith("--model.") and value is not None and linked.split(".")[0] not in LINKED:
+                self._give(linked.split(".")[0], f"{flag} {value}")
             if flag.startswith("--model.") and linked in LINKED and value is not None:
                 self._stated.append((linked, value, f"{flag} {value}"))
                 i += step
@@ -416,9 +451,18 @@ class ZooCLI(LightningCLI):
         if not isinstance(model, dict):
             return value
         where = value if is_file else flag
+        args = model.get("init_args") if isinstance(model.get("init_args"), dict) else model
+        for key, item in args.items():
+            if key not in LINKED:
+                self._give(str(key), f"model.{key}: {item} in {where}" if is_file else f"{where} {{{key}: {item}}}")
         if not self._take_linked(model, where, "model." if is_file else ""):
             return value
         return json.dumps(model)
+
+    def _give(self, key: str, where: str) -> None:
+        """Record a model argument the command line gives (the last place that gives it, in command-line order)."""
+        self._given.pop(key, None)
+        self._given[key] = where
 
     def _take_linked(self, model: dict[str, Any], where: str, prefix: str) -> int:
         """Pop the linked keys (T, num_classes, in_channels) of a model config (or its ``init_args``) into the
@@ -608,6 +652,7 @@ class ZooCLI(LightningCLI):
                 if key in hparams:
                     value = hparams.pop(key)
                     self._stated.append((key, value, f"the checkpoint {ckpt_path} has {key}={value}"))
+            self._check_given(hparams, config["model"], str(ckpt_path))
             if hparams:
                 try:
                     self.config = self.parser.parse_object({subcommand: {"model": hparams}}, self.config)
@@ -615,6 +660,24 @@ class ZooCLI(LightningCLI):
                     sys.stderr.write("Parsing of ckpt_path hyperparameters failed!\n")
                     raise
         self.config[subcommand]["model"]["pretrained"] = None  # the checkpoint's weights replace it anyway
+
+    def _check_given(self, hparams: dict[str, Any], model: Namespace, ckpt: str) -> None:
+        """The checkpoint's hyperparameters replace the model's configuration: a model argument given on the command
+        line (or in a ``--model`` config) with another value than the checkpoint's would be dropped without a word,
+        so it is refused, naming both values. ``pretrained`` is not compared: a checkpoint's weights replace it."""
+        wrong = []
+        for key, where in self._given.items():
+            if key == "pretrained" or key not in hparams or key not in model:
+                continue
+            if _differs(key, model[key], hparams[key], hparams.get("neuron")):
+                wrong.append(f"{where} but the checkpoint has {key}={hparams[key]!r}")
+        if wrong:
+            raise ValueError(
+                f"--ckpt_path {ckpt} builds the model from the checkpoint's hyperparameters, "
+                f"which would replace what you gave: {'; '.join(wrong)}. Drop the flag(s) to use the checkpoint as "
+                f"it is, or train from its weights with the new values: psn-zoo fit --model.pretrained {ckpt} "
+                "(a fine-tune)"
+            )
 
     def _last_checkpoint(self, trainer: Namespace) -> str:
         """``--ckpt_path last``: the newest ``last*.ckpt`` of this run's checkpoint folders (a ModelCheckpoint's
