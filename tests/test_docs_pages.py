@@ -115,3 +115,18 @@ def test_the_checkpoint_tables_show_the_manifests_numbers(page):
         if page == "docs/checkpoints.md":
             assert f"{m['mean_firing_rate']:.3f}" in cells, (page, name, cells)
             assert f"{m['energy_uj']:.1f} / {m['energy_uj_without_neurons']:.1f}" in cells, (page, name, cells)
+
+
+def test_the_family_tree_in_the_neuron_docs_is_the_registrys():
+    """docs/neurons.md prints ``neuron_tree()``: the same text, so a neuron or a condition added to a class shows there
+    (glif and klif were missing, and FPT-LIF's conditions had changed)."""
+    from psn_zoo.neurons import neuron_tree
+
+    blocks, block = [], None
+    for line in (ROOT / "docs" / "neurons.md").read_text(encoding="utf-8").splitlines():
+        if line.startswith("```"):
+            block = [] if block is None else blocks.append("\n".join(block))  # opens, or closes (None)
+        elif block is not None:
+            block.append(line)
+    [shown] = [b for b in blocks if "[reset:" in b]
+    assert shown == neuron_tree().rstrip("\n")

@@ -873,3 +873,62 @@ def test_fpt_keeps_no_membranes_when_no_backward_can_follow(monkeypatch):
     trained = neuron(x.clone().requires_grad_())
     assert kept == [(3, 8, 400)]
     assert torch.equal(inferred, trained) and torch.equal(untracked, trained)
+
+
+def test_fpt_differs_from_the_serial_lif_only_at_ties():
+    """``K >= T`` regroups the serial sum into [T, T] products, so a membrane within round-off of θ may fire the other
+    way: integer inputs at τ = 3 (a non-dyadic decay) make such ties common. At each neuron's first differing step
+    (before it both had the same history) the exact membrane lies within float32 round-off of the threshold."""
+    torch.manual_seed(21)
+    T, tau, theta = 16, 3.0, 1.0
+    x = torch.randint(0, 4, (T, 4000)).float()
+    lif, fpt = LIFNode(tau=tau), FPTLIFNode(K=T, tau=tau)
+    with torch.no_grad():
+        serial, parallel = lif(x), fpt(x)
+    v, exact = torch.zeros(x.shape[1], dtype=torch.float64), []
+    for t in range(T):  # the exact membrane along the serial LIF's own spikes
+        h = v + (x[t].double() - v) / tau
+        exact.append(h)
+        v = h * (1 - serial[t].double())
+    differ = serial != parallel
+    assert differ.any(), "the inputs should produce ties (else this test checks nothing)"
+    first = differ.float().argmax(0)
+    columns = differ.any(0).nonzero().squeeze(1)
+    gaps = torch.stack(exact)[first[columns], columns].sub(theta).abs()
+    assert float(gaps.max()) <= 4 * T * 2**-24 * (1 + 3), (float(gaps.max()), int(columns.numel()))
+
+
+def test_a_plain_load_state_dict_sizes_a_channelwise_neuron_and_its_channel_check():
+    """``load_state_dict`` into an unsized channel-wise neuron sizes its parameters (LazyModuleMixin) and records the
+    channel count, so an input with other channels gets the clear error, not a shape error deep inside; GLIF also
+    learns T from its conductance, through a plain load or ``size_from_state_dict``."""
+    torch.manual_seed(22)
+    for spec in ({"name": "pmsn", "n": 2}, {"name": "channel_sliding_psn", "k": 2}, {"name": "glif", "T": 5}):
+        trained = make_neuron(spec)
+        trained(torch.rand(5, 2, 3, 4))
+        fresh = make_neuron({k: v for k, v in spec.items() if k != "T"})
+        fresh.load_state_dict(trained.state_dict())
+        assert fresh.channels == 3 and "channels=3" in repr(fresh)
+        with pytest.raises(ValueError, match="per-channel parameters for 3 channels but the input has 1"):
+            fresh(torch.rand(5, 2, 1, 4))
+        x = torch.rand(5, 2, 3, 4)
+        reset_states(trained)
+        with torch.no_grad():
+            assert torch.equal(fresh(x), trained(x))
+    glif = make_neuron({"name": "glif", "T": 5})
+    glif(torch.rand(5, 2, 3, 4))
+    unsized = torch.nn.Sequential(make_neuron({"name": "glif"}))
+    assert size_from_state_dict(unsized, {f"0.{k}": v for k, v in glif.state_dict().items()}) == ["0"]
+    assert unsized[0].T == 5 and unsized[0].channels == 3
+
+
+def test_paralif_decays_survive_a_half_precision_module():
+    """``module.to(bf16)`` (Lightning's bf16-true) must not round ParaLIF's fixed decays: at tau_mem = 1000, β rounds
+    to 1 in bf16 and the membrane would never charge. The module in bf16 fires as the fp32 one on the same input."""
+    x = (torch.rand(64, 4, 256) * 40).to(torch.bfloat16)
+    for tau_mem in (10.0, 1000.0):
+        fp32 = make_neuron({"name": "paralif", "tau_mem": tau_mem, "tau_syn": 2.0})
+        half = make_neuron({"name": "paralif", "tau_mem": tau_mem, "tau_syn": 2.0}).to(torch.bfloat16)
+        with torch.no_grad():
+            expected, got = fp32(x), half(x)
+        assert expected.sum() > 0 and torch.equal(got, expected), tau_mem

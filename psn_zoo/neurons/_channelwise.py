@@ -84,6 +84,22 @@ class ChannelwiseNeuron(LazyModuleMixin, SpikingNeuron):
             self.channels = channels
             self._build(channels)
 
+    def _size_from_state(self, state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+        """Size the parameters from a state dict's shapes (``prefix``: this neuron's key prefix); whether it could."""
+        key = prefix + next(iter(self._trailing))
+        if key not in state:
+            return False
+        self._materialise(int(state[key].shape[0]))
+        return True
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        # a plain load_state_dict into an unsized neuron sizes its parameters (LazyModuleMixin's hook): record the
+        # channel count too, or the channel check would never run and a wrong input would fail deep inside
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        first = getattr(self, next(iter(self._trailing)))
+        if self.channels is None and not isinstance(first, nn.parameter.UninitializedParameter):
+            self.channels = int(first.shape[0])
+
     def _channels_of(self, x: torch.Tensor) -> int:
         channel_dim = 2 if self._step_mode == "m" else 1
         return x.shape[channel_dim] if x.dim() > channel_dim else 1
@@ -124,11 +140,9 @@ def size_from_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor]) ->
     counts parameters, sees the real ones. Returns the names of the neurons it sized; values are not loaded."""
     sized = []
     for name, module in model.named_modules():
-        if isinstance(module, ChannelwiseNeuron) and module.has_uninitialized_params():
-            key = f"{name}.{next(iter(module._trailing))}" if name else next(iter(module._trailing))
-            if key in state:
-                module._materialise(int(state[key].shape[0]))
-                sized.append(name)
+        unsized = isinstance(module, ChannelwiseNeuron) and module.has_uninitialized_params()
+        if unsized and module._size_from_state(state, f"{name}." if name else ""):
+            sized.append(name)
     return sized
 
 

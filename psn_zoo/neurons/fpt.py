@@ -12,12 +12,14 @@ FPT solves this fixed point by iteration from no reset (``R⁰ = 0``), each iter
     H^k = A − L·R^(k−1),   S^k = Θ(H^k − θ),   R^k = S^k·(H^k − r)  (or θ·S^k)      k = 1 … K
 
 and outputs ``S^K`` (the surrogate gradient flows through all K iterations). Iteration k is exact on steps
-``0 … k−1`` (step t only sees resets before t), so ``K >= T`` reproduces the serial LIF exactly, ``K = 1`` is the LIF
-without reset, and FPT's point is that a small K (the paper uses about 3) is already close. Single-step mode runs the
+``0 … k−1`` (step t only sees resets before t), so ``K >= T`` reproduces the serial LIF (spike for spike except where
+a membrane lies within float round-off of θ: the products regroup the serial sum, as the PSN family's do), ``K = 1``
+in one multi-step call from rest is the LIF without reset, and FPT's point is that a small K (the paper uses about 3)
+is already close. Single-step mode runs the
 exact LIF step (one step needs one iteration); multi-step equals step-by-step when ``K >= T``.
 
 (The authors' code iterates with a sharpening sigmoid and samples the final spikes; this is the deterministic form of
-the same fixed point on psn_zoo's LIF, so it converges to :class:`~psn_zoo.neurons.LIFNode` spike for spike.)
+the same fixed point on psn_zoo's LIF, so it converges to :class:`~psn_zoo.neurons.LIFNode`'s spikes, ties at θ apart.)
 """
 
 from __future__ import annotations
@@ -78,8 +80,9 @@ def fpt_lif_multi_step(
 
 @register_neuron
 class FPTLIFNode(SpikingNeuron):
-    """LIF with reset trained by ``K`` fixed-point iterations in parallel over T (FPT): ``K >= T`` is exactly
-    ``lif``, ``K = 1`` is ``lif_noreset``. Arguments as :class:`~psn_zoo.neurons.LIFNode`, plus ``K``."""
+    """LIF with reset trained by ``K`` fixed-point iterations in parallel over T (FPT): ``K >= T`` is ``lif`` (ties
+    at θ apart), ``K = 1`` is ``lif_noreset`` within one call from rest. Arguments as
+    :class:`~psn_zoo.neurons.LIFNode`, plus ``K``."""
 
     name = "fpt_lif"
     aliases = ("fpt",)
@@ -87,8 +90,10 @@ class FPTLIFNode(SpikingNeuron):
     reset_kind: ClassVar[str] = "fixed_point"
     streamable: ClassVar[bool] = True
     generalises: ClassVar[dict[str, str]] = {
-        "lif": "K >= T (the fixed point is reached: the same spikes as the serial LIF with reset)",
-        "lif_noreset": "K = 1 with v_reset = 0 (the first iterate has no reset)",
+        "lif": "K >= T (the fixed point is reached: the serial LIF's spikes, except where a membrane lies within "
+        "round-off of the threshold)",
+        "lif_noreset": "K = 1 with v_reset = 0, in one multi-step call from rest (the first iterate has no reset; "
+        "streaming, and a call that carries a state, run the exact LIF with reset)",
     }
 
     def __init__(

@@ -26,6 +26,7 @@ input when not given).
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
 import torch
@@ -129,6 +130,16 @@ class GLIFNode(ChannelwiseNeuron):
                 raise ValueError("GLIFNode: give T (or run one multi-step input first) before streaming")
             self.T = x.shape[0]
         super().initialize_parameters(x, *args, **kwargs)
+
+    def _size_from_state(self, state: Mapping[str, torch.Tensor], prefix: str) -> bool:
+        if self.T is None and prefix + "conduct" in state:  # the conductance [T, C] says T
+            self.T = int(state[prefix + "conduct"].shape[0])
+        return super()._size_from_state(state, prefix)
+
+    def _load_from_state_dict(self, state_dict: Mapping[str, Any], prefix: str, *args: Any, **kwargs: Any) -> None:
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
+        if self.T is None and not isinstance(self.conduct, nn.parameter.UninitializedParameter):
+            self.T = int(self.conduct.shape[0])
 
     @property
     def steps(self) -> int:

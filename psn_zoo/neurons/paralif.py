@@ -137,9 +137,8 @@ class ParaLIF(SpikingNeuron):
                     )
             self.w_mem = nn.Parameter(torch.tensor(math.log(beta / (1 - beta))))
             self.w_syn = nn.Parameter(torch.tensor(math.log(alpha / (1 - alpha))))
-        else:
-            self.register_buffer("beta", torch.tensor(beta), persistent=False)
-            self.register_buffer("alpha", torch.tensor(alpha), persistent=False)
+        else:  # Python floats, not buffers: module.to(bf16) must not round them (at tau_mem >= ~512, β = 1: silent)
+            self.beta, self.alpha = beta, alpha
         self._state: tuple[torch.Tensor, torch.Tensor] | None = None  # (I, V) after the last step
         self.step_mode = step_mode
 
@@ -148,11 +147,13 @@ class ParaLIF(SpikingNeuron):
         ``α·I`` (1 MAC; an add when ``tau_syn = 0``) and ``β·V + (1 − β)·I`` (2 MACs) per step."""
         return float((2 if self.tau_syn == 0.0 and not self.learn_tau else 3) * T), 0.0
 
-    def decays(self, dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(α, β)`` as 0-d tensors."""
+    def decays(
+        self, dtype: torch.dtype = torch.float32, device: torch.device | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(α, β)`` as 0-d tensors (fixed ones made in ``dtype`` on ``device`` from their Python floats)."""
         if self.learn_tau:
             return self.w_syn.to(dtype).sigmoid(), self.w_mem.to(dtype).sigmoid()
-        return self.alpha.to(dtype), self.beta.to(dtype)
+        return torch.tensor(self.alpha, dtype=dtype, device=device), torch.tensor(self.beta, dtype=dtype, device=device)
 
     def _initial(self, x: torch.Tensor, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
         if self._state is None:
@@ -165,10 +166,10 @@ class ParaLIF(SpikingNeuron):
             )
         return self._state[0].to(dtype), self._state[1].to(dtype)
 
-    def taps(self, T: int, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    def taps(self, T: int, dtype: torch.dtype = torch.float32, device: torch.device | None = None) -> torch.Tensor:
         """The membrane's impulse response from rest as sliding-PSN taps ``[T]``, newest last:
         ``V[t] = Σ_d taps[T−1−d]·X[t−d]`` with ``taps[T−1−d] = (1 − β)·Σ_{i<=d} β^(d−i)·α^i``."""
-        alpha, beta = self.decays(dtype)
+        alpha, beta = self.decays(dtype, device)
         current = alpha ** torch.arange(T, dtype=dtype, device=alpha.device)  # I's response to X[0] = 1 (0^0 = 1)
         return ((1 - beta) * (lower_toeplitz(beta, T) @ current)).flip(0)
 
@@ -193,19 +194,19 @@ class ParaLIF(SpikingNeuron):
         fused = self.spike_mode == "SB" or (self.spike_mode == "T" and self.surrogate.fires_heaviside)
         if from_rest and fused:
             with fp32_compute(x_seq) as dtype:
-                taps = self.taps(T, dtype)
+                taps = self.taps(T, dtype, x_seq.device)
                 x = x_seq.reshape(T, -1).to(dtype)
                 if self.spike_mode == "T":
                     bias = torch.tensor(-self.v_threshold, dtype=dtype, device=x_seq.device)
                     spikes = sliding_psn_multi_step(x_seq.to(dtype), taps, bias, self.surrogate)
                 else:
                     spikes = _FilteredBernoulli.apply(x.contiguous(), sliding_weight_matrix(taps, T)).view(x_seq.shape)
-                self._state = self._state_from_rest(x, taps, self.decays(dtype)[0], x_seq.shape[1:])
+                self._state = self._state_from_rest(x, taps, self.decays(dtype, x.device)[0], x_seq.shape[1:])
             return spikes.to(x_seq.dtype)
         with fp32_compute(x_seq) as dtype:
             x = x_seq.reshape(T, -1).to(dtype)
             i0, v0 = (s.reshape(-1) for s in self._initial(x_seq[0], dtype))
-            alpha, beta = self.decays(dtype)
+            alpha, beta = self.decays(dtype, x.device)
             steps = torch.arange(1, T + 1, dtype=dtype, device=x.device).unsqueeze(1)
             current = lower_toeplitz(alpha, T) @ x + alpha**steps * i0
             v = (1 - beta) * (lower_toeplitz(beta, T) @ current) + beta**steps * v0
@@ -217,7 +218,7 @@ class ParaLIF(SpikingNeuron):
     def single_step(self, x: torch.Tensor) -> torch.Tensor:
         with fp32_compute(x) as dtype:
             i0, v0 = self._initial(x, dtype)
-            alpha, beta = self.decays(dtype)
+            alpha, beta = self.decays(dtype, x.device)
             current = alpha * i0 + x.to(dtype)
             v = beta * v0 + (1 - beta) * current
             spike = paralif_fire(v.unsqueeze(0), v0.unsqueeze(0), self.spike_mode, self.v_threshold, self.surrogate)
