@@ -16,6 +16,12 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # `benchmarks` is a top-level folder of the repository, not an installed package
     sys.path.insert(0, str(ROOT))
 
+# `pytest -n 2` (the README's CI command): one thread per worker process and per process a test starts. On 2 cores,
+# 2 workers x 2 threads ran 2.5x slower than one process; 2 x 1 thread, 1.6x faster (test_models/docs_commands/publish)
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    os.environ["OMP_NUM_THREADS"] = "1"
+    torch.set_num_threads(1)
+
 if not torch.cuda.is_available():  # the Triton kernels run in Triton's CPU interpreter (set before Triton is imported)
     os.environ.setdefault("TRITON_INTERPRET", "1")
 else:  # SpikingJelly's oracle on a GPU is its torch backend: the IEEE operations of its CPU path, no fused FMAs
