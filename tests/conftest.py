@@ -55,6 +55,21 @@ def _no_wandb_run_left():
         wandb.finish()
 
 
+#: the Hugging Face token :func:`isolated_caches` sets (a fake hub's request log shows it)
+HF_TEST_TOKEN = "hf_test_download_token"
+
+
+@pytest.fixture
+def isolated_caches(tmp_path, monkeypatch) -> None:
+    """An empty psn_zoo cache and Hugging Face home of the test's own, online, no Hub endpoint, a dummy HF token, no
+    ``PSN_ZOO_TRACEBACK`` (modules that load or publish weights use it for every test: ``pytest.mark.usefixtures``)."""
+    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
+    monkeypatch.setenv("HF_TOKEN", HF_TEST_TOKEN)
+    for var in ("PSN_ZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_ENDPOINT", "PSN_ZOO_TRACEBACK"):
+        monkeypatch.delenv(var, raising=False)
+
+
 def forward_backward(module, x: torch.Tensor, grad: torch.Tensor):
     """Run ``module(x)``, back-propagate ``grad``; return (output, input grad, parameter grads by name)."""
     x = x.detach().clone().requires_grad_(True)

@@ -47,14 +47,7 @@ TINY = "paper_cifar10dvs_vgg.tiny_psn_t2"
 TINY_KWARGS = {"input_size": 16, "width_mult": 0.0625}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path, monkeypatch):
-    """Every test gets its own empty psn_zoo and Hugging Face caches, online, no Hub endpoint, a dummy HF token."""
-    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", "hf_test_download_token")
-    for var in ("PSN_ZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_ENDPOINT"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_caches")  # tests/conftest.py
 
 
 def cache_files(root: Path | None = None) -> list[str]:

@@ -38,13 +38,7 @@ TINY_MODEL = {
 TINY_DATA = {"batch_size": 16, "images_per_class": 12, "permute_pixels": True, "permutation_seed": 1}
 
 
-@pytest.fixture(autouse=True)
-def _isolated_caches(tmp_path, monkeypatch):
-    monkeypatch.setenv("PSN_ZOO_CACHE", str(tmp_path / "cache"))
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf_home"))
-    monkeypatch.setenv("HF_TOKEN", "hf_test_token")
-    for var in ("PSN_ZOO_OFFLINE", "HF_HUB_OFFLINE", "HF_HUB_CACHE", "HF_ENDPOINT", "PSN_ZOO_TRACEBACK"):
-        monkeypatch.delenv(var, raising=False)
+pytestmark = pytest.mark.usefixtures("isolated_caches")  # tests/conftest.py
 
 
 def _recipe(tmp_path: Path, max_epochs: int = 2, **data: object) -> Path:

@@ -198,8 +198,8 @@ def load_entry_weights(
     path = fetch(
         info.weights.file, info.weights.sha256, sources, local=local, release_dir=release_dir, size=info.weights.size
     )
-    check_weights_record(info, path)  # the record's size, dtype and parameter count are the file's
     state = load_safetensors(path, shown=f"{path} (the weights of {info.name})")
+    check_weights_record(info, path)  # the record's size, dtype and parameter count are the file's
     return {k: v.float() if v.is_floating_point() else v for k, v in state.items()}
 
 
