@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import hashlib
 import json
 import os
@@ -117,6 +118,21 @@ def eval_shards(datamodule: Any) -> dict[str, Any] | None:
     stage = getattr(getattr(trainer, "state", None), "stage", None)
     split = _EVAL_LOADERS.get(str(getattr(stage, "value", stage)), "evaluation split")
     return {"num_replicas": int(kwargs["num_replicas"]), "rank": int(kwargs["rank"]), "split": split}
+
+
+def at_fit_epoch(datamodule: Any, loader: DataLoader) -> DataLoader:
+    """``loader`` (a training loader of ``datamodule``) set to the epoch its trainer's fit is about to run. A resumed
+    fit makes its first iterator, and with workers their copies of the dataset, before Lightning and the classifier
+    set the epoch: without this it replayed epoch 0's order and augmentation. The epoch is Lightning's count of
+    finished epochs, the value it hands to ``set_epoch``; 0 (nothing to do) without a trainer or on a fresh fit."""
+    loop = getattr(getattr(datamodule, "trainer", None), "fit_loop", None)
+    epoch = int(loop.epoch_progress.current.processed) if loop is not None else 0
+    if epoch:
+        if hasattr(datamodule, "set_epoch"):
+            datamodule.set_epoch(epoch)
+        if hasattr(loader.sampler, "set_epoch"):
+            loader.sampler.set_epoch(epoch)
+    return loader
 
 
 def seeded_loader(
@@ -482,8 +498,9 @@ class EventDataModule(L.LightningDataModule):
         test_set = self._open("test", self.preprocessing())
         train_idx = self.split_indices("train", train_set)
         test_idx = self.split_indices("test", test_set)
-        train: Dataset = NamedErrors(train_set, lambda i: self.describe_sample(train_set, i))
-        test: Dataset = NamedErrors(test_set, lambda i: self.describe_sample(test_set, i))
+        # partials, not lambdas: workers started by spawn/forkserver (macOS, Windows, Python 3.14) pickle the dataset
+        train: Dataset = NamedErrors(train_set, functools.partial(self.describe_sample, train_set))
+        test: Dataset = NamedErrors(test_set, functools.partial(self.describe_sample, test_set))
         if train_idx is not None:
             train, test = Subset(train, train_idx), Subset(test, test_idx)
         keep, held = stratified_split(
@@ -640,7 +657,7 @@ class EventDataModule(L.LightningDataModule):
         return seeded_loader(dataset, self.batch_size, shuffle, workers, self.seed, self.pin_memory, shards)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
+        return at_fit_epoch(self, self._loader("train", shuffle=True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val" if self.val_split == "holdout" else "test", shuffle=False)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -11,6 +12,13 @@ import tonic
 from .base import EventDataModule, LocalCopy, Split
 from .errors import EmptySplitError
 
+
+def recording_key(path: str) -> tuple[str, int, str]:
+    """Sort key of a CIFAR10-DVS file ``.../cifar10_<class>_<n>.aedat4``: its folder and name stem without the number,
+    then the number ``n`` as an integer (a name without one sorts by its text after the numbered ones)."""
+    parent, stem = os.path.split(os.path.splitext(path)[0])
+    prefix, _, number = stem.rpartition("_")
+    return (os.path.join(parent, prefix), int(number), "") if number.isdigit() else (path, 1 << 62, stem)
 
 class CIFAR10DVSDataModule(EventDataModule):
     """CIFAR10-DVS through ``tonic.datasets.CIFAR10DVS`` (AEDAT 4 files, read with the ``aedat`` package).
@@ -36,17 +44,22 @@ class CIFAR10DVSDataModule(EventDataModule):
 
     def open_split(self, split: Split, transform: Callable | None) -> Any:
         ds = tonic.datasets.CIFAR10DVS(save_to=str(self.tonic_root()), transform=transform)
-        order = np.argsort(ds.data, kind="stable")  # Tonic lists files in file-system order
+        # Tonic lists files in file-system order: sort by class and recording number (cifar10_airplane_7 before
+        # _10), as the paper's split script names them (test: numbers 0..99 of each class); text order put 89 of
+        # the paper's 100 test recordings per class into our training split
+        order = sorted(range(len(ds.data)), key=lambda i: recording_key(ds.data[i]))
         ds.data = [ds.data[i] for i in order]
         ds.targets = [int(ds.targets[i]) for i in order]
         return ds
 
     def split_indices(self, split: str, dataset: Any) -> list[int]:
+        """The paper's split (``cifar10dvs/move_data.py``): the recordings numbered ``0 … test_per_class − 1`` of every
+        class are the test split, the rest the training split."""
         labels = np.asarray(dataset.targets)
         self._check_split_fits(labels)
         picked = []
         for cls in np.unique(labels):
-            idx = np.flatnonzero(labels == cls)  # already in sorted-path order
+            idx = np.flatnonzero(labels == cls)  # already in recording-number order
             picked += (idx[: self.test_per_class] if split == "test" else idx[self.test_per_class :]).tolist()
         return sorted(picked)
 

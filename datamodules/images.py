@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import default_data_dir, eval_shards, network_timeout, seeded_loader, stratified_split
+from .base import at_fit_epoch, default_data_dir, eval_shards, network_timeout, seeded_loader, stratified_split
 from .errors import DatasetNotFoundError, require_samples
 from .transforms import MapDataset
 
@@ -90,7 +90,7 @@ class _SplitLoaders:
         return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, pin, eval_shards(self))
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        return at_fit_epoch(self, self._loader("train", True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val", False)

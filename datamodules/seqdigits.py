@@ -19,7 +19,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-from .base import ValSplit, eval_shards, seeded_loader, stratified_split
+from .base import ValSplit, at_fit_epoch, eval_shards, seeded_loader, stratified_split
 from .errors import require_samples
 from .ndigits import mnist_style_digits
 from .transforms import MapDataset, RandomTranslateFrames
@@ -155,7 +155,7 @@ class SequentialDigitsDataModule(L.LightningDataModule):
         return seeded_loader(dataset, self.batch_size, shuffle, self.num_workers, self.seed, shards=shards)
 
     def train_dataloader(self) -> DataLoader:
-        return self._loader("train", True)
+        return at_fit_epoch(self, self._loader("train", True))
 
     def val_dataloader(self) -> DataLoader:
         return self._loader("val" if self.val_split == "holdout" else "test", False)

@@ -31,6 +31,15 @@ class SHDDataModule(EventDataModule):
     sensor_size = tonic.datasets.SHD.sensor_size
     classes = tuple(str(i) for i in range(20))
 
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        if self.random_flip or self.random_translate:  # they move pixels of a 2-D sensor: SHD's frames are 1 × 700
+            raise ValueError(
+                f"SHDDataModule: random_flip={self.random_flip!r}, random_translate={self.random_translate!r} mirror "
+                "or shift a camera's pixels, but SHD's frames are one row of 700 cochlear channels (a vertical shift "
+                "blanks the whole sample, a flip reverses the frequencies): leave both off"
+            )
+
     @property
     def frame_sensor_size(self) -> tuple[int, int, int]:
         return downsampled(self.sensor_size[0], self.spatial_factor), 1, 1

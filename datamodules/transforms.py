@@ -106,6 +106,8 @@ class MapDataset(torch.utils.data.Dataset):
         if self.transform is None:
             return x, int(y)
         if is_random(self.transform):
-            generator = torch.Generator().manual_seed((self.seed * 1_000_003 + self.epoch) * 10_000_019 + index)
+            # modulo 2^64 (manual_seed's range): any seed works, and every seed that fitted keeps its numbers
+            stream = (self.seed * 1_000_003 + self.epoch) * 10_000_019 + index
+            generator = torch.Generator().manual_seed(stream % 2**64)
             return self.transform(x, generator), int(y)
         return self.transform(x), int(y)

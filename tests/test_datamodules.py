@@ -218,6 +218,18 @@ def test_cifar10dvs_paper_split(tmp_path):
     assert per_frame.max() - per_frame.min() <= 1  # slicing="count": equal event counts per frame
 
 
+def test_cifar10dvs_test_split_is_the_papers_recordings_by_number(tmp_path):
+    """The paper's split script takes ``cifar10_<class>_0 … _99`` (numbers, not text order) as the test split: with
+    12 recordings per class and 3 for the test, _0, _1, _2, never _10 or _11 (text order's second and third)."""
+    write_cifar10dvs(tmp_path, per_class=12)
+    dm = _prepared(CIFAR10DVSDataModule(data_dir=str(tmp_path), T=4, test_per_class=3, val_fraction=0.0,
+                                        spatial_factor=0.375))  # fmt: skip
+    numbers = sorted({int(Path(f).stem.rsplit("_", 1)[1]) for f in dm.sample_sources("test")})
+    assert numbers == [0, 1, 2] and len(dm.sample_sources("test")) == 30
+    train = {int(Path(f).stem.rsplit("_", 1)[1]) for f in dm.sample_sources("train")}
+    assert train == set(range(3, 12))
+
+
 def test_cifar10dvs_copy_too_small_for_the_paper_split_says_so(tmp_path):
     """It used to fail inside the sampler: 'num_samples should be a positive integer value, but got num_samples=0'."""
     write_cifar10dvs(tmp_path, per_class=3)
@@ -268,6 +280,36 @@ def test_shd_sequences(tmp_path):
     x, y = _first_batch(dm)
     assert x.shape[1:] == (10, 1, 140) and y.max() < 20
     assert len(dm.datasets["test"]) == 20
+
+
+@pytest.mark.parametrize("augment", [{"random_translate": 2}, {"random_flip": True}])
+def test_shd_refuses_camera_augmentations(tmp_path, augment):
+    """A vertical shift of a 1 x 700 frame blanked it (33 of 40 training samples all zero), a flip reversed the
+    frequencies: refused when the DataModule is made."""
+    with pytest.raises(ValueError, match="one row of 700 cochlear channels"):
+        SHDDataModule(data_dir=str(tmp_path), T=4, **augment)
+
+
+def test_event_datasets_pickle_for_spawned_workers_and_take_any_seed(tmp_path):
+    """Workers started by spawn or forkserver (macOS, Windows, Python 3.14's default) pickle the dataset: it held
+    lambdas. A random augmentation takes any seed (one above ~1.8e6 overflowed manual_seed deep in a worker)."""
+    import pickle
+
+    write_shd(tmp_path)
+    for seed in (0, 4_294_967_295, 20240101):
+        dm = _prepared(SHDDataModule(data_dir=str(tmp_path), T=4, val_fraction=0.25, seed=seed))
+        train = pickle.loads(pickle.dumps(dm.datasets["train"]))
+        assert torch.equal(train[0][0], dm.datasets["train"][0][0])
+    from psn_zoo.datamodules.transforms import MapDataset, RandomFlipFrames
+
+    frames = [(torch.rand(4, 2, 8, 8), 1)] * 4
+    for seed in (3, 4_294_967_295, 10**30):
+        data = MapDataset(frames, RandomFlipFrames(0.5), seed=seed)
+        assert all(torch.equal(data[i][0], data[i][0]) for i in range(4))
+    small = MapDataset(frames, RandomFlipFrames(0.5), seed=3)  # seeds that fitted keep their draws
+    reference = torch.Generator().manual_seed((3 * 1_000_003) * 10_000_019 + 2)
+    expected = frames[2][0].flip(-1) if torch.rand(1, generator=reference) < 0.5 else frames[2][0]
+    assert torch.equal(small[2][0], expected)
 
 
 def test_shd_missing_test_file_is_not_mistaken_for_present(tmp_path, monkeypatch):
@@ -473,3 +515,44 @@ def test_ncaltech101_classes_are_never_an_empty_listing(tmp_path):
     dm.prepare_data()
     dm.setup()
     assert dm.num_classes == 3 and len(dm.datasets["test"]) == 3
+
+
+def test_a_resumed_fit_with_workers_sees_the_epoch_it_resumes(tmp_path):
+    """With workers, a resumed fit's first iterator is made before Lightning and the classifier set the epoch: it
+    replayed epoch 0's order and augmentation. The resumed epoch 1 now sees the uninterrupted run's epoch 1."""
+    import lightning as L
+
+    write_cifar10dvs(tmp_path / "data", per_class=4)
+
+    def data():
+        return CIFAR10DVSDataModule(data_dir=str(tmp_path / "data"), T=2, test_per_class=1, cache="none",
+                                    spatial_factor=0.125, batch_size=8, num_workers=2, random_flip=True,
+                                    random_translate=2, val_fraction=0.0)  # fmt: skip
+
+    class Recorder(L.LightningModule):
+        def __init__(self):
+            super().__init__()
+            self.lin, self.seen = torch.nn.Linear(1, 1), {}
+
+        def on_train_epoch_start(self):
+            self.trainer.datamodule.set_epoch(self.current_epoch)  # as SpikingClassifier does
+
+        def training_step(self, batch, index):
+            x, _ = batch
+            self.seen.setdefault(self.current_epoch, []).append(x.flatten(1).sum(1) + x.flatten(1).argmax(1))
+            return self.lin.weight.sum() * 0
+
+        def configure_optimizers(self):
+            return torch.optim.SGD(self.parameters(), lr=0.0)
+
+    kw = {"logger": False, "enable_progress_bar": False, "enable_model_summary": False, "limit_val_batches": 0,
+          "accelerator": "cpu", "max_epochs": 2}  # fmt: skip
+    every = L.pytorch.callbacks.ModelCheckpoint(dirpath=tmp_path / "ckpt", save_top_k=-1, every_n_epochs=1)
+    full = Recorder()
+    L.Trainer(callbacks=[every], default_root_dir=tmp_path, **kw).fit(full, data())
+    [first] = sorted((tmp_path / "ckpt").glob("epoch=0*.ckpt"))
+    resumed = Recorder()
+    L.Trainer(default_root_dir=tmp_path / "resumed", **kw).fit(resumed, data(), ckpt_path=first)
+    same = [torch.equal(a, b) for a, b in zip(resumed.seen[1], full.seen[1], strict=True)]
+    assert all(same), "the resumed epoch 1 differs from the uninterrupted run's"
+    assert not all(torch.equal(a, b) for a, b in zip(full.seen[0], full.seen[1], strict=True))  # epochs do differ
